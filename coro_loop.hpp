@@ -1,0 +1,2206 @@
+// coro_loop.hpp - Python's asyncio for C++20, in one header - v0.1.0
+//
+// Use: copy this file, #include "coro_loop.hpp", build with -std=c++20
+// (plus -pthread on POSIX). Nothing else to link.
+//
+//   #include "coro_loop.hpp"
+//   coro_loop::task<int> answer() { co_await coro_loop::sleep(std::chrono::milliseconds(10)); co_return 42; }
+//   int main() { return coro_loop::run(answer()) == 42 ? 0 : 1; }
+//
+// Configuration: #define before the first include [default]
+//   CORO_LOOP_BACKEND_EPOLL                  force the epoll backend      [picked from the OS]
+//   CORO_LOOP_MAX_TRANSFER_DEPTH             symmetric transfers in a row before a
+//                                            bounce through the ready queue [64]
+//   CORO_LOOP_NO_FRAME_RECYCLING             allocate every coroutine frame with
+//                                            operator new (on by default under sanitizers)
+// Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()).
+//
+// Contents (search ">>name" to jump):
+//   1 config & platform  >>config      2 utilities  >>util
+//   3 event loop core    >>loop        4 backends   >>backend >>epoll
+//   5 tasks              >>tasks       6 sleep & run()  >>run
+//
+// Public names, one line each (all in namespace coro_loop):
+//   task<T>                       lazy coroutine type; co_await it to run it inline
+//   create_task(aw, name)         start aw now as a scheduled task; returns task_handle<T>
+//   create_task(fn, args...)      same, moving fn and args into the frame (safe lambda captures)
+//   task_handle<T>                done/cancelled/result/exception/cancel/cancelling/uncancel/name
+//   task_ref                      a task_handle without its result type (current_task, all_tasks)
+//   current_task(), all_tasks()   the task running now; every task not yet done
+//   sleep(d), sleep_until(t)      suspend; sleep(0) yields for exactly one loop iteration
+//   run(aw, options)              asyncio.run: fresh loop, run aw, cancel leftovers, close
+//   event_loop                    call_soon, call_later, call_at, call_soon_threadsafe,
+//                                 run_forever, stop, run_until_complete, time, close
+//   get_running_loop()            the loop running on this thread (throws when none)
+//   callback_handle               cancellable result of call_soon / call_later / call_at
+//   read_some(fd, buf), write_some(fd, buf)   awaitable I/O on a non-blocking POSIX fd
+//   cancelled_error               thrown at the suspension point of a cancelled task
+//   timeout_error, invalid_state_error        see their declarations
+//
+// Differences from asyncio that matter (README.md has the whole table):
+//   - cancelled_error does not derive from std::exception, so catch (std::exception&)
+//     never swallows a cancellation (as Python's CancelledError is a BaseException).
+//   - A cancel that arrives while a task is not suspended in a cancellable wait is
+//     delivered at its next cancellable suspension point; a wait that already
+//     completed is never undone (no item, byte or permit is lost).
+//   - task_handle objects must not outlive their event loop; run() guarantees every
+//     task is finished before it closes the loop.
+//   - Tasks are kept alive by the loop until they finish (asyncio keeps only a weak
+//     reference): a fire-and-forget task is never collected mid-flight.
+
+#ifndef CORO_LOOP_HPP
+#define CORO_LOOP_HPP
+
+// ============================================================================
+// 1. Config & platform detection  >>config
+//    Turns the OS and the user's overrides into exactly one backend macro.
+// ============================================================================
+
+#define CORO_LOOP_VERSION_MAJOR 0
+#define CORO_LOOP_VERSION_MINOR 1
+#define CORO_LOOP_VERSION_PATCH 0
+#define CORO_LOOP_VERSION "0.1.0"
+
+#if !defined(CORO_LOOP_BACKEND_EPOLL)
+#if defined(__linux__)
+#define CORO_LOOP_BACKEND_EPOLL 1
+#else
+#error "coro_loop: only the epoll backend (Linux) exists so far; kqueue and IOCP are planned"
+#endif
+#endif
+
+#ifndef CORO_LOOP_MAX_TRANSFER_DEPTH
+#define CORO_LOOP_MAX_TRANSFER_DEPTH 64
+#endif
+
+// Sanitizers must see every frame allocation, so recycling is off under them.
+#if !defined(CORO_LOOP_NO_FRAME_RECYCLING)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CORO_LOOP_NO_FRAME_RECYCLING 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define CORO_LOOP_NO_FRAME_RECYCLING 1
+#endif
+#endif
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CORO_LOOP_NOINLINE __attribute__((noinline))
+#else
+#define CORO_LOOP_NOINLINE
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <concepts>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(CORO_LOOP_BACKEND_EPOLL)
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#endif
+
+namespace coro_loop {
+
+using clock = std::chrono::steady_clock;
+using time_point = clock::time_point;
+using duration = clock::duration;
+
+/// An OS file descriptor (POSIX) the backend can wait on.
+using native_handle = int;
+
+// ============================================================================
+// 2. Utilities: errors, intrusive lists, the timer heap, the frame allocator  >>util
+//    Uses only the standard library.
+// ============================================================================
+
+/// Thrown at the suspension point of a cancelled task (asyncio.CancelledError).
+/// Deliberately not a std::exception: catch (const std::exception&) must not
+/// swallow a cancellation, as `except Exception` does not in Python.
+class cancelled_error {
+ public:
+  const char* what() const noexcept { return "coro_loop::cancelled_error: the task was cancelled"; }
+};
+
+/// Thrown by timeout(), timeout_at() and wait_for() when the deadline passes.
+class timeout_error : public std::runtime_error {
+ public:
+  timeout_error() : std::runtime_error("coro_loop::timeout_error: the deadline passed") {}
+  using std::runtime_error::runtime_error;
+};
+
+/// Thrown on misuse: a result read before it is set, a task awaited twice, a closed loop.
+class invalid_state_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+class event_loop;
+
+namespace detail {
+
+// One line per OS failure, naming what failed: "epoll_ctl add fd 7: Bad file descriptor".
+[[noreturn]] inline void throw_system_error(int error_number, const std::string& what) {
+  throw std::system_error(error_number, std::generic_category(), what);
+}
+
+// An element of the loop's ready queue: anything that can be run once, later,
+// on the loop thread (a task step, a callback, a completion notice). When the
+// loop closes, the nodes left are run with no running loop in the thread:
+// each then discards itself (releases, frees) instead of doing its work.
+struct ready_node {
+  ready_node* next_ready = nullptr;
+  void (*run)(ready_node* self) noexcept = nullptr;
+};
+
+// FIFO of ready_nodes, intrusive: pushing allocates nothing.
+class ready_queue {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  ready_node* back() const noexcept { return tail_; }
+  void push_back(ready_node& node) noexcept {
+    node.next_ready = nullptr;
+    if (tail_ != nullptr) {
+      tail_->next_ready = &node;
+    } else {
+      head_ = &node;
+    }
+    tail_ = &node;
+  }
+  ready_node* pop_front() noexcept {
+    ready_node* node = head_;
+    head_ = node->next_ready;
+    if (head_ == nullptr) tail_ = nullptr;
+    node->next_ready = nullptr;
+    return node;
+  }
+  // Moves every node of `other` to the back of this queue.
+  void splice_back(ready_queue& other) noexcept {
+    if (other.head_ == nullptr) return;
+    if (tail_ != nullptr) {
+      tail_->next_ready = other.head_;
+    } else {
+      head_ = other.head_;
+    }
+    tail_ = other.tail_;
+    other.head_ = other.tail_ = nullptr;
+  }
+
+ private:
+  ready_node* head_ = nullptr;
+  ready_node* tail_ = nullptr;
+};
+
+// A doubly linked intrusive list hook; unlinking is O(1) and idempotent.
+struct list_hook {
+  list_hook* prev = nullptr;
+  list_hook* next = nullptr;
+  bool linked() const noexcept { return prev != nullptr; }
+};
+
+// A circular intrusive list with a sentinel; FIFO when pushed at the back.
+class intrusive_list {
+ public:
+  intrusive_list() noexcept { sentinel_.prev = sentinel_.next = &sentinel_; }
+  intrusive_list(const intrusive_list&) = delete;
+  intrusive_list& operator=(const intrusive_list&) = delete;
+  bool empty() const noexcept { return sentinel_.next == &sentinel_; }
+  std::size_t size() const noexcept {
+    std::size_t count = 0;
+    for (const list_hook* h = sentinel_.next; h != &sentinel_; h = h->next) ++count;
+    return count;
+  }
+  void push_back(list_hook& hook) noexcept {
+    hook.prev = sentinel_.prev;
+    hook.next = &sentinel_;
+    sentinel_.prev->next = &hook;
+    sentinel_.prev = &hook;
+  }
+  void push_front(list_hook& hook) noexcept {
+    hook.next = sentinel_.next;
+    hook.prev = &sentinel_;
+    sentinel_.next->prev = &hook;
+    sentinel_.next = &hook;
+  }
+  list_hook* front() const noexcept { return empty() ? nullptr : sentinel_.next; }
+  list_hook* pop_front() noexcept {
+    if (empty()) return nullptr;
+    list_hook* hook = sentinel_.next;
+    unlink(*hook);
+    return hook;
+  }
+  static void unlink(list_hook& hook) noexcept {
+    if (!hook.linked()) return;
+    hook.prev->next = hook.next;
+    hook.next->prev = hook.prev;
+    hook.prev = hook.next = nullptr;
+  }
+  // Visits every hook; `visit` may unlink the hook it is given.
+  template <class Visit>
+  void for_each(Visit&& visit) {
+    for (list_hook* h = sentinel_.next; h != &sentinel_;) {
+      list_hook* next = h->next;
+      visit(*h);
+      h = next;
+    }
+  }
+
+ private:
+  list_hook sentinel_;
+};
+
+// Recovers the object that embeds `Member` as a base class.
+template <class Owner, class Member>
+Owner& owner_of(Member& member) noexcept {
+  return static_cast<Owner&>(member);
+}
+
+// An entry of the timer heap. It lives inside whatever waits (a sleep awaiter,
+// a call_later callback): arming a timer allocates nothing but heap slots.
+struct timer_node {
+  static constexpr std::size_t not_in_heap = static_cast<std::size_t>(-1);
+  time_point deadline{};
+  std::uint64_t sequence = 0;  // FIFO among equal deadlines
+  std::size_t heap_index = not_in_heap;
+  void (*fire)(timer_node* self) noexcept = nullptr;
+  bool armed() const noexcept { return heap_index != not_in_heap; }
+};
+
+// A binary min-heap ordered by (deadline, sequence) that knows each node's
+// slot, so a cancelled timer is removed at once in O(log n): a cancelled sleep
+// leaves nothing behind (asyncio leaves it until the heap is compacted).
+class timer_heap {
+ public:
+  bool empty() const noexcept { return heap_.empty(); }
+  std::size_t size() const noexcept { return heap_.size(); }
+  timer_node* top() const noexcept { return heap_.front(); }
+
+  void push(timer_node& node) {
+    node.sequence = next_sequence_++;
+    heap_.push_back(&node);
+    node.heap_index = heap_.size() - 1;
+    sift_up(node.heap_index);
+  }
+  void remove(timer_node& node) noexcept {
+    if (!node.armed()) return;
+    std::size_t index = node.heap_index;
+    node.heap_index = timer_node::not_in_heap;
+    timer_node* last = heap_.back();
+    heap_.pop_back();
+    if (last == &node) return;
+    heap_[index] = last;
+    last->heap_index = index;
+    sift_down(index);
+    sift_up(last->heap_index);
+  }
+  timer_node* pop() noexcept {
+    timer_node* node = heap_.front();
+    remove(*node);
+    return node;
+  }
+
+ private:
+  static bool earlier(const timer_node* a, const timer_node* b) noexcept {
+    return a->deadline < b->deadline || (a->deadline == b->deadline && a->sequence < b->sequence);
+  }
+  void place(std::size_t index, timer_node* node) noexcept {
+    heap_[index] = node;
+    node->heap_index = index;
+  }
+  void sift_up(std::size_t index) noexcept {
+    timer_node* node = heap_[index];
+    while (index > 0) {
+      std::size_t parent = (index - 1) / 2;
+      if (!earlier(node, heap_[parent])) break;
+      place(index, heap_[parent]);
+      index = parent;
+    }
+    place(index, node);
+  }
+  void sift_down(std::size_t index) noexcept {
+    timer_node* node = heap_[index];
+    const std::size_t count = heap_.size();
+    for (;;) {
+      std::size_t child = 2 * index + 1;
+      if (child >= count) break;
+      if (child + 1 < count && earlier(heap_[child + 1], heap_[child])) ++child;
+      if (!earlier(heap_[child], node)) break;
+      place(index, heap_[child]);
+      index = child;
+    }
+    place(index, node);
+  }
+
+  std::vector<timer_node*> heap_;
+  std::uint64_t next_sequence_ = 0;
+};
+
+// --- 2.1 The frame allocator ---
+// Every coroutine frame is one heap allocation (elision is not reliable), so
+// frames are recycled per thread in 16-byte size classes. A frame freed on
+// another thread simply joins that thread's lists. Blocks are plain
+// operator-new memory, so the cache can always hand them back.
+class frame_recycler {
+ public:
+  static constexpr std::size_t granularity = 16;
+  static constexpr std::size_t class_count = 48;  // frames up to 768 bytes
+  static constexpr std::size_t max_cached_bytes = std::size_t{8} << 20;
+
+  ~frame_recycler() {
+    for (free_block*& head : free_lists_) {
+      while (head != nullptr) {
+        free_block* next = head->next;
+        ::operator delete(static_cast<void*>(head));
+        head = next;
+      }
+    }
+    alive_flag() = false;
+  }
+  static bool& alive_flag() noexcept {
+    static thread_local bool alive = true;
+    return alive;
+  }
+  void* allocate(std::size_t size) {
+    std::size_t size_class = class_of(size);
+    if (size_class < class_count && free_lists_[size_class] != nullptr) {
+      free_block* block = free_lists_[size_class];
+      free_lists_[size_class] = block->next;
+      cached_bytes_ -= (size_class + 1) * granularity;
+      return block;
+    }
+    if (size_class < class_count) return ::operator new((size_class + 1) * granularity);
+    return ::operator new(size);
+  }
+  void deallocate(void* pointer, std::size_t size) noexcept {
+    std::size_t size_class = class_of(size);
+    std::size_t bytes = (size_class + 1) * granularity;
+    if (size_class >= class_count || cached_bytes_ + bytes > max_cached_bytes) {
+      ::operator delete(pointer);
+      return;
+    }
+    auto* block = static_cast<free_block*>(pointer);
+    block->next = free_lists_[size_class];
+    free_lists_[size_class] = block;
+    cached_bytes_ += bytes;
+  }
+
+ private:
+  struct free_block {
+    free_block* next;
+  };
+  static std::size_t class_of(std::size_t size) noexcept { return (size + granularity - 1) / granularity - 1; }
+  free_block* free_lists_[class_count] = {};
+  std::size_t cached_bytes_ = 0;
+};
+
+inline frame_recycler& this_thread_recycler() noexcept {
+  static thread_local frame_recycler recycler;
+  return recycler;
+}
+
+inline void* allocate_frame(std::size_t size) {
+#if defined(CORO_LOOP_NO_FRAME_RECYCLING)
+  return ::operator new(size);
+#else
+  // After this thread's recycler is destroyed (thread exit), frames still
+  // come and go through plain operator new and delete.
+  if (!frame_recycler::alive_flag()) return ::operator new(size);
+  return this_thread_recycler().allocate(size);
+#endif
+}
+
+inline void deallocate_frame(void* pointer, [[maybe_unused]] std::size_t size) noexcept {
+#if defined(CORO_LOOP_NO_FRAME_RECYCLING)
+  ::operator delete(pointer);
+#else
+  if (!frame_recycler::alive_flag()) {
+    ::operator delete(pointer);
+    return;
+  }
+  this_thread_recycler().deallocate(pointer, size);
+#endif
+}
+
+}  // namespace detail
+
+// ============================================================================
+// 3. Event loop core: ready queue, timers, callbacks, the current loop  >>loop
+//    Uses 2. The backend (4) is reached through a pointer so that this
+//    section reads before it; the loop's backend-driving members follow 4.
+// ============================================================================
+
+class callback_handle_access;
+class task_ref;
+
+namespace detail {
+
+class backend;
+class task_promise_base;
+
+// The running loop of this thread. Read through a non-inlined function:
+// Clang may cache a thread_local's address across a suspension point, and a
+// coroutine may resume on another thread.
+CORO_LOOP_NOINLINE inline event_loop*& running_loop_slot() noexcept {
+  static thread_local event_loop* loop = nullptr;
+  return loop;
+}
+
+
+// A callback scheduled by call_soon / call_later / call_at. Shared between the
+// loop and any callback_handle by an atomic count, because
+// call_soon_threadsafe hands it across threads.
+class callback_node : public ready_node, public timer_node {
+ public:
+  void retain() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+  }
+  bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+
+ protected:
+  using invoke_function = void (*)(callback_node*);
+  using destroy_function = void (*)(callback_node*) noexcept;
+  callback_node(invoke_function invoke, destroy_function destroy) noexcept : invoke_(invoke), destroy_(destroy) {
+    run = &run_callback;
+  }
+  ~callback_node() = default;
+
+ private:
+  friend class coro_loop::event_loop;
+  friend class coro_loop::callback_handle_access;
+  // Runs from the ready queue; the queue's reference is released afterwards.
+  // A throwing callback is reported and the loop goes on, as in asyncio.
+  static void run_callback(ready_node* node) noexcept {
+    auto* self = static_cast<callback_node*>(node);
+    if (!self->cancelled() && running_loop_slot() != nullptr) {
+      try {
+        self->invoke_(self);
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "coro_loop: exception in callback: %s\n", error.what());
+      } catch (const cancelled_error&) {
+        std::fprintf(stderr, "coro_loop: cancelled_error escaped a callback\n");
+      } catch (...) {
+        std::fprintf(stderr, "coro_loop: unknown exception in callback\n");
+      }
+    }
+    self->release();
+  }
+  invoke_function invoke_;
+  destroy_function destroy_;
+  std::atomic<int> references_{1};
+  std::atomic<bool> cancelled_{false};
+  event_loop* loop_ = nullptr;
+};
+
+template <class Callback>
+class callback_of final : public callback_node {
+ public:
+  explicit callback_of(Callback callback)
+      : callback_node(&invoke, &destroy), callback_(std::move(callback)) {}
+
+ private:
+  static void invoke(callback_node* self) { static_cast<callback_of*>(self)->callback_(); }
+  static void destroy(callback_node* self) noexcept { delete static_cast<callback_of*>(self); }
+  Callback callback_;
+};
+
+// Something a task can be suspended on that a cancel() can interrupt: a sleep,
+// an I/O operation, a queue waiter, another task. `interrupt` returns true when
+// it has taken charge of resuming the task (now or later) so that the waiting
+// co_await throws cancelled_error; false when the wait cannot be interrupted,
+// in which case the cancellation is delivered at the next suspension point.
+struct cancellable_wait {
+  bool (*interrupt)(cancellable_wait* self) noexcept = nullptr;
+};
+
+}  // namespace detail
+
+/// The handle of a scheduled callback (asyncio.Handle / TimerHandle).
+/// Copyable; cancel() is for the loop's thread, except for call_soon_threadsafe
+/// handles, whose cancel() may race the callback and is then a no-op.
+class callback_handle {
+ public:
+  callback_handle() noexcept = default;
+  callback_handle(const callback_handle& other) noexcept : node_(other.node_) {
+    if (node_ != nullptr) node_->retain();
+  }
+  callback_handle(callback_handle&& other) noexcept : node_(std::exchange(other.node_, nullptr)) {}
+  callback_handle& operator=(callback_handle other) noexcept {
+    std::swap(node_, other.node_);
+    return *this;
+  }
+  ~callback_handle() {
+    if (node_ != nullptr) node_->release();
+  }
+  /// Prevents the callback from running; a no-op when it already ran.
+  inline void cancel() noexcept;
+  /// True once cancel() was called.
+  bool cancelled() const noexcept { return node_ != nullptr && node_->cancelled(); }
+  /// The deadline of a call_later / call_at callback.
+  time_point when() const noexcept { return node_ != nullptr ? node_->deadline : time_point{}; }
+
+ private:
+  friend class event_loop;
+  explicit callback_handle(detail::callback_node* node) noexcept : node_(node) {}
+  detail::callback_node* node_ = nullptr;
+};
+
+/// Options of run() and event_loop::run_until_complete.
+struct run_options {
+  /// Debug mode: warn when one step holds the loop longer than slow_callback_duration,
+  /// report tasks destroyed without ever being awaited. Also on with CORO_LOOP_DEBUG=1.
+  bool debug = false;
+  std::chrono::milliseconds slow_callback_duration{100};
+};
+
+/// The event loop: one per thread, driven by run_forever / run_until_complete
+/// or, usually, by run(). Not thread-safe except call_soon_threadsafe.
+class event_loop {
+ public:
+  event_loop();
+  ~event_loop();
+  event_loop(const event_loop&) = delete;
+  event_loop& operator=(const event_loop&) = delete;
+
+  /// The loop's clock (steady_clock), the time base of call_at and sleep_until.
+  time_point time() const noexcept { return clock::now(); }
+
+  /// Runs `callback` on a later iteration, after those already scheduled (FIFO).
+  template <class Callback>
+  callback_handle call_soon(Callback&& callback);
+  /// Runs `callback` after `delay` (or at once on the next iteration when <= 0).
+  template <class Callback>
+  callback_handle call_later(duration delay, Callback&& callback);
+  /// Runs `callback` at `deadline` on the loop's clock; FIFO among equal deadlines.
+  template <class Callback>
+  callback_handle call_at(time_point deadline, Callback&& callback);
+  /// Any thread: schedules `callback` and wakes the loop if it is blocked.
+  template <class Callback>
+  callback_handle call_soon_threadsafe(Callback&& callback);
+
+  /// Runs until stop(). Throws invalid_state_error when this thread already runs a loop.
+  void run_forever();
+  /// Asks run_forever to return after the current iteration.
+  void stop() noexcept { stopping_ = true; }
+  /// Runs `awaitable` as a task until it finishes; returns its value or rethrows.
+  template <class Awaitable>
+  decltype(auto) run_until_complete(Awaitable&& awaitable);
+  bool is_running() const noexcept { return running_; }
+  bool is_closed() const noexcept { return closed_; }
+  /// Releases the backend. Pending tasks are destroyed (asyncio warns
+  /// "Task was destroyed but it is pending"): prefer run(), which finishes them.
+  void close();
+  bool debug() const noexcept { return options_.debug; }
+  void set_debug(bool enabled) noexcept { options_.debug = enabled; }
+
+  /// Introspection, for tests and leak checks: armed timers, tasks not yet done,
+  /// descriptors known to the backend, I/O operations parked in the backend.
+  std::size_t timer_count() const noexcept { return timers_.size(); }
+  std::size_t pending_task_count() const noexcept { return pending_tasks_.size(); }
+  inline std::size_t registered_handle_count() const noexcept;
+  inline std::size_t parked_operation_count() const noexcept;
+
+  // --- for the library's own awaitables (stable, but not the everyday API) ---
+  /// The task whose step is running, or null inside a plain callback.
+  detail::task_promise_base* current_task() const noexcept { return current_task_; }
+  void schedule(detail::ready_node& node) noexcept { ready_.push_back(node); }
+  void add_timer(detail::timer_node& node) { timers_.push(node); }
+  void remove_timer(detail::timer_node& node) noexcept { timers_.remove(node); }
+  detail::backend& backend() noexcept { return *backend_; }
+  void run_once();
+  /// Cancels the pending tasks and runs until they finish (or `limit` passes).
+  void finish_pending_tasks(duration limit);
+  /// Counts a symmetric transfer; false when the chain is deep enough that the
+  /// next hop must bounce through the ready queue (see transfer_to in 5).
+  bool count_transfer() noexcept { return ++transfer_depth_ <= CORO_LOOP_MAX_TRANSFER_DEPTH; }
+
+ private:
+  friend class detail::task_promise_base;
+  friend class callback_handle;
+  template <class T>
+  friend class task_handle;
+  friend std::vector<task_ref> all_tasks();
+  template <class Callback>
+  static detail::callback_node* make_callback(Callback&& callback);
+  void check_thread(const char* operation) const;
+  void wake_backend() noexcept;
+  template <class KeepRunning>
+  void run_while(KeepRunning keep_running);
+  void drain_threadsafe_queue();
+  void run_ready_batch();
+  int backend_timeout_ms() const noexcept;
+
+  detail::ready_queue ready_;
+  detail::timer_heap timers_;
+  std::unique_ptr<detail::backend> backend_;
+  detail::intrusive_list pending_tasks_;  // every task started and not yet done
+  std::mutex threadsafe_mutex_;
+  detail::ready_queue threadsafe_queue_;  // guarded by threadsafe_mutex_
+  std::atomic<bool> threadsafe_pending_{false};
+  std::thread::id owner_thread_{};
+  run_options options_{};
+  detail::task_promise_base* current_task_ = nullptr;
+  std::uint64_t next_task_number_ = 1;
+  unsigned transfer_depth_ = 0;
+  bool running_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+
+};
+
+/// The loop running on this thread; throws invalid_state_error when there is none.
+inline event_loop& get_running_loop() {
+  event_loop* loop = detail::running_loop_slot();
+  if (loop == nullptr) throw invalid_state_error("coro_loop: no running event loop in this thread");
+  return *loop;
+}
+
+// --- 3.1 event_loop: callbacks ---
+
+template <class Callback>
+detail::callback_node* event_loop::make_callback(Callback&& callback) {
+  static_assert(std::is_invocable_v<std::decay_t<Callback>&>, "a loop callback takes no arguments");
+  return new detail::callback_of<std::decay_t<Callback>>(std::forward<Callback>(callback));
+}
+
+template <class Callback>
+callback_handle event_loop::call_soon(Callback&& callback) {
+  check_thread("call_soon");
+  detail::callback_node* node = make_callback(std::forward<Callback>(callback));
+  node->loop_ = this;
+  node->retain();  // one reference for the loop, one for the handle
+  ready_.push_back(*node);
+  return callback_handle(node);
+}
+
+template <class Callback>
+callback_handle event_loop::call_at(time_point deadline, Callback&& callback) {
+  check_thread("call_at");
+  detail::callback_node* node = make_callback(std::forward<Callback>(callback));
+  node->loop_ = this;
+  node->deadline = deadline;
+  node->fire = [](detail::timer_node* timer) noexcept {
+    auto* self = static_cast<detail::callback_node*>(timer);
+    self->loop_->ready_.push_back(*self);  // the heap's reference moves to the ready queue
+  };
+  node->retain();
+  timers_.push(*node);
+  return callback_handle(node);
+}
+
+template <class Callback>
+callback_handle event_loop::call_later(duration delay, Callback&& callback) {
+  return call_at(clock::now() + delay, std::forward<Callback>(callback));
+}
+
+template <class Callback>
+callback_handle event_loop::call_soon_threadsafe(Callback&& callback) {
+  if (closed_) throw invalid_state_error("call_soon_threadsafe: the event loop is closed");
+  detail::callback_node* node = make_callback(std::forward<Callback>(callback));
+  node->loop_ = this;
+  node->retain();
+  {
+    std::lock_guard<std::mutex> guard(threadsafe_mutex_);
+    threadsafe_queue_.push_back(*node);
+  }
+  // Only the first producer since the loop last drained pays for a wake-up;
+  // the loop clears the flag before it drains, so no push is ever missed.
+  if (!threadsafe_pending_.exchange(true, std::memory_order_acq_rel)) wake_backend();
+  return callback_handle(node);
+}
+
+class callback_handle_access {
+ public:
+  static void cancel(detail::callback_node* node) noexcept {
+    if (node->cancelled_.exchange(true, std::memory_order_acq_rel)) return;
+    // A timer still in the heap leaves it now, so no dead entry lingers; the
+    // heap's reference goes with it. Ready-queue entries are skipped when run.
+    if (node->armed()) {
+      node->loop_->remove_timer(*node);
+      node->release();
+    }
+  }
+};
+
+inline void callback_handle::cancel() noexcept {
+  if (node_ != nullptr) callback_handle_access::cancel(node_);
+}
+
+// ============================================================================
+// 4. I/O backends: the operation interface, then one section per OS  >>backend
+//    Uses 2 and 3. Exactly one backend is compiled in.
+// ============================================================================
+//
+// The backend is built around operations (read, recv, send, accept, connect,
+// ...), not around "wait until readable", so that IOCP can submit them
+// natively. Its contract, the same in every backend:
+//
+//   bool start(io_operation& op)
+//       Performs op at once if it can: returns true with op.result / op.error
+//       set, and op.complete is NOT called. Otherwise parks op and returns
+//       false; op.complete runs later, on the loop thread, exactly once.
+//   void cancel(io_operation& op) noexcept
+//       For a parked op: op.complete runs with op.error == ECANCELED (at once
+//       on epoll; after the OS confirms on IOCP, which may also report that
+//       the operation finished first). No-op for an op not parked.
+//   void abandon(io_operation& op) noexcept
+//       The op's owner is being destroyed: forget op, no callback.
+//   void release(native_handle handle) noexcept
+//       Called before a handle is closed: drops its registration (kevent(2) and
+//       epoll both need this before close to stay consistent under dup()).
+//   void wake() noexcept
+//       Any thread: makes a blocked poll() return.
+//   void poll(int timeout_ms)
+//       Waits up to timeout_ms (-1: no limit) for readiness or completions and
+//       runs the completions of the operations that finished.
+//   std::size_t registered_count() / parked_count()
+//       Handles known to the OS queue / operations parked: for leak checks.
+
+namespace detail {
+
+enum class io_kind : std::uint8_t {
+  read,           // read(2) on a pipe or other fd
+  write,          // write(2)
+  recv,           // recv(2) on a socket
+  send,           // send(2), never raising SIGPIPE
+  accept,         // accept4(2): result is the new handle, non-blocking
+  connect,        // connect(2), then SO_ERROR once writable
+  recv_from,      // recvfrom(2): address / address_length filled
+  send_to,        // sendto(2)
+  wait_readable,  // completes when the handle becomes readable
+  wait_writable,  // completes when the handle becomes writable
+};
+
+// One I/O request. It lives in the awaiting frame (or in a stream): starting
+// and parking allocate nothing.
+struct io_operation {
+  // --- set by the caller
+  io_kind kind = io_kind::read;
+  native_handle handle = -1;
+  void* buffer = nullptr;
+  std::size_t length = 0;
+  int flags = 0;                     // MSG_* flags for recv/send
+  void* address = nullptr;           // a sockaddr_storage for accept/connect/recv_from/send_to
+  std::uint32_t address_length = 0;  // in: its size; out (accept, recv_from): the filled length
+  void (*complete)(io_operation* self) noexcept = nullptr;
+  // --- results
+  std::ptrdiff_t result = 0;  // bytes moved, or the accepted handle
+  int error = 0;              // 0, an errno value, or ECANCELED after cancel()
+  // --- backend-private
+  io_operation* prev_parked = nullptr;
+  io_operation* next_parked = nullptr;
+  bool parked = false;
+  bool connect_started = false;
+
+  bool reads() const noexcept {
+    return kind == io_kind::read || kind == io_kind::recv || kind == io_kind::accept ||
+           kind == io_kind::recv_from || kind == io_kind::wait_readable;
+  }
+};
+
+}  // namespace detail
+
+#if defined(CORO_LOOP_BACKEND_EPOLL)
+// --- 4.1 epoll (Linux)  >>epoll ---
+// Try the syscall first; on EAGAIN park the operation on its handle and retry
+// it when epoll reports the edge. Each handle is added once, edge-triggered,
+// for both directions, and stays registered until release(): no epoll_ctl
+// per operation.
+namespace detail {
+
+class backend {
+ public:
+  backend() {
+    epoll_handle_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_handle_ < 0) throw_system_error(errno, "epoll_create1");
+    wake_handle_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_handle_ < 0) {
+      int error = errno;
+      ::close(epoll_handle_);
+      throw_system_error(error, "eventfd");
+    }
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = wake_handle_;
+    if (::epoll_ctl(epoll_handle_, EPOLL_CTL_ADD, wake_handle_, &event) < 0) {
+      int error = errno;
+      ::close(wake_handle_);
+      ::close(epoll_handle_);
+      throw_system_error(error, "epoll_ctl add eventfd");
+    }
+    ignore_sigpipe_once();
+  }
+  ~backend() {
+    ::close(wake_handle_);
+    ::close(epoll_handle_);
+  }
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+
+  bool start(io_operation& op) {
+    op.error = 0;
+    op.result = 0;
+    op.connect_started = false;
+    if (perform(op, false)) return true;
+    park(op);
+    return false;
+  }
+
+  void cancel(io_operation& op) noexcept {
+    if (!op.parked) return;
+    unpark(op);
+    op.error = ECANCELED;
+    op.complete(&op);
+  }
+
+  void abandon(io_operation& op) noexcept {
+    if (op.parked) unpark(op);
+  }
+
+  void release(native_handle handle) noexcept {
+    if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return;
+    handle_state& state = handles_[static_cast<std::size_t>(handle)];
+    // Parked operations on a handle being closed complete as cancelled
+    // rather than waiting for an edge that can never come.
+    for (io_operation** head : {&state.readers_head, &state.writers_head}) {
+      while (*head != nullptr) cancel(**head);
+    }
+    if (state.registered) {
+      ::epoll_ctl(epoll_handle_, EPOLL_CTL_DEL, handle, nullptr);
+      state.registered = false;
+      --registered_count_;
+    }
+  }
+
+  void wake() noexcept {
+    std::uint64_t one = 1;
+    // EAGAIN means the counter is already non-zero: the loop will wake anyway.
+    [[maybe_unused]] ssize_t written = ::write(wake_handle_, &one, sizeof one);
+  }
+
+  void poll(int timeout_ms) {
+    epoll_event events[128];
+    int count = ::epoll_wait(epoll_handle_, events, 128, timeout_ms);
+    if (count < 0) {
+      if (errno == EINTR) return;
+      throw_system_error(errno, "epoll_wait");
+    }
+    for (int i = 0; i < count; ++i) {
+      const int handle = events[i].data.fd;
+      if (handle == wake_handle_) {
+        std::uint64_t value;
+        [[maybe_unused]] ssize_t got = ::read(wake_handle_, &value, sizeof value);
+        continue;
+      }
+      const std::uint32_t flags = events[i].events;
+      if (flags & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) retry_parked(handle, true);
+      if (flags & (EPOLLOUT | EPOLLERR | EPOLLHUP)) retry_parked(handle, false);
+    }
+  }
+
+  std::size_t registered_count() const noexcept { return registered_count_; }
+  std::size_t parked_count() const noexcept { return parked_count_; }
+
+ private:
+  struct handle_state {
+    io_operation* readers_head = nullptr;
+    io_operation* readers_tail = nullptr;
+    io_operation* writers_head = nullptr;
+    io_operation* writers_tail = nullptr;
+    bool registered = false;
+  };
+
+  // Python ignores SIGPIPE at start-up; so do we, once, unless the program
+  // installed its own handler: a write to a closed pipe is then EPIPE.
+  static void ignore_sigpipe_once() noexcept {
+    static std::once_flag once;
+    std::call_once(once, [] {
+      struct sigaction current{};
+      if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+        struct sigaction ignore{};
+        ignore.sa_handler = SIG_IGN;
+        ::sigemptyset(&ignore.sa_mask);
+        ::sigaction(SIGPIPE, &ignore, nullptr);
+      }
+    });
+  }
+
+  // Runs op's syscall once. True when op is finished (result or error set).
+  static bool perform(io_operation& op, bool after_readiness) noexcept {
+    for (;;) {
+      ssize_t done = -1;
+      switch (op.kind) {
+        case io_kind::read: done = ::read(op.handle, op.buffer, op.length); break;
+        case io_kind::write: done = ::write(op.handle, op.buffer, op.length); break;
+        case io_kind::recv: done = ::recv(op.handle, op.buffer, op.length, op.flags); break;
+        case io_kind::send: done = ::send(op.handle, op.buffer, op.length, op.flags | MSG_NOSIGNAL); break;
+        case io_kind::accept: {
+          socklen_t length = op.address_length;
+          done = ::accept4(op.handle, static_cast<sockaddr*>(op.address), op.address != nullptr ? &length : nullptr,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (done >= 0) op.address_length = length;
+          break;
+        }
+        case io_kind::recv_from: {
+          socklen_t length = op.address_length;
+          done = ::recvfrom(op.handle, op.buffer, op.length, op.flags, static_cast<sockaddr*>(op.address), &length);
+          if (done >= 0) op.address_length = length;
+          break;
+        }
+        case io_kind::send_to:
+          done = ::sendto(op.handle, op.buffer, op.length, op.flags | MSG_NOSIGNAL,
+                          static_cast<const sockaddr*>(op.address), op.address_length);
+          break;
+        case io_kind::connect: {
+          if (!op.connect_started) {
+            if (::connect(op.handle, static_cast<const sockaddr*>(op.address), op.address_length) == 0) {
+              op.result = 0;
+              return true;
+            }
+            if (errno == EINPROGRESS) {
+              op.connect_started = true;
+              return false;
+            }
+            if (errno == EINTR) continue;
+            op.error = errno;
+            return true;
+          }
+          int socket_error = 0;
+          socklen_t length = sizeof socket_error;
+          if (::getsockopt(op.handle, SOL_SOCKET, SO_ERROR, &socket_error, &length) < 0) socket_error = errno;
+          if (socket_error == EINPROGRESS || socket_error == EALREADY) return false;
+          op.error = socket_error;
+          return true;
+        }
+        case io_kind::wait_readable:
+        case io_kind::wait_writable:
+          return after_readiness;
+      }
+      if (done >= 0) {
+        op.result = done;
+        return true;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      op.error = errno;
+      return true;
+    }
+  }
+
+  handle_state& state_of(native_handle handle) {
+    auto index = static_cast<std::size_t>(handle);
+    if (index >= handles_.size()) handles_.resize(std::max(index + 1, handles_.size() * 2));
+    return handles_[index];
+  }
+
+  void park(io_operation& op) {
+    handle_state& state = state_of(op.handle);
+    if (!state.registered) {
+      epoll_event event{};
+      event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      event.data.fd = op.handle;
+      if (::epoll_ctl(epoll_handle_, EPOLL_CTL_ADD, op.handle, &event) < 0) {
+        throw_system_error(errno, "epoll_ctl add fd " + std::to_string(op.handle));
+      }
+      state.registered = true;
+      ++registered_count_;
+    }
+    io_operation*& head = op.reads() ? state.readers_head : state.writers_head;
+    io_operation*& tail = op.reads() ? state.readers_tail : state.writers_tail;
+    op.prev_parked = tail;
+    op.next_parked = nullptr;
+    if (tail != nullptr) {
+      tail->next_parked = &op;
+    } else {
+      head = &op;
+    }
+    tail = &op;
+    op.parked = true;
+    ++parked_count_;
+  }
+
+  void unpark(io_operation& op) noexcept {
+    handle_state& state = handles_[static_cast<std::size_t>(op.handle)];
+    io_operation*& head = op.reads() ? state.readers_head : state.writers_head;
+    io_operation*& tail = op.reads() ? state.readers_tail : state.writers_tail;
+    (op.prev_parked != nullptr ? op.prev_parked->next_parked : head) = op.next_parked;
+    (op.next_parked != nullptr ? op.next_parked->prev_parked : tail) = op.prev_parked;
+    op.prev_parked = op.next_parked = nullptr;
+    op.parked = false;
+    --parked_count_;
+  }
+
+  // Retries the parked operations of one direction in FIFO order until one
+  // would block again: with edge triggering, the rest wait for the next edge.
+  void retry_parked(native_handle handle, bool readers) noexcept {
+    for (;;) {
+      handle_state& state = handles_[static_cast<std::size_t>(handle)];
+      io_operation* op = readers ? state.readers_head : state.writers_head;
+      if (op == nullptr || !perform(*op, true)) return;
+      unpark(*op);
+      op->complete(op);
+    }
+  }
+
+  int epoll_handle_ = -1;
+  int wake_handle_ = -1;
+  std::vector<handle_state> handles_;
+  std::size_t registered_count_ = 0;
+  std::size_t parked_count_ = 0;
+};
+
+}  // namespace detail
+#endif  // CORO_LOOP_BACKEND_EPOLL
+
+// --- 4.9 event_loop: the members that drive the backend ---
+
+inline event_loop::event_loop() : backend_(std::make_unique<detail::backend>()) {
+  if (const char* flag = std::getenv("CORO_LOOP_DEBUG"); flag != nullptr && flag[0] != '\0' && flag[0] != '0') {
+    options_.debug = true;
+  }
+}
+
+inline event_loop::~event_loop() { close(); }
+
+inline std::size_t event_loop::registered_handle_count() const noexcept {
+  return backend_ != nullptr ? backend_->registered_count() : 0;
+}
+inline std::size_t event_loop::parked_operation_count() const noexcept {
+  return backend_ != nullptr ? backend_->parked_count() : 0;
+}
+
+inline void event_loop::wake_backend() noexcept {
+  if (backend_ != nullptr) backend_->wake();
+}
+
+inline void event_loop::check_thread(const char* operation) const {
+  if (closed_) throw invalid_state_error(std::string(operation) + ": the event loop is closed");
+  if (running_ && owner_thread_ != std::this_thread::get_id()) {
+    throw invalid_state_error(std::string(operation) +
+                              ": called from another thread; use call_soon_threadsafe");
+  }
+}
+
+inline void event_loop::drain_threadsafe_queue() {
+  threadsafe_pending_.store(false, std::memory_order_release);
+  detail::ready_queue incoming;
+  {
+    std::lock_guard<std::mutex> guard(threadsafe_mutex_);
+    incoming.splice_back(threadsafe_queue_);
+  }
+  ready_.splice_back(incoming);
+}
+
+inline int event_loop::backend_timeout_ms() const noexcept {
+  if (!ready_.empty() || stopping_ || threadsafe_pending_.load(std::memory_order_acquire)) return 0;
+  if (timers_.empty()) return -1;
+  auto wait = timers_.top()->deadline - clock::now();
+  if (wait <= duration::zero()) return 0;
+  // Round up: waking a little late is fine, waking early spins.
+  auto milliseconds = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+  return milliseconds > 86'400'000 ? 86'400'000 : static_cast<int>(milliseconds);
+}
+
+inline void event_loop::run_once() {
+  int timeout_ms = backend_timeout_ms();
+  // Skip the syscall when there is work and nothing can arrive from the OS.
+  if (timeout_ms != 0 || backend_->parked_count() != 0) backend_->poll(timeout_ms);
+  if (threadsafe_pending_.load(std::memory_order_acquire)) drain_threadsafe_queue();
+  if (!timers_.empty()) {
+    const time_point now = clock::now();
+    while (!timers_.empty() && timers_.top()->deadline <= now) {
+      detail::timer_node* timer = timers_.pop();
+      timer->fire(timer);
+    }
+  }
+  run_ready_batch();
+}
+
+// Runs the nodes that were ready when the batch began; what they schedule
+// runs on the next iteration, so sleep(0) yields exactly one iteration.
+inline void event_loop::run_ready_batch() {
+  if (ready_.empty()) return;
+  detail::ready_node* last = ready_.back();
+  for (;;) {
+    detail::ready_node* node = ready_.pop_front();
+    const bool was_last = node == last;
+    node->run(node);
+    if (was_last) break;
+  }
+}
+
+
+// ============================================================================
+// 5. Tasks: task<T>, scheduled tasks and their handles, cancellation  >>tasks
+//    Uses 2 and 3. A task<T> awaited directly runs inline in its awaiter's
+//    task (no scheduling); create_task makes the same frame a scheduled task.
+// ============================================================================
+
+template <class T = void>
+class task;
+template <class T = void>
+class task_handle;
+class task_ref;
+
+namespace detail {
+template <class Callback>
+class done_callback;
+template <class Awaitable>
+auto spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+
+template <class A>
+concept has_member_co_await = requires(A&& a) { static_cast<A&&>(a).operator co_await(); };
+template <class A>
+concept has_free_co_await = requires(A&& a) { operator co_await(static_cast<A&&>(a)); };
+template <class A>
+concept is_awaiter = requires(A& a, std::coroutine_handle<> h) {
+  { a.await_ready() } -> std::convertible_to<bool>;
+  a.await_resume();
+};
+
+// The awaiter that `co_await a` would use, following the language's lookup.
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+  if constexpr (has_member_co_await<A>) {
+    return static_cast<A&&>(a).operator co_await();
+  } else if constexpr (has_free_co_await<A>) {
+    return operator co_await(static_cast<A&&>(a));
+  } else {
+    return static_cast<A&&>(a);
+  }
+}
+
+template <class A>
+concept awaitable = has_member_co_await<A> || has_free_co_await<A> || is_awaiter<std::remove_reference_t<A>>;
+
+// Notified once when a scheduled task finishes: an awaiting handle, a
+// done-callback, a gather. Intrusive, so awaiting a task allocates nothing.
+struct completion_waiter {
+  completion_waiter* next_waiter = nullptr;
+  void (*notify)(completion_waiter* self) noexcept = nullptr;
+};
+
+// The part of every task<T> promise that does not depend on T. A frame is
+// either awaited directly (continuation_ says who resumes when it ends) or
+// scheduled by create_task (a "root": the fields below continuation_).
+class task_promise_base : public ready_node, public list_hook {
+ public:
+  task_promise_base() noexcept = default;
+  task_promise_base(const task_promise_base&) = delete;
+  task_promise_base& operator=(const task_promise_base&) = delete;
+
+  static void* operator new(std::size_t size) { return allocate_frame(size); }
+  static void operator delete(void* pointer, std::size_t size) noexcept { deallocate_frame(pointer, size); }
+
+  std::suspend_always initial_suspend() const noexcept { return {}; }
+  /// True once a co_await has taken this frame (it then cannot be scheduled).
+  bool awaited() const noexcept { return static_cast<bool>(continuation_); }
+
+  // --- scheduled-task state, all on the loop thread ---
+  bool done() const noexcept { return state_ == state::done; }
+  bool cancelled() const noexcept { return state_ == state::done && cancelled_; }
+  int cancelling() const noexcept { return static_cast<int>(cancel_requests_); }
+  int uncancel() noexcept {
+    if (cancel_requests_ > 0) --cancel_requests_;
+    // asyncio 3.11+: with no request left, an undelivered one is dropped too.
+    if (cancel_requests_ == 0) must_cancel_ = false;
+    return static_cast<int>(cancel_requests_);
+  }
+
+  // Requests cancellation: interrupts the current wait if it can, otherwise
+  // the next cancellable suspension throws. False when already done.
+  bool cancel() noexcept {
+    if (state_ == state::done) return false;
+    ++cancel_requests_;
+    if (current_wait_ != nullptr && current_wait_->interrupt(current_wait_)) return true;
+    must_cancel_ = true;
+    return true;
+  }
+
+  // Called by a leaf awaiter in await_suspend. Returns false (do not suspend,
+  // throw cancelled_error from await_resume) when a cancel is waiting to be
+  // delivered; otherwise records where to resume and what can be interrupted.
+  bool suspend_on(cancellable_wait* wait, std::coroutine_handle<> resume_point) noexcept {
+    if (must_cancel_) {
+      must_cancel_ = false;
+      return false;
+    }
+    current_wait_ = wait;
+    resume_point_ = resume_point;
+    return true;
+  }
+  // Same, for a wait that cannot be interrupted (the task is resumed by
+  // whoever completes it; a cancel waits for the next suspension point).
+  void suspend_uninterruptibly(std::coroutine_handle<> resume_point) noexcept {
+    current_wait_ = nullptr;
+    resume_point_ = resume_point;
+  }
+  // The wait is over (completed or interrupted): run the task's next step.
+  void wake(event_loop& loop) noexcept {
+    current_wait_ = nullptr;
+    loop.schedule(*this);
+  }
+
+  void retain() noexcept { ++references_; }
+  inline void release() noexcept;
+  void add_waiter(completion_waiter& waiter) noexcept {
+    waiter.next_waiter = waiters_;
+    waiters_ = &waiter;
+  }
+  void remove_waiter(completion_waiter& waiter) noexcept {
+    for (completion_waiter** link = &waiters_; *link != nullptr; link = &(*link)->next_waiter) {
+      if (*link == &waiter) {
+        *link = waiter.next_waiter;
+        waiter.next_waiter = nullptr;
+        return;
+      }
+    }
+  }
+
+  std::string name() const {
+    if (name_ != nullptr) return *name_;
+    return "Task-" + std::to_string(number_);
+  }
+  void set_name(std::string name) {
+    if (name_ == nullptr) {
+      name_ = new std::string(std::move(name));
+    } else {
+      *name_ = std::move(name);
+    }
+  }
+  std::exception_ptr exception() const noexcept { return exception_; }
+  void mark_retrieved() noexcept { exception_retrieved_ = true; }
+  bool has_exception() const noexcept { return exception_ != nullptr; }
+
+  // Makes a created frame a scheduled task of `loop` and queues its first step.
+  void start_as_task(event_loop& loop, std::coroutine_handle<> self) {
+    root_frame_ = self;
+    resume_point_ = self;
+    scheduled_ = true;
+    state_ = state::pending;
+    references_ = 1;  // the loop's, dropped when the task finishes
+    number_ = loop.next_task_number_++;
+    run = &step;
+    loop.pending_tasks_.push_back(*this);  // the list_hook base
+    loop.schedule(*this);
+  }
+
+ protected:
+  ~task_promise_base() {
+    if (name_ != nullptr) delete name_;
+  }
+
+  // For unhandled_exception of a scheduled task: Python marks a task
+  // cancelled exactly when its coroutine raised CancelledError.
+  void store_exception(std::exception_ptr error) noexcept {
+    exception_ = std::move(error);
+    if (!scheduled_) return;
+    try {
+      std::rethrow_exception(exception_);
+    } catch (const cancelled_error&) {
+      cancelled_ = true;
+    } catch (...) {
+    }
+  }
+
+  template <class Promise>
+  friend struct final_awaiter;
+  friend class coro_loop::event_loop;
+  friend class coro_loop::task_ref;
+  template <class U>
+  friend class coro_loop::task;
+
+  enum class state : std::uint8_t { created, pending, done };
+
+  // One step of a scheduled task: resume it where it last suspended.
+  static void step(ready_node* node) noexcept {
+    auto* self = static_cast<task_promise_base*>(node);
+    event_loop* loop = running_loop_slot();
+    if (loop == nullptr) return;  // discarded at close; close() accounts for pending tasks
+    if (!self->started_ && self->must_cancel_) {
+      // Cancelled before its first step: the body never runs (asyncio).
+      self->must_cancel_ = false;
+      self->exception_ = std::make_exception_ptr(cancelled_error{});
+      self->cancelled_ = true;
+      self->finish(*loop);
+      return;
+    }
+    self->started_ = true;
+    loop->current_task_ = self;
+    loop->transfer_depth_ = 0;
+    self->resume_point_.resume();  // may finish and free this task
+    loop->current_task_ = nullptr;
+  }
+
+  // The scheduled task's coroutine has ended (or never started): publish the
+  // outcome, wake the waiters in the order they came, drop the loop's reference.
+  void finish(event_loop& loop) noexcept {
+    if (must_cancel_ && exception_ == nullptr) {
+      // A cancel that arrived during the last step still wins (asyncio); a
+      // value already returned stays in the frame, unreachable, until it dies.
+      must_cancel_ = false;
+      exception_ = std::make_exception_ptr(cancelled_error{});
+      cancelled_ = true;
+    }
+    state_ = state::done;
+    current_wait_ = nullptr;
+    intrusive_list::unlink(*this);
+    completion_waiter* reversed = nullptr;
+    while (waiters_ != nullptr) {
+      completion_waiter* waiter = waiters_;
+      waiters_ = waiter->next_waiter;
+      waiter->next_waiter = reversed;
+      reversed = waiter;
+    }
+    while (reversed != nullptr) {
+      completion_waiter* waiter = reversed;
+      reversed = waiter->next_waiter;
+      waiter->next_waiter = nullptr;
+      waiter->notify(waiter);
+    }
+    (void)loop;
+    release();
+  }
+
+  // --- when awaited directly
+  std::coroutine_handle<> continuation_{};
+  // --- when scheduled
+  std::coroutine_handle<> root_frame_{};    // this frame, to destroy once done and released
+  std::coroutine_handle<> resume_point_{};  // the innermost frame of the chain, resumed by step()
+  cancellable_wait* current_wait_ = nullptr;
+  // (the list_hook base links the task into event_loop::pending_tasks_ until done)
+  completion_waiter* waiters_ = nullptr;   // newest first; notified oldest first
+  std::string* name_ = nullptr;            // allocated only by set_name
+  std::uint64_t number_ = 0;               // "Task-<number>" when unnamed
+  std::exception_ptr exception_{};
+  std::uint32_t references_ = 0;           // handles + the loop's while pending
+  std::uint16_t cancel_requests_ = 0;      // cancel() minus uncancel() (asyncio's cancelling())
+  state state_ = state::created;
+  bool scheduled_ = false;
+  bool started_ = false;
+  bool must_cancel_ = false;  // requested, not yet thrown into the coroutine
+  bool cancelled_ = false;
+  bool exception_retrieved_ = false;
+};
+
+// Symmetric transfer to `next`, unless the chain of transfers since the loop
+// last resumed this task is deep: then bounce through the ready queue.
+// GCC at -O0/-O1 and under sanitizers, and Clang 14, do not make symmetric
+// transfer a tail call, so an unbounded chain would overflow the stack.
+inline std::coroutine_handle<> transfer_to(std::coroutine_handle<> next) noexcept {
+  event_loop* loop = running_loop_slot();
+  if (loop != nullptr && !loop->count_transfer()) {
+    if (task_promise_base* task = loop->current_task(); task != nullptr) {
+      task->suspend_uninterruptibly(next);
+      loop->schedule(*task);
+      return std::noop_coroutine();
+    }
+  }
+  return next;
+}
+
+template <class Promise>
+struct final_awaiter {
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> frame) noexcept {
+    Promise& promise = frame.promise();
+    if (promise.scheduled_) {
+      promise.finish(*running_loop_slot());
+      return std::noop_coroutine();
+    }
+    if (!promise.continuation_) return std::noop_coroutine();
+    return transfer_to(promise.continuation_);
+  }
+  void await_resume() const noexcept {}
+};
+
+// Where a task<T>'s result lives until it is taken.
+template <class T>
+class result_storage {
+ public:
+  result_storage() noexcept {}
+  ~result_storage() { reset(); }
+  template <class U>
+  void emplace(U&& value) {
+    ::new (static_cast<void*>(std::addressof(value_))) T(std::forward<U>(value));
+    has_value_ = true;
+  }
+  void reset() noexcept {
+    if (has_value_) {
+      value_.~T();
+      has_value_ = false;
+    }
+  }
+  bool has_value() const noexcept { return has_value_; }
+  T& get() noexcept { return value_; }
+
+ private:
+  union {
+    T value_;
+  };
+  bool has_value_ = false;
+};
+
+template <class T>
+class task_promise final : public task_promise_base {
+ public:
+  task<T> get_return_object() noexcept;
+  final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+  void unhandled_exception() noexcept { store_exception(std::current_exception()); }
+
+  template <class U = T>
+    requires std::convertible_to<U&&, T>
+  void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    storage_.emplace(std::forward<U>(value));
+  }
+  // The value for an awaiter: moved out (an awaited frame has one awaiter).
+  T take_result() {
+    if (exception_ != nullptr) std::rethrow_exception(exception_);
+    return std::move(storage_.get());
+  }
+  T& result_reference() {
+    if (exception_ != nullptr) std::rethrow_exception(exception_);
+    return storage_.get();
+  }
+
+ private:
+  result_storage<T> storage_;
+};
+
+template <class T>
+class task_promise<T&> final : public task_promise_base {
+ public:
+  task<T&> get_return_object() noexcept;
+  final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+  void unhandled_exception() noexcept { store_exception(std::current_exception()); }
+  void return_value(T& value) noexcept { value_ = std::addressof(value); }
+  T& take_result() { return result_reference(); }
+  T& result_reference() {
+    if (exception_ != nullptr) std::rethrow_exception(exception_);
+    return *value_;
+  }
+
+ private:
+  T* value_ = nullptr;
+};
+
+template <>
+class task_promise<void> final : public task_promise_base {
+ public:
+  task<void> get_return_object() noexcept;
+  final_awaiter<task_promise> final_suspend() const noexcept { return {}; }
+  void unhandled_exception() noexcept { store_exception(std::current_exception()); }
+  void return_void() const noexcept {}
+  void take_result() {
+    if (exception_ != nullptr) std::rethrow_exception(exception_);
+  }
+  void result_reference() { take_result(); }
+};
+
+}  // namespace detail
+
+/// A lazy coroutine returning T (T may be void, a reference, or move-only).
+/// Nothing runs until it is awaited (inline, in the awaiter's task) or given
+/// to create_task (as a task of its own). Exceptions propagate through co_await.
+template <class T>
+class [[nodiscard]] task {
+ public:
+  using promise_type = detail::task_promise<T>;
+  using value_type = T;
+
+  task() noexcept = default;
+  task(task&& other) noexcept : frame_(std::exchange(other.frame_, {})) {}
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      destroy();
+      frame_ = std::exchange(other.frame_, {});
+    }
+    return *this;
+  }
+  ~task() { destroy(); }
+
+  /// False for a moved-from or default-constructed task.
+  bool valid() const noexcept { return static_cast<bool>(frame_); }
+
+  class awaiter {
+   public:
+    explicit awaiter(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
+    bool await_ready() const {
+      if (!frame_ || frame_.done() || frame_.promise().continuation_) {
+        throw invalid_state_error("task<T>: awaited twice, or empty (moved-from)");
+      }
+      return false;
+    }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> caller) noexcept {
+      frame_.promise().continuation_ = caller;
+      return detail::transfer_to(frame_);
+    }
+    decltype(auto) await_resume() { return frame_.promise().take_result(); }
+
+   private:
+    std::coroutine_handle<promise_type> frame_;
+  };
+  awaiter operator co_await() & noexcept { return awaiter(frame_); }
+  awaiter operator co_await() && noexcept { return awaiter(frame_); }
+
+ private:
+  friend promise_type;
+  template <class U>
+  friend class task_handle;
+  template <class Awaitable>
+  friend auto detail::spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+  explicit task(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
+  void destroy() noexcept {
+    if (frame_) {
+      frame_.destroy();
+      frame_ = {};
+    }
+  }
+  std::coroutine_handle<promise_type> release_frame() noexcept { return std::exchange(frame_, {}); }
+
+  std::coroutine_handle<promise_type> frame_{};
+};
+
+namespace detail {
+template <class T>
+task<T> task_promise<T>::get_return_object() noexcept {
+  return task<T>(std::coroutine_handle<task_promise>::from_promise(*this));
+}
+template <class T>
+task<T&> task_promise<T&>::get_return_object() noexcept {
+  return task<T&>(std::coroutine_handle<task_promise>::from_promise(*this));
+}
+inline task<void> task_promise<void>::get_return_object() noexcept {
+  return task<void>(std::coroutine_handle<task_promise>::from_promise(*this));
+}
+
+}  // namespace detail
+
+template <class A>
+using await_result_t = decltype(detail::get_awaiter(std::declval<A>()).await_resume());
+
+/// A scheduled task without its result type (asyncio.Task as seen by
+/// current_task() and all_tasks()). Copyable; loop thread only.
+class task_ref {
+ public:
+  task_ref() noexcept = default;
+  task_ref(const task_ref& other) noexcept : task_(other.task_) {
+    if (task_ != nullptr) task_->retain();
+  }
+  task_ref(task_ref&& other) noexcept : task_(std::exchange(other.task_, nullptr)) {}
+  task_ref& operator=(task_ref other) noexcept {
+    std::swap(task_, other.task_);
+    return *this;
+  }
+  ~task_ref() {
+    if (task_ != nullptr) task_->release();
+  }
+  explicit operator bool() const noexcept { return task_ != nullptr; }
+  friend bool operator==(const task_ref& a, const task_ref& b) noexcept { return a.task_ == b.task_; }
+
+  /// True once the task finished: returned, threw, or was cancelled.
+  bool done() const noexcept { return get().done(); }
+  /// True when the task finished by cancellation.
+  bool cancelled() const noexcept { return get().cancelled(); }
+  /// Requests cancellation (see the header's top comment); false when already done.
+  bool cancel() noexcept { return get().cancel(); }
+  /// Pending cancellation requests (asyncio's Task.cancelling()).
+  int cancelling() const noexcept { return get().cancelling(); }
+  /// Takes one request back; returns the requests left (asyncio's Task.uncancel()).
+  int uncancel() noexcept { return get().uncancel(); }
+  /// The task's name: the one given, or "Task-<n>".
+  std::string name() const { return get().name(); }
+  void set_name(std::string name) { get().set_name(std::move(name)); }
+  /// The exception the task ended with (null when it returned a value).
+  /// Throws cancelled_error if it was cancelled, invalid_state_error if not done.
+  std::exception_ptr exception() const {
+    check_done("exception");
+    if (get().cancelled()) throw cancelled_error{};
+    get().mark_retrieved();
+    return get().exception();
+  }
+  /// Runs `callback` (with a task_ref, or with nothing) on a later iteration
+  /// once the task is done; at once-scheduled if it already is (asyncio).
+  template <class Callback>
+  void add_done_callback(Callback callback);
+
+ protected:
+  friend class event_loop;
+  friend task_ref current_task() noexcept;
+  friend std::vector<task_ref> all_tasks();
+  template <class Callback>
+  friend class detail::done_callback;
+  explicit task_ref(detail::task_promise_base* task) noexcept : task_(task) {
+    if (task_ != nullptr) task_->retain();
+  }
+  detail::task_promise_base& get() const noexcept { return *task_; }
+  void check_done(const char* what) const {
+    if (task_ == nullptr) throw invalid_state_error(std::string("task_ref::") + what + ": empty handle");
+    if (!task_->done()) throw invalid_state_error(std::string("task_ref::") + what + ": the task is not done");
+  }
+  detail::task_promise_base* task_ = nullptr;
+};
+
+/// The handle of a task made by create_task (asyncio.Task). Copyable; awaiting
+/// it waits for the task and returns its value (copied when T is copyable,
+/// else moved out: a move-only result can be awaited once) or rethrows.
+/// Cancelling the awaiting task cancels the awaited one (asyncio), and the
+/// awaiter then gets the awaited task's outcome.
+template <class T>
+class task_handle : public task_ref {
+ public:
+  task_handle() noexcept = default;
+
+  /// The value (a reference into the task, valid while a handle lives), or
+  /// rethrows its exception; cancelled_error when cancelled;
+  /// invalid_state_error when not done.
+  decltype(auto) result() const {
+    check_done("result");
+    if (get().cancelled()) throw cancelled_error{};
+    get().mark_retrieved();
+    return promise().result_reference();
+  }
+
+  class awaiter : private detail::cancellable_wait, private detail::completion_waiter {
+   public:
+    explicit awaiter(detail::task_promise_base* target) noexcept : target_(target) {
+      if (target_ == nullptr) throw_empty();
+    }
+    awaiter(const awaiter&) = delete;
+    awaiter& operator=(const awaiter&) = delete;
+    ~awaiter() {
+      if (linked_) target_->remove_waiter(*this);
+    }
+    bool await_ready() const noexcept { return target_->done(); }
+    bool await_suspend(std::coroutine_handle<> caller) {
+      event_loop& loop = get_running_loop();
+      waiting_task_ = loop.current_task();
+      if (waiting_task_ == nullptr) throw invalid_state_error("awaiting a task_handle outside a task");
+      interrupt = &on_cancel;
+      if (!waiting_task_->suspend_on(this, caller)) {
+        cancelled_before_wait_ = true;
+        return false;
+      }
+      notify = &on_done;
+      target_->add_waiter(*this);
+      linked_ = true;
+      loop_ = &loop;
+      return true;
+    }
+    T await_resume() {
+      if (cancelled_before_wait_) throw cancelled_error{};
+      target_->mark_retrieved();
+      if (target_->cancelled()) throw cancelled_error{};
+      auto& promise = static_cast<detail::task_promise<T>&>(*target_);
+      if constexpr (std::is_void_v<T> || std::is_reference_v<T>) {
+        return promise.result_reference();
+      } else if constexpr (std::is_copy_constructible_v<T>) {
+        return promise.result_reference();
+      } else {
+        return promise.take_result();
+      }
+    }
+
+   private:
+    [[noreturn]] static void throw_empty() { throw invalid_state_error("awaiting an empty task_handle"); }
+    // The awaiting task was cancelled: pass the cancel inward and keep
+    // waiting; its outcome (usually cancelled_error) becomes ours.
+    static bool on_cancel(detail::cancellable_wait* wait) noexcept {
+      auto* self = static_cast<awaiter*>(wait);
+      self->target_->cancel();
+      return true;
+    }
+    static void on_done(detail::completion_waiter* waiter) noexcept {
+      auto* self = static_cast<awaiter*>(waiter);
+      self->linked_ = false;
+      self->waiting_task_->wake(*self->loop_);
+    }
+    detail::task_promise_base* target_;
+    detail::task_promise_base* waiting_task_ = nullptr;
+    event_loop* loop_ = nullptr;
+    bool linked_ = false;
+    bool cancelled_before_wait_ = false;
+  };
+  awaiter operator co_await() const { return awaiter(task_); }
+
+ private:
+  template <class Awaitable>
+  friend auto detail::spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+  explicit task_handle(detail::task_promise_base* task) noexcept : task_ref(task) {}
+  detail::task_promise<T>& promise() const noexcept { return static_cast<detail::task_promise<T>&>(get()); }
+};
+
+inline void detail::task_promise_base::release() noexcept {
+  if (--references_ != 0) return;
+  if (exception_ != nullptr && !cancelled_ && !exception_retrieved_) {
+    // asyncio's "Task exception was never retrieved": the error would
+    // otherwise vanish with the frame.
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(exception_);
+    } catch (const std::exception& error) {
+      what = error.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "coro_loop: Task exception was never retrieved: task '%s': %s\n", name().c_str(),
+                 what.c_str());
+  }
+  root_frame_.destroy();
+}
+
+namespace detail {
+
+// Wraps any awaitable in a task<T> frame so it can be scheduled.
+template <class Awaitable>
+task<await_result_t<Awaitable>> await_in_task(Awaitable awaitable) {
+  co_return co_await std::move(awaitable);
+}
+template <class Awaitable>
+  requires std::is_void_v<await_result_t<Awaitable>>
+task<void> await_in_task(Awaitable awaitable) {
+  co_await std::move(awaitable);
+}
+
+// Keeps the callable and its arguments in this frame for the task's whole
+// life, so a coroutine lambda's captures outlive its first suspension.
+template <class Callable, class... Args>
+auto invoke_in_task(Callable callable, Args... args)
+    -> task<await_result_t<std::invoke_result_t<Callable&, Args&...>>> {
+  auto inner = std::invoke(callable, args...);
+  if constexpr (std::is_void_v<await_result_t<decltype(inner)>>) {
+    co_await std::move(inner);
+  } else {
+    co_return co_await std::move(inner);
+  }
+}
+
+template <class T>
+struct is_task : std::false_type {};
+template <class T>
+struct is_task<task<T>> : std::true_type {};
+
+}  // namespace detail
+
+namespace detail {
+template <class Awaitable>
+auto spawn(event_loop& loop, Awaitable&& awaitable, std::string name) {
+  using value_type = await_result_t<Awaitable>;
+  task<value_type> body;
+  if constexpr (detail::is_task<std::remove_cvref_t<Awaitable>>::value && std::is_rvalue_reference_v<Awaitable&&>) {
+    body = std::move(awaitable);
+    if (!body.valid()) throw invalid_state_error("create_task: empty (moved-from) task");
+  } else {
+    body = detail::await_in_task<std::decay_t<Awaitable>>(std::forward<Awaitable>(awaitable));
+  }
+  auto frame = body.release_frame();
+  if (frame.promise().awaited() || frame.done()) {
+    frame.destroy();
+    throw invalid_state_error("create_task: the task was already awaited");
+  }
+  frame.promise().start_as_task(loop, frame);
+  if (!name.empty()) frame.promise().set_name(std::move(name));
+  return task_handle<value_type>(&frame.promise());
+}
+}  // namespace detail
+
+/// Starts `awaitable` as a scheduled task on the running loop (asyncio.create_task):
+/// its first step runs on a later iteration. Returns its task_handle.
+/// Throws invalid_state_error without a running loop.
+template <class Awaitable>
+  requires detail::awaitable<Awaitable>
+auto create_task(Awaitable&& awaitable, std::string name = {}) {
+  return detail::spawn(get_running_loop(), std::forward<Awaitable>(awaitable), std::move(name));
+}
+
+/// Starts `callable(args...)` (which returns an awaitable) as a task, moving the
+/// callable and the arguments into the task's frame: a coroutine lambda's
+/// captures and the arguments live as long as the task.
+template <class Callable, class... Args>
+  requires(!detail::awaitable<Callable>) && std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>
+auto create_task(Callable&& callable, Args&&... args) {
+  return create_task(detail::invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(
+      std::forward<Callable>(callable), std::forward<Args>(args)...));
+}
+
+/// The task running now, or an empty task_ref in a plain callback or without a loop.
+inline task_ref current_task() noexcept {
+  event_loop* loop = detail::running_loop_slot();
+  return task_ref(loop != nullptr ? loop->current_task() : nullptr);
+}
+
+/// Every task of the running loop that is not done yet.
+inline std::vector<task_ref> all_tasks() {
+  std::vector<task_ref> tasks;
+  event_loop& loop = get_running_loop();
+  loop.pending_tasks_.for_each([&](detail::list_hook& hook) {
+    tasks.push_back(task_ref(static_cast<detail::task_promise_base*>(&hook)));
+  });
+  return tasks;
+}
+
+namespace detail {
+// A done-callback: runs through the ready queue, never synchronously (asyncio).
+template <class Callback>
+class done_callback final : public completion_waiter, public ready_node {
+ public:
+  done_callback(task_promise_base* task, Callback callback, event_loop& loop)
+      : task_(task), callback_(std::move(callback)), loop_(&loop) {
+    task_->retain();
+    notify = [](completion_waiter* waiter) noexcept {
+      auto* self = static_cast<done_callback*>(waiter);
+      self->loop_->schedule(*self);
+    };
+    run = [](ready_node* node) noexcept {
+      auto* self = static_cast<done_callback*>(node);
+      if (running_loop_slot() == nullptr) {
+        delete self;
+        return;
+      }
+      try {
+        if constexpr (std::is_invocable_v<Callback&, task_ref>) {
+          self->callback_(task_ref(self->task_));
+        } else {
+          self->callback_();
+        }
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "coro_loop: exception in done callback: %s\n", error.what());
+      } catch (...) {
+        std::fprintf(stderr, "coro_loop: unknown exception in done callback\n");
+      }
+      delete self;
+    };
+  }
+  ~done_callback() { task_->release(); }
+
+ private:
+  task_promise_base* task_;
+  Callback callback_;
+  event_loop* loop_;
+};
+}  // namespace detail
+
+template <class Callback>
+void task_ref::add_done_callback(Callback callback) {
+  event_loop& loop = get_running_loop();
+  auto* node = new detail::done_callback<Callback>(task_, std::move(callback), loop);
+  if (task_->done()) {
+    loop.schedule(*node);
+  } else {
+    task_->add_waiter(*node);
+  }
+}
+
+// ============================================================================
+// 6. Sleeping, awaitable fd I/O, run_until_complete and run()  >>run
+//    Uses 3, 4 and 5.
+// ============================================================================
+
+namespace detail {
+
+// The running task, for a leaf awaiter; a clear error outside any task.
+inline task_promise_base& current_task_for(const char* operation) {
+  event_loop& loop = get_running_loop();
+  task_promise_base* task = loop.current_task();
+  if (task == nullptr) throw invalid_state_error(std::string(operation) + ": must be awaited inside a task");
+  return *task;
+}
+
+// sleep / sleep_until: one timer node in the awaiting frame.
+class sleep_awaiter : private cancellable_wait, private timer_node {
+ public:
+  explicit sleep_awaiter(time_point deadline, bool yield_only) noexcept : yield_only_(yield_only) {
+    this->deadline = deadline;
+  }
+  // Movable until awaited (create_task(sleep(d)) moves it into a frame).
+  sleep_awaiter(sleep_awaiter&& other) noexcept : yield_only_(other.yield_only_) { deadline = other.deadline; }
+  sleep_awaiter& operator=(sleep_awaiter&&) = delete;
+  ~sleep_awaiter() {
+    // The frame is being destroyed mid-sleep: take the timer out of the heap.
+    if (armed()) loop_->remove_timer(*this);
+  }
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &current_task_for("sleep");
+    loop_ = &get_running_loop();
+    interrupt = &on_cancel;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    if (yield_only_) {
+      // sleep(0): back of the ready queue, so it runs on the next iteration.
+      loop_->schedule(*task_);
+    } else {
+      fire = &on_fire;
+      loop_->add_timer(*this);
+    }
+    return true;
+  }
+  void await_resume() const {
+    if (cancelled_) throw cancelled_error{};
+  }
+
+ private:
+  static void on_fire(timer_node* timer) noexcept {
+    auto* self = static_cast<sleep_awaiter*>(timer);
+    self->task_->wake(*self->loop_);
+  }
+  static bool on_cancel(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<sleep_awaiter*>(wait);
+    self->cancelled_ = true;
+    if (self->yield_only_) return true;  // already in the ready queue
+    self->loop_->remove_timer(*self);
+    self->task_->wake(*self->loop_);
+    return true;
+  }
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool yield_only_;
+  bool cancelled_ = false;
+};
+
+// One backend operation awaited by a task; the operation lives in the frame.
+// Cancelling asks the backend to cancel and waits for its confirmation, so the
+// buffer is never released while the OS may still write to it (IOCP).
+class io_awaiter : private cancellable_wait, private io_operation {
+ public:
+  io_awaiter(io_kind kind, native_handle handle, void* buffer, std::size_t length, const char* name) noexcept
+      : name_(name) {
+    this->kind = kind;
+    this->handle = handle;
+    this->buffer = buffer;
+    this->length = length;
+  }
+  // Movable until awaited, like every leaf awaiter.
+  io_awaiter(io_awaiter&& other) noexcept
+      : io_awaiter(other.kind, other.handle, other.buffer, other.length, other.name_) {}
+  io_awaiter& operator=(io_awaiter&&) = delete;
+  ~io_awaiter() {
+    if (loop_ != nullptr && parked) loop_->backend().abandon(*this);
+  }
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &current_task_for(name_);
+    loop_ = &get_running_loop();
+    interrupt = &on_cancel;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    complete = &on_complete;
+    if (loop_->backend().start(*this)) {
+      task_->suspend_uninterruptibly(caller);
+      return false;
+    }
+    return true;
+  }
+  // Bytes moved (or the accepted handle). Throws cancelled_error, or a
+  // std::system_error naming the operation and the descriptor.
+  std::size_t await_resume() const {
+    if (cancelled_ || error == ECANCELED) throw cancelled_error{};
+    if (error != 0) throw_system_error(error, std::string(name_) + " fd " + std::to_string(handle));
+    return static_cast<std::size_t>(result);
+  }
+
+ private:
+  static void on_complete(io_operation* operation) noexcept {
+    auto* self = static_cast<io_awaiter*>(operation);
+    self->task_->wake(*self->loop_);
+  }
+  static bool on_cancel(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<io_awaiter*>(wait);
+    // Completes with ECANCELED, or with the result when the OS finished first.
+    self->loop_->backend().cancel(*self);
+    return true;
+  }
+  const char* name_;
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool cancelled_ = false;
+};
+
+}  // namespace detail
+
+/// Suspends the calling task for `delay`; sleep(0) (or a negative delay) yields
+/// for exactly one loop iteration. Cancellable: the timer leaves the heap at once.
+inline detail::sleep_awaiter sleep(duration delay) {
+  if (delay <= duration::zero()) return detail::sleep_awaiter(time_point{}, true);
+  return detail::sleep_awaiter(clock::now() + delay, false);
+}
+/// Suspends the calling task until `deadline` on the loop's clock.
+inline detail::sleep_awaiter sleep_until(time_point deadline) { return detail::sleep_awaiter(deadline, false); }
+
+/// Reads up to buffer.size() bytes from a non-blocking POSIX fd (a pipe, a
+/// socket); returns 0 at end of file. Throws std::system_error naming the fd.
+/// The fd must stay open until the read finishes; call release_handle() before close.
+inline detail::io_awaiter read_some(native_handle handle, std::span<std::byte> buffer) noexcept {
+  return detail::io_awaiter(detail::io_kind::read, handle, buffer.data(), buffer.size(), "read");
+}
+/// Writes some of `buffer` to a non-blocking POSIX fd; returns the bytes written.
+inline detail::io_awaiter write_some(native_handle handle, std::span<const std::byte> buffer) noexcept {
+  return detail::io_awaiter(detail::io_kind::write, handle, const_cast<std::byte*>(buffer.data()), buffer.size(),
+                            "write");
+}
+/// Suspends until `handle` is readable (writable); for fds read by other code.
+inline detail::io_awaiter wait_readable(native_handle handle) noexcept {
+  return detail::io_awaiter(detail::io_kind::wait_readable, handle, nullptr, 0, "wait_readable");
+}
+inline detail::io_awaiter wait_writable(native_handle handle) noexcept {
+  return detail::io_awaiter(detail::io_kind::wait_writable, handle, nullptr, 0, "wait_writable");
+}
+
+// --- 6.1 event_loop: running tasks to completion, closing ---
+
+template <class KeepRunning>
+void event_loop::run_while(KeepRunning keep_running) {
+  if (closed_) throw invalid_state_error("event_loop: the loop is closed");
+  if (running_) throw invalid_state_error("event_loop: this loop is already running");
+  event_loop*& slot = detail::running_loop_slot();
+  if (slot != nullptr) throw invalid_state_error("event_loop: another loop is running in this thread");
+  slot = this;
+  running_ = true;
+  owner_thread_ = std::this_thread::get_id();
+  struct restore {
+    event_loop* loop;
+    ~restore() {
+      loop->running_ = false;
+      loop->stopping_ = false;
+      detail::running_loop_slot() = nullptr;
+    }
+  } restore_on_exit{this};
+  while (keep_running()) run_once();
+}
+
+inline void event_loop::run_forever() {
+  run_while([this] { return !stopping_; });
+}
+
+template <class Awaitable>
+decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
+  using value_type = await_result_t<Awaitable>;
+  auto handle = detail::spawn<Awaitable>(*this, std::forward<Awaitable>(awaitable), {});
+  run_while([&] { return !handle.done() && !stopping_; });
+  if (!handle.done()) throw invalid_state_error("run_until_complete: the loop stopped before the awaitable finished");
+  if constexpr (std::is_void_v<value_type>) {
+    handle.result();
+  } else if constexpr (std::is_reference_v<value_type>) {
+    return handle.result();
+  } else {
+    value_type value = std::move(handle.result());
+    return value;
+  }
+}
+
+// Cancels every pending task and runs the loop until they finish, as
+// asyncio.run does before closing; with a limit, tasks still running after
+// it are reported and their frames leaked (never freed under a waiter).
+inline void event_loop::finish_pending_tasks(duration limit) {
+  if (pending_tasks_.empty()) return;
+  pending_tasks_.for_each([](detail::list_hook& hook) { static_cast<detail::task_promise_base&>(hook).cancel(); });
+  if (limit == duration::max()) {
+    run_while([this] { return !pending_tasks_.empty(); });
+    return;
+  }
+  const time_point deadline = clock::now() + limit;
+  callback_handle wake_at_deadline = call_at(deadline, [] {});
+  run_while([&] { return !pending_tasks_.empty() && clock::now() < deadline; });
+  wake_at_deadline.cancel();
+}
+
+inline void event_loop::close() {
+  if (closed_) return;
+  if (running_) throw invalid_state_error("close: the event loop is running");
+  if (!pending_tasks_.empty() && detail::running_loop_slot() == nullptr) {
+    try {
+      finish_pending_tasks(std::chrono::seconds(1));
+    } catch (...) {
+    }
+  }
+  pending_tasks_.for_each([](detail::list_hook& hook) {
+    auto& task = static_cast<detail::task_promise_base&>(hook);
+    std::fprintf(stderr, "coro_loop: task '%s' was still pending when its loop closed; its frame is leaked\n",
+                 task.name().c_str());
+    detail::intrusive_list::unlink(hook);
+    task.retain();
+  });
+  // A ready node run without a running loop discards itself (see ready_node).
+  while (!ready_.empty()) {
+    detail::ready_node* node = ready_.pop_front();
+    node->run(node);
+  }
+  drain_threadsafe_queue();
+  while (!ready_.empty()) {
+    detail::ready_node* node = ready_.pop_front();
+    node->run(node);
+  }
+  while (!timers_.empty()) {
+    detail::timer_node* timer = timers_.pop();
+    // Only call_later / call_at callbacks can still be armed here.
+    static_cast<detail::callback_node*>(timer)->release();
+  }
+  closed_ = true;
+  backend_.reset();
+}
+
+/// Python's asyncio.run(): runs `awaitable` as the main task of a fresh loop,
+/// returns its value or rethrows its exception; then cancels the tasks still
+/// pending, waits for them to finish, and closes the loop.
+template <class Awaitable>
+decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
+  using value_type = await_result_t<Awaitable>;
+  event_loop loop;
+  loop.set_debug(options.debug || loop.debug());
+  struct finish_on_exit {
+    event_loop& loop;
+    ~finish_on_exit() {
+      try {
+        loop.finish_pending_tasks(duration::max());
+      } catch (...) {
+      }
+      loop.close();
+    }
+  } finish{loop};
+  if constexpr (std::is_void_v<value_type>) {
+    loop.run_until_complete(std::forward<Awaitable>(awaitable));
+  } else if constexpr (std::is_reference_v<value_type>) {
+    return loop.run_until_complete(std::forward<Awaitable>(awaitable));
+  } else {
+    value_type value = loop.run_until_complete(std::forward<Awaitable>(awaitable));
+    return value;
+  }
+}
+
+}  // namespace coro_loop
+
+#endif  // CORO_LOOP_HPP
+
+// coro_loop is released under the MIT License: Copyright (c) 2026 the coro_loop
+// authors. Permission is hereby granted, free of charge, to any person
+// obtaining a copy of this software, to deal in it without restriction,
+// subject to including this notice; it is provided "as is", without warranty.
+
