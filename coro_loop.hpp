@@ -91,6 +91,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -106,6 +107,8 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
+#include <ranges>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -114,6 +117,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #if defined(CORO_LOOP_BACKEND_EPOLL)
@@ -1172,6 +1176,13 @@ template <class Callback>
 class done_callback;
 template <class Awaitable>
 auto spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+struct task_ref_access;
+template <class T>
+struct is_task_handle : std::false_type {};
+template <class T>
+struct is_task_handle<task_handle<T>> : std::true_type {
+  using result_type = T;
+};
 
 template <class A>
 concept has_member_co_await = requires(A&& a) { static_cast<A&&>(a).operator co_await(); };
@@ -1655,6 +1666,7 @@ class task_ref {
   friend std::vector<task_ref> all_tasks();
   template <class Callback>
   friend class detail::done_callback;
+  friend struct detail::task_ref_access;
   explicit task_ref(detail::task_promise_base* task) noexcept : task_(task) {
     if (task_ != nullptr) task_->retain();
   }
@@ -1864,6 +1876,11 @@ inline std::vector<task_ref> all_tasks() {
 }
 
 namespace detail {
+// The library's own access to the task behind a handle.
+struct task_ref_access {
+  static task_promise_base* promise(const task_ref& handle) noexcept { return handle.task_; }
+};
+
 // A done-callback: runs through the ready queue, never synchronously (asyncio).
 template <class Callback>
 class done_callback final : public completion_waiter, public ready_node {
@@ -1916,8 +1933,9 @@ void task_ref::add_done_callback(Callback callback) {
 }
 
 // ============================================================================
-// 6. Sleeping, awaitable fd I/O, run_until_complete and run()  >>run
-//    Uses 3, 4 and 5.
+// 6. Combinators: sleep, gather, wait, as_completed, timeout, shield,
+//    task_group  >>combine
+//    Uses 3 (loop) and 5 (tasks). Knows nothing of the backend.
 // ============================================================================
 
 namespace detail {
@@ -1984,6 +2002,1040 @@ class sleep_awaiter : private cancellable_wait, private timer_node {
   bool cancelled_ = false;
 };
 
+}  // namespace detail
+
+/// Suspends the calling task for `delay`; sleep(0) (or a negative delay) yields
+/// for exactly one loop iteration. Cancellable: the timer leaves the heap at once.
+inline detail::sleep_awaiter sleep(duration delay) {
+  if (delay <= duration::zero()) return detail::sleep_awaiter(time_point{}, true);
+  return detail::sleep_awaiter(clock::now() + delay, false);
+}
+/// Suspends the calling task until `deadline` on the loop's clock.
+inline detail::sleep_awaiter sleep_until(time_point deadline) { return detail::sleep_awaiter(deadline, false); }
+
+// --- 6.1 Children: the shared machinery of gather, shield and friends ---
+
+/// Thrown by task_group when children (or its body) failed: every error, in
+/// the order they happened (Python's ExceptionGroup). Always a group, even
+/// for a single error, so one catch clause serves every case.
+class exception_group : public std::exception {
+ public:
+  exception_group(std::string message, std::vector<std::exception_ptr> errors)
+      : errors_(std::move(errors)) {
+    what_ = std::move(message) + " (" + std::to_string(errors_.size()) + " sub-exception" +
+            (errors_.size() == 1 ? "" : "s") + ")";
+    for (const std::exception_ptr& error : errors_) what_ += "\n  - " + describe(error);
+  }
+  const char* what() const noexcept override { return what_.c_str(); }
+  const std::vector<std::exception_ptr>& exceptions() const noexcept { return errors_; }
+
+  /// One line for any exception_ptr: its what(), or a fixed text.
+  static std::string describe(const std::exception_ptr& error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (const cancelled_error& e) {
+      return e.what();
+    } catch (...) {
+      return "unknown exception";
+    }
+  }
+
+ private:
+  std::vector<std::exception_ptr> errors_;
+  std::string what_;
+};
+
+namespace detail {
+
+// void results become std::monostate and references std::reference_wrapper,
+// so every child's value fits in a tuple, a vector or an outcome.
+template <class T>
+struct stored_value {
+  using type = T;
+};
+template <>
+struct stored_value<void> {
+  using type = std::monostate;
+};
+template <class T>
+struct stored_value<T&> {
+  using type = std::reference_wrapper<T>;
+};
+template <class T>
+using stored_value_t = typename stored_value<T>::type;
+
+inline bool is_cancellation(const std::exception_ptr& error) noexcept {
+  if (error == nullptr) return false;
+  try {
+    std::rethrow_exception(error);
+  } catch (const cancelled_error&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace detail
+
+/// One child's outcome in gather_settled (Python's return_exceptions=True):
+/// its value, or the exception it ended with (a cancelled child holds cancelled_error).
+template <class T>
+class outcome {
+ public:
+  using value_type = detail::stored_value_t<T>;
+  explicit outcome(std::exception_ptr error) noexcept : error_(std::move(error)) {}
+  explicit outcome(value_type value) : value_(std::move(value)) {}
+  bool has_value() const noexcept { return error_ == nullptr; }
+  explicit operator bool() const noexcept { return has_value(); }
+  /// The value; rethrows the child's exception when there is none.
+  value_type& value() & {
+    if (error_ != nullptr) std::rethrow_exception(error_);
+    return *value_;
+  }
+  value_type&& value() && {
+    if (error_ != nullptr) std::rethrow_exception(error_);
+    return std::move(*value_);
+  }
+  /// The exception, or null.
+  const std::exception_ptr& error() const noexcept { return error_; }
+
+ private:
+  std::optional<value_type> value_;
+  std::exception_ptr error_;
+};
+
+namespace detail {
+
+// A child of gather / shield: a task we spawned (ours to empty) or a handle
+// the caller passed in (copied out when the value is copyable).
+template <class T>
+struct child {
+  task_handle<T> handle;
+  bool owned;
+};
+
+template <class Awaitable>
+auto make_child(Awaitable&& awaitable) {
+  using decayed = std::remove_cvref_t<Awaitable>;
+  if constexpr (is_task_handle<decayed>::value) {
+    return child<typename is_task_handle<decayed>::result_type>{awaitable, false};
+  } else {
+    return child<await_result_t<Awaitable>>{spawn(get_running_loop(), std::forward<Awaitable>(awaitable), {}), true};
+  }
+}
+
+template <class T>
+task_promise_base* promise_of(const child<T>& c) noexcept {
+  return task_ref_access::promise(c.handle);
+}
+
+// Moves (our own child, or a move-only value) or copies a finished child's value.
+template <class T>
+stored_value_t<T> take_value(child<T>& c) {
+  auto& promise = static_cast<task_promise<T>&>(*promise_of(c));
+  promise.mark_retrieved();
+  if constexpr (std::is_void_v<T>) {
+    promise.result_reference();
+    return std::monostate{};
+  } else if constexpr (std::is_reference_v<T>) {
+    return std::ref(promise.result_reference());
+  } else if constexpr (std::is_copy_constructible_v<T>) {
+    if (!c.owned) return promise.result_reference();
+    return promise.take_result();
+  } else {
+    return promise.take_result();
+  }
+}
+
+template <class T>
+outcome<T> take_outcome(child<T>& c) {
+  task_promise_base* promise = promise_of(c);
+  promise->mark_retrieved();
+  if (promise->has_exception()) return outcome<T>(promise->exception());
+  return outcome<T>(take_value(c));
+}
+
+// Waits until every child is done. A cancel of the waiting task cancels every
+// child, still waits for all of them (a C++ frame must not outlive what its
+// children reference), then throws cancelled_error. With
+// cancel_siblings_on_failure (gather), the first child to fail cancels the
+// others. await_resume returns the index of the first child that failed, in
+// completion order, or `none`.
+class children_watch : private cancellable_wait {
+ public:
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
+  children_watch(std::span<task_promise_base* const> children, bool cancel_siblings_on_failure)
+      : children_(children), cancel_siblings_(cancel_siblings_on_failure) {}
+  children_watch(const children_watch&) = delete;
+  children_watch& operator=(const children_watch&) = delete;
+  ~children_watch() {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].linked) children_[i]->remove_waiter(nodes_[i]);
+    }
+  }
+
+  bool await_ready() {
+    for (std::size_t i = 0; i < children_.size(); ++i) {
+      if (!children_[i]->done()) return false;
+    }
+    for (std::size_t i = 0; i < children_.size(); ++i) note_finished(i);
+    return true;
+  }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &current_task_for("gather");
+    loop_ = &get_running_loop();
+    interrupt = &on_interrupt;
+    nodes_.resize(children_.size());
+    for (std::size_t i = 0; i < children_.size(); ++i) {
+      if (children_[i]->done()) {
+        note_finished(i);
+        continue;
+      }
+      nodes_[i].owner = this;
+      nodes_[i].index = i;
+      nodes_[i].notify = &on_child_done;
+      nodes_[i].linked = true;
+      children_[i]->add_waiter(nodes_[i]);
+      ++remaining_;
+    }
+    if (!task_->suspend_on(this, caller)) {
+      // A cancel was waiting for us: deliver it as if it had interrupted us.
+      on_interrupt(this);
+      (void)task_->suspend_on(this, caller);
+    }
+    if (remaining_ == 0) {
+      task_->suspend_uninterruptibly(caller);
+      return false;
+    }
+    return true;
+  }
+  std::size_t await_resume() const {
+    if (outer_cancelled_) throw cancelled_error{};
+    return first_failure_;
+  }
+
+ private:
+  struct child_node : completion_waiter {
+    children_watch* owner = nullptr;
+    std::size_t index = 0;
+    bool linked = false;
+  };
+
+  void note_finished(std::size_t index) noexcept {
+    if (children_[index]->has_exception() && first_failure_ == none) {
+      first_failure_ = index;
+      if (cancel_siblings_) cancel_children();
+    }
+  }
+  void cancel_children() noexcept {
+    for (task_promise_base* child : children_) child->cancel();
+  }
+  static void on_child_done(completion_waiter* waiter) noexcept {
+    auto* node = static_cast<child_node*>(waiter);
+    children_watch& self = *node->owner;
+    node->linked = false;
+    self.note_finished(node->index);
+    if (--self.remaining_ == 0) self.task_->wake(*self.loop_);
+  }
+  static bool on_interrupt(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<children_watch*>(wait);
+    self->outer_cancelled_ = true;
+    self->cancel_children();
+    return true;  // we resume once every child is done
+  }
+
+  std::span<task_promise_base* const> children_;
+  std::vector<child_node> nodes_;
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  std::size_t remaining_ = 0;
+  std::size_t first_failure_ = none;
+  bool cancel_siblings_;
+  bool outer_cancelled_ = false;
+};
+
+template <class... Children>
+std::array<task_promise_base*, sizeof...(Children)> promises_of(const std::tuple<Children...>& children) {
+  return std::apply([](const auto&... c) { return std::array<task_promise_base*, sizeof...(Children)>{promise_of(c)...}; },
+                    children);
+}
+
+template <class T>
+std::vector<task_promise_base*> promises_of(const std::vector<child<T>>& children) {
+  std::vector<task_promise_base*> promises;
+  promises.reserve(children.size());
+  for (const child<T>& c : children) promises.push_back(promise_of(c));
+  return promises;
+}
+
+// After gather's watch: every child's error counts as retrieved (asyncio marks
+// them so), and the first failure is rethrown.
+inline void rethrow_first_failure(std::span<task_promise_base* const> promises, std::size_t first_failure) {
+  for (task_promise_base* promise : promises) promise->mark_retrieved();
+  if (first_failure != children_watch::none) std::rethrow_exception(promises[first_failure]->exception());
+}
+
+template <class Range>
+using range_child_t = decltype(make_child(std::move(*std::ranges::begin(std::declval<Range&>()))));
+
+}  // namespace detail
+
+// --- 6.2 gather ---
+
+/// Runs every awaitable concurrently (task_handles as they are, anything else
+/// as a new task) and returns their values as a tuple, void as std::monostate.
+/// When one fails, the others are cancelled and awaited, then its exception
+/// propagates; cancelling the gather cancels every child (and awaits them).
+/// Differs from asyncio: siblings are cancelled and awaited before the error
+/// propagates, because a C++ frame must not outlive what its children use.
+template <class... Awaitables>
+  requires(detail::awaitable<Awaitables> && ...)
+task<std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>> gather(Awaitables... awaitables) {
+  if constexpr (sizeof...(Awaitables) == 0) {
+    co_return std::tuple<>{};
+  } else {
+    auto children = std::make_tuple(detail::make_child(std::move(awaitables))...);
+    const auto promises = detail::promises_of(children);
+    detail::children_watch watch(promises, true);
+    const std::size_t first_failure = co_await watch;
+    detail::rethrow_first_failure(promises, first_failure);
+    co_return std::apply(
+        [](auto&... c) { return std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>(detail::take_value(c)...); },
+        children);
+  }
+}
+
+/// gather over a range of awaitables (or task_handles): a vector of values in
+/// the range's order. Same failure and cancellation rules as gather(a, b, ...).
+template <std::ranges::input_range Range>
+  requires(!detail::awaitable<Range>) && detail::awaitable<std::ranges::range_value_t<Range>>
+task<std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>>> gather(Range awaitables) {
+  using child_type = detail::range_child_t<Range>;
+  std::vector<child_type> children;
+  if constexpr (std::ranges::sized_range<Range>) children.reserve(std::ranges::size(awaitables));
+  for (auto&& awaitable : awaitables) children.push_back(detail::make_child(std::move(awaitable)));
+  const std::vector<detail::task_promise_base*> promises = detail::promises_of(children);
+  detail::children_watch watch(promises, true);
+  const std::size_t first_failure = co_await watch;
+  detail::rethrow_first_failure(promises, first_failure);
+  std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>> values;
+  values.reserve(children.size());
+  for (child_type& c : children) values.push_back(detail::take_value(c));
+  co_return values;
+}
+
+/// gather that never fails for a child (Python's return_exceptions=True): a
+/// tuple of outcome<T>, each a value or the child's exception. Cancelling it
+/// still cancels and awaits every child, then throws cancelled_error.
+template <class... Awaitables>
+  requires(detail::awaitable<Awaitables> && ...)
+task<std::tuple<outcome<await_result_t<Awaitables>>...>> gather_settled(Awaitables... awaitables) {
+  auto children = std::make_tuple(detail::make_child(std::move(awaitables))...);
+  if constexpr (sizeof...(Awaitables) != 0) {
+    const auto promises = detail::promises_of(children);
+    detail::children_watch watch(promises, false);
+    co_await watch;
+  }
+  co_return std::apply(
+      [](auto&... c) { return std::tuple<outcome<await_result_t<Awaitables>>...>(detail::take_outcome(c)...); },
+      children);
+}
+
+/// gather_settled over a range: a vector of outcome<T> in the range's order.
+template <std::ranges::input_range Range>
+  requires(!detail::awaitable<Range>) && detail::awaitable<std::ranges::range_value_t<Range>>
+task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> gather_settled(Range awaitables) {
+  using child_type = detail::range_child_t<Range>;
+  std::vector<child_type> children;
+  for (auto&& awaitable : awaitables) children.push_back(detail::make_child(std::move(awaitable)));
+  const std::vector<detail::task_promise_base*> promises = detail::promises_of(children);
+  detail::children_watch watch(promises, false);
+  co_await watch;
+  std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>> outcomes;
+  outcomes.reserve(children.size());
+  for (child_type& c : children) outcomes.push_back(detail::take_outcome(c));
+  co_return outcomes;
+}
+
+// --- 6.3 shield ---
+
+namespace detail {
+// Waits for a task without passing a cancel on: an interrupt stops the wait
+// (the caller gets cancelled_error) and the task runs on.
+class shield_wait : private cancellable_wait, private completion_waiter {
+ public:
+  explicit shield_wait(task_promise_base* target) noexcept : target_(target) {}
+  shield_wait(const shield_wait&) = delete;
+  shield_wait& operator=(const shield_wait&) = delete;
+  ~shield_wait() {
+    if (linked_) target_->remove_waiter(*this);
+  }
+  bool await_ready() const noexcept { return target_->done(); }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &current_task_for("shield");
+    loop_ = &get_running_loop();
+    interrupt = &on_interrupt;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    notify = &on_done;
+    target_->add_waiter(*this);
+    linked_ = true;
+    return true;
+  }
+  void await_resume() const {
+    if (cancelled_) throw cancelled_error{};
+  }
+
+ private:
+  static void on_done(completion_waiter* waiter) noexcept {
+    auto* self = static_cast<shield_wait*>(waiter);
+    self->linked_ = false;
+    self->task_->wake(*self->loop_);
+  }
+  static bool on_interrupt(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<shield_wait*>(wait);
+    self->target_->remove_waiter(*self);
+    self->linked_ = false;
+    self->cancelled_ = true;
+    self->task_->wake(*self->loop_);
+    return true;
+  }
+  task_promise_base* target_;
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool linked_ = false;
+  bool cancelled_ = false;
+};
+}  // namespace detail
+
+/// Runs `awaitable` as a task that the caller's cancellation does not reach:
+/// a cancelled caller gets cancelled_error at once while the inner task runs
+/// on (asyncio.shield). Whatever the inner work references must outlive it.
+template <class Awaitable>
+  requires detail::awaitable<Awaitable>
+task<await_result_t<Awaitable>> shield(Awaitable awaitable) {
+  auto inner = detail::make_child(std::move(awaitable));
+  detail::shield_wait wait(detail::promise_of(inner));
+  co_await wait;
+  detail::task_promise_base* promise = detail::promise_of(inner);
+  promise->mark_retrieved();
+  if constexpr (std::is_void_v<await_result_t<Awaitable>>) {
+    static_cast<detail::task_promise<void>&>(*promise).result_reference();
+  } else if constexpr (std::is_reference_v<await_result_t<Awaitable>>) {
+    co_return static_cast<detail::task_promise<await_result_t<Awaitable>>&>(*promise).result_reference();
+  } else {
+    co_return detail::take_value(inner);
+  }
+}
+
+// --- 6.4 wait and as_completed ---
+
+/// When wait() returns (asyncio's FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED).
+enum class return_when { first_completed, first_exception, all_completed };
+
+/// What wait() returns: the tasks done and those still pending, each in the given order.
+template <class Handle>
+struct wait_result {
+  std::vector<Handle> done;
+  std::vector<Handle> pending;
+};
+
+namespace detail {
+// Waits until `condition` holds over the watched tasks, or a deadline; a
+// cancel stops the wait without touching the tasks (asyncio.wait).
+class condition_wait : private cancellable_wait, private timer_node {
+ public:
+  condition_wait(std::span<task_promise_base* const> tasks, return_when when, std::optional<time_point> deadline)
+      : tasks_(tasks), when_(when), deadline_(deadline) {}
+  condition_wait(const condition_wait&) = delete;
+  condition_wait& operator=(const condition_wait&) = delete;
+  ~condition_wait() { unlink_all(); }
+
+  bool await_ready() const noexcept { return satisfied(); }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &current_task_for("wait");
+    loop_ = &get_running_loop();
+    interrupt = &on_interrupt;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    nodes_.resize(tasks_.size());
+    for (std::size_t i = 0; i < tasks_.size(); ++i) {
+      if (tasks_[i]->done()) continue;
+      nodes_[i].owner = this;
+      nodes_[i].notify = &on_task_done;
+      nodes_[i].linked = true;
+      tasks_[i]->add_waiter(nodes_[i]);
+    }
+    if (deadline_) {
+      deadline = *deadline_;
+      fire = &on_deadline;
+      loop_->add_timer(*this);
+    }
+    return true;
+  }
+  void await_resume() const {
+    if (cancelled_) throw cancelled_error{};
+  }
+
+ private:
+  struct task_node : completion_waiter {
+    condition_wait* owner = nullptr;
+    bool linked = false;
+  };
+  bool satisfied() const noexcept {
+    std::size_t done = 0;
+    for (task_promise_base* task : tasks_) {
+      if (!task->done()) continue;
+      ++done;
+      if (when_ == return_when::first_completed) return true;
+      if (when_ == return_when::first_exception && task->has_exception() && !task->cancelled()) return true;
+    }
+    return done == tasks_.size();
+  }
+  void unlink_all() noexcept {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].linked) {
+        tasks_[i]->remove_waiter(nodes_[i]);
+        nodes_[i].linked = false;
+      }
+    }
+    if (armed()) loop_->remove_timer(*this);
+  }
+  void finish() noexcept {
+    unlink_all();
+    task_->wake(*loop_);
+  }
+  static void on_task_done(completion_waiter* waiter) noexcept {
+    auto* node = static_cast<task_node*>(waiter);
+    node->linked = false;
+    if (node->owner->satisfied()) node->owner->finish();
+  }
+  static void on_deadline(timer_node* timer) noexcept { static_cast<condition_wait*>(timer)->finish(); }
+  static bool on_interrupt(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<condition_wait*>(wait);
+    self->cancelled_ = true;
+    self->finish();
+    return true;
+  }
+
+  std::span<task_promise_base* const> tasks_;
+  std::vector<task_node> nodes_;
+  return_when when_;
+  std::optional<time_point> deadline_;
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool cancelled_ = false;
+};
+}  // namespace detail
+
+/// Waits for the tasks (task_handles) until `when` holds or `timeout` passes
+/// and returns them split into done and pending (asyncio.wait). Neither a
+/// timeout nor a cancel of the caller cancels the tasks.
+/// Throws std::invalid_argument for an empty list.
+template <class Handle>
+  requires std::is_base_of_v<task_ref, Handle>
+task<wait_result<Handle>> wait(std::vector<Handle> tasks, return_when when = return_when::all_completed,
+                               std::optional<duration> timeout = std::nullopt) {
+  if (tasks.empty()) throw std::invalid_argument("wait: the set of tasks is empty");
+  std::vector<detail::task_promise_base*> promises;
+  promises.reserve(tasks.size());
+  for (const Handle& handle : tasks) promises.push_back(detail::task_ref_access::promise(handle));
+  std::optional<time_point> deadline;
+  if (timeout) deadline = clock::now() + *timeout;
+  detail::condition_wait waiting(promises, when, deadline);
+  co_await waiting;
+  wait_result<Handle> result;
+  for (Handle& handle : tasks) (handle.done() ? result.done : result.pending).push_back(std::move(handle));
+  co_return result;
+}
+
+/// Yields the tasks in the order they finish (asyncio.as_completed):
+///   auto order = as_completed(handles);
+///   while (!order.empty()) { auto next = co_await order.next(); ... co_await next ... }
+/// With a timeout, next() throws timeout_error once it passes (measured from
+/// construction). Not movable: its waiters point into it.
+template <class Handle>
+  requires std::is_base_of_v<task_ref, Handle>
+class as_completed : private detail::timer_node {
+ public:
+  explicit as_completed(std::vector<Handle> tasks, std::optional<duration> timeout = std::nullopt)
+      : tasks_(std::move(tasks)), nodes_(tasks_.size()), loop_(&get_running_loop()) {
+    for (std::size_t i = 0; i < tasks_.size(); ++i) {
+      detail::task_promise_base* promise = detail::task_ref_access::promise(tasks_[i]);
+      nodes_[i].owner = this;
+      nodes_[i].index = i;
+      if (promise->done()) {
+        finished_.push_back(i);
+        continue;
+      }
+      nodes_[i].notify = &on_task_done;
+      nodes_[i].linked = true;
+      promise->add_waiter(nodes_[i]);
+    }
+    if (timeout) {
+      deadline = clock::now() + *timeout;
+      fire = &on_deadline;
+      loop_->add_timer(*this);
+    }
+  }
+  as_completed(const as_completed&) = delete;
+  as_completed& operator=(const as_completed&) = delete;
+  ~as_completed() {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].linked) detail::task_ref_access::promise(tasks_[i])->remove_waiter(nodes_[i]);
+    }
+    if (armed()) loop_->remove_timer(*this);
+  }
+  /// Tasks not yet handed out by next().
+  std::size_t size() const noexcept { return tasks_.size() - handed_out_; }
+  bool empty() const noexcept { return size() == 0; }
+
+  class next_awaiter : private detail::cancellable_wait {
+   public:
+    explicit next_awaiter(as_completed& owner) noexcept : owner_(&owner) {}
+    bool await_ready() const {
+      if (owner_->empty()) throw invalid_state_error("as_completed::next: every task was already handed out");
+      return owner_->next_finished_ < owner_->finished_.size() || owner_->expired_;
+    }
+    bool await_suspend(std::coroutine_handle<> caller) {
+      task_ = &detail::current_task_for("as_completed");
+      interrupt = &on_interrupt;
+      if (!task_->suspend_on(this, caller)) {
+        cancelled_ = true;
+        return false;
+      }
+      owner_->waiter_ = this;
+      return true;
+    }
+    Handle await_resume() {
+      if (cancelled_) throw cancelled_error{};
+      if (owner_->next_finished_ == owner_->finished_.size()) throw timeout_error();
+      ++owner_->handed_out_;
+      return owner_->tasks_[owner_->finished_[owner_->next_finished_++]];
+    }
+
+   private:
+    friend class as_completed;
+    static bool on_interrupt(detail::cancellable_wait* wait) noexcept {
+      auto* self = static_cast<next_awaiter*>(wait);
+      self->owner_->waiter_ = nullptr;
+      self->cancelled_ = true;
+      self->task_->wake(*self->owner_->loop_);
+      return true;
+    }
+    void resume() noexcept {
+      owner_->waiter_ = nullptr;
+      task_->wake(*owner_->loop_);
+    }
+    as_completed* owner_;
+    detail::task_promise_base* task_ = nullptr;
+    bool cancelled_ = false;
+  };
+  /// The next task to finish; throws timeout_error past the deadline.
+  next_awaiter next() noexcept { return next_awaiter(*this); }
+
+ private:
+  struct task_node : detail::completion_waiter {
+    as_completed* owner = nullptr;
+    std::size_t index = 0;
+    bool linked = false;
+  };
+  static void on_task_done(detail::completion_waiter* waiter) noexcept {
+    auto* node = static_cast<task_node*>(waiter);
+    node->linked = false;
+    node->owner->finished_.push_back(node->index);
+    if (node->owner->waiter_ != nullptr) node->owner->waiter_->resume();
+  }
+  static void on_deadline(detail::timer_node* timer) noexcept {
+    auto* self = static_cast<as_completed*>(timer);
+    self->expired_ = true;
+    if (self->waiter_ != nullptr) self->waiter_->resume();
+  }
+
+  std::vector<Handle> tasks_;
+  std::vector<task_node> nodes_;
+  std::vector<std::size_t> finished_;  // indexes, in completion order
+  std::size_t next_finished_ = 0;
+  std::size_t handed_out_ = 0;
+  event_loop* loop_;
+  next_awaiter* waiter_ = nullptr;
+  bool expired_ = false;
+};
+
+// --- 6.5 timeout ---
+
+/// A deadline over some work of the current task (asyncio.Timeout): run(aw)
+/// awaits aw; at the deadline the task is cancelled and, if the cancellation
+/// ends aw, run throws timeout_error. The deadline can be read and moved while
+/// aw runs. An outer cancel racing the deadline stays a cancelled_error:
+/// requests are counted (cancelling()/uncancel()), never guessed.
+///   timeout_scope scope(2s);
+///   auto value = co_await scope.run(work(scope));   // work may call scope.reschedule(...)
+class timeout_scope : private detail::timer_node {
+ public:
+  /// A deadline `delay` from now.
+  explicit timeout_scope(duration delay) : when_(clock::now() + delay) {}
+  /// A deadline on the loop's clock; std::nullopt for none (until rescheduled).
+  explicit timeout_scope(std::optional<time_point> when) : when_(when) {}
+  timeout_scope(const timeout_scope&) = delete;
+  timeout_scope& operator=(const timeout_scope&) = delete;
+  ~timeout_scope() { disarm(); }
+
+  /// The deadline, or std::nullopt for none.
+  std::optional<time_point> when() const noexcept { return when_; }
+  /// Moves the deadline (std::nullopt: none). Throws invalid_state_error once
+  /// the deadline has passed (asyncio: "Cannot change state of expiring Timeout").
+  void reschedule(std::optional<time_point> when) {
+    if (state_ == state::expiring || state_ == state::expired || state_ == state::finished) {
+      throw invalid_state_error("timeout_scope::reschedule: the timeout already expired or finished");
+    }
+    when_ = when;
+    if (state_ == state::active) {
+      disarm();
+      arm();
+    }
+  }
+  void reschedule(duration delay) { reschedule(std::optional<time_point>(clock::now() + delay)); }
+  /// True when the deadline passed while the work ran.
+  bool expired() const noexcept { return state_ == state::expiring || state_ == state::expired; }
+
+  /// Awaits `awaitable` under this deadline (once per scope).
+  template <class Awaitable>
+    requires detail::awaitable<Awaitable>
+  task<await_result_t<Awaitable>> run(Awaitable awaitable) {
+    using value_type = await_result_t<Awaitable>;
+    enter();
+    std::exception_ptr error;
+    std::optional<detail::stored_value_t<value_type>> value;
+    try {
+      if constexpr (std::is_void_v<value_type>) {
+        co_await std::move(awaitable);
+        value.emplace();
+      } else {
+        value.emplace(co_await std::move(awaitable));
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    leave(error);
+    if (error != nullptr) std::rethrow_exception(error);
+    if constexpr (std::is_void_v<value_type>) {
+      co_return;
+    } else if constexpr (std::is_reference_v<value_type>) {
+      co_return value->get();
+    } else {
+      co_return std::move(*value);
+    }
+  }
+
+ private:
+  enum class state : std::uint8_t { created, active, expiring, expired, finished };
+  void enter() {
+    if (state_ != state::created) throw invalid_state_error("timeout_scope::run: a scope runs once");
+    task_ = &detail::current_task_for("timeout");
+    loop_ = &get_running_loop();
+    cancelling_at_entry_ = task_->cancelling();
+    state_ = state::active;
+    arm();
+  }
+  // Converts the cancellation our own expiry caused into timeout_error: only
+  // when no other cancel request is outstanding (asyncio 3.11's rule).
+  void leave(std::exception_ptr& error) {
+    disarm();
+    if (state_ != state::expiring) {
+      state_ = state::finished;
+      return;
+    }
+    state_ = state::expired;
+    if (task_->uncancel() <= cancelling_at_entry_ && detail::is_cancellation(error)) {
+      error = std::make_exception_ptr(timeout_error());
+    }
+  }
+  void arm() {
+    if (!when_) return;
+    deadline = *when_;
+    fire = &on_deadline;
+    loop_->add_timer(*this);
+  }
+  void disarm() noexcept {
+    if (armed()) loop_->remove_timer(*this);
+  }
+  static void on_deadline(detail::timer_node* timer) noexcept {
+    auto* self = static_cast<timeout_scope*>(timer);
+    self->state_ = state::expiring;
+    self->task_->cancel();
+  }
+
+  std::optional<time_point> when_;
+  detail::task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  int cancelling_at_entry_ = 0;
+  state state_ = state::created;
+};
+
+/// Awaits `awaitable` with a deadline `delay` from now; on expiry cancels it,
+/// waits for it to finish, and throws timeout_error (asyncio.timeout).
+template <class Awaitable>
+  requires detail::awaitable<Awaitable>
+task<await_result_t<Awaitable>> timeout(duration delay, Awaitable awaitable) {
+  timeout_scope scope(delay);
+  co_return co_await scope.run(std::move(awaitable));
+}
+
+/// timeout() with a deadline on the loop's clock (asyncio.timeout_at).
+template <class Awaitable>
+  requires detail::awaitable<Awaitable>
+task<await_result_t<Awaitable>> timeout_at(time_point deadline, Awaitable awaitable) {
+  timeout_scope scope(std::optional<time_point>{deadline});
+  co_return co_await scope.run(std::move(awaitable));
+}
+
+/// asyncio.wait_for: timeout() with the arguments the other way round.
+template <class Awaitable>
+  requires detail::awaitable<Awaitable>
+task<await_result_t<Awaitable>> wait_for(Awaitable awaitable, duration delay) {
+  timeout_scope scope(delay);
+  co_return co_await scope.run(std::move(awaitable));
+}
+
+// --- 6.6 task_group ---
+
+/// Structured concurrency (asyncio.TaskGroup, 3.11-3.13 semantics). Children
+/// made by create_task run concurrently; the first child to fail with an error
+/// other than cancellation cancels the other children and the group's body;
+/// the join waits for every child and throws every error together as one
+/// exception_group. Cancelling the task that joins cancels the children, and
+/// the join rethrows cancelled_error once they are done.
+/// C++ has no async destructor: use with_task_group(body), which always joins;
+/// the explicit form must reach co_await join(error) on every path. A group
+/// destroyed with children still running terminates the program (they would
+/// outlive what they reference).
+class task_group {
+ public:
+  /// Binds the group to the task running now (its body's task).
+  task_group() : loop_(&get_running_loop()), parent_(loop_->current_task()) {
+    if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
+  }
+  task_group(const task_group&) = delete;
+  task_group& operator=(const task_group&) = delete;
+  ~task_group() {
+    if (!children_.empty()) {
+      std::fprintf(stderr,
+                   "coro_loop: task_group destroyed with %zu children still running; join it "
+                   "(co_await group.join()) or use with_task_group\n",
+                   children_.size());
+      std::terminate();
+    }
+    if (state_ != state::joined && !errors_.empty()) {
+      std::fprintf(stderr, "coro_loop: task_group destroyed without join; %zu child errors are lost\n",
+                   errors_.size());
+    }
+  }
+
+  /// Starts `awaitable` as a child task. Throws invalid_state_error after the
+  /// join finished, or while the group is shutting down after a failure.
+  template <class Awaitable>
+    requires detail::awaitable<Awaitable>
+  auto create_task(Awaitable&& awaitable, std::string name = {}) {
+    check_open();
+    auto handle = detail::spawn(*loop_, std::forward<Awaitable>(awaitable), std::move(name));
+    adopt(detail::task_ref_access::promise(handle));
+    return handle;
+  }
+  /// Starts `callable(args...)` as a child, moving both into its frame.
+  template <class Callable, class... Args>
+    requires(!detail::awaitable<Callable>) && std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>
+  auto create_task(Callable&& callable, Args&&... args) {
+    return create_task(detail::invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(
+        std::forward<Callable>(callable), std::forward<Args>(args)...));
+  }
+
+  /// Children not yet done.
+  std::size_t size() const noexcept { return children_.size(); }
+
+  /// Waits for every child (asyncio's __aexit__). `body_error` is what the
+  /// body threw, if anything: an error aborts the group and joins the errors,
+  /// a cancellation is rethrown after the children finish.
+  task<void> join(std::exception_ptr body_error = nullptr);
+
+ private:
+  enum class state : std::uint8_t { open, joining, joined };
+  struct child_entry : detail::completion_waiter, detail::list_hook {
+    task_group* group;
+    detail::task_promise_base* task;
+  };
+  class join_wait;
+
+  void check_open() const {
+    if (state_ == state::joined) throw invalid_state_error("task_group: create_task after join");
+    if (aborting_) throw invalid_state_error("task_group: create_task while the group is shutting down");
+  }
+  void adopt(detail::task_promise_base* task) {
+    auto* entry = new child_entry();
+    entry->group = this;
+    entry->task = task;
+    entry->notify = &on_child_done;
+    task->retain();
+    children_.push_back(*entry);
+    task->add_waiter(*entry);
+  }
+  void abort() noexcept {
+    aborting_ = true;
+    children_.for_each([](detail::list_hook& hook) { static_cast<child_entry&>(hook).task->cancel(); });
+  }
+  static void on_child_done(detail::completion_waiter* waiter) noexcept;
+
+  event_loop* loop_;
+  detail::task_promise_base* parent_;
+  detail::intrusive_list children_;  // child_entry, still running
+  std::vector<std::exception_ptr> errors_;
+  join_wait* joiner_ = nullptr;
+  state state_ = state::open;
+  bool aborting_ = false;
+  bool parent_cancel_requested_ = false;
+  bool propagate_cancellation_ = false;
+};
+
+// The join's wait: resumes when no child is left. A cancel of the joining task
+// aborts the group (once) and keeps waiting: children must finish first.
+class task_group::join_wait : private detail::cancellable_wait {
+ public:
+  explicit join_wait(task_group& group) noexcept : group_(&group) {}
+  join_wait(const join_wait&) = delete;
+  join_wait& operator=(const join_wait&) = delete;
+  ~join_wait() {
+    if (group_->joiner_ == this) group_->joiner_ = nullptr;
+  }
+  bool await_ready() const noexcept { return group_->children_.empty(); }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &detail::current_task_for("task_group::join");
+    interrupt = &on_interrupt;
+    if (!task_->suspend_on(this, caller)) {
+      on_interrupt(this);
+      (void)task_->suspend_on(this, caller);
+    }
+    group_->joiner_ = this;
+    return true;
+  }
+  void await_resume() const noexcept {}
+  void resume() noexcept {
+    group_->joiner_ = nullptr;
+    task_->wake(*group_->loop_);
+  }
+
+ private:
+  static bool on_interrupt(detail::cancellable_wait* wait) noexcept {
+    auto* self = static_cast<join_wait*>(wait);
+    if (!self->group_->aborting_) {
+      self->group_->propagate_cancellation_ = true;
+      self->group_->abort();
+    }
+    return true;
+  }
+  task_group* group_;
+  detail::task_promise_base* task_ = nullptr;
+};
+
+inline void task_group::on_child_done(detail::completion_waiter* waiter) noexcept {
+  auto* entry = static_cast<child_entry*>(waiter);
+  task_group& group = *entry->group;
+  detail::task_promise_base* child = entry->task;
+  detail::intrusive_list::unlink(*entry);
+  if (child->has_exception() && !child->cancelled()) {
+    child->mark_retrieved();
+    group.errors_.push_back(child->exception());
+    if (!group.aborting_) {
+      group.abort();
+      // Cancel the body too, while it runs; the join takes the request back.
+      if (group.state_ == state::open && !group.parent_->done()) {
+        group.parent_cancel_requested_ = true;
+        group.parent_->cancel();
+      }
+    }
+  }
+  delete entry;
+  child->release();
+  if (group.children_.empty() && group.joiner_ != nullptr) group.joiner_->resume();
+}
+
+inline task<void> task_group::join(std::exception_ptr body_error) {
+  if (state_ != state::open) throw invalid_state_error("task_group: joined twice");
+  if (loop_->current_task() != parent_) throw invalid_state_error("task_group: join from another task than the body's");
+  state_ = state::joining;
+  if (body_error != nullptr) {
+    if (detail::is_cancellation(body_error)) {
+      propagate_cancellation_ = true;
+      body_error = nullptr;
+    }
+    if (!aborting_) abort();
+  }
+  while (!children_.empty()) {
+    join_wait waiting(*this);
+    co_await waiting;
+  }
+  state_ = state::joined;
+  // Our own cancel of the body is taken back; if no other request remains,
+  // the cancellation it caused is not propagated (asyncio).
+  if (parent_cancel_requested_ && parent_->uncancel() == 0) propagate_cancellation_ = false;
+  if (body_error != nullptr) errors_.push_back(body_error);
+  if (errors_.empty()) {
+    if (propagate_cancellation_) throw cancelled_error{};
+    co_return;
+  }
+  // An outer cancel must not be swallowed by the error group: ask again so
+  // it is delivered at the next suspension point (asyncio 3.13).
+  if (parent_->cancelling() > 0) {
+    parent_->uncancel();
+    parent_->cancel();
+  }
+  throw exception_group("unhandled errors in a task_group", std::move(errors_));
+}
+
+/// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
+/// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
+/// Returns the body's value; throws exception_group or cancelled_error as join does.
+template <class Body>
+  requires std::invocable<Body&, task_group&>
+auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
+  using value_type = await_result_t<std::invoke_result_t<Body&, task_group&>>;
+  task_group group;
+  std::exception_ptr body_error;
+  std::optional<detail::stored_value_t<value_type>> value;
+  try {
+    auto inner = std::invoke(body, group);
+    if constexpr (std::is_void_v<value_type>) {
+      co_await std::move(inner);
+      value.emplace();
+    } else {
+      value.emplace(co_await std::move(inner));
+    }
+  } catch (...) {
+    body_error = std::current_exception();
+  }
+  co_await group.join(body_error);
+  if constexpr (std::is_void_v<value_type>) {
+    co_return;
+  } else if constexpr (std::is_reference_v<value_type>) {
+    co_return value->get();
+  } else {
+    co_return std::move(*value);
+  }
+}
+
+// ============================================================================
+// 9. Networking: awaitable operations on handles  >>net
+//    Uses 4 (the backend's operations) and 5 (tasks).
+// ============================================================================
+
+namespace detail {
+
 // One backend operation awaited by a task; the operation lives in the frame.
 // Cancelling asks the backend to cancel and waits for its confirmation, so the
 // buffer is never released while the OS may still write to it (IOCP).
@@ -2046,15 +3098,6 @@ class io_awaiter : private cancellable_wait, private io_operation {
 
 }  // namespace detail
 
-/// Suspends the calling task for `delay`; sleep(0) (or a negative delay) yields
-/// for exactly one loop iteration. Cancellable: the timer leaves the heap at once.
-inline detail::sleep_awaiter sleep(duration delay) {
-  if (delay <= duration::zero()) return detail::sleep_awaiter(time_point{}, true);
-  return detail::sleep_awaiter(clock::now() + delay, false);
-}
-/// Suspends the calling task until `deadline` on the loop's clock.
-inline detail::sleep_awaiter sleep_until(time_point deadline) { return detail::sleep_awaiter(deadline, false); }
-
 /// Reads up to buffer.size() bytes from a non-blocking POSIX fd (a pipe, a
 /// socket); returns 0 at end of file. Throws std::system_error naming the fd.
 /// The fd must stay open until the read finishes; call release_handle() before close.
@@ -2074,7 +3117,10 @@ inline detail::io_awaiter wait_writable(native_handle handle) noexcept {
   return detail::io_awaiter(detail::io_kind::wait_writable, handle, nullptr, 0, "wait_writable");
 }
 
-// --- 6.1 event_loop: running tasks to completion, closing ---
+// ============================================================================
+// 11. run_until_complete, closing a loop, run()  >>run
+//    Uses everything above: the entry points of a program.
+// ============================================================================
 
 template <class KeepRunning>
 void event_loop::run_while(KeepRunning keep_running) {
