@@ -42,7 +42,8 @@
 //     never swallows a cancellation (as Python's CancelledError is a BaseException).
 //   - A cancel that arrives while a task is not suspended in a cancellable wait is
 //     delivered at its next cancellable suspension point; a wait that already
-//     completed is never undone (no item, byte or permit is lost).
+//     completed is never undone (no item, byte or permit is lost). A task that
+//     returns before such a point keeps its value (asyncio would cancel it).
 //   - task_handle objects must not outlive their event loop; run() guarantees every
 //     task is finished before it closes the loop.
 //   - Tasks are kept alive by the loop until they finish (asyncio keeps only a weak
@@ -102,6 +103,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -1371,13 +1373,11 @@ class task_promise_base : public ready_node, public list_hook {
   // The scheduled task's coroutine has ended (or never started): publish the
   // outcome, wake the waiters in the order they came, drop the loop's reference.
   void finish(event_loop& loop) noexcept {
-    if (must_cancel_ && exception_ == nullptr) {
-      // A cancel that arrived during the last step still wins (asyncio); a
-      // value already returned stays in the frame, unreachable, until it dies.
-      must_cancel_ = false;
-      exception_ = std::make_exception_ptr(cancelled_error{});
-      cancelled_ = true;
-    }
+    // A cancel that arrived after the task's last suspension point is not
+    // delivered: the value it returned stands (asyncio would discard it, but
+    // here a completed wait is never undone, so that value may hold an item
+    // taken from a queue). cancelling() still counts the request.
+    must_cancel_ = false;
     state_ = state::done;
     current_wait_ = nullptr;
     intrusive_list::unlink(*this);
@@ -3028,6 +3028,756 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
     co_return std::move(*value);
   }
 }
+
+// ============================================================================
+// 7. Synchronisation: event, lock, semaphore, condition, barrier, queues  >>sync
+//    Uses 3 and 5, and 6 for nothing but names. Every wait is FIFO-fair and
+//    cancellable; what a waker gives (an item, the lock, a permit) is handed
+//    straight to the first waiter, so nothing can be stolen or lost between
+//    the wake-up and the waiter's next step, and waiting allocates nothing.
+// ============================================================================
+
+/// Thrown by queue operations after shutdown() (asyncio.QueueShutDown, 3.13).
+class queue_shut_down : public std::runtime_error {
+ public:
+  queue_shut_down() : std::runtime_error("coro_loop::queue_shut_down: the queue was shut down") {}
+};
+/// Thrown by get_nowait on an empty queue (asyncio.QueueEmpty).
+class queue_empty : public std::runtime_error {
+ public:
+  queue_empty() : std::runtime_error("coro_loop::queue_empty: get_nowait on an empty queue") {}
+};
+/// Thrown by put_nowait on a full queue (asyncio.QueueFull).
+class queue_full : public std::runtime_error {
+ public:
+  queue_full() : std::runtime_error("coro_loop::queue_full: put_nowait on a full queue") {}
+};
+/// Thrown by barrier::wait when the barrier is broken or reset (asyncio.BrokenBarrierError).
+class broken_barrier_error : public std::runtime_error {
+ public:
+  broken_barrier_error() : std::runtime_error("coro_loop::broken_barrier_error: the barrier is broken") {}
+};
+
+namespace detail {
+
+// A task parked in a primitive's FIFO; lives in the awaiting frame. Whoever
+// grants the wait unlinks it and calls grant(); a cancel unlinks it and
+// resumes the task with cancelled_error; a frame destroyed mid-wait unlinks it.
+class parked_waiter : public list_hook, private cancellable_wait {
+ public:
+  parked_waiter() noexcept = default;
+  parked_waiter(const parked_waiter&) = delete;
+  parked_waiter& operator=(const parked_waiter&) = delete;
+  ~parked_waiter() { intrusive_list::unlink(*this); }
+
+  // Links this waiter at the back of `waiters` and suspends; false (do not
+  // suspend, await_resume throws) when a cancel was waiting to be delivered.
+  bool park(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
+    task_ = &current_task_for(operation);
+    loop_ = &get_running_loop();
+    interrupt = &on_interrupt;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    waiters.push_back(*this);
+    return true;
+  }
+  // Same, but a cancel cannot interrupt it (condition's re-acquire).
+  void park_uninterruptibly(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
+    task_ = &current_task_for(operation);
+    loop_ = &get_running_loop();
+    task_->suspend_uninterruptibly(caller);
+    waiters.push_back(*this);
+  }
+  void grant() noexcept {
+    intrusive_list::unlink(*this);
+    task_->wake(*loop_);
+  }
+  void throw_if_cancelled() const {
+    if (cancelled_) throw cancelled_error{};
+  }
+  bool cancelled() const noexcept { return cancelled_; }
+
+  static parked_waiter& from(list_hook& hook) noexcept { return static_cast<parked_waiter&>(hook); }
+
+ private:
+  static bool on_interrupt(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<parked_waiter*>(wait);
+    intrusive_list::unlink(*self);
+    self->cancelled_ = true;
+    self->task_->wake(*self->loop_);
+    return true;
+  }
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool cancelled_ = false;
+};
+
+inline void grant_all(intrusive_list& waiters) noexcept {
+  while (list_hook* hook = waiters.front()) parked_waiter::from(*hook).grant();
+}
+
+}  // namespace detail
+
+// --- 7.1 event ---
+
+/// asyncio.Event: wait() suspends until set(); set() releases every waiter.
+class event {
+ public:
+  event() noexcept = default;
+  event(const event&) = delete;
+  event& operator=(const event&) = delete;
+  bool is_set() const noexcept { return set_; }
+  /// Sets the flag and wakes every waiter (they resume on a later iteration).
+  void set() noexcept {
+    set_ = true;
+    detail::grant_all(waiters_);
+  }
+  void clear() noexcept { set_ = false; }
+
+  class awaiter : private detail::parked_waiter {
+   public:
+    explicit awaiter(event& owner) noexcept : event_(&owner) {}
+    bool await_ready() const noexcept { return event_->set_; }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(event_->waiters_, caller, "event::wait"); }
+    void await_resume() const { throw_if_cancelled(); }
+
+   private:
+    event* event_;
+  };
+  /// Waits until the flag is set; returns at once if it is.
+  awaiter wait() noexcept { return awaiter(*this); }
+
+ private:
+  detail::intrusive_list waiters_;
+  bool set_ = false;
+};
+
+// --- 7.2 lock ---
+
+/// asyncio.Lock, strictly FIFO: release() hands the lock to the first waiter.
+/// Not reentrant. A cancelled acquire never leaves the lock held.
+class lock {
+ public:
+  lock() noexcept = default;
+  lock(const lock&) = delete;
+  lock& operator=(const lock&) = delete;
+  bool locked() const noexcept { return locked_; }
+
+  /// Releases; the first waiter, if any, now holds the lock. Throws
+  /// invalid_state_error when the lock is not held.
+  void release() {
+    if (!locked_) throw invalid_state_error("lock::release: the lock is not held");
+    if (list_hook_front() != nullptr) {
+      detail::parked_waiter::from(*list_hook_front()).grant();  // stays locked: ownership moves
+    } else {
+      locked_ = false;
+    }
+  }
+
+  class acquire_awaiter : private detail::parked_waiter {
+   public:
+    explicit acquire_awaiter(lock& owner, bool interruptible = true) noexcept
+        : lock_(&owner), interruptible_(interruptible) {}
+    bool await_ready() noexcept {
+      if (lock_->locked_ || !lock_->waiters_.empty()) return false;
+      lock_->locked_ = true;
+      return true;
+    }
+    bool await_suspend(std::coroutine_handle<> caller) {
+      if (interruptible_) return park(lock_->waiters_, caller, "lock::acquire");
+      park_uninterruptibly(lock_->waiters_, caller, "lock::acquire");
+      return true;
+    }
+    void await_resume() const { throw_if_cancelled(); }
+
+   private:
+    lock* lock_;
+    bool interruptible_;
+  };
+  /// Waits for the lock (co_await lock.acquire(); ... lock.release();).
+  acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
+
+  /// Holds the lock until destroyed (co_await lock.scoped()).
+  class [[nodiscard]] guard {
+   public:
+    explicit guard(lock* owner) noexcept : lock_(owner) {}
+    guard(guard&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
+    guard& operator=(guard&&) = delete;
+    ~guard() {
+      if (lock_ != nullptr) lock_->release();
+    }
+    /// Releases early.
+    void unlock() {
+      if (lock_ != nullptr) std::exchange(lock_, nullptr)->release();
+    }
+
+   private:
+    lock* lock_;
+  };
+  class scoped_awaiter : public acquire_awaiter {
+   public:
+    explicit scoped_awaiter(lock& owner) noexcept : acquire_awaiter(owner), owner_(&owner) {}
+    guard await_resume() const {
+      acquire_awaiter::await_resume();
+      return guard(owner_);
+    }
+
+   private:
+    lock* owner_;
+  };
+  /// Acquires and returns a guard that releases (async with lock:).
+  scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
+
+ private:
+  friend class condition;
+  detail::list_hook* list_hook_front() const noexcept { return waiters_.front(); }
+  detail::intrusive_list waiters_;
+  bool locked_ = false;
+};
+
+// --- 7.3 semaphore, bounded_semaphore ---
+
+/// asyncio.Semaphore, strictly FIFO: release() hands its permit to the first
+/// waiter. A cancelled acquire never loses a permit.
+class semaphore {
+ public:
+  explicit semaphore(std::size_t value = 1) noexcept : value_(value) {}
+  semaphore(const semaphore&) = delete;
+  semaphore& operator=(const semaphore&) = delete;
+  /// True when an acquire would wait.
+  bool locked() const noexcept { return value_ == 0 || !waiters_.empty(); }
+  std::size_t value() const noexcept { return value_; }
+
+  /// Returns a permit: to the first waiter if any, else to the count.
+  void release() {
+    if (detail::list_hook* first = waiters_.front()) {
+      detail::parked_waiter::from(*first).grant();
+    } else {
+      ++value_;
+    }
+  }
+
+  class acquire_awaiter : private detail::parked_waiter {
+   public:
+    explicit acquire_awaiter(semaphore& owner) noexcept : semaphore_(&owner) {}
+    bool await_ready() noexcept {
+      if (semaphore_->value_ == 0 || !semaphore_->waiters_.empty()) return false;
+      --semaphore_->value_;
+      return true;
+    }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(semaphore_->waiters_, caller, "semaphore::acquire"); }
+    void await_resume() const { throw_if_cancelled(); }
+
+   private:
+    semaphore* semaphore_;
+  };
+  acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
+
+  /// Holds a permit until destroyed (co_await semaphore.scoped()).
+  class [[nodiscard]] guard {
+   public:
+    explicit guard(semaphore* owner) noexcept : semaphore_(owner) {}
+    guard(guard&& other) noexcept : semaphore_(std::exchange(other.semaphore_, nullptr)) {}
+    guard& operator=(guard&&) = delete;
+    ~guard() {
+      if (semaphore_ != nullptr) semaphore_->release();
+    }
+
+   private:
+    semaphore* semaphore_;
+  };
+  class scoped_awaiter : public acquire_awaiter {
+   public:
+    explicit scoped_awaiter(semaphore& owner) noexcept : acquire_awaiter(owner), owner_(&owner) {}
+    guard await_resume() const {
+      acquire_awaiter::await_resume();
+      return guard(owner_);
+    }
+
+   private:
+    semaphore* owner_;
+  };
+  scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
+
+ protected:
+  std::size_t value_;
+  detail::intrusive_list waiters_;
+};
+
+/// A semaphore that refuses to be released past its initial value
+/// (asyncio.BoundedSemaphore): release() then throws invalid_state_error.
+class bounded_semaphore : public semaphore {
+ public:
+  explicit bounded_semaphore(std::size_t value = 1) noexcept : semaphore(value), initial_(value) {}
+  void release() {
+    if (waiters_.empty() && value_ >= initial_) {
+      throw invalid_state_error("bounded_semaphore::release: released more times than acquired");
+    }
+    semaphore::release();
+  }
+  class [[nodiscard]] guard {
+   public:
+    explicit guard(bounded_semaphore* owner) noexcept : semaphore_(owner) {}
+    guard(guard&& other) noexcept : semaphore_(std::exchange(other.semaphore_, nullptr)) {}
+    guard& operator=(guard&&) = delete;
+    ~guard() {
+      if (semaphore_ != nullptr) semaphore_->release();
+    }
+
+   private:
+    bounded_semaphore* semaphore_;
+  };
+  class scoped_awaiter : public acquire_awaiter {
+   public:
+    explicit scoped_awaiter(bounded_semaphore& owner) noexcept : acquire_awaiter(owner), owner_(&owner) {}
+    guard await_resume() const {
+      acquire_awaiter::await_resume();
+      return guard(owner_);
+    }
+
+   private:
+    bounded_semaphore* owner_;
+  };
+  scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
+
+ private:
+  std::size_t initial_;
+};
+
+// --- 7.4 condition ---
+
+/// asyncio.Condition over a lock (its own, or one given). wait() releases the
+/// lock, waits for notify, and re-acquires the lock before returning or
+/// throwing, even when cancelled. notify(n) wakes up to n waiters, FIFO.
+class condition {
+ public:
+  condition() noexcept : lock_(&own_lock_) {}
+  explicit condition(class lock& shared) noexcept : lock_(&shared) {}
+  condition(const condition&) = delete;
+  condition& operator=(const condition&) = delete;
+
+  lock::acquire_awaiter acquire() noexcept { return lock_->acquire(); }
+  void release() { lock_->release(); }
+  bool locked() const noexcept { return lock_->locked(); }
+  lock::scoped_awaiter scoped() noexcept { return lock_->scoped(); }
+
+  /// Waits for a notify; the lock must be held (invalid_state_error otherwise).
+  task<void> wait() {
+    if (!lock_->locked()) throw invalid_state_error("condition::wait: the lock is not held");
+    lock_->release();
+    bool cancelled = false;
+    try {
+      notify_awaiter notified(*this);
+      co_await notified;
+    } catch (const cancelled_error&) {
+      cancelled = true;
+    }
+    // The caller held the lock; it holds it again whatever happened.
+    lock::acquire_awaiter reacquire(*lock_, false);
+    co_await reacquire;
+    if (cancelled) throw cancelled_error{};
+  }
+  /// Waits until predicate() is true (checked first, then after each notify);
+  /// returns its last value. The lock must be held.
+  template <class Predicate>
+  task<bool> wait_for(Predicate predicate) {
+    while (!predicate()) co_await wait();
+    co_return true;
+  }
+  /// Wakes up to `count` waiters (FIFO). The lock must be held.
+  void notify(std::size_t count = 1) {
+    if (!lock_->locked()) throw invalid_state_error("condition::notify: the lock is not held");
+    while (count-- > 0) {
+      detail::list_hook* first = waiters_.front();
+      if (first == nullptr) break;
+      detail::parked_waiter::from(*first).grant();
+    }
+  }
+  void notify_all() { notify(static_cast<std::size_t>(-1)); }
+
+ private:
+  class notify_awaiter : private detail::parked_waiter {
+   public:
+    explicit notify_awaiter(condition& owner) noexcept : condition_(&owner) {}
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(condition_->waiters_, caller, "condition::wait"); }
+    void await_resume() const { throw_if_cancelled(); }
+
+   private:
+    condition* condition_;
+  };
+  class lock own_lock_;
+  class lock* lock_;
+  detail::intrusive_list waiters_;
+};
+
+// --- 7.5 barrier ---
+
+/// asyncio.Barrier (3.11): wait() returns when `parties` tasks are waiting,
+/// each with a distinct index in 0..parties-1 (arrival order). abort() breaks
+/// it (waiters and later callers get broken_barrier_error); reset() wakes the
+/// waiters with broken_barrier_error and makes it usable again once they left.
+class barrier {
+ public:
+  explicit barrier(std::size_t parties) : parties_(parties) {
+    if (parties == 0) throw std::invalid_argument("barrier: parties must be > 0");
+  }
+  barrier(const barrier&) = delete;
+  barrier& operator=(const barrier&) = delete;
+  std::size_t parties() const noexcept { return parties_; }
+  /// Tasks waiting for the barrier to fill.
+  std::size_t n_waiting() const noexcept { return state_ == state::filling ? count_ : 0; }
+  bool broken() const noexcept { return state_ == state::broken; }
+
+  task<std::size_t> wait() {
+    // Tasks arriving while the previous round drains or resets wait for it.
+    while (state_ == state::draining || state_ == state::resetting) {
+      state_awaiter changed(*this);
+      co_await changed;
+    }
+    if (state_ == state::broken) throw broken_barrier_error();
+    const std::size_t index = count_++;
+    struct leave_on_exit {
+      barrier* self;
+      ~leave_on_exit() { self->leave(); }
+    } leave{this};
+    if (index + 1 == parties_) {
+      state_ = state::draining;
+      detail::grant_all(waiters_);
+      co_return index;
+    }
+    while (state_ == state::filling) {
+      state_awaiter changed(*this);
+      co_await changed;  // a cancel here leaves the count one lower, as asyncio
+    }
+    if (state_ == state::broken || state_ == state::resetting) throw broken_barrier_error();
+    co_return index;
+  }
+  /// Breaks the barrier for good: current and later waits throw broken_barrier_error.
+  void abort() noexcept {
+    state_ = state::broken;
+    detail::grant_all(waiters_);
+  }
+  /// Returns to the empty state; tasks waiting now get broken_barrier_error.
+  void reset() noexcept {
+    if (count_ > 0) {
+      if (state_ != state::resetting) {
+        state_ = state::resetting;
+        detail::grant_all(waiters_);
+      }
+    } else {
+      state_ = state::filling;
+    }
+  }
+
+ private:
+  enum class state : std::uint8_t { filling, draining, resetting, broken };
+  class state_awaiter : private detail::parked_waiter {
+   public:
+    explicit state_awaiter(barrier& owner) noexcept : barrier_(&owner) {}
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(barrier_->waiters_, caller, "barrier::wait"); }
+    void await_resume() const { throw_if_cancelled(); }
+
+   private:
+    barrier* barrier_;
+  };
+  // The last task out of a drained or reset round opens the next one.
+  void leave() noexcept {
+    --count_;
+    if (count_ == 0 && (state_ == state::draining || state_ == state::resetting)) {
+      state_ = state::filling;
+      detail::grant_all(waiters_);
+    }
+  }
+  std::size_t parties_;
+  std::size_t count_ = 0;
+  state state_ = state::filling;
+  detail::intrusive_list waiters_;
+};
+
+// --- 7.6 queues ---
+
+namespace detail {
+
+// The three orders a queue can keep its items in. Each offers push (a put),
+// push_next (an item that must come out next: one handed to a getter that
+// never took it), take, size and clear.
+template <class T>
+class fifo_items {
+ public:
+  void push(T&& item) { items_.push_back(std::move(item)); }
+  void push_next(T&& item) { items_.push_front(std::move(item)); }
+  T take() {
+    T item = std::move(items_.front());
+    items_.pop_front();
+    return item;
+  }
+  std::size_t size() const noexcept { return items_.size(); }
+  void clear() noexcept { items_.clear(); }
+
+ private:
+  std::deque<T> items_;
+};
+
+template <class T>
+class lifo_items {
+ public:
+  void push(T&& item) { items_.push_back(std::move(item)); }
+  void push_next(T&& item) { items_.push_back(std::move(item)); }
+  T take() {
+    T item = std::move(items_.back());
+    items_.pop_back();
+    return item;
+  }
+  std::size_t size() const noexcept { return items_.size(); }
+  void clear() noexcept { items_.clear(); }
+
+ private:
+  std::vector<T> items_;
+};
+
+// A binary heap on a vector, so a move-only item can be moved out of the top
+// (std::priority_queue only exposes it as const).
+template <class T, class Compare>
+class priority_items {
+ public:
+  void push(T&& item) {
+    items_.push_back(std::move(item));
+    std::push_heap(items_.begin(), items_.end(), later_);
+  }
+  void push_next(T&& item) { push(std::move(item)); }
+  T take() {
+    std::pop_heap(items_.begin(), items_.end(), later_);
+    T item = std::move(items_.back());
+    items_.pop_back();
+    return item;
+  }
+  std::size_t size() const noexcept { return items_.size(); }
+  void clear() noexcept { items_.clear(); }
+
+ private:
+  // std::push_heap keeps the largest on top; the queue serves the smallest.
+  struct reversed {
+    Compare less;
+    bool operator()(const T& a, const T& b) const { return less(b, a); }
+  } later_{};
+  std::vector<T> items_;
+};
+
+}  // namespace detail
+
+/// asyncio.Queue with a choice of order (queue, lifo_queue, priority_queue
+/// below). maxsize 0 means unbounded. put/get suspend when full/empty and are
+/// served first come, first served; a cancelled get loses no item and a
+/// cancelled put inserts nothing. Move-only items work. Loop thread only.
+template <class T, class Items>
+class basic_queue {
+ public:
+  explicit basic_queue(std::size_t maxsize = 0) noexcept : maxsize_(maxsize) {}
+  basic_queue(const basic_queue&) = delete;
+  basic_queue& operator=(const basic_queue&) = delete;
+  ~basic_queue() {
+    // Waiters left on a dying queue stay suspended (their frames die with
+    // their loop); they must not reach back into this object.
+    for (detail::intrusive_list* waiters : {&getters_, &putters_, &joiners_}) {
+      while (detail::list_hook* hook = waiters->pop_front()) (void)hook;
+    }
+  }
+
+  std::size_t qsize() const noexcept { return items_.size(); }
+  std::size_t maxsize() const noexcept { return maxsize_; }
+  bool empty() const noexcept { return items_.size() == 0; }
+  bool full() const noexcept { return maxsize_ > 0 && items_.size() >= maxsize_; }
+  bool is_shut_down() const noexcept { return shut_down_; }
+
+  class put_awaiter;
+  class get_awaiter;
+  class join_awaiter;
+
+  /// Puts `item`, waiting while the queue is full. Throws queue_shut_down.
+  put_awaiter put(T item) { return put_awaiter(*this, std::move(item)); }
+  /// Takes the next item, waiting while the queue is empty. Throws
+  /// queue_shut_down once shut down and drained (at once if immediate).
+  get_awaiter get() noexcept { return get_awaiter(*this); }
+
+  /// Puts without waiting; throws queue_full or queue_shut_down.
+  void put_nowait(T item) {
+    if (!try_put(item)) throw queue_full();
+  }
+  /// Takes without waiting; throws queue_empty or queue_shut_down.
+  T get_nowait() {
+    std::optional<T> item = try_get();
+    if (!item) throw queue_empty();
+    return std::move(*item);
+  }
+  /// Puts if there is room: true if put, false if full (the item stays with
+  /// the caller). Throws queue_shut_down after shutdown().
+  bool try_put(T& item) {
+    if (shut_down_) throw queue_shut_down();
+    if (give_to_getter(item)) return true;
+    if (full()) return false;
+    items_.push(std::move(item));
+    ++unfinished_;
+    return true;
+  }
+  bool try_put(T&& item) { return try_put(item); }
+  /// Takes an item if there is one. Throws queue_shut_down when shut down and empty.
+  std::optional<T> try_get() {
+    if (items_.size() == 0) {
+      if (shut_down_) throw queue_shut_down();
+      return std::nullopt;
+    }
+    std::optional<T> item(items_.take());
+    refill_from_putter();
+    return item;
+  }
+
+  /// Marks one item processed; join() returns when every item put was.
+  /// Throws invalid_state_error when called more often than items were put.
+  void task_done() {
+    if (unfinished_ == 0) throw invalid_state_error("queue::task_done: called more times than items were put");
+    if (--unfinished_ == 0) detail::grant_all(joiners_);
+  }
+  /// Waits until every item put has been marked task_done.
+  join_awaiter join() noexcept { return join_awaiter(*this); }
+
+  /// Python 3.13: later puts throw queue_shut_down and so do the waiting ones;
+  /// getters drain the items first, unless `immediate`, which drops them (and
+  /// their task_done debt) so waiting and later getters throw at once.
+  void shutdown(bool immediate = false) {
+    shut_down_ = true;
+    if (immediate) {
+      const std::size_t dropped = items_.size();
+      items_.clear();
+      unfinished_ = unfinished_ > dropped ? unfinished_ - dropped : 0;
+      if (unfinished_ == 0) detail::grant_all(joiners_);
+    }
+    detail::grant_all(getters_);  // the queue is empty whenever getters wait
+    detail::grant_all(putters_);
+  }
+
+  class put_awaiter : private detail::parked_waiter {
+   public:
+    put_awaiter(basic_queue& owner, T&& item) : queue_(&owner), item_(std::move(item)) {}
+    put_awaiter(put_awaiter&& other) noexcept(std::is_nothrow_move_constructible_v<T>)
+        : queue_(other.queue_), item_(std::move(other.item_)) {}
+    put_awaiter& operator=(put_awaiter&&) = delete;
+    bool await_ready() {
+      if (queue_->shut_down_) return true;
+      if (queue_->give_to_getter(*item_)) {
+        item_.reset();
+        return true;
+      }
+      if (queue_->full() || !queue_->putters_.empty()) return false;
+      queue_->items_.push(std::move(*item_));
+      ++queue_->unfinished_;
+      item_.reset();
+      return true;
+    }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->putters_, caller, "queue::put"); }
+    void await_resume() const {
+      throw_if_cancelled();
+      if (item_.has_value()) throw queue_shut_down();  // woken by shutdown, not by room
+    }
+
+   private:
+    friend class basic_queue;
+    basic_queue* queue_;
+    std::optional<T> item_;  // ours until the queue takes it
+  };
+
+  class get_awaiter : private detail::parked_waiter {
+   public:
+    explicit get_awaiter(basic_queue& owner) noexcept : queue_(&owner) {}
+    get_awaiter(get_awaiter&& other) noexcept : queue_(other.queue_) {}
+    get_awaiter& operator=(get_awaiter&&) = delete;
+    ~get_awaiter() {
+      // Handed an item but never resumed to take it (the frame is being
+      // destroyed): the item goes back to the front of the queue.
+      if (item_.has_value() && queue_ != nullptr && linked() == false) queue_->return_item(std::move(*item_));
+    }
+    bool await_ready() const noexcept { return queue_->items_.size() != 0 || queue_->shut_down_; }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->getters_, caller, "queue::get"); }
+    T await_resume() {
+      throw_if_cancelled();
+      if (item_.has_value()) {
+        T item = std::move(*item_);
+        item_.reset();
+        return item;
+      }
+      if (queue_->items_.size() == 0) throw queue_shut_down();
+      T item = queue_->items_.take();
+      queue_->refill_from_putter();
+      return item;
+    }
+
+   private:
+    friend class basic_queue;
+    basic_queue* queue_;
+    std::optional<T> item_;  // an item handed over by a put while we waited
+  };
+
+  class join_awaiter : private detail::parked_waiter {
+   public:
+    explicit join_awaiter(basic_queue& owner) noexcept : queue_(&owner) {}
+    bool await_ready() const noexcept { return queue_->unfinished_ == 0; }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->joiners_, caller, "queue::join"); }
+    void await_resume() const { throw_if_cancelled(); }
+
+   private:
+    basic_queue* queue_;
+  };
+
+ private:
+  // A waiting getter takes `item` directly: no other task can take it first.
+  bool give_to_getter(T& item) {
+    detail::list_hook* first = getters_.front();
+    if (first == nullptr) return false;
+    auto& getter = static_cast<get_awaiter&>(detail::parked_waiter::from(*first));
+    getter.item_.emplace(std::move(item));
+    ++unfinished_;
+    getter.grant();
+    return true;
+  }
+  // An item left: the first waiting putter's item takes its place.
+  void refill_from_putter() {
+    detail::list_hook* first = putters_.front();
+    if (first == nullptr || full()) return;
+    auto& putter = static_cast<put_awaiter&>(detail::parked_waiter::from(*first));
+    items_.push(std::move(*putter.item_));
+    putter.item_.reset();
+    ++unfinished_;
+    putter.grant();
+  }
+  void return_item(T&& item) {
+    if (!give_to_getter(item)) {
+      items_.push_next(std::move(item));
+      return;
+    }
+    --unfinished_;  // give_to_getter counted it as a new put
+  }
+
+  Items items_;
+  std::size_t maxsize_;
+  std::size_t unfinished_ = 0;  // put and not yet task_done
+  detail::intrusive_list getters_;
+  detail::intrusive_list putters_;
+  detail::intrusive_list joiners_;
+  bool shut_down_ = false;
+};
+
+/// asyncio.Queue: first in, first out.
+template <class T>
+using queue = basic_queue<T, detail::fifo_items<T>>;
+/// asyncio.LifoQueue: last in, first out.
+template <class T>
+using lifo_queue = basic_queue<T, detail::lifo_items<T>>;
+/// asyncio.PriorityQueue: smallest first by Compare (std::less: the lowest value).
+template <class T, class Compare = std::less<T>>
+using priority_queue = basic_queue<T, detail::priority_items<T, Compare>>;
 
 // ============================================================================
 // 9. Networking: awaitable operations on handles  >>net
