@@ -102,10 +102,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -126,8 +129,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #endif
 
@@ -462,11 +466,13 @@ inline void deallocate_frame(void* pointer, [[maybe_unused]] std::size_t size) n
 
 class callback_handle_access;
 class task_ref;
+class thread_pool;
 
 namespace detail {
 
 class backend;
 class task_promise_base;
+class signal_watch;
 
 // The running loop of this thread. Read through a non-inlined function:
 // Clang may cache a thread_local's address across a suspension point, and a
@@ -543,6 +549,44 @@ class callback_of final : public callback_node {
 struct cancellable_wait {
   bool (*interrupt)(cancellable_wait* self) noexcept = nullptr;
 };
+
+// The loop's door for other threads: call_soon_threadsafe, executor
+// completions, run_coroutine_threadsafe. Held by shared_ptr by everything that
+// may post after the loop is gone: posting to a closed inbox fails cleanly.
+class loop_inbox {
+ public:
+  explicit loop_inbox(event_loop* loop) noexcept : loop_(loop) {}
+  loop_inbox(const loop_inbox&) = delete;
+  loop_inbox& operator=(const loop_inbox&) = delete;
+
+  // Any thread. False when the loop is closed (the node was not taken).
+  inline bool post(ready_node& node) noexcept;
+  bool has_pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+  // Loop thread. The flag is cleared before taking the nodes, so a post that
+  // misses this drain always wakes the loop for the next one.
+  void drain_into(ready_queue& ready) noexcept {
+    pending_.store(false, std::memory_order_release);
+    std::lock_guard<std::mutex> guard(mutex_);
+    ready.splice_back(queue_);
+  }
+  // Loop thread, at close: no more posts; hands back what is still queued.
+  void close(ready_queue& leftovers) noexcept {
+    std::lock_guard<std::mutex> guard(mutex_);
+    closed_ = true;
+    loop_ = nullptr;
+    leftovers.splice_back(queue_);
+  }
+
+ private:
+  std::mutex mutex_;
+  ready_queue queue_;  // guarded by mutex_
+  std::atomic<bool> pending_{false};
+  bool closed_ = false;  // guarded by mutex_
+  event_loop* loop_;     // guarded by mutex_: the backend's wake-up is reached through it
+};
+
+// "<Task 'name'>" for a task step, "a callback" otherwise (debug mode).
+inline std::string describe_ready_node(ready_node* node);
 
 }  // namespace detail
 
@@ -623,12 +667,28 @@ class event_loop {
   void close();
   bool debug() const noexcept { return options_.debug; }
   void set_debug(bool enabled) noexcept { options_.debug = enabled; }
+  /// In debug mode, a step longer than this is reported (asyncio's slow_callback_duration).
+  void set_slow_callback_duration(std::chrono::milliseconds limit) noexcept { options_.slow_callback_duration = limit; }
+
+  /// Runs `callback` on this loop each time signal `signal_number` arrives
+  /// (POSIX; through a self-pipe, so the callback runs as a normal callback).
+  /// Replaces an earlier handler of this loop; throws std::invalid_argument for
+  /// SIGKILL/SIGSTOP or a bad number, invalid_state_error when another loop
+  /// handles that signal. Not on Windows.
+  template <class Callback>
+  void add_signal_handler(int signal_number, Callback callback);
+  /// Restores the signal's previous disposition; false when none was set here.
+  bool remove_signal_handler(int signal_number);
+
+  /// asyncio's loop.run_in_executor: `pool` null means the default pool (see to_thread).
+  template <class Callable, class... Args>
+  auto run_in_executor(thread_pool* pool, Callable&& callable, Args&&... args);
 
   /// Introspection, for tests and leak checks: armed timers, tasks not yet done,
   /// descriptors known to the backend, I/O operations parked in the backend.
   std::size_t timer_count() const noexcept { return timers_.size(); }
   std::size_t pending_task_count() const noexcept { return pending_tasks_.size(); }
-  inline std::size_t registered_handle_count() const noexcept;
+  inline std::size_t registered_handle_count() const noexcept;  // not counting the loop's own
   inline std::size_t parked_operation_count() const noexcept;
 
   // --- for the library's own awaitables (stable, but not the everyday API) ---
@@ -638,6 +698,8 @@ class event_loop {
   void add_timer(detail::timer_node& node) { timers_.push(node); }
   void remove_timer(detail::timer_node& node) noexcept { timers_.remove(node); }
   detail::backend& backend() noexcept { return *backend_; }
+  /// The door other threads post through; outlives the loop while shared.
+  const std::shared_ptr<detail::loop_inbox>& inbox() const noexcept { return inbox_; }
   void run_once();
   /// Cancels the pending tasks and runs until they finish (or `limit` passes).
   void finish_pending_tasks(duration limit);
@@ -654,20 +716,20 @@ class event_loop {
   template <class Callback>
   static detail::callback_node* make_callback(Callback&& callback);
   void check_thread(const char* operation) const;
+  friend class detail::loop_inbox;
   void wake_backend() noexcept;
   template <class KeepRunning>
   void run_while(KeepRunning keep_running);
-  void drain_threadsafe_queue();
   void run_ready_batch();
+  void run_timed(detail::ready_node* node);
   int backend_timeout_ms() const noexcept;
 
   detail::ready_queue ready_;
   detail::timer_heap timers_;
   std::unique_ptr<detail::backend> backend_;
   detail::intrusive_list pending_tasks_;  // every task started and not yet done
-  std::mutex threadsafe_mutex_;
-  detail::ready_queue threadsafe_queue_;  // guarded by threadsafe_mutex_
-  std::atomic<bool> threadsafe_pending_{false};
+  std::shared_ptr<detail::loop_inbox> inbox_;  // what other threads post to
+  std::unique_ptr<detail::signal_watch> signals_;  // made by the first add_signal_handler
   std::thread::id owner_thread_{};
   run_options options_{};
   detail::task_promise_base* current_task_ = nullptr;
@@ -678,6 +740,22 @@ class event_loop {
   bool closed_ = false;
 
 };
+
+namespace detail {
+// Debug mode as seen from code without a loop reference: the running loop's
+// flag, or CORO_LOOP_DEBUG when no loop runs.
+inline bool debug_from_environment() noexcept {
+  static const bool enabled = [] {
+    const char* flag = std::getenv("CORO_LOOP_DEBUG");
+    return flag != nullptr && flag[0] != '\0' && flag[0] != '0';
+  }();
+  return enabled;
+}
+inline bool debug_enabled() noexcept {
+  event_loop* loop = running_loop_slot();
+  return loop != nullptr ? loop->debug() : debug_from_environment();
+}
+}  // namespace detail
 
 /// The loop running on this thread; throws invalid_state_error when there is none.
 inline event_loop& get_running_loop() {
@@ -726,17 +804,14 @@ callback_handle event_loop::call_later(duration delay, Callback&& callback) {
 
 template <class Callback>
 callback_handle event_loop::call_soon_threadsafe(Callback&& callback) {
-  if (closed_) throw invalid_state_error("call_soon_threadsafe: the event loop is closed");
   detail::callback_node* node = make_callback(std::forward<Callback>(callback));
   node->loop_ = this;
   node->retain();
-  {
-    std::lock_guard<std::mutex> guard(threadsafe_mutex_);
-    threadsafe_queue_.push_back(*node);
+  if (!inbox_->post(*node)) {
+    node->release();
+    node->release();
+    throw invalid_state_error("call_soon_threadsafe: the event loop is closed");
   }
-  // Only the first producer since the loop last drained pays for a wake-up;
-  // the loop clears the flag before it drains, so no push is ever missed.
-  if (!threadsafe_pending_.exchange(true, std::memory_order_acq_rel)) wake_backend();
   return callback_handle(node);
 }
 
@@ -1085,19 +1160,25 @@ class backend {
 
 // --- 4.9 event_loop: the members that drive the backend ---
 
-inline event_loop::event_loop() : backend_(std::make_unique<detail::backend>()) {
-  if (const char* flag = std::getenv("CORO_LOOP_DEBUG"); flag != nullptr && flag[0] != '\0' && flag[0] != '0') {
-    options_.debug = true;
+inline event_loop::event_loop()
+    : backend_(std::make_unique<detail::backend>()), inbox_(std::make_shared<detail::loop_inbox>(this)) {
+  options_.debug = detail::debug_from_environment();
+}
+
+inline event_loop::~event_loop() {
+  try {
+    close();
+  } catch (...) {
   }
 }
 
-inline event_loop::~event_loop() { close(); }
-
 inline std::size_t event_loop::registered_handle_count() const noexcept {
-  return backend_ != nullptr ? backend_->registered_count() : 0;
+  if (backend_ == nullptr) return 0;
+  return backend_->registered_count() - (signals_ != nullptr ? 1 : 0);  // the signal pipe is the loop's own
 }
 inline std::size_t event_loop::parked_operation_count() const noexcept {
-  return backend_ != nullptr ? backend_->parked_count() : 0;
+  if (backend_ == nullptr) return 0;
+  return backend_->parked_count() - (signals_ != nullptr ? 1 : 0);
 }
 
 inline void event_loop::wake_backend() noexcept {
@@ -1112,18 +1193,19 @@ inline void event_loop::check_thread(const char* operation) const {
   }
 }
 
-inline void event_loop::drain_threadsafe_queue() {
-  threadsafe_pending_.store(false, std::memory_order_release);
-  detail::ready_queue incoming;
-  {
-    std::lock_guard<std::mutex> guard(threadsafe_mutex_);
-    incoming.splice_back(threadsafe_queue_);
-  }
-  ready_.splice_back(incoming);
+// Only the first post since the loop last drained pays for a wake-up. The
+// wake happens under the inbox's lock, so close() cannot free the backend
+// in between.
+inline bool detail::loop_inbox::post(ready_node& node) noexcept {
+  std::lock_guard<std::mutex> guard(mutex_);
+  if (closed_) return false;
+  queue_.push_back(node);
+  if (!pending_.exchange(true, std::memory_order_acq_rel)) loop_->wake_backend();
+  return true;
 }
 
 inline int event_loop::backend_timeout_ms() const noexcept {
-  if (!ready_.empty() || stopping_ || threadsafe_pending_.load(std::memory_order_acquire)) return 0;
+  if (!ready_.empty() || stopping_ || inbox_->has_pending()) return 0;
   if (timers_.empty()) return -1;
   auto wait = timers_.top()->deadline - clock::now();
   if (wait <= duration::zero()) return 0;
@@ -1136,7 +1218,7 @@ inline void event_loop::run_once() {
   int timeout_ms = backend_timeout_ms();
   // Skip the syscall when there is work and nothing can arrive from the OS.
   if (timeout_ms != 0 || backend_->parked_count() != 0) backend_->poll(timeout_ms);
-  if (threadsafe_pending_.load(std::memory_order_acquire)) drain_threadsafe_queue();
+  if (inbox_->has_pending()) inbox_->drain_into(ready_);
   if (!timers_.empty()) {
     const time_point now = clock::now();
     while (!timers_.empty() && timers_.top()->deadline <= now) {
@@ -1155,8 +1237,26 @@ inline void event_loop::run_ready_batch() {
   for (;;) {
     detail::ready_node* node = ready_.pop_front();
     const bool was_last = node == last;
-    node->run(node);
+    if (options_.debug) {
+      run_timed(node);
+    } else {
+      node->run(node);
+    }
     if (was_last) break;
+  }
+}
+
+// Debug mode: one step that holds the loop past slow_callback_duration is
+// named (the guide's pitfall 1: blocking code in a coroutine).
+inline void event_loop::run_timed(detail::ready_node* node) {
+  // Named before it runs: a task that finishes may free itself.
+  std::string what = detail::describe_ready_node(node);
+  const time_point start = clock::now();
+  node->run(node);
+  const duration took = clock::now() - start;
+  if (took >= options_.slow_callback_duration) {
+    std::fprintf(stderr, "coro_loop: Executing %s took %.3f seconds (is blocking code running in a coroutine?)\n",
+                 what.c_str(), std::chrono::duration<double>(took).count());
   }
 }
 
@@ -1280,6 +1380,8 @@ class task_promise_base : public ready_node, public list_hook {
   }
 
   void retain() noexcept { ++references_; }
+  /// The run function of a task's ready node (to tell tasks from callbacks).
+  static auto step_function() noexcept -> void (&)(ready_node*) noexcept { return step; }
   inline void release() noexcept;
   void add_waiter(completion_waiter& waiter) noexcept {
     waiter.next_waiter = waiters_;
@@ -1588,6 +1690,11 @@ class [[nodiscard]] task {
   explicit task(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
   void destroy() noexcept {
     if (frame_) {
+      if (!frame_.promise().awaited() && detail::debug_enabled()) {
+        // The guide's pitfall 2. [[nodiscard]] catches the plain call at
+        // compile time; this catches a task stored and then forgotten.
+        std::fprintf(stderr, "coro_loop: a task<T> was destroyed without ever being awaited (forgot co_await?)\n");
+      }
       frame_.destroy();
       frame_ = {};
     }
@@ -1766,6 +1873,13 @@ class task_handle : public task_ref {
   explicit task_handle(detail::task_promise_base* task) noexcept : task_ref(task) {}
   detail::task_promise<T>& promise() const noexcept { return static_cast<detail::task_promise<T>&>(get()); }
 };
+
+inline std::string detail::describe_ready_node(ready_node* node) {
+  if (node->run == &task_promise_base::step_function()) {
+    return "<Task '" + static_cast<task_promise_base*>(node)->name() + "'>";
+  }
+  return "a callback";
+}
 
 inline void detail::task_promise_base::release() noexcept {
   if (--references_ != 0) return;
@@ -3780,6 +3894,539 @@ template <class T, class Compare = std::less<T>>
 using priority_queue = basic_queue<T, detail::priority_items<T, Compare>>;
 
 // ============================================================================
+// 8. Executors: thread_pool, to_thread, run_in_executor,
+//    run_coroutine_threadsafe  >>exec
+//    Uses 3 (the loop's inbox) and 5 (tasks). In C++ threads run in
+//    parallel, so this pool serves asyncio's ThreadPoolExecutor and
+//    ProcessPoolExecutor alike.
+// ============================================================================
+
+namespace detail {
+
+// One unit of work for a thread_pool. Its state word is the hand-off point
+// between the worker and whoever waits for the job (see executor_job).
+class pool_job {
+ public:
+  enum state_value : int {
+    queued,     // in the pool's queue; may still be removed
+    running,    // a worker took it
+    completed,  // ran; its completion is on its way to the waiter
+    abandoned,  // the waiter left while it ran: the worker deletes it
+    dropped,    // removed from the queue unrun (cancel, or shutdown with cancel_pending)
+  };
+  pool_job* prev_job = nullptr;
+  pool_job* next_job = nullptr;
+  std::atomic<int> state{queued};
+  // Worker thread: run the work and deliver (or delete the job if abandoned).
+  void (*execute)(pool_job* self) noexcept = nullptr;
+  // Any thread, under the pool's lock released: the job will never run.
+  void (*drop)(pool_job* self) noexcept = nullptr;
+};
+
+}  // namespace detail
+
+/// A pool of worker threads with a FIFO job queue (concurrent.futures'
+/// ThreadPoolExecutor). Workers start on demand up to `max_workers`.
+/// submit() and the awaitables below may be used from any thread.
+class thread_pool {
+ public:
+  /// Throws std::invalid_argument when max_workers is 0.
+  explicit thread_pool(std::size_t max_workers) : max_workers_(max_workers) {
+    if (max_workers == 0) throw std::invalid_argument("thread_pool: max_workers must be > 0");
+  }
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+  /// Shuts down: waits for every queued job to run, then joins the workers.
+  ~thread_pool() { shutdown(true, false); }
+
+  std::size_t max_workers() const noexcept { return max_workers_; }
+  /// Jobs queued and not yet taken by a worker.
+  std::size_t queued() const {
+    std::lock_guard<std::mutex> guard(mutex_);
+    return queued_count_;
+  }
+
+  /// Refuses new jobs; with cancel_pending, drops the queued ones (their
+  /// awaiters get cancelled_error, their futures a broken promise); with
+  /// wait, returns once the workers have finished and are joined. Idempotent.
+  void shutdown(bool wait = true, bool cancel_pending = false) {
+    std::vector<detail::pool_job*> dropped;
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      shutting_down_ = true;
+      if (cancel_pending) {
+        while (detail::pool_job* job = pop_front_locked()) {
+          job->state.store(detail::pool_job::dropped, std::memory_order_release);
+          dropped.push_back(job);
+        }
+      }
+    }
+    work_available_.notify_all();
+    for (detail::pool_job* job : dropped) job->drop(job);
+    if (!wait) return;
+    std::vector<std::thread> workers;
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      workers.swap(workers_);
+    }
+    for (std::thread& worker : workers) {
+      if (worker.get_id() == std::this_thread::get_id()) {
+        worker.detach();  // shutdown from one of our own jobs: cannot join ourselves
+      } else if (worker.joinable()) {
+        worker.join();
+      }
+    }
+  }
+
+  /// Any thread: runs `callable(args...)` on a worker; the std::future holds
+  /// its value or exception. Throws invalid_state_error after shutdown.
+  template <class Callable, class... Args>
+  auto submit(Callable&& callable, Args&&... args)
+      -> std::future<std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>>;
+
+  // --- for the library: queue a job; true if removed before it started ---
+  void enqueue(detail::pool_job& job) {
+    std::unique_lock<std::mutex> guard(mutex_);
+    if (shutting_down_) throw invalid_state_error("thread_pool: submit after shutdown");
+    job.state.store(detail::pool_job::queued, std::memory_order_relaxed);
+    job.prev_job = tail_;
+    job.next_job = nullptr;
+    (tail_ != nullptr ? tail_->next_job : head_) = &job;
+    tail_ = &job;
+    ++queued_count_;
+    if (idle_workers_ > queued_count_ - 1) {
+      guard.unlock();
+      work_available_.notify_one();
+    } else if (workers_.size() < max_workers_) {
+      workers_.emplace_back([this] { work(); });
+    }
+  }
+  bool try_remove(detail::pool_job& job) noexcept {
+    std::lock_guard<std::mutex> guard(mutex_);
+    if (job.state.load(std::memory_order_relaxed) != detail::pool_job::queued) return false;
+    unlink_locked(job);
+    job.state.store(detail::pool_job::dropped, std::memory_order_relaxed);
+    return true;
+  }
+
+ private:
+  detail::pool_job* pop_front_locked() noexcept {
+    detail::pool_job* job = head_;
+    if (job != nullptr) unlink_locked(*job);
+    return job;
+  }
+  void unlink_locked(detail::pool_job& job) noexcept {
+    (job.prev_job != nullptr ? job.prev_job->next_job : head_) = job.next_job;
+    (job.next_job != nullptr ? job.next_job->prev_job : tail_) = job.prev_job;
+    job.prev_job = job.next_job = nullptr;
+    --queued_count_;
+  }
+  void work() {
+    std::unique_lock<std::mutex> guard(mutex_);
+    for (;;) {
+      while (head_ == nullptr && !shutting_down_) {
+        ++idle_workers_;
+        work_available_.wait(guard);
+        --idle_workers_;
+      }
+      detail::pool_job* job = pop_front_locked();
+      if (job == nullptr) return;  // shutting down and drained
+      job->state.store(detail::pool_job::running, std::memory_order_release);
+      guard.unlock();
+      job->execute(job);
+      guard.lock();
+    }
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable work_available_;
+  detail::pool_job* head_ = nullptr;  // guarded by mutex_, as everything below
+  detail::pool_job* tail_ = nullptr;
+  std::size_t queued_count_ = 0;
+  std::size_t idle_workers_ = 0;
+  std::vector<std::thread> workers_;
+  const std::size_t max_workers_;
+  bool shutting_down_ = false;
+};
+
+namespace detail {
+
+// A job whose outcome goes to a std::promise (thread_pool::submit).
+template <class Result, class Work>
+class future_job final : public pool_job {
+ public:
+  explicit future_job(Work work) : work_(std::move(work)) {
+    execute = [](pool_job* job) noexcept {
+      auto* self = static_cast<future_job*>(job);
+      try {
+        if constexpr (std::is_void_v<Result>) {
+          self->work_();
+          self->promise_.set_value();
+        } else {
+          self->promise_.set_value(self->work_());
+        }
+      } catch (...) {
+        self->promise_.set_exception(std::current_exception());
+      }
+      delete self;
+    };
+    drop = [](pool_job* job) noexcept { delete static_cast<future_job*>(job); };  // the future sees broken_promise
+  }
+  std::future<Result> future() { return promise_.get_future(); }
+
+ private:
+  Work work_;
+  std::promise<Result> promise_;
+};
+
+// A job awaited by a task. Ownership moves with the state word:
+//   queued / running / completed: owned by the awaiter (it frees the job);
+//   abandoned: owned by the worker (the awaiter left while it ran).
+// The completion crosses back to the loop through its inbox, as a ready node.
+template <class Result, class Work>
+class executor_job final : public pool_job, public ready_node {
+ public:
+  class awaiter;
+
+  executor_job(Work work, std::shared_ptr<loop_inbox> inbox) : work_(std::move(work)), inbox_(std::move(inbox)) {
+    execute = &run_on_worker;
+    drop = &drop_unrun;
+    run = &deliver_on_loop;
+  }
+
+ private:
+  static void run_on_worker(pool_job* job) noexcept {
+    auto* self = static_cast<executor_job*>(job);
+    try {
+      if constexpr (std::is_void_v<Result>) {
+        self->work_();
+        self->value_.emplace();
+      } else {
+        self->value_.emplace(self->work_());
+      }
+    } catch (...) {
+      self->error_ = std::current_exception();
+    }
+    self->finish_on_worker();
+  }
+  static void drop_unrun(pool_job* job) noexcept {
+    auto* self = static_cast<executor_job*>(job);
+    self->dropped_by_pool_ = true;
+    self->finish_on_worker();
+  }
+  void finish_on_worker() noexcept {
+    int expected = state.load(std::memory_order_acquire);
+    if (expected == abandoned) {
+      delete this;
+      return;
+    }
+    if (expected == running &&
+        !state.compare_exchange_strong(expected, completed, std::memory_order_acq_rel)) {
+      delete this;  // abandoned meanwhile
+      return;
+    }
+    // The awaiter stays until this node has been delivered: it only
+    // abandons a running job, and this one is completed (or dropped unrun).
+    if (!inbox_->post(*this)) delete this;  // the loop closed: nobody is waiting
+  }
+  static void deliver_on_loop(ready_node* node) noexcept;
+
+  Work work_;
+  std::shared_ptr<loop_inbox> inbox_;
+  std::optional<stored_value_t<Result>> value_;
+  std::exception_ptr error_;
+  awaiter* awaiter_ = nullptr;  // loop thread only; null once the awaiter is gone
+  bool dropped_by_pool_ = false;
+};
+
+template <class Result, class Work>
+class executor_job<Result, Work>::awaiter : private cancellable_wait {
+ public:
+  awaiter(thread_pool& pool, Work work)
+      : pool_(&pool), job_(new executor_job(std::move(work), get_running_loop().inbox())) {}
+  awaiter(awaiter&& other) noexcept : pool_(other.pool_), job_(std::exchange(other.job_, nullptr)) {}
+  awaiter& operator=(awaiter&&) = delete;
+  ~awaiter() { leave(); }
+
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    task_ = &current_task_for("to_thread");
+    loop_ = &get_running_loop();
+    interrupt = &on_interrupt;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    job_->awaiter_ = this;
+    submitted_ = true;
+    pool_->enqueue(*job_);  // last act: a worker may finish it at once, but the
+                            // completion only runs on this thread, later
+    return true;
+  }
+  Result await_resume() {
+    if (cancelled_ || job_->dropped_by_pool_) throw cancelled_error{};
+    if (job_->error_ != nullptr) std::rethrow_exception(job_->error_);
+    if constexpr (std::is_void_v<Result>) {
+      return;
+    } else if constexpr (std::is_reference_v<Result>) {
+      return job_->value_->get();
+    } else {
+      return std::move(*job_->value_);
+    }
+  }
+
+ private:
+  friend class executor_job;
+  void on_complete() noexcept {
+    delivered_ = true;
+    if (cancel_when_delivered_) cancelled_ = true;
+    task_->wake(*loop_);
+  }
+  // Cancel: a queued job leaves the queue; a running one is abandoned to its
+  // worker (the result will be dropped); a completed one is about to be
+  // delivered, so we wait for that and then report the cancellation.
+  static bool on_interrupt(cancellable_wait* wait) noexcept {
+    auto* self = static_cast<awaiter*>(wait);
+    if (self->detach_from_job()) {
+      self->cancelled_ = true;
+      self->task_->wake(*self->loop_);
+    } else {
+      self->cancel_when_delivered_ = true;
+    }
+    return true;
+  }
+  // True when the job no longer concerns us (removed or abandoned).
+  bool detach_from_job() noexcept {
+    if (pool_->try_remove(*job_)) {
+      job_->awaiter_ = nullptr;
+      return true;
+    }
+    int expected = running;
+    if (job_->state.compare_exchange_strong(expected, abandoned, std::memory_order_acq_rel)) {
+      job_ = nullptr;  // the worker deletes it
+      return true;
+    }
+    return false;
+  }
+  void leave() noexcept {
+    if (job_ == nullptr) return;
+    if (!submitted_ || delivered_) {
+      delete job_;
+      return;
+    }
+    if (cancelled_) {  // removed from the queue: ours to free
+      delete job_;
+      return;
+    }
+    if (detach_from_job()) {
+      delete job_;  // null when abandoned: then this deletes nothing
+      return;
+    }
+    job_->awaiter_ = nullptr;  // completed, delivery in flight: it frees itself
+  }
+
+  thread_pool* pool_;
+  executor_job* job_;
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool submitted_ = false;
+  bool delivered_ = false;
+  bool cancelled_ = false;
+  bool cancel_when_delivered_ = false;
+};
+
+template <class Result, class Work>
+void executor_job<Result, Work>::deliver_on_loop(ready_node* node) noexcept {
+  auto* self = static_cast<executor_job*>(node);
+  if (self->awaiter_ != nullptr && running_loop_slot() != nullptr) {
+    self->awaiter_->on_complete();
+  } else if (self->awaiter_ == nullptr) {
+    delete self;  // its awaiter left while it was in flight
+  }
+}
+
+// The callable and its arguments, moved into one object a worker can call.
+template <class Callable, class... Args>
+auto bind_work(Callable&& callable, Args&&... args) {
+  return [callable = std::forward<Callable>(callable),
+          ... args = std::forward<Args>(args)]() mutable -> decltype(auto) { return std::invoke(callable, args...); };
+}
+
+CORO_LOOP_NOINLINE inline thread_pool& default_pool() {
+  static thread_pool pool(std::min<std::size_t>(32, std::max(1u, std::thread::hardware_concurrency()) + 4));
+  return pool;
+}
+
+}  // namespace detail
+
+template <class Callable, class... Args>
+auto thread_pool::submit(Callable&& callable, Args&&... args)
+    -> std::future<std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>> {
+  using result_type = std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>;
+  auto work = detail::bind_work(std::forward<Callable>(callable), std::forward<Args>(args)...);
+  auto job = std::make_unique<detail::future_job<result_type, decltype(work)>>(std::move(work));
+  std::future<result_type> future = job->future();
+  enqueue(*job);
+  job.release();  // the pool owns it now
+  return future;
+}
+
+/// Runs `callable(args...)` on `pool` and awaits its value, which (or whose
+/// exception) is delivered on the loop's thread through its wake-up, never by
+/// polling. Cancelling the awaiting task removes a job not yet started; a
+/// running job finishes on its worker, its result dropped, while the awaiter
+/// gets cancelled_error at once.
+template <class Callable, class... Args>
+auto run_in_executor(thread_pool& pool, Callable&& callable, Args&&... args) {
+  using result_type = std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>;
+  auto work = detail::bind_work(std::forward<Callable>(callable), std::forward<Args>(args)...);
+  using job_type = detail::executor_job<result_type, decltype(work)>;
+  return typename job_type::awaiter(pool, std::move(work));
+}
+
+/// run_in_executor on the default pool, made on first use with
+/// min(32, cores + 4) workers as Python's (asyncio.to_thread).
+template <class Callable, class... Args>
+auto to_thread(Callable&& callable, Args&&... args) {
+  return run_in_executor(detail::default_pool(), std::forward<Callable>(callable), std::forward<Args>(args)...);
+}
+
+/// The other side of run_coroutine_threadsafe: a future a plain thread can
+/// block on (concurrent.futures.Future). Copyable; every member is thread-safe.
+template <class T>
+class concurrent_future {
+ public:
+  concurrent_future() = default;
+  /// Blocks until done; returns the value or rethrows (cancelled_error when cancelled).
+  detail::stored_value_t<T> get() const {
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    state_->finished.wait(guard, [&] { return state_->done; });
+    if (state_->error != nullptr) std::rethrow_exception(state_->error);
+    if constexpr (std::is_void_v<T>) {
+      return std::monostate{};
+    } else {
+      return *state_->value;
+    }
+  }
+  /// Waits up to `limit`; true when done.
+  bool wait_for(duration limit) const {
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    return state_->finished.wait_for(guard, limit, [&] { return state_->done; });
+  }
+  bool done() const {
+    std::lock_guard<std::mutex> guard(state_->mutex);
+    return state_->done;
+  }
+  /// Asks the task to cancel itself on its loop; false when already done or
+  /// the loop is closed.
+  bool cancel() const;
+
+ private:
+  template <class Awaitable>
+  friend auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop);
+  struct shared_state {
+    std::mutex mutex;
+    std::condition_variable finished;
+    bool done = false;
+    std::optional<detail::stored_value_t<T>> value;
+    std::exception_ptr error;
+    std::shared_ptr<detail::loop_inbox> inbox;
+    task_ref task;  // loop thread only
+  };
+  explicit concurrent_future(std::shared_ptr<shared_state> state) noexcept : state_(std::move(state)) {}
+  std::shared_ptr<shared_state> state_;
+};
+
+namespace detail {
+// A one-shot ready node posted through an inbox, freeing itself after it runs.
+template <class Callback>
+class posted_callback final : public ready_node {
+ public:
+  explicit posted_callback(Callback callback) : callback_(std::move(callback)) {
+    run = [](ready_node* node) noexcept {
+      auto* self = static_cast<posted_callback*>(node);
+      if (running_loop_slot() != nullptr) self->callback_();
+      delete self;
+    };
+  }
+  static bool post(loop_inbox& inbox, Callback callback) {
+    auto* node = new posted_callback(std::move(callback));
+    if (inbox.post(*node)) return true;
+    delete node;
+    return false;
+  }
+
+ private:
+  Callback callback_;
+};
+}  // namespace detail
+
+template <class T>
+bool concurrent_future<T>::cancel() const {
+  if (done()) return false;
+  auto state = state_;
+  auto request = [state]() noexcept {
+    if (state->task) state->task.cancel();
+  };
+  return detail::posted_callback<decltype(request)>::post(*state->inbox, std::move(request));
+}
+
+/// Any thread: starts `awaitable` as a task on `loop` (which must be running
+/// or about to run) and returns a concurrent_future for its outcome.
+/// Throws invalid_state_error when the loop is closed.
+template <class Awaitable>
+auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
+  using value_type = await_result_t<Awaitable>;
+  using future_type = concurrent_future<value_type>;
+  auto state = std::make_shared<typename future_type::shared_state>();
+  state->inbox = loop.inbox();
+  auto start = [state, awaitable = std::move(awaitable)]() mutable noexcept {
+    auto record = [state](std::exception_ptr error, auto fill_value) {
+      std::lock_guard<std::mutex> guard(state->mutex);
+      if (error != nullptr) {
+        state->error = std::move(error);
+      } else {
+        fill_value();
+      }
+      state->done = true;
+      state->finished.notify_all();
+    };
+    try {
+      auto handle = create_task(std::move(awaitable));
+      state->task = handle;
+      handle.add_done_callback([state, handle, record]() {
+        std::exception_ptr error;
+        if (handle.cancelled()) {
+          error = std::make_exception_ptr(cancelled_error{});
+        } else {
+          error = handle.exception();
+        }
+        record(error, [&] {
+          if constexpr (std::is_void_v<value_type>) {
+            state->value.emplace();
+          } else {
+            state->value.emplace(handle.result());
+          }
+        });
+        state->task = task_ref{};
+      });
+    } catch (...) {
+      record(std::current_exception(), [] {});
+    }
+  };
+  if (!detail::posted_callback<decltype(start)>::post(*loop.inbox(), std::move(start))) {
+    throw invalid_state_error("run_coroutine_threadsafe: the event loop is closed");
+  }
+  return future_type(std::move(state));
+}
+
+template <class Callable, class... Args>
+auto event_loop::run_in_executor(thread_pool* pool, Callable&& callable, Args&&... args) {
+  return coro_loop::run_in_executor(pool != nullptr ? *pool : detail::default_pool(),
+                                    std::forward<Callable>(callable), std::forward<Args>(args)...);
+}
+
+// ============================================================================
 // 9. Networking: awaitable operations on handles  >>net
 //    Uses 4 (the backend's operations) and 5 (tasks).
 // ============================================================================
@@ -3899,7 +4546,13 @@ inline void event_loop::run_forever() {
 template <class Awaitable>
 decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
   using value_type = await_result_t<Awaitable>;
-  auto handle = detail::spawn<Awaitable>(*this, std::forward<Awaitable>(awaitable), {});
+  auto handle = [&] {
+    if constexpr (detail::is_task_handle<std::remove_cvref_t<Awaitable>>::value) {
+      return awaitable;
+    } else {
+      return detail::spawn<Awaitable>(*this, std::forward<Awaitable>(awaitable), {});
+    }
+  }();
   run_while([&] { return !handle.done() && !stopping_; });
   if (!handle.done()) throw invalid_state_error("run_until_complete: the loop stopped before the awaitable finished");
   if constexpr (std::is_void_v<value_type>) {
@@ -3944,52 +4597,240 @@ inline void event_loop::close() {
     detail::intrusive_list::unlink(hook);
     task.retain();
   });
-  // A ready node run without a running loop discards itself (see ready_node).
+  detail::ready_queue posted_late;
+  inbox_->close(posted_late);
+  ready_.splice_back(posted_late);
+  // A ready node run without a running loop discards itself (see ready_node);
+  // another loop may be running in this thread, so hide it meanwhile.
+  event_loop* running_here = std::exchange(detail::running_loop_slot(), nullptr);
   while (!ready_.empty()) {
     detail::ready_node* node = ready_.pop_front();
     node->run(node);
   }
-  drain_threadsafe_queue();
-  while (!ready_.empty()) {
-    detail::ready_node* node = ready_.pop_front();
-    node->run(node);
-  }
+  detail::running_loop_slot() = running_here;
   while (!timers_.empty()) {
     detail::timer_node* timer = timers_.pop();
     // Only call_later / call_at callbacks can still be armed here.
     static_cast<detail::callback_node*>(timer)->release();
   }
   closed_ = true;
+  signals_.reset();
   backend_.reset();
 }
+
+// --- 11.1 Signals (POSIX): a self-pipe per loop ---
+
+/// Thrown by run() when SIGINT (Ctrl+C) cancelled the main task (Python's
+/// KeyboardInterrupt): catch it in main() for a clean exit.
+class keyboard_interrupt : public std::runtime_error {
+ public:
+  keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by SIGINT") {}
+};
+
+namespace detail {
+
+// signal number -> write end of the handling loop's pipe, plus one (0: none).
+// Atomics, because the handler may run on any thread at any time.
+inline std::atomic<int>* signal_pipe_table() noexcept {
+  static std::atomic<int> table[NSIG] = {};
+  return table;
+}
+
+// The process-wide handler: async-signal-safe, it only writes one byte.
+inline void on_signal(int signal_number) {
+  const int saved_errno = errno;
+  const int slot = signal_pipe_table()[signal_number].load(std::memory_order_acquire);
+  if (slot > 0) {
+    const auto byte = static_cast<unsigned char>(signal_number);
+    [[maybe_unused]] ssize_t written = ::write(slot - 1, &byte, 1);  // a full pipe drops it: one wake-up is enough
+  }
+  errno = saved_errno;
+}
+
+// One loop's signal handlers: the pipe, the parked read that watches it,
+// and each signal's callback and previous disposition.
+class signal_watch : private io_operation {
+ public:
+  explicit signal_watch(event_loop& loop) : loop_(&loop) {
+    int ends[2];
+    if (::pipe2(ends, O_NONBLOCK | O_CLOEXEC) < 0) throw_system_error(errno, "pipe2 for signal handlers");
+    read_end_ = ends[0];
+    write_end_ = ends[1];
+    kind = io_kind::read;
+    handle = read_end_;
+    buffer = bytes_;
+    length = sizeof bytes_;
+    complete = &on_readable;
+    watch();
+  }
+  signal_watch(const signal_watch&) = delete;
+  signal_watch& operator=(const signal_watch&) = delete;
+  ~signal_watch() {
+    for (auto& [signal_number, handler] : handlers_) restore(signal_number, handler);
+    loop_->backend().abandon(*this);
+    loop_->backend().release(read_end_);
+    ::close(read_end_);
+    ::close(write_end_);
+  }
+
+  void add(int signal_number, std::function<void()> callback) {
+    if (signal_number <= 0 || signal_number >= NSIG) {
+      throw std::invalid_argument("add_signal_handler: bad signal number " + std::to_string(signal_number));
+    }
+    if (signal_number == SIGKILL || signal_number == SIGSTOP) {
+      throw std::invalid_argument("add_signal_handler: SIGKILL and SIGSTOP cannot be handled");
+    }
+    auto found = handlers_.find(signal_number);
+    if (found != handlers_.end()) {
+      found->second.callback = std::move(callback);
+      return;
+    }
+    int expected = 0;
+    if (!signal_pipe_table()[signal_number].compare_exchange_strong(expected, write_end_ + 1)) {
+      throw invalid_state_error("add_signal_handler: signal " + std::to_string(signal_number) +
+                                " is handled by another event loop");
+    }
+    handler_entry added{std::move(callback), {}};
+    struct sigaction action {};
+    action.sa_handler = &on_signal;
+    ::sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    if (::sigaction(signal_number, &action, &added.previous) < 0) {
+      const int error_number = errno;
+      signal_pipe_table()[signal_number].store(0);
+      throw_system_error(error_number, "sigaction " + std::to_string(signal_number));
+    }
+    handlers_.emplace(signal_number, std::move(added));
+  }
+  bool remove(int signal_number) {
+    auto found = handlers_.find(signal_number);
+    if (found == handlers_.end()) return false;
+    restore(signal_number, found->second);
+    handlers_.erase(found);
+    return true;
+  }
+  bool empty() const noexcept { return handlers_.empty(); }
+
+ private:
+  struct handler_entry {
+    std::function<void()> callback;
+    struct sigaction previous;
+  };
+  static void restore(int signal_number, handler_entry& handler) noexcept {
+    ::sigaction(signal_number, &handler.previous, nullptr);
+    signal_pipe_table()[signal_number].store(0, std::memory_order_release);
+  }
+  // Parks a read of the pipe; bytes that are already there are dispatched.
+  void watch() {
+    while (loop_->backend().start(*this)) {
+      if (error != 0 || result <= 0) return;
+      dispatch();
+    }
+  }
+  static void on_readable(io_operation* operation) noexcept {
+    auto* self = static_cast<signal_watch*>(operation);
+    if (self->error != 0) return;  // cancelled: the loop is closing
+    self->dispatch();
+    try {
+      self->watch();
+    } catch (...) {
+      std::fprintf(stderr, "coro_loop: cannot watch the signal pipe any more\n");
+    }
+  }
+  // asyncio runs signal callbacks as ordinary callbacks of the loop.
+  void dispatch() noexcept {
+    for (std::ptrdiff_t i = 0; i < result; ++i) {
+      auto found = handlers_.find(bytes_[i]);
+      if (found == handlers_.end()) continue;
+      try {
+        std::function<void()> callback = found->second.callback;
+        loop_->call_soon(std::move(callback));
+      } catch (...) {
+      }
+    }
+  }
+
+  event_loop* loop_;
+  int read_end_ = -1;
+  int write_end_ = -1;
+  unsigned char bytes_[64] = {};
+  std::map<int, handler_entry> handlers_;
+};
+
+}  // namespace detail
+
+template <class Callback>
+void event_loop::add_signal_handler(int signal_number, Callback callback) {
+  check_thread("add_signal_handler");
+  if (signals_ == nullptr) signals_ = std::make_unique<detail::signal_watch>(*this);
+  signals_->add(signal_number, std::function<void()>(std::move(callback)));
+}
+
+inline bool event_loop::remove_signal_handler(int signal_number) {
+  if (signals_ == nullptr) return false;
+  const bool removed = signals_->remove(signal_number);
+  if (signals_->empty()) signals_.reset();
+  return removed;
+}
+
+namespace detail {
+// asyncio.run's Ctrl+C rule: only on the main thread, and only when SIGINT
+// still has its default disposition (the program has not claimed it).
+inline bool may_claim_sigint() noexcept {
+  if (::getpid() != static_cast<pid_t>(::syscall(SYS_gettid))) return false;
+  struct sigaction current {};
+  return ::sigaction(SIGINT, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
+         signal_pipe_table()[SIGINT].load() == 0;
+}
+}  // namespace detail
 
 /// Python's asyncio.run(): runs `awaitable` as the main task of a fresh loop,
 /// returns its value or rethrows its exception; then cancels the tasks still
 /// pending, waits for them to finish, and closes the loop.
+/// On the main thread, while SIGINT has its default disposition, Ctrl+C
+/// cancels the main task; if that ends it, run() throws keyboard_interrupt
+/// after the cleanup. A second Ctrl+C meanwhile ends the process as usual.
 template <class Awaitable>
 decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
   using value_type = await_result_t<Awaitable>;
   event_loop loop;
   loop.set_debug(options.debug || loop.debug());
+  loop.set_slow_callback_duration(options.slow_callback_duration);
   struct finish_on_exit {
     event_loop& loop;
     ~finish_on_exit() {
       try {
+        loop.remove_signal_handler(SIGINT);
         loop.finish_pending_tasks(duration::max());
       } catch (...) {
       }
       loop.close();
     }
   } finish{loop};
-  if constexpr (std::is_void_v<value_type>) {
-    loop.run_until_complete(std::forward<Awaitable>(awaitable));
-  } else if constexpr (std::is_reference_v<value_type>) {
-    return loop.run_until_complete(std::forward<Awaitable>(awaitable));
-  } else {
-    value_type value = loop.run_until_complete(std::forward<Awaitable>(awaitable));
-    return value;
+  auto main_task = detail::spawn(loop, std::forward<Awaitable>(awaitable), {});
+  bool interrupted = false;
+  if (detail::may_claim_sigint()) {
+    loop.add_signal_handler(SIGINT, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
+      interrupted = true;
+      loop.remove_signal_handler(SIGINT);  // the next Ctrl+C is the default one
+      main.cancel();
+    });
+  }
+  try {
+    if constexpr (std::is_void_v<value_type>) {
+      loop.run_until_complete(main_task);
+    } else if constexpr (std::is_reference_v<value_type>) {
+      return loop.run_until_complete(main_task);
+    } else {
+      value_type value = loop.run_until_complete(main_task);
+      return value;
+    }
+  } catch (const cancelled_error&) {
+    if (interrupted && main_task.uncancel() == 0) throw keyboard_interrupt();
+    throw;
   }
 }
+
 
 }  // namespace coro_loop
 
