@@ -130,8 +130,14 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 #endif
 
@@ -478,6 +484,12 @@ class signal_watch;
 // Clang may cache a thread_local's address across a suspension point, and a
 // coroutine may resume on another thread.
 CORO_LOOP_NOINLINE inline event_loop*& running_loop_slot() noexcept {
+  static thread_local event_loop* loop = nullptr;
+  return loop;
+}
+// The loop that lives on this thread, running or not: a socket closed outside
+// a running loop still drops its registration there.
+CORO_LOOP_NOINLINE inline event_loop*& thread_loop_slot() noexcept {
   static thread_local event_loop* loop = nullptr;
   return loop;
 }
@@ -1162,6 +1174,7 @@ class backend {
 
 inline event_loop::event_loop()
     : backend_(std::make_unique<detail::backend>()), inbox_(std::make_shared<detail::loop_inbox>(this)) {
+  if (detail::thread_loop_slot() == nullptr) detail::thread_loop_slot() = this;
   options_.debug = detail::debug_from_environment();
 }
 
@@ -4436,10 +4449,13 @@ namespace detail {
 // One backend operation awaited by a task; the operation lives in the frame.
 // Cancelling asks the backend to cancel and waits for its confirmation, so the
 // buffer is never released while the OS may still write to it (IOCP).
-class io_awaiter : private cancellable_wait, private io_operation {
+class io_awaiter : private cancellable_wait, protected io_operation {
  public:
-  io_awaiter(io_kind kind, native_handle handle, void* buffer, std::size_t length, const char* name) noexcept
-      : name_(name) {
+  // `label` (the peer, "127.0.0.1:8080") names the operation in errors; it
+  // must outlive the await. Without one, errors name the descriptor.
+  io_awaiter(io_kind kind, native_handle handle, void* buffer, std::size_t length, const char* name,
+             const std::string* label = nullptr) noexcept
+      : name_(name), label_(label) {
     this->kind = kind;
     this->handle = handle;
     this->buffer = buffer;
@@ -4447,7 +4463,11 @@ class io_awaiter : private cancellable_wait, private io_operation {
   }
   // Movable until awaited, like every leaf awaiter.
   io_awaiter(io_awaiter&& other) noexcept
-      : io_awaiter(other.kind, other.handle, other.buffer, other.length, other.name_) {}
+      : io_awaiter(other.kind, other.handle, other.buffer, other.length, other.name_, other.label_) {
+    address = other.address;
+    address_length = other.address_length;
+    flags = other.flags;
+  }
   io_awaiter& operator=(io_awaiter&&) = delete;
   ~io_awaiter() {
     if (loop_ != nullptr && parked) loop_->backend().abandon(*this);
@@ -4472,8 +4492,16 @@ class io_awaiter : private cancellable_wait, private io_operation {
   // std::system_error naming the operation and the descriptor.
   std::size_t await_resume() const {
     if (cancelled_ || error == ECANCELED) throw cancelled_error{};
-    if (error != 0) throw_system_error(error, std::string(name_) + " fd " + std::to_string(handle));
+    if (error != 0) throw_error();
     return static_cast<std::size_t>(result);
+  }
+
+ protected:
+  // True when the awaiting task's cancel (not the OS) ended the operation.
+  bool cancelled_by_task() const noexcept { return cancelled_; }
+  void relabel(const std::string* label) noexcept { label_ = label; }
+  [[noreturn]] void throw_error() const {
+    throw_system_error(error, std::string(name_) + " " + (label_ != nullptr ? *label_ : "fd " + std::to_string(handle)));
   }
 
  private:
@@ -4488,6 +4516,7 @@ class io_awaiter : private cancellable_wait, private io_operation {
     return true;
   }
   const char* name_;
+  const std::string* label_;
   task_promise_base* task_ = nullptr;
   event_loop* loop_ = nullptr;
   bool cancelled_ = false;
@@ -4497,7 +4526,8 @@ class io_awaiter : private cancellable_wait, private io_operation {
 
 /// Reads up to buffer.size() bytes from a non-blocking POSIX fd (a pipe, a
 /// socket); returns 0 at end of file. Throws std::system_error naming the fd.
-/// The fd must stay open until the read finishes; call release_handle() before close.
+/// The fd must stay open until the read finishes; call
+/// get_running_loop().backend().release(fd) before closing it.
 inline detail::io_awaiter read_some(native_handle handle, std::span<std::byte> buffer) noexcept {
   return detail::io_awaiter(detail::io_kind::read, handle, buffer.data(), buffer.size(), "read");
 }
@@ -4512,6 +4542,1047 @@ inline detail::io_awaiter wait_readable(native_handle handle) noexcept {
 }
 inline detail::io_awaiter wait_writable(native_handle handle) noexcept {
   return detail::io_awaiter(detail::io_kind::wait_writable, handle, nullptr, 0, "wait_writable");
+}
+
+// --- 9.2 Addresses ---
+
+/// A socket address: IPv4, IPv6 or (POSIX) a Unix socket path.
+class address {
+ public:
+  address() noexcept = default;
+  /// Copies what accept, getsockname or getaddrinfo returned.
+  address(const sockaddr* raw, socklen_t length) noexcept {
+    size_ = std::min<socklen_t>(length, sizeof storage_);
+    std::memcpy(&storage_, raw, size_);
+  }
+  /// A numeric IPv4 or IPv6 address ("127.0.0.1", "::1", "[::1]"); std::nullopt
+  /// when `host` is not numeric (then it needs resolve()).
+  static std::optional<address> parse(std::string_view host, std::uint16_t port) {
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.empty() || host.size() >= INET6_ADDRSTRLEN + 8) return std::nullopt;
+    char text[INET6_ADDRSTRLEN + 8];
+    std::memcpy(text, host.data(), host.size());
+    text[host.size()] = '\0';
+    sockaddr_in v4{};
+    if (::inet_pton(AF_INET, text, &v4.sin_addr) == 1) {
+      v4.sin_family = AF_INET;
+      v4.sin_port = htons(port);
+      return address(reinterpret_cast<const sockaddr*>(&v4), sizeof v4);
+    }
+    sockaddr_in6 v6{};
+    if (::inet_pton(AF_INET6, text, &v6.sin6_addr) == 1) {
+      v6.sin6_family = AF_INET6;
+      v6.sin6_port = htons(port);
+      return address(reinterpret_cast<const sockaddr*>(&v6), sizeof v6);
+    }
+    return std::nullopt;
+  }
+  /// A Unix domain socket path. Throws std::invalid_argument when too long.
+  static address unix_path(std::string_view path) {
+    sockaddr_un raw{};
+    if (path.empty() || path.size() >= sizeof raw.sun_path) {
+      throw std::invalid_argument("unix socket path is empty or longer than " +
+                                  std::to_string(sizeof raw.sun_path - 1) + " bytes: " + std::string(path));
+    }
+    raw.sun_family = AF_UNIX;
+    std::memcpy(raw.sun_path, path.data(), path.size());
+    return address(reinterpret_cast<const sockaddr*>(&raw),
+                   static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1));
+  }
+
+  int family() const noexcept { return size_ == 0 ? AF_UNSPEC : storage_.ss_family; }
+  std::uint16_t port() const noexcept {
+    if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(storage_).sin_port);
+    if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(storage_).sin6_port);
+    return 0;
+  }
+  /// "127.0.0.1", "::1", or the Unix path.
+  std::string host() const {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (family() == AF_INET) {
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(storage_).sin_addr, text, sizeof text);
+      return text;
+    }
+    if (family() == AF_INET6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(storage_).sin6_addr, text, sizeof text);
+      return text;
+    }
+    if (family() == AF_UNIX) {
+      const auto& raw = reinterpret_cast<const sockaddr_un&>(storage_);
+      return std::string(raw.sun_path, ::strnlen(raw.sun_path, sizeof raw.sun_path));
+    }
+    return "<no address>";
+  }
+  /// "127.0.0.1:8080", "[::1]:8080", or the Unix path.
+  std::string to_string() const {
+    if (family() == AF_INET6) return "[" + host() + "]:" + std::to_string(port());
+    if (family() == AF_INET) return host() + ":" + std::to_string(port());
+    return host();
+  }
+
+  const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&storage_); }
+  sockaddr* data() noexcept { return reinterpret_cast<sockaddr*>(&storage_); }
+  socklen_t size() const noexcept { return size_; }
+  static constexpr socklen_t capacity() noexcept { return sizeof(sockaddr_storage); }
+  void resize(socklen_t length) noexcept { size_ = std::min<socklen_t>(length, sizeof storage_); }
+
+ private:
+  sockaddr_storage storage_{};
+  socklen_t size_ = 0;
+};
+
+// --- 9.3 Sockets ---
+
+class socket;
+
+namespace detail {
+
+// accept / connect / recv_from / send_to: an io_awaiter that carries its
+// address, and a label for errors ("connect 127.0.0.1:1: Connection refused").
+class socket_awaiter : public io_awaiter {
+ public:
+  socket_awaiter(io_kind kind, native_handle handle, void* buffer, std::size_t length, const char* name,
+                 coro_loop::address where, std::string label)
+      : io_awaiter(kind, handle, buffer, length, name, nullptr), address_(where), label_(std::move(label)) {
+    bind_fields();
+  }
+  socket_awaiter(socket_awaiter&& other) noexcept
+      : io_awaiter(std::move(other)), address_(other.address_), label_(std::move(other.label_)) {
+    bind_fields();
+  }
+  const coro_loop::address& where() const noexcept { return address_; }
+
+ protected:
+  void bind_fields() noexcept {
+    io_awaiter::relabel(&label_);
+    io_operation::address = address_.data();
+    io_operation::address_length = kind == io_kind::accept || kind == io_kind::recv_from ? coro_loop::address::capacity()
+                                                                                           : address_.size();
+  }
+  // After accept / recv_from: the address the OS filled in.
+  coro_loop::address filled_address() noexcept {
+    address_.resize(io_operation::address_length);
+    return address_;
+  }
+  coro_loop::address address_;
+  std::string label_;
+};
+
+class accept_awaiter;
+class recv_from_awaiter;
+
+}  // namespace detail
+
+/// A non-blocking socket owned by this object (closed by its destructor).
+/// Its awaitable operations are cancellable and leave nothing parked when
+/// cancelled. Loop-thread object; movable while no operation is in flight.
+class socket {
+ public:
+  socket() noexcept = default;
+  /// Takes ownership of `handle` (made non-blocking here).
+  explicit socket(native_handle handle) : handle_(handle) {
+    if (handle_ >= 0) make_non_blocking();
+  }
+  socket(socket&& other) noexcept : handle_(std::exchange(other.handle_, -1)), label_(std::move(other.label_)) {}
+  socket& operator=(socket&& other) noexcept {
+    if (this != &other) {
+      close();
+      handle_ = std::exchange(other.handle_, -1);
+      label_ = std::move(other.label_);
+    }
+    return *this;
+  }
+  ~socket() { close(); }
+
+  /// A new non-blocking, close-on-exec socket. Throws std::system_error.
+  static socket open(int family, int type, int protocol = 0) {
+    const int handle = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    if (handle < 0) detail::throw_system_error(errno, "socket");
+    socket result;
+    result.handle_ = handle;
+    return result;
+  }
+
+  native_handle handle() const noexcept { return handle_; }
+  bool is_open() const noexcept { return handle_ >= 0; }
+  /// Gives up ownership (the backend registration is dropped first).
+  native_handle release() noexcept {
+    forget_registration();
+    return std::exchange(handle_, -1);
+  }
+  /// Closes now; parked operations on it complete as cancelled. Idempotent.
+  void close() noexcept {
+    if (handle_ < 0) return;
+    forget_registration();
+    ::close(std::exchange(handle_, -1));
+  }
+
+  void bind(const address& local) {
+    if (::bind(handle_, local.data(), local.size()) < 0) detail::throw_system_error(errno, "bind " + local.to_string());
+  }
+  void listen(int backlog) {
+    if (::listen(handle_, backlog) < 0) detail::throw_system_error(errno, "listen " + local_address().to_string());
+  }
+  void set_option(int level, int name, int value) {
+    if (::setsockopt(handle_, level, name, &value, sizeof value) < 0) {
+      detail::throw_system_error(errno, "setsockopt " + std::to_string(name));
+    }
+  }
+  /// shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR.
+  void shutdown(int how) {
+    if (::shutdown(handle_, how) < 0 && errno != ENOTCONN) detail::throw_system_error(errno, "shutdown " + label());
+  }
+  address local_address() const {
+    address local;
+    socklen_t length = address::capacity();
+    if (::getsockname(handle_, local.data(), &length) < 0) detail::throw_system_error(errno, "getsockname");
+    local.resize(length);
+    return local;
+  }
+  address peer_address() const {
+    address peer;
+    socklen_t length = address::capacity();
+    if (::getpeername(handle_, peer.data(), &length) < 0) detail::throw_system_error(errno, "getpeername");
+    peer.resize(length);
+    return peer;
+  }
+
+  /// Connects to `peer`; throws std::system_error ("connect 127.0.0.1:1: Connection refused").
+  detail::socket_awaiter connect(const address& peer) {
+    label_ = peer.to_string();
+    return detail::socket_awaiter(detail::io_kind::connect, handle_, nullptr, 0, "connect", peer, label_);
+  }
+  /// Accepts a connection: returns {socket, peer address}.
+  inline detail::accept_awaiter accept();
+  /// Receives up to buffer.size() bytes; 0 means the peer closed its side.
+  detail::io_awaiter recv(std::span<char> buffer) noexcept {
+    return detail::io_awaiter(detail::io_kind::recv, handle_, buffer.data(), buffer.size(), "recv", &label_);
+  }
+  /// Sends some of `buffer`; returns the bytes sent. Never raises SIGPIPE.
+  detail::io_awaiter send(std::span<const char> buffer) noexcept {
+    return detail::io_awaiter(detail::io_kind::send, handle_, const_cast<char*>(buffer.data()), buffer.size(), "send",
+                              &label_);
+  }
+  /// Receives one datagram: returns {bytes, sender}.
+  inline detail::recv_from_awaiter recv_from(std::span<char> buffer);
+  /// Sends one datagram to `peer`.
+  detail::socket_awaiter send_to(std::span<const char> buffer, const address& peer) {
+    return detail::socket_awaiter(detail::io_kind::send_to, handle_, const_cast<char*>(buffer.data()), buffer.size(),
+                                  "send_to", peer, peer.to_string());
+  }
+
+  /// What errors name this socket by: its peer once connected, else "fd N".
+  std::string label() const { return label_.empty() ? "fd " + std::to_string(handle_) : label_; }
+  void set_label(std::string label) { label_ = std::move(label); }
+  const std::string* label_pointer() const noexcept { return label_.empty() ? nullptr : &label_; }
+
+ private:
+  void make_non_blocking() {
+    const int flags = ::fcntl(handle_, F_GETFL);
+    if (flags < 0 || ::fcntl(handle_, F_SETFL, flags | O_NONBLOCK) < 0) detail::throw_system_error(errno, "fcntl O_NONBLOCK");
+  }
+  void forget_registration() noexcept {
+    if (event_loop* loop = detail::thread_loop_slot(); loop != nullptr && !loop->is_closed()) {
+      loop->backend().release(handle_);
+    }
+  }
+  native_handle handle_ = -1;
+  std::string label_;
+};
+
+namespace detail {
+class accept_awaiter : public socket_awaiter {
+ public:
+  accept_awaiter(native_handle listener, std::string label)
+      : socket_awaiter(io_kind::accept, listener, nullptr, 0, "accept", coro_loop::address{}, std::move(label)) {}
+  std::pair<socket, coro_loop::address> await_resume() {
+    const std::size_t handle = socket_awaiter::await_resume();
+    socket accepted;
+    accepted = socket(static_cast<native_handle>(handle));
+    coro_loop::address peer = filled_address();
+    accepted.set_label(peer.family() == AF_UNIX ? "unix peer" : peer.to_string());
+    return {std::move(accepted), peer};
+  }
+};
+class recv_from_awaiter : public socket_awaiter {
+ public:
+  recv_from_awaiter(native_handle handle, std::span<char> buffer, std::string label)
+      : socket_awaiter(io_kind::recv_from, handle, buffer.data(), buffer.size(), "recv_from", coro_loop::address{},
+                       std::move(label)) {}
+  std::pair<std::size_t, coro_loop::address> await_resume() {
+    const std::size_t received = socket_awaiter::await_resume();
+    return {received, filled_address()};
+  }
+};
+}  // namespace detail
+
+inline detail::accept_awaiter socket::accept() {
+  return detail::accept_awaiter(handle_, "listener " + local_address().to_string());
+}
+inline detail::recv_from_awaiter socket::recv_from(std::span<char> buffer) {
+  return detail::recv_from_awaiter(handle_, buffer, label());
+}
+
+// --- 9.4 resolve ---
+
+namespace detail {
+// getaddrinfo's EAI_* codes as std::error_code values.
+class resolve_category_type final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "getaddrinfo"; }
+  std::string message(int code) const override { return ::gai_strerror(code); }
+};
+inline const std::error_category& resolve_category() noexcept {
+  static const resolve_category_type category;
+  return category;
+}
+
+// Blocking: runs on the thread pool.
+inline std::vector<address> resolve_blocking(const std::string& host, std::uint16_t port, int family, int type) {
+  addrinfo hints{};
+  hints.ai_family = family;
+  hints.ai_socktype = type;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  const int code = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found);
+  const std::string what = "resolve " + host + ":" + service;
+  if (code == EAI_SYSTEM) throw_system_error(errno, what);
+  if (code != 0) throw std::system_error(code, resolve_category(), what);
+  std::vector<address> addresses;
+  for (addrinfo* entry = found; entry != nullptr; entry = entry->ai_next) {
+    addresses.emplace_back(entry->ai_addr, static_cast<socklen_t>(entry->ai_addrlen));
+  }
+  ::freeaddrinfo(found);
+  return addresses;
+}
+}  // namespace detail
+
+/// The addresses of host:port (getaddrinfo on the thread pool, as asyncio;
+/// numeric hosts skip the pool). Cancellable. Throws std::system_error
+/// ("resolve nosuch.invalid:80: Name or service not known").
+inline task<std::vector<address>> resolve(std::string host, std::uint16_t port, int family = AF_UNSPEC,
+                                          int type = SOCK_STREAM) {
+  if (std::optional<address> numeric = address::parse(host, port)) {
+    if (family == AF_UNSPEC || family == numeric->family()) co_return std::vector<address>{*numeric};
+  }
+  co_return co_await to_thread(&detail::resolve_blocking, std::move(host), port, family, type);
+}
+
+// --- 9.5 Streams ---
+
+/// Thrown by read_exactly (and read_until at end of stream) when the stream
+/// ended first (asyncio.IncompleteReadError); partial holds what was read.
+class incomplete_read_error : public std::runtime_error {
+ public:
+  incomplete_read_error(std::string partial_data, std::size_t expected_bytes)
+      : std::runtime_error("coro_loop::incomplete_read_error: " + std::to_string(partial_data.size()) +
+                           " bytes read before the end of the stream, " +
+                           (expected_bytes == static_cast<std::size_t>(-1) ? std::string("delimiter not found")
+                                                                           : std::to_string(expected_bytes) + " expected")),
+        partial(std::move(partial_data)),
+        expected(expected_bytes) {}
+  std::string partial;
+  std::size_t expected;  // SIZE_MAX when a delimiter was expected
+};
+
+/// Thrown by read_until / read_line when the delimiter is not within the
+/// limit (asyncio.LimitOverrunError); consumed says how much was buffered.
+class limit_overrun_error : public std::runtime_error {
+ public:
+  limit_overrun_error(std::size_t consumed_bytes, std::size_t limit)
+      : std::runtime_error("coro_loop::limit_overrun_error: delimiter not found within " + std::to_string(limit) +
+                           " bytes"),
+        consumed(consumed_bytes) {}
+  std::size_t consumed;
+};
+
+/// Options of a stream (open_connection, start_server).
+struct stream_options {
+  std::size_t limit = 64 * 1024;       // read_until / read_line give up past this (asyncio's limit)
+  std::size_t high_water = 64 * 1024;  // drain() waits while more than this is unsent...
+  std::size_t low_water = 16 * 1024;   // ...until no more than this is
+  std::size_t read_chunk = 64 * 1024;  // bytes asked of the OS per read
+  bool no_delay = true;                // TCP_NODELAY on TCP sockets
+};
+
+namespace detail {
+
+// Everything a stream owns, at a fixed address: operations in flight point here.
+class stream_state {
+ public:
+  stream_state(socket connection, const stream_options& options) : socket_(std::move(connection)), options_(options) {
+    send_.kind = io_kind::send;
+    send_.handle = socket_.handle();
+    send_.complete = &on_sent;
+    label_ = socket_.label();
+  }
+  stream_state(const stream_state&) = delete;
+  stream_state& operator=(const stream_state&) = delete;
+  ~stream_state() {
+    if (sending_) abandon_send();
+    socket_.close();
+  }
+
+  // --- reading
+  std::string_view buffered() const noexcept { return {input_.data() + input_begin_, input_end_ - input_begin_}; }
+  void consume(std::size_t count) noexcept {
+    input_begin_ += std::min(count, input_end_ - input_begin_);
+    if (input_begin_ == input_end_) input_begin_ = input_end_ = 0;
+  }
+  std::string take(std::size_t count) {
+    std::string taken(buffered().substr(0, count));
+    consume(taken.size());
+    return taken;
+  }
+  // Room for the next read, compacting or growing the buffer.
+  std::span<char> free_space() {
+    if (input_.size() - input_end_ < options_.read_chunk / 4 + 1) {
+      if (input_begin_ > 0) {
+        std::memmove(input_.data(), input_.data() + input_begin_, input_end_ - input_begin_);
+        input_end_ -= input_begin_;
+        input_begin_ = 0;
+      }
+      if (input_.size() - input_end_ < options_.read_chunk / 4 + 1) {
+        input_.resize(std::max(input_.size() * 2, input_end_ + options_.read_chunk));
+      }
+    }
+    return {input_.data() + input_end_, std::min(input_.size() - input_end_, options_.read_chunk)};
+  }
+  void filled(std::size_t count) noexcept { input_end_ += count; }
+
+  // --- writing
+  std::size_t unsent() const noexcept { return in_flight_.size() - in_flight_begin_ + output_.size(); }
+  void write(std::string_view data) {
+    if (closing_) throw invalid_state_error("stream::write: the stream is closing");
+    if (write_error_ != 0) throw_write_error();
+    if (eof_written_) throw invalid_state_error("stream::write: write_eof() was called");
+    output_.insert(output_.end(), data.begin(), data.end());
+    if (!sending_) send_some();
+  }
+  [[noreturn]] void throw_write_error() const { throw_system_error(write_error_, "send " + label_); }
+  void write_eof() {
+    if (eof_written_ || closing_) return;
+    eof_written_ = true;
+    if (!sending_) shut_write_side();
+  }
+
+  // --- closing
+  void close() {
+    if (closing_) return;
+    closing_ = true;
+    if (read_in_flight_ != nullptr) event_loop_of().backend().cancel(*read_in_flight_);
+    if (!sending_) finish_close();
+  }
+  void abort() {
+    closing_ = true;
+    drop_unsent();
+    if (sending_) abandon_send();
+    if (read_in_flight_ != nullptr) event_loop_of().backend().cancel(*read_in_flight_);
+    finish_close();
+  }
+
+  socket socket_;
+  stream_options options_;
+  std::string label_;
+  address peer_;
+  io_operation* read_in_flight_ = nullptr;  // a parked recv, cancelled by close()
+  intrusive_list drain_waiters_;
+  intrusive_list close_waiters_;
+  int write_error_ = 0;
+  bool eof_ = false;
+  bool reading_ = false;
+  bool closing_ = false;
+  bool closed_ = false;
+
+ private:
+  static event_loop& event_loop_of() { return get_running_loop(); }
+  // Sends from the buffer until it is empty or the OS would block; a parked
+  // send finishes in on_sent, on the loop thread, with no task involved.
+  // Bytes in flight stay in in_flight_, which nothing else touches while a
+  // send may point into it; write() appends to output_, swapped in later.
+  void send_some() {
+    for (;;) {
+      if (in_flight_begin_ == in_flight_.size()) {
+        in_flight_.clear();
+        in_flight_begin_ = 0;
+        in_flight_.swap(output_);
+        if (in_flight_.empty()) break;
+      }
+      send_.buffer = in_flight_.data() + in_flight_begin_;
+      send_.length = in_flight_.size() - in_flight_begin_;
+      if (!event_loop_of().backend().start(send_)) {
+        sending_ = true;
+        return;
+      }
+      if (!sent(send_)) return;
+    }
+    after_flush();
+  }
+  // Accounts a finished send; false after an error.
+  bool sent(const io_operation& operation) noexcept {
+    if (operation.error != 0) {
+      write_error_ = operation.error;
+      drop_unsent();
+      grant_all(drain_waiters_);
+      if (closing_) finish_close();
+      return false;
+    }
+    in_flight_begin_ += static_cast<std::size_t>(operation.result);
+    if (unsent() <= options_.low_water) grant_all(drain_waiters_);
+    return true;
+  }
+  static void on_sent(io_operation* operation) noexcept {
+    auto* self = reinterpret_cast<stream_state*>(reinterpret_cast<char*>(operation) - offset_of_send());
+    self->sending_ = false;
+    if (!self->sent(*operation)) return;
+    try {
+      self->send_some();
+    } catch (...) {
+      self->write_error_ = EIO;
+      self->grant_all_on_error();
+    }
+  }
+  void grant_all_on_error() noexcept {
+    grant_all(drain_waiters_);
+    if (closing_) finish_close();
+  }
+  static std::size_t offset_of_send() noexcept;
+  void after_flush() {
+    if (eof_written_) shut_write_side();
+    if (closing_) finish_close();
+  }
+  void shut_write_side() noexcept { ::shutdown(socket_.handle(), SHUT_WR); }
+  void abandon_send() noexcept {
+    if (event_loop* loop = thread_loop_slot(); loop != nullptr && !loop->is_closed()) loop->backend().abandon(send_);
+    sending_ = false;
+  }
+  void finish_close() noexcept {
+    if (closed_) return;
+    closed_ = true;
+    socket_.close();
+    grant_all(close_waiters_);
+    grant_all(drain_waiters_);
+  }
+
+  std::vector<char> input_;
+  std::size_t input_begin_ = 0;
+  std::size_t input_end_ = 0;
+  void drop_unsent() noexcept {
+    output_.clear();
+    in_flight_.clear();
+    in_flight_begin_ = 0;
+  }
+  std::vector<char> output_;     // written, not yet handed to a send
+  std::vector<char> in_flight_;  // what the current send reads from
+  std::size_t in_flight_begin_ = 0;
+
+ public:
+  io_operation send_;  // the background send (public only for offset_of_send)
+
+ private:
+  bool sending_ = false;
+  bool eof_written_ = false;
+};
+
+inline std::size_t stream_state::offset_of_send() noexcept {
+  // offsetof on a non-standard-layout class is only conditionally supported;
+  // measure the member on a suitably aligned buffer instead.
+  alignas(stream_state) static const char probe[sizeof(stream_state)] = {};
+  const auto* state = reinterpret_cast<const stream_state*>(probe);
+  return static_cast<std::size_t>(reinterpret_cast<const char*>(&state->send_) - probe);
+}
+
+// A recv into the stream's buffer. close() cancels it: that reads as the end
+// of the stream, while the task's own cancel stays cancelled_error.
+class stream_recv : public io_awaiter {
+ public:
+  stream_recv(stream_state& state, std::span<char> space)
+      : io_awaiter(io_kind::recv, state.socket_.handle(), space.data(), space.size(), "recv", &state.label_),
+        state_(&state) {}
+  bool await_suspend(std::coroutine_handle<> caller) {
+    const bool suspended = io_awaiter::await_suspend(caller);
+    if (suspended) state_->read_in_flight_ = this;
+    return suspended;
+  }
+  std::size_t await_resume() {
+    state_->read_in_flight_ = nullptr;
+    if (!cancelled_by_task() && error == ECANCELED && state_->closing_) return 0;
+    return io_awaiter::await_resume();
+  }
+  ~stream_recv() {
+    if (state_->read_in_flight_ == this) state_->read_in_flight_ = nullptr;
+  }
+
+ private:
+  stream_state* state_;
+};
+
+// A task parked until the stream's unsent bytes fall to the low-water mark,
+// or until it is closed.
+class stream_waiter : private parked_waiter {
+ public:
+  stream_waiter(intrusive_list& waiters, const char* operation) noexcept : waiters_(&waiters), operation_(operation) {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> caller) { return park(*waiters_, caller, operation_); }
+  void await_resume() const { throw_if_cancelled(); }
+
+ private:
+  intrusive_list* waiters_;
+  const char* operation_;
+};
+
+}  // namespace detail
+
+/// A connected byte stream (asyncio's StreamReader and StreamWriter in one
+/// object). Reads are buffered in large chunks; write() buffers and sends in
+/// the background; drain() applies backpressure. Move-only; loop thread only.
+/// Destroying a stream aborts it: call close() and co_await wait_closed() to be
+/// sure buffered bytes were sent.
+class stream {
+ public:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  stream() noexcept = default;
+  /// Wraps a connected socket.
+  explicit stream(socket connection, stream_options options = {})
+      : state_(std::make_unique<detail::stream_state>(std::move(connection), options)) {
+    if (state_->socket_.is_open()) {
+      try {
+        state_->peer_ = state_->socket_.peer_address();
+      } catch (const std::system_error&) {
+      }
+      if (options.no_delay && (state_->peer_.family() == AF_INET || state_->peer_.family() == AF_INET6)) {
+        int one = 1;
+        ::setsockopt(state_->socket_.handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      }
+    }
+  }
+  explicit operator bool() const noexcept { return state_ != nullptr; }
+
+  // --- reading ---
+  /// Up to n bytes (at least 1 unless at the end); empty at the end of the
+  /// stream. With no argument, everything until the end (asyncio's read(-1)).
+  task<std::string> read(std::size_t n = npos) {
+    detail::stream_state& state = get("read");
+    if (n == 0) co_return std::string();
+    if (n == npos) {
+      while (co_await fill() != 0) {
+      }
+      co_return state.take(npos);
+    }
+    if (state.buffered().empty()) co_await fill();
+    co_return state.take(n);
+  }
+  /// Exactly n bytes; incomplete_read_error (with the partial data) if the stream ends first.
+  task<std::string> read_exactly(std::size_t n) {
+    detail::stream_state& state = get("read_exactly");
+    while (state.buffered().size() < n) {
+      if (co_await fill() == 0) throw incomplete_read_error(state.take(npos), n);
+    }
+    co_return state.take(n);
+  }
+  /// Data up to and including `delimiter`. limit_overrun_error when it is not
+  /// found within the stream's limit (the data stays buffered);
+  /// incomplete_read_error (with the partial data) when the stream ends first.
+  task<std::string> read_until(std::string delimiter = "\n") {
+    detail::stream_state& state = get("read_until");
+    if (delimiter.empty()) throw std::invalid_argument("read_until: empty delimiter");
+    std::size_t searched = 0;
+    for (;;) {
+      const std::string_view data = state.buffered();
+      const std::size_t found = data.find(delimiter, searched);
+      if (found != std::string_view::npos) {
+        if (found + delimiter.size() > state.options_.limit) throw limit_overrun_error(found, state.options_.limit);
+        co_return state.take(found + delimiter.size());
+      }
+      if (data.size() > state.options_.limit) throw limit_overrun_error(data.size(), state.options_.limit);
+      searched = data.size() >= delimiter.size() ? data.size() - delimiter.size() + 1 : 0;
+      if (co_await fill() == 0) throw incomplete_read_error(state.take(npos), npos);
+    }
+  }
+  /// One line including "\n"; at the end of the stream, what is left (maybe
+  /// empty). A line longer than the limit is discarded (up to its "\n", or
+  /// all that is buffered) and limit_overrun_error thrown, as asyncio's readline.
+  task<std::string> read_line() {
+    detail::stream_state& state = get("read_line");
+    std::exception_ptr overrun;
+    try {
+      co_return co_await read_until("\n");
+    } catch (const incomplete_read_error& error) {
+      co_return error.partial;
+    } catch (const limit_overrun_error&) {
+      overrun = std::current_exception();
+    }
+    const std::size_t newline = state.buffered().find('\n');
+    state.consume(newline == std::string_view::npos ? npos : newline + 1);
+    std::rethrow_exception(overrun);
+  }
+  /// True once the end of the stream was read and nothing is buffered.
+  bool at_eof() const noexcept { return state_ != nullptr && state_->eof_ && state_->buffered().empty(); }
+
+  /// The bytes read but not yet consumed (zero-copy access for parsers).
+  std::string_view buffered() const noexcept { return state_ != nullptr ? state_->buffered() : std::string_view(); }
+  void consume(std::size_t count) noexcept {
+    if (state_ != nullptr) state_->consume(count);
+  }
+  /// Reads more into the buffer; returns the bytes added, 0 at the end of the
+  /// stream. One reader at a time (invalid_state_error otherwise).
+  task<std::size_t> fill() {
+    detail::stream_state& state = get("fill");
+    if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
+    if (state.eof_ || state.closed_) co_return 0;
+    state.reading_ = true;
+    struct reading_guard {
+      detail::stream_state* state;
+      ~reading_guard() { state->reading_ = false; }
+    } guard{&state};
+    detail::stream_recv receive(state, state.free_space());
+    const std::size_t received = co_await receive;
+    if (received == 0) {
+      state.eof_ = true;
+    } else {
+      state.filled(received);
+    }
+    co_return received;
+  }
+
+  // --- writing ---
+  /// Buffers `data` and starts sending it; never waits. Throws the error of an
+  /// earlier failed send, or invalid_state_error after close().
+  void write(std::string_view data) { get("write").write(data); }
+  /// Waits while more than high_water bytes are unsent, until no more than
+  /// low_water are (asyncio's drain). Throws the send error, if any.
+  task<void> drain() {
+    detail::stream_state& state = get("drain");
+    if (state.write_error_ != 0) state.throw_write_error();
+    if (state.unsent() <= state.options_.high_water) co_return;
+    while (state.unsent() > state.options_.low_water && state.write_error_ == 0 && !state.closed_) {
+      detail::stream_waiter waiting(state.drain_waiters_, "stream::drain");
+      co_await waiting;
+    }
+    if (state.write_error_ != 0) state.throw_write_error();
+  }
+  /// Bytes written and not yet sent.
+  std::size_t write_buffer_size() const noexcept { return state_ != nullptr ? state_->unsent() : 0; }
+  /// Half-closes: the peer reads the end of the stream once the buffer is sent.
+  void write_eof() { get("write_eof").write_eof(); }
+
+  // --- closing ---
+  /// Closes once the buffered bytes are sent; a pending read returns the end
+  /// of the stream. Idempotent.
+  void close() {
+    if (state_ != nullptr) state_->close();
+  }
+  /// Closes now, dropping unsent bytes.
+  void abort() {
+    if (state_ != nullptr) state_->abort();
+  }
+  bool is_closing() const noexcept { return state_ != nullptr && state_->closing_; }
+  /// Waits until close() has finished (the buffer sent, the socket closed).
+  task<void> wait_closed() {
+    detail::stream_state& state = get("wait_closed");
+    while (!state.closed_) {
+      detail::stream_waiter waiting(state.close_waiters_, "stream::wait_closed");
+      co_await waiting;
+    }
+  }
+
+  const address& peer_address() const { return get("peer_address").peer_; }
+  address local_address() const { return get("local_address").socket_.local_address(); }
+  native_handle handle() const noexcept { return state_ != nullptr ? state_->socket_.handle() : -1; }
+
+ private:
+  detail::stream_state& get(const char* operation) const {
+    if (state_ == nullptr) throw invalid_state_error(std::string("stream::") + operation + ": empty (moved-from) stream");
+    return *state_;
+  }
+  std::unique_ptr<detail::stream_state> state_;
+};
+
+/// Connects to host:port, trying each resolved address in turn, and returns a
+/// stream (asyncio.open_connection). Throws std::system_error naming the
+/// address ("connect 127.0.0.1:1: Connection refused"); put it under timeout()
+/// to bound the wait.
+inline task<stream> open_connection(std::string host, std::uint16_t port, stream_options options = {}) {
+  const std::vector<address> addresses = co_await resolve(host, port);
+  std::vector<std::string> failures;
+  std::exception_ptr last_error;
+  for (const address& peer : addresses) {
+    try {
+      socket connection = socket::open(peer.family(), SOCK_STREAM);
+      co_await connection.connect(peer);
+      co_return stream(std::move(connection), options);
+    } catch (const std::system_error& error) {
+      failures.push_back(error.what());
+      last_error = std::current_exception();
+    }
+  }
+  if (failures.size() == 1) std::rethrow_exception(last_error);
+  std::string all = "open_connection " + host + ":" + std::to_string(port) + ": every address failed:";
+  for (const std::string& failure : failures) all += " [" + failure + "]";
+  throw std::system_error(std::make_error_code(std::errc::host_unreachable), all);
+}
+
+/// Connects to the Unix domain socket at `path` (POSIX only).
+inline task<stream> open_unix_connection(std::string path, stream_options options = {}) {
+  const address peer = address::unix_path(path);
+  socket connection = socket::open(AF_UNIX, SOCK_STREAM);
+  connection.set_label(path);
+  co_await connection.connect(peer);
+  connection.set_label(path);
+  co_return stream(std::move(connection), options);
+}
+
+// --- 9.6 Servers ---
+
+/// Options of start_server / start_unix_server.
+struct server_options {
+  int backlog = 100;           // listen(2) backlog, asyncio's default
+  bool reuse_address = true;   // SO_REUSEADDR (TCP)
+  bool reuse_port = false;     // SO_REUSEPORT (TCP)
+  stream_options stream = {};  // for every accepted connection
+};
+
+namespace detail {
+
+// Shared by the server object, its accept loops and its connection tasks.
+struct server_state {
+  std::vector<socket> listeners;
+  std::vector<address> addresses;
+  std::vector<task_ref> accept_tasks;
+  intrusive_list connections;  // connection_entry: one per running handler
+  intrusive_list idle_waiters;  // wait_closed: until closed and no connection is left
+  server_options options;
+  std::string unix_path;        // removed again on close
+  bool serving = false;
+
+  void close() {
+    if (!serving) return;
+    serving = false;
+    for (task_ref& accepting : accept_tasks) accepting.cancel();
+    accept_tasks.clear();
+    for (socket& listener : listeners) listener.close();
+    if (!unix_path.empty()) ::unlink(unix_path.c_str());
+    notify_if_idle();
+  }
+  void notify_if_idle() noexcept {
+    if (!serving && connections.empty()) grant_all(idle_waiters);
+  }
+};
+
+// Links a connection's task into its server while the handler runs.
+struct connection_entry : list_hook {
+  connection_entry(std::shared_ptr<server_state> owner, task_promise_base* running)
+      : server(std::move(owner)), task(running) {
+    server->connections.push_back(*this);
+  }
+  connection_entry(const connection_entry&) = delete;
+  connection_entry& operator=(const connection_entry&) = delete;
+  ~connection_entry() {
+    intrusive_list::unlink(*this);
+    server->notify_if_idle();
+  }
+  std::shared_ptr<server_state> server;
+  task_promise_base* task;
+};
+
+// A handler's exception is reported, not fatal to the server (asyncio logs it).
+template <class Handler>
+task<void> serve_connection(std::shared_ptr<server_state> server, Handler handler, stream connection) {
+  connection_entry entry(server, &current_task_for("serve_connection"));
+  const std::string peer = connection.peer_address().to_string();
+  try {
+    auto handling = std::invoke(handler, std::move(connection));
+    co_await std::move(handling);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "coro_loop: connection handler for %s failed: %s\n", peer.c_str(), error.what());
+  } catch (const cancelled_error&) {
+    throw;
+  } catch (...) {
+    std::fprintf(stderr, "coro_loop: connection handler for %s failed with an unknown exception\n", peer.c_str());
+  }
+}
+
+template <class Handler>
+task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t index, Handler handler) {
+  for (;;) {
+    std::pair<socket, address> accepted;
+    bool failed = false;
+    try {
+      auto accepting = server->listeners[index].accept();
+      accepted = co_await accepting;
+    } catch (const std::system_error& error) {
+      // Out of descriptors or memory: report and pause, as asyncio does,
+      // instead of spinning on a listener that stays readable.
+      std::fprintf(stderr, "coro_loop: accept failed: %s\n", error.what());
+      failed = true;
+    }
+    if (failed) {
+      co_await sleep(std::chrono::milliseconds(100));
+      continue;
+    }
+    stream connection(std::move(accepted.first), server->options.stream);
+    create_task(serve_connection<Handler>(server, handler, std::move(connection)));
+  }
+}
+
+}  // namespace detail
+
+/// A listening server (asyncio.Server). close() stops accepting and lets the
+/// running connections finish; close_clients() cancels them; wait_closed()
+/// waits until both are over. Destroying the server closes it (connections
+/// keep running). Move-only; loop thread only.
+class server {
+ public:
+  server() noexcept = default;
+  server(server&&) noexcept = default;
+  server& operator=(server&&) noexcept = default;
+  ~server() {
+    if (state_ != nullptr) state_->close();
+  }
+  /// The bound addresses (port 0 is replaced by the port the OS picked).
+  const std::vector<address>& addresses() const { return state_->addresses; }
+  /// The first bound port (handy with port 0).
+  std::uint16_t port() const { return state_->addresses.empty() ? 0 : state_->addresses.front().port(); }
+  bool is_serving() const noexcept { return state_ != nullptr && state_->serving; }
+  /// Stops accepting and closes the listening sockets; connections go on.
+  void close() {
+    if (state_ != nullptr) state_->close();
+  }
+  /// Cancels every running connection handler (asyncio 3.13's close_clients).
+  void close_clients() {
+    if (state_ == nullptr) return;
+    state_->connections.for_each(
+        [](detail::list_hook& hook) { static_cast<detail::connection_entry&>(hook).task->cancel(); });
+  }
+  /// Number of connection handlers running.
+  std::size_t connection_count() const noexcept { return state_ != nullptr ? state_->connections.size() : 0; }
+  /// Waits until the server is closed and every connection handler finished.
+  task<void> wait_closed() {
+    std::shared_ptr<detail::server_state> state = state_;
+    while (state->serving || !state->connections.empty()) {
+      detail::stream_waiter waiting(state->idle_waiters, "server::wait_closed");
+      co_await waiting;
+    }
+  }
+  /// Serves until cancelled (then closes the server and rethrows) or closed.
+  task<void> serve_forever() {
+    std::shared_ptr<detail::server_state> state = state_;
+    try {
+      while (state->serving) {
+        detail::stream_waiter waiting(state->idle_waiters, "server::serve_forever");
+        co_await waiting;
+      }
+    } catch (const cancelled_error&) {
+      state->close();
+      throw;
+    }
+  }
+
+ private:
+  template <class Handler>
+  friend server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path);
+  std::shared_ptr<detail::server_state> state_;
+};
+
+/// Starts an accept loop per listening socket, each connection in its own
+/// task running handler(stream). Used by start_server and start_unix_server.
+template <class Handler>
+server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path) {
+  auto state = std::make_shared<detail::server_state>();
+  state->options = options;
+  state->unix_path = std::move(unix_path);
+  state->listeners = std::move(listeners);
+  state->serving = true;
+  for (std::size_t i = 0; i < state->listeners.size(); ++i) {
+    state->addresses.push_back(state->listeners[i].local_address());
+    if (state->unix_path.empty()) state->listeners[i].set_label(state->addresses.back().to_string());
+    state->accept_tasks.push_back(create_task(detail::accept_connections<Handler>(state, i, handler)));
+  }
+  server result;
+  result.state_ = std::move(state);
+  return result;
+}
+
+/// Listens on host:port (every address it resolves to; "" for all
+/// interfaces; port 0 picks a free port) and runs handler(stream) for each
+/// connection in its own task (asyncio.start_server). A handler's exception is
+/// reported on stderr, never fatal. Throws std::system_error ("bind ...").
+template <class Handler>
+  requires std::invocable<Handler&, stream>
+task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {
+  std::vector<address> addresses;
+  if (host.empty()) {
+    addresses.push_back(*address::parse("0.0.0.0", port));
+  } else {
+    addresses = co_await resolve(host, port, AF_UNSPEC, SOCK_STREAM);
+  }
+  std::vector<socket> listeners;
+  for (const address& local : addresses) {
+    socket listener = socket::open(local.family(), SOCK_STREAM);
+    if (options.reuse_address) listener.set_option(SOL_SOCKET, SO_REUSEADDR, 1);
+    if (options.reuse_port) listener.set_option(SOL_SOCKET, SO_REUSEPORT, 1);
+    // One socket per family, as asyncio: a v6 socket must not also claim v4.
+    if (local.family() == AF_INET6) listener.set_option(IPPROTO_IPV6, IPV6_V6ONLY, 1);
+    listener.bind(local);
+    listener.listen(options.backlog);
+    listeners.push_back(std::move(listener));
+  }
+  co_return start_serving(std::move(listeners), std::move(handler), options, std::string());
+}
+
+/// Listens on a Unix domain socket at `path` (a stale socket file there is
+/// removed first, and the file is removed on close). POSIX only.
+template <class Handler>
+  requires std::invocable<Handler&, stream>
+task<server> start_unix_server(Handler handler, std::string path, server_options options = {}) {
+  const address local = address::unix_path(path);
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0 && S_ISSOCK(existing.st_mode)) ::unlink(path.c_str());
+  socket listener = socket::open(AF_UNIX, SOCK_STREAM);
+  listener.set_label(path);
+  listener.bind(local);
+  listener.listen(options.backlog);
+  std::vector<socket> listeners;
+  listeners.push_back(std::move(listener));
+  co_return start_serving(std::move(listeners), std::move(handler), options, std::move(path));
+}
+
+// --- 9.7 Datagrams (UDP) ---
+
+/// A UDP endpoint: send_to / recv_from, awaitable and cancellable. Move-only.
+class datagram_endpoint {
+ public:
+  datagram_endpoint() noexcept = default;
+  explicit datagram_endpoint(socket bound) noexcept : socket_(std::move(bound)) {}
+  /// Sends one datagram to `peer`.
+  task<void> send_to(std::string_view data, address peer) {
+    auto sending = socket_.send_to(std::span<const char>(data.data(), data.size()), peer);
+    co_await sending;
+  }
+  /// Receives one datagram (up to max_size bytes; longer ones are truncated).
+  task<std::pair<std::string, address>> recv_from(std::size_t max_size = 65536) {
+    std::string data(max_size, '\0');
+    auto receiving = socket_.recv_from(std::span<char>(data.data(), data.size()));
+    auto [size, sender] = co_await receiving;
+    data.resize(size);
+    co_return std::pair<std::string, address>(std::move(data), sender);
+  }
+  address local_address() const { return socket_.local_address(); }
+  void close() noexcept { socket_.close(); }
+  socket& raw() noexcept { return socket_; }
+
+ private:
+  socket socket_;
+};
+
+/// Opens a UDP endpoint bound to host:port (port 0: any free port).
+inline task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uint16_t port) {
+  const std::vector<address> addresses = co_await resolve(host, port, AF_UNSPEC, SOCK_DGRAM);
+  if (addresses.empty()) throw std::system_error(std::make_error_code(std::errc::address_not_available), "bind " + host);
+  socket bound = socket::open(addresses.front().family(), SOCK_DGRAM);
+  bound.bind(addresses.front());
+  co_return datagram_endpoint(std::move(bound));
 }
 
 // ============================================================================
@@ -4616,6 +5687,7 @@ inline void event_loop::close() {
   closed_ = true;
   signals_.reset();
   backend_.reset();
+  if (detail::thread_loop_slot() == this) detail::thread_loop_slot() = nullptr;
 }
 
 // --- 11.1 Signals (POSIX): a self-pipe per loop ---
