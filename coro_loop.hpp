@@ -128,6 +128,7 @@
 #if defined(CORO_LOOP_BACKEND_EPOLL)
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <arpa/inet.h>
@@ -732,6 +733,14 @@ class event_loop {
   void wake_backend() noexcept;
   template <class KeepRunning>
   void run_while(KeepRunning keep_running);
+  // Refuses a closed loop, a running one, or a thread already running a loop.
+  void check_can_run() const {
+    if (closed_) throw invalid_state_error("event_loop: the loop is closed");
+    if (running_) throw invalid_state_error("event_loop: this loop is already running");
+    if (detail::running_loop_slot() != nullptr) {
+      throw invalid_state_error("event_loop: another loop is running in this thread");
+    }
+  }
   void run_ready_batch();
   void run_timed(detail::ready_node* node);
   int backend_timeout_ms() const noexcept;
@@ -1091,8 +1100,15 @@ class backend {
           return true;
         }
         case io_kind::wait_readable:
-        case io_kind::wait_writable:
-          return after_readiness;
+        case io_kind::wait_writable: {
+          if (after_readiness) return true;
+          // Edges are spent once seen: readiness that already exists must
+          // satisfy the wait now, not after the next edge.
+          pollfd probe{op.handle, static_cast<short>(op.kind == io_kind::wait_readable ? POLLIN : POLLOUT), 0};
+          const int ready = ::poll(&probe, 1, 0);
+          if (ready < 0 && errno == EINTR) continue;
+          return ready > 0;
+        }
       }
       if (done >= 0) {
         op.result = done;
@@ -1363,10 +1379,17 @@ class task_promise_base : public ready_node, public list_hook {
   bool cancel() noexcept {
     if (state_ == state::done) return false;
     ++cancel_requests_;
-    if (current_wait_ != nullptr && current_wait_->interrupt(current_wait_)) return true;
-    must_cancel_ = true;
+    if (current_wait_ != nullptr && current_wait_->interrupt(current_wait_)) {
+      // An interrupted wait that resumed the task carries a cancelled_error;
+      // requests made before the task runs again merge into it (asyncio).
+      if (current_wait_ == nullptr) cancel_in_flight_ = true;
+      return true;
+    }
+    if (!cancel_in_flight_) must_cancel_ = true;
     return true;
   }
+  // The wait ended early (a cancel interrupted it): nothing to interrupt now.
+  void stop_waiting() noexcept { current_wait_ = nullptr; }
 
   // Called by a leaf awaiter in await_suspend. Returns false (do not suspend,
   // throw cancelled_error from await_resume) when a cancel is waiting to be
@@ -1479,6 +1502,8 @@ class task_promise_base : public ready_node, public list_hook {
       return;
     }
     self->started_ = true;
+    self->current_wait_ = nullptr;
+    self->cancel_in_flight_ = false;
     loop->current_task_ = self;
     loop->transfer_depth_ = 0;
     self->resume_point_.resume();  // may finish and free this task
@@ -1530,6 +1555,7 @@ class task_promise_base : public ready_node, public list_hook {
   bool scheduled_ = false;
   bool started_ = false;
   bool must_cancel_ = false;  // requested, not yet thrown into the coroutine
+  bool cancel_in_flight_ = false;  // woken by an interrupt: a cancelled_error is on its way
   bool cancelled_ = false;
   bool exception_retrieved_ = false;
 };
@@ -2118,7 +2144,10 @@ class sleep_awaiter : private cancellable_wait, private timer_node {
   static bool on_cancel(cancellable_wait* wait) noexcept {
     auto* self = static_cast<sleep_awaiter*>(wait);
     self->cancelled_ = true;
-    if (self->yield_only_) return true;  // already in the ready queue
+    if (self->yield_only_) {
+      self->task_->stop_waiting();  // already in the ready queue
+      return true;
+    }
     self->loop_->remove_timer(*self);
     self->task_->wake(*self->loop_);
     return true;
@@ -2424,7 +2453,9 @@ task<std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>> gather(A
   if constexpr (sizeof...(Awaitables) == 0) {
     co_return std::tuple<>{};
   } else {
-    auto children = std::make_tuple(detail::make_child(std::move(awaitables))...);
+    // Braces: left to right, so the children start in the arguments' order.
+    std::tuple<decltype(detail::make_child(std::move(awaitables)))...> children{
+        detail::make_child(std::move(awaitables))...};
     const auto promises = detail::promises_of(children);
     detail::children_watch watch(promises, true);
     const std::size_t first_failure = co_await watch;
@@ -2460,7 +2491,8 @@ task<std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_
 template <class... Awaitables>
   requires(detail::awaitable<Awaitables> && ...)
 task<std::tuple<outcome<await_result_t<Awaitables>>...>> gather_settled(Awaitables... awaitables) {
-  auto children = std::make_tuple(detail::make_child(std::move(awaitables))...);
+  std::tuple<decltype(detail::make_child(std::move(awaitables)))...> children{
+      detail::make_child(std::move(awaitables))...};
   if constexpr (sizeof...(Awaitables) != 0) {
     const auto promises = detail::promises_of(children);
     detail::children_watch watch(promises, false);
@@ -2743,7 +2775,8 @@ class as_completed : private detail::timer_node {
     }
     Handle await_resume() {
       if (cancelled_) throw cancelled_error{};
-      if (owner_->next_finished_ == owner_->finished_.size()) throw timeout_error();
+      // Past the deadline every next() throws, as asyncio's iterator does.
+      if (owner_->expired_ || owner_->next_finished_ == owner_->finished_.size()) throw timeout_error();
       ++owner_->handed_out_;
       return owner_->tasks_[owner_->finished_[owner_->next_finished_++]];
     }
@@ -2813,7 +2846,10 @@ class timeout_scope : private detail::timer_node {
   explicit timeout_scope(std::optional<time_point> when) : when_(when) {}
   timeout_scope(const timeout_scope&) = delete;
   timeout_scope& operator=(const timeout_scope&) = delete;
-  ~timeout_scope() { disarm(); }
+  ~timeout_scope() {
+    disarm();
+    disown_notice();
+  }
 
   /// The deadline, or std::nullopt for none.
   std::optional<time_point> when() const noexcept { return when_; }
@@ -2826,6 +2862,7 @@ class timeout_scope : private detail::timer_node {
     when_ = when;
     if (state_ == state::active) {
       disarm();
+      disown_notice();
       arm();
     }
   }
@@ -2876,6 +2913,7 @@ class timeout_scope : private detail::timer_node {
   // when no other cancel request is outstanding (asyncio 3.11's rule).
   void leave(std::exception_ptr& error) {
     disarm();
+    disown_notice();  // the work ended before the expiry was acted on
     if (state_ != state::expiring) {
       state_ = state::finished;
       return;
@@ -2894,13 +2932,46 @@ class timeout_scope : private detail::timer_node {
   void disarm() noexcept {
     if (armed()) loop_->remove_timer(*this);
   }
+  // The deadline does not cancel at once: like asyncio's timer handle it runs
+  // as a callback, after the timers due at the same instant were queued, so
+  // an outer cancel due then is counted before the task resumes.
+  struct expiry_notice : detail::ready_node {
+    timeout_scope* scope;
+  };
   static void on_deadline(detail::timer_node* timer) noexcept {
     auto* self = static_cast<timeout_scope*>(timer);
-    self->state_ = state::expiring;
-    self->task_->cancel();
+    auto* notice = new (std::nothrow) expiry_notice();
+    if (notice == nullptr) {
+      self->expire();
+      return;
+    }
+    notice->scope = self;
+    notice->run = [](detail::ready_node* node) noexcept {
+      auto* arrived = static_cast<expiry_notice*>(node);
+      if (arrived->scope != nullptr && detail::running_loop_slot() != nullptr) {
+        arrived->scope->notice_ = nullptr;
+        arrived->scope->expire();
+      } else if (arrived->scope != nullptr) {
+        arrived->scope->notice_ = nullptr;
+      }
+      delete arrived;
+    };
+    self->notice_ = notice;
+    self->loop_->schedule(*notice);
+  }
+  void expire() noexcept {
+    state_ = state::expiring;
+    task_->cancel();
+  }
+  void disown_notice() noexcept {
+    if (notice_ != nullptr) {
+      notice_->scope = nullptr;
+      notice_ = nullptr;
+    }
   }
 
   std::optional<time_point> when_;
+  expiry_notice* notice_ = nullptr;
   detail::task_promise_base* task_ = nullptr;
   event_loop* loop_ = nullptr;
   int cancelling_at_entry_ = 0;
@@ -2994,7 +3065,10 @@ class task_group {
 
  private:
   enum class state : std::uint8_t { open, joining, joined };
-  struct child_entry : detail::completion_waiter, detail::list_hook {
+  // One per child: notified when it ends, then handled on a later iteration
+  // through the ready queue, as asyncio runs a TaskGroup's done-callbacks (so
+  // siblings already resumed in that iteration may still fail on their own).
+  struct child_entry : detail::completion_waiter, detail::list_hook, detail::ready_node {
     task_group* group;
     detail::task_promise_base* task;
   };
@@ -3008,7 +3082,11 @@ class task_group {
     auto* entry = new child_entry();
     entry->group = this;
     entry->task = task;
-    entry->notify = &on_child_done;
+    entry->notify = [](detail::completion_waiter* waiter) noexcept {
+      auto* done = static_cast<child_entry*>(waiter);
+      done->group->loop_->schedule(*done);
+    };
+    entry->run = &on_child_done;
     task->retain();
     children_.push_back(*entry);
     task->add_waiter(*entry);
@@ -3017,7 +3095,7 @@ class task_group {
     aborting_ = true;
     children_.for_each([](detail::list_hook& hook) { static_cast<child_entry&>(hook).task->cancel(); });
   }
-  static void on_child_done(detail::completion_waiter* waiter) noexcept;
+  static void on_child_done(detail::ready_node* node) noexcept;
 
   event_loop* loop_;
   detail::task_promise_base* parent_;
@@ -3070,11 +3148,16 @@ class task_group::join_wait : private detail::cancellable_wait {
   detail::task_promise_base* task_ = nullptr;
 };
 
-inline void task_group::on_child_done(detail::completion_waiter* waiter) noexcept {
-  auto* entry = static_cast<child_entry*>(waiter);
+inline void task_group::on_child_done(detail::ready_node* node) noexcept {
+  auto* entry = static_cast<child_entry*>(node);
   task_group& group = *entry->group;
   detail::task_promise_base* child = entry->task;
   detail::intrusive_list::unlink(*entry);
+  if (detail::running_loop_slot() == nullptr) {  // discarded at close
+    delete entry;
+    child->release();
+    return;
+  }
   if (child->has_exception() && !child->cancelled()) {
     child->mark_retrieved();
     group.errors_.push_back(child->exception());
@@ -3193,6 +3276,9 @@ namespace detail {
 class parked_waiter : public list_hook, private cancellable_wait {
  public:
   parked_waiter() noexcept = default;
+  // Awaiters move before they are awaited (into create_task, timeout, ...);
+  // a moved-to waiter starts unlinked.
+  parked_waiter(parked_waiter&&) noexcept : list_hook(), cancellable_wait() {}
   parked_waiter(const parked_waiter&) = delete;
   parked_waiter& operator=(const parked_waiter&) = delete;
   ~parked_waiter() { intrusive_list::unlink(*this); }
@@ -5592,10 +5678,8 @@ inline task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uin
 
 template <class KeepRunning>
 void event_loop::run_while(KeepRunning keep_running) {
-  if (closed_) throw invalid_state_error("event_loop: the loop is closed");
-  if (running_) throw invalid_state_error("event_loop: this loop is already running");
+  check_can_run();
   event_loop*& slot = detail::running_loop_slot();
-  if (slot != nullptr) throw invalid_state_error("event_loop: another loop is running in this thread");
   slot = this;
   running_ = true;
   owner_thread_ = std::this_thread::get_id();
@@ -5617,6 +5701,7 @@ inline void event_loop::run_forever() {
 template <class Awaitable>
 decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
   using value_type = await_result_t<Awaitable>;
+  check_can_run();
   auto handle = [&] {
     if constexpr (detail::is_task_handle<std::remove_cvref_t<Awaitable>>::value) {
       return awaitable;
@@ -5865,6 +5950,9 @@ inline bool may_claim_sigint() noexcept {
 template <class Awaitable>
 decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
   using value_type = await_result_t<Awaitable>;
+  if (detail::running_loop_slot() != nullptr) {
+    throw invalid_state_error("run: cannot be called while another event loop is running in this thread");
+  }
   event_loop loop;
   loop.set_debug(options.debug || loop.debug());
   loop.set_slow_callback_duration(options.slow_callback_duration);
