@@ -3525,7 +3525,9 @@ class bounded_semaphore : public semaphore {
  public:
   explicit bounded_semaphore(std::size_t value = 1) noexcept : semaphore(value), initial_(value) {}
   void release() {
-    if (waiters_.empty() && value_ >= initial_) {
+    // Permits held are initial - value (a hand-off to a waiter keeps the
+    // count), so this holds whether or not a task waits.
+    if (value_ >= initial_) {
       throw invalid_state_error("bounded_semaphore::release: released more times than acquired");
     }
     semaphore::release();
@@ -4257,9 +4259,14 @@ class executor_job<Result, Work>::awaiter : private cancellable_wait {
       return false;
     }
     job_->awaiter_ = this;
+    try {
+      pool_->enqueue(*job_);  // a worker may finish it at once, but the
+                              // completion only runs on this thread, later
+    } catch (...) {
+      task_->stop_waiting();  // refused (shut down): nothing to wait for
+      throw;
+    }
     submitted_ = true;
-    pool_->enqueue(*job_);  // last act: a worker may finish it at once, but the
-                            // completion only runs on this thread, later
     return true;
   }
   Result await_resume() {
@@ -4597,6 +4604,7 @@ class io_awaiter : private cancellable_wait, protected io_operation {
   }
   static bool on_cancel(cancellable_wait* wait) noexcept {
     auto* self = static_cast<io_awaiter*>(wait);
+    self->cancelled_ = true;
     // Completes with ECANCELED, or with the result when the OS finished first.
     self->loop_->backend().cancel(*self);
     return true;
@@ -5456,10 +5464,11 @@ struct server_state {
   }
 };
 
-// Links a connection's task into its server while the handler runs.
+// Links a connection's task into its server from the accept on, so that
+// close_clients() reaches a handler that has not started yet too. Owned by
+// the connection task's frame (a parameter): it goes when the task ends.
 struct connection_entry : list_hook {
-  connection_entry(std::shared_ptr<server_state> owner, task_promise_base* running)
-      : server(std::move(owner)), task(running) {
+  explicit connection_entry(std::shared_ptr<server_state> owner) : server(std::move(owner)) {
     server->connections.push_back(*this);
   }
   connection_entry(const connection_entry&) = delete;
@@ -5469,13 +5478,13 @@ struct connection_entry : list_hook {
     server->notify_if_idle();
   }
   std::shared_ptr<server_state> server;
-  task_promise_base* task;
+  task_promise_base* task = nullptr;
 };
 
 // A handler's exception is reported, not fatal to the server (asyncio logs it).
 template <class Handler>
-task<void> serve_connection(std::shared_ptr<server_state> server, Handler handler, stream connection) {
-  connection_entry entry(server, &current_task_for("serve_connection"));
+task<void> serve_connection([[maybe_unused]] std::unique_ptr<connection_entry> entry, Handler handler,
+                            stream connection) {
   const std::string peer = connection.peer_address().to_string();
   try {
     auto handling = std::invoke(handler, std::move(connection));
@@ -5508,7 +5517,10 @@ task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t 
       continue;
     }
     stream connection(std::move(accepted.first), server->options.stream);
-    create_task(serve_connection<Handler>(server, handler, std::move(connection)));
+    auto entry = std::make_unique<connection_entry>(server);
+    connection_entry* linked = entry.get();
+    auto serving = create_task(serve_connection<Handler>(std::move(entry), handler, std::move(connection)));
+    linked->task = task_ref_access::promise(serving);
   }
 }
 
@@ -5539,7 +5551,9 @@ class server {
   void close_clients() {
     if (state_ == nullptr) return;
     state_->connections.for_each(
-        [](detail::list_hook& hook) { static_cast<detail::connection_entry&>(hook).task->cancel(); });
+        [](detail::list_hook& hook) {
+          if (auto* task = static_cast<detail::connection_entry&>(hook).task) task->cancel();
+        });
   }
   /// Number of connection handlers running.
   std::size_t connection_count() const noexcept { return state_ != nullptr ? state_->connections.size() : 0; }
@@ -5729,12 +5743,16 @@ inline void event_loop::finish_pending_tasks(duration limit) {
   pending_tasks_.for_each([](detail::list_hook& hook) { static_cast<detail::task_promise_base&>(hook).cancel(); });
   if (limit == duration::max()) {
     run_while([this] { return !pending_tasks_.empty(); });
-    return;
+  } else {
+    const time_point deadline = clock::now() + limit;
+    callback_handle wake_at_deadline = call_at(deadline, [] {});
+    run_while([&] { return !pending_tasks_.empty() && clock::now() < deadline; });
+    wake_at_deadline.cancel();
   }
-  const time_point deadline = clock::now() + limit;
-  callback_handle wake_at_deadline = call_at(deadline, [] {});
-  run_while([&] { return !pending_tasks_.empty() && clock::now() < deadline; });
-  wake_at_deadline.cancel();
+  // The tasks' ends scheduled done-callbacks (a concurrent_future's, say):
+  // give them a few iterations rather than discarding them.
+  int iterations = 0;
+  run_while([&] { return !ready_.empty() && iterations++ < 16; });
 }
 
 inline void event_loop::close() {

@@ -1,0 +1,30 @@
+// examples/debug_mode.cpp - the guide's "How do I debug asyncio applications?":
+// asyncio.run(main(), debug=True) is run(main, {.debug = true}); PYTHONASYNCIODEBUG=1 is CORO_LOOP_DEBUG=1.
+#include "coro_loop.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+
+cl::task<void> slow_step() {
+  std::this_thread::sleep_for(150ms);  // blocking: one step holds the loop for 150 ms
+  co_return;
+}
+
+cl::task<void> amain() {
+  auto task = cl::create_task(slow_step(), "slow_step");
+  co_await task;
+  co_await cl::sleep(10ms);  // fast steps are not reported
+  std::printf("main() done\n");
+}
+
+int main() {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  // Steps longer than slow_callback_duration (100 ms, asyncio's default) are
+  // reported on stderr. Setting CORO_LOOP_DEBUG=1 in the environment turns
+  // debug mode on the same way, for a plain cl::run(amain()).
+  cl::run(amain(), {.debug = true, .slow_callback_duration = 100ms});
+}

@@ -1,0 +1,97 @@
+// tests/net_helpers.hpp - small helpers shared by test_net.cpp and test_stream.cpp.
+// Included after catch.hpp and coro_loop.hpp; everything is inline (one test binary each).
+#pragma once
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+
+namespace net_test {
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+
+// The loop's I/O bookkeeping at one moment: what must come back once every
+// socket, stream and server made since is closed.
+struct io_counts {
+  std::size_t registered = 0;
+  std::size_t parked = 0;
+  static io_counts now() {
+    cl::event_loop& loop = cl::get_running_loop();
+    return {loop.registered_handle_count(), loop.parked_operation_count()};
+  }
+};
+
+// Polls `condition` once per millisecond until it holds or `limit` passes.
+template <class Condition>
+cl::task<bool> eventually(Condition condition, cl::duration limit = 10s) {
+  const cl::time_point deadline = cl::clock::now() + limit;
+  while (!condition()) {
+    if (cl::clock::now() >= deadline) co_return false;
+    co_await cl::sleep(1ms);
+  }
+  co_return true;
+}
+
+// A TCP port on 127.0.0.1 with no listener: bound to port 0, read, closed.
+inline std::uint16_t unused_port() {
+  cl::socket probe = cl::socket::open(AF_INET, SOCK_STREAM);
+  probe.bind(*cl::address::parse("127.0.0.1", 0));
+  return probe.local_address().port();
+}
+
+// Two connected streams over a Unix socketpair.
+inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options = {}) {
+  int fds[2] = {-1, -1};
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw std::system_error(errno, std::generic_category(), "socketpair");
+  }
+  return {cl::stream(cl::socket(fds[0]), options), cl::stream(cl::socket(fds[1]), options)};
+}
+
+// A deterministic byte pattern: byte i of a transfer.
+inline char pattern_byte(std::size_t i) noexcept { return static_cast<char>('a' + (i * 7 + i / 251) % 26); }
+inline std::string pattern(std::size_t offset, std::size_t length) {
+  std::string text(length, '\0');
+  for (std::size_t i = 0; i < length; ++i) text[i] = pattern_byte(offset + i);
+  return text;
+}
+
+// Redirects stderr (fd 2) to a temporary file while alive; text() reads it back.
+class stderr_capture {
+ public:
+  stderr_capture() {
+    std::fflush(stderr);
+    file_ = std::tmpfile();
+    if (file_ == nullptr) throw std::system_error(errno, std::generic_category(), "tmpfile");
+    saved_ = ::dup(2);
+    ::dup2(::fileno(file_), 2);
+  }
+  stderr_capture(const stderr_capture&) = delete;
+  stderr_capture& operator=(const stderr_capture&) = delete;
+  ~stderr_capture() {
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    std::fclose(file_);
+  }
+  std::string text() {
+    std::fflush(stderr);
+    std::string all;
+    char chunk[4096];
+    std::rewind(file_);
+    for (std::size_t got; (got = std::fread(chunk, 1, sizeof chunk, file_)) > 0;) all.append(chunk, got);
+    return all;
+  }
+
+ private:
+  std::FILE* file_ = nullptr;
+  int saved_ = -1;
+};
+
+}  // namespace net_test

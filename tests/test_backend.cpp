@@ -1,0 +1,514 @@
+// tests/test_backend.cpp - the epoll backend driven through read_some,
+// write_some, wait_readable and wait_writable [backend].
+//
+// Pipes and socketpairs, non-blocking: a read parks until the peer writes; EOF;
+// OS errors as std::system_error; cancelling a parked operation; a write to a
+// full pipe parks until drained; release() drops the registration; many
+// descriptors at once.
+#include "coro_loop.hpp"
+#include "catch.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Two descriptors, non-blocking, closed on destruction. Call release() on the
+// loop's backend before they close (the tests do, and check the count).
+struct fd_pair {
+  int first = -1;   // read end of a pipe, or one end of a socketpair
+  int second = -1;  // write end of a pipe, or the other end
+  fd_pair(const fd_pair&) = delete;
+  fd_pair& operator=(const fd_pair&) = delete;
+  fd_pair(fd_pair&& other) noexcept : first(other.first), second(other.second) { other.first = other.second = -1; }
+  ~fd_pair() {
+    close_first();
+    close_second();
+  }
+  void close_first() {
+    if (first >= 0) ::close(first);
+    first = -1;
+  }
+  void close_second() {
+    if (second >= 0) ::close(second);
+    second = -1;
+  }
+  static fd_pair pipe() {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+    return fd_pair(fds[0], fds[1]);
+  }
+  static fd_pair socketpair() {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+    return fd_pair(fds[0], fds[1]);
+  }
+
+ private:
+  fd_pair(int a, int b) : first(a), second(b) {}
+};
+
+std::span<const std::byte> bytes_of(const std::string& text) { return std::as_bytes(std::span(text)); }
+
+std::string text_of(std::span<const std::byte> data) {
+  return std::string(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+void release(int fd) { cl::get_running_loop().backend().release(fd); }
+
+// Awaits `handle`; true when that threw cancelled_error.
+template <class T>
+cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
+  bool cancelled = false;
+  try {
+    (void)co_await handle;
+  } catch (const cl::cancelled_error&) {
+    cancelled = true;
+  }
+  co_return cancelled;
+}
+
+// Reads until `count` bytes arrived or EOF.
+cl::task<std::string> read_exactly(int fd, std::size_t count) {
+  std::string out;
+  std::array<std::byte, 4096> buffer{};
+  while (out.size() < count) {
+    std::size_t want = std::min(buffer.size(), count - out.size());
+    std::size_t got = co_await cl::read_some(fd, std::span(buffer).first(want));
+    if (got == 0) break;
+    out += text_of(std::span(buffer).first(got));
+  }
+  co_return out;
+}
+
+cl::task<void> write_all(int fd, std::string data) {
+  std::size_t written = 0;
+  while (written < data.size()) {
+    written += co_await cl::write_some(fd, bytes_of(data).subspan(written));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("backend: a read parks until the other end writes, and the data arrives intact", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair pipe = fd_pair::pipe();
+    std::vector<std::string> log;
+    auto reader = cl::create_task([&]() -> cl::task<std::string> {
+      std::array<std::byte, 64> buffer{};
+      log.push_back("read starts");
+      std::size_t got = co_await cl::read_some(pipe.first, buffer);
+      log.push_back("read done");
+      co_return text_of(std::span(buffer).first(got));
+    });
+    auto writer = cl::create_task([&]() -> cl::task<std::size_t> {
+      co_await cl::sleep(20ms);
+      log.push_back("write");
+      std::string message = "hello, pipe";
+      std::size_t written = co_await cl::write_some(pipe.second, bytes_of(message));
+      co_return written;
+    });
+    co_await cl::sleep(0ms);
+    CHECK(loop.parked_operation_count() == 1);  // the reader, parked on EAGAIN
+    CHECK(loop.registered_handle_count() == 1);
+    CHECK_FALSE(reader.done());
+    std::string received = co_await reader;
+    std::size_t written = co_await writer;
+    CHECK(written == 11);
+    CHECK(received == "hello, pipe");
+    CHECK(log == std::vector<std::string>{"read starts", "write", "read done"});
+    CHECK(loop.parked_operation_count() == 0);
+    release(pipe.first);
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: a read with data already waiting completes without parking", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair pipe = fd_pair::pipe();
+    REQUIRE(::write(pipe.second, "ready", 5) == 5);
+    std::array<std::byte, 3> small{};
+    std::size_t got = co_await cl::read_some(pipe.first, small);
+    CHECK(got == 3);
+    CHECK(text_of(small) == "rea");
+    got = co_await cl::read_some(pipe.first, small);
+    CHECK(got == 2);
+    CHECK(text_of(std::span(small).first(2)) == "dy");
+    CHECK(loop.registered_handle_count() == 0);  // nothing parked, nothing registered
+    CHECK(loop.parked_operation_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: read_some returns 0 at end of file", "[backend]") {
+  SECTION("the writer closes while the read is parked") {
+    auto body = []() -> cl::task<void> {
+      fd_pair pipe = fd_pair::pipe();
+      auto reader = cl::create_task([&]() -> cl::task<std::size_t> {
+        std::array<std::byte, 16> buffer{};
+        std::size_t got = co_await cl::read_some(pipe.first, buffer);
+        co_return got;
+      });
+      co_await cl::sleep(5ms);
+      CHECK(cl::get_running_loop().parked_operation_count() == 1);
+      pipe.close_second();
+      std::size_t got = co_await reader;
+      CHECK(got == 0);
+      release(pipe.first);
+    };
+    cl::run(body());
+  }
+  SECTION("data, then end of file, on a socketpair") {
+    auto body = []() -> cl::task<void> {
+      fd_pair pair = fd_pair::socketpair();
+      REQUIRE(::write(pair.second, "tail", 4) == 4);
+      pair.close_second();
+      std::string all = co_await read_exactly(pair.first, 100);
+      CHECK(all == "tail");
+      std::array<std::byte, 4> buffer{};
+      std::size_t again = co_await cl::read_some(pair.first, buffer);
+      CHECK(again == 0);
+      release(pair.first);
+    };
+    cl::run(body());
+  }
+}
+
+TEST_CASE("backend: OS errors are std::system_error naming the operation and the fd", "[backend]") {
+  SECTION("reading a closed fd") {
+    auto body = []() -> cl::task<void> {
+      fd_pair pipe = fd_pair::pipe();
+      const int closed = pipe.first;
+      pipe.close_first();
+      std::array<std::byte, 4> buffer{};
+      bool threw = false;
+      try {
+        (void)co_await cl::read_some(closed, buffer);
+      } catch (const std::system_error& error) {
+        threw = true;
+        CHECK(error.code() == std::errc::bad_file_descriptor);
+        CHECK_THAT(error.what(), Catch::Matchers::ContainsSubstring("read"));
+        CHECK_THAT(error.what(), Catch::Matchers::ContainsSubstring(std::to_string(closed)));
+      }
+      CHECK(threw);
+      CHECK(cl::get_running_loop().parked_operation_count() == 0);
+    };
+    cl::run(body());
+  }
+  SECTION("writing to a pipe whose read end is closed: EPIPE, no SIGPIPE") {
+    auto body = []() -> cl::task<void> {
+      fd_pair pipe = fd_pair::pipe();
+      pipe.close_first();
+      std::string data = "lost";
+      bool threw = false;
+      try {
+        (void)co_await cl::write_some(pipe.second, bytes_of(data));
+      } catch (const std::system_error& error) {
+        threw = true;
+        CHECK(error.code() == std::errc::broken_pipe);
+        CHECK_THAT(error.what(), Catch::Matchers::ContainsSubstring("write"));
+      }
+      CHECK(threw);
+    };
+    cl::run(body());
+  }
+  SECTION("a parked read whose fd was released (closed) ends as cancelled") {
+    auto body = []() -> cl::task<void> {
+      cl::event_loop& loop = cl::get_running_loop();
+      fd_pair pipe = fd_pair::pipe();
+      auto reader = cl::create_task([&]() -> cl::task<std::size_t> {
+        std::array<std::byte, 4> buffer{};
+        std::size_t got = co_await cl::read_some(pipe.first, buffer);
+        co_return got;
+      });
+      co_await cl::sleep(0ms);
+      CHECK(loop.parked_operation_count() == 1);
+      release(pipe.first);
+      CHECK(loop.parked_operation_count() == 0);
+      CHECK(loop.registered_handle_count() == 0);
+      pipe.close_first();
+      bool cancelled = co_await ends_cancelled(reader);
+      CHECK(cancelled);
+    };
+    cl::run(body());
+  }
+}
+
+TEST_CASE("backend: cancelling a parked read throws cancelled_error in the reader and unparks it", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair pipe = fd_pair::pipe();
+    bool reader_saw_cancel = false;
+    auto reader = cl::create_task([&]() -> cl::task<std::size_t> {
+      std::array<std::byte, 16> buffer{};
+      try {
+        std::size_t got = co_await cl::read_some(pipe.first, buffer);
+        co_return got;
+      } catch (const cl::cancelled_error&) {
+        reader_saw_cancel = true;
+        throw;
+      }
+    });
+    auto canceller = cl::create_task([&]() -> cl::task<void> {
+      co_await cl::sleep(10ms);
+      CHECK(loop.parked_operation_count() == 1);
+      reader.cancel();
+      CHECK(loop.parked_operation_count() == 0);
+    });
+    bool cancelled = co_await ends_cancelled(reader);
+    co_await canceller;
+    CHECK(cancelled);
+    CHECK(reader_saw_cancel);
+    CHECK(reader.cancelled());
+    CHECK(loop.parked_operation_count() == 0);
+    // Data written afterwards is still there for the next read: nothing consumed it.
+    REQUIRE(::write(pipe.second, "z", 1) == 1);
+    std::string next = co_await read_exactly(pipe.first, 1);
+    CHECK(next == "z");
+    release(pipe.first);
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: a write to a full pipe parks and resumes when the reader drains it", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair pipe = fd_pair::pipe();
+    ::fcntl(pipe.second, F_SETPIPE_SZ, 4096);  // best effort: a small pipe fills fast
+    const int capacity = ::fcntl(pipe.second, F_GETPIPE_SZ);
+    REQUIRE(capacity > 0);
+    const std::size_t total = static_cast<std::size_t>(capacity) * 4;
+    std::string payload(total, '\0');
+    for (std::size_t i = 0; i < total; ++i) payload[i] = static_cast<char>('a' + i % 23);
+    bool writer_done = false;
+    auto writer = cl::create_task([&]() -> cl::task<void> {
+      co_await write_all(pipe.second, payload);
+      writer_done = true;
+    });
+    co_await cl::sleep(10ms);
+    // The pipe is full: the writer waits in the backend.
+    CHECK_FALSE(writer_done);
+    CHECK(loop.parked_operation_count() == 1);
+    std::string received = co_await read_exactly(pipe.first, total);
+    co_await writer;
+    CHECK(writer_done);
+    CHECK(received.size() == total);
+    CHECK(received == payload);
+    CHECK(loop.parked_operation_count() == 0);
+    release(pipe.first);
+    release(pipe.second);
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: release() drops the registration of a descriptor", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair a = fd_pair::pipe();
+    fd_pair b = fd_pair::pipe();
+    // Park a read on each, then satisfy it: the registrations stay until released.
+    for (fd_pair* pipe : {&a, &b}) {
+      auto reader = cl::create_task([pipe]() -> cl::task<std::string> {
+        std::string got = co_await read_exactly(pipe->first, 2);
+        co_return got;
+      });
+      co_await cl::sleep(0ms);
+      REQUIRE(::write(pipe->second, "ok", 2) == 2);
+      std::string got = co_await reader;
+      CHECK(got == "ok");
+    }
+    CHECK(loop.registered_handle_count() == 2);
+    loop.backend().release(a.first);
+    CHECK(loop.registered_handle_count() == 1);
+    loop.backend().release(a.first);  // twice: no-op
+    loop.backend().release(-1);       // unknown: no-op
+    loop.backend().release(100000);
+    CHECK(loop.registered_handle_count() == 1);
+    loop.backend().release(b.first);
+    CHECK(loop.registered_handle_count() == 0);
+    // A released fd can be used again: it registers anew.
+    auto reader = cl::create_task([&]() -> cl::task<std::string> {
+      std::string got = co_await read_exactly(a.first, 3);
+      co_return got;
+    });
+    co_await cl::sleep(0ms);
+    CHECK(loop.registered_handle_count() == 1);
+    REQUIRE(::write(a.second, "new", 3) == 3);
+    std::string again = co_await reader;
+    CHECK(again == "new");
+    loop.backend().release(a.first);
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: wait_readable parks until the peer writes; wait_writable sees a writable socket", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair pair = fd_pair::socketpair();
+    std::vector<std::string> log;
+    auto waiter = cl::create_task([&]() -> cl::task<std::string> {
+      co_await cl::wait_readable(pair.first);
+      log.push_back("readable");
+      char buffer[16];
+      ssize_t got = ::recv(pair.first, buffer, sizeof buffer, 0);  // "other code" reads
+      co_return std::string(buffer, got > 0 ? static_cast<std::size_t>(got) : 0);
+    });
+    co_await cl::sleep(10ms);
+    CHECK_FALSE(waiter.done());
+    CHECK(loop.parked_operation_count() == 1);
+    log.push_back("send");
+    REQUIRE(::send(pair.second, "ping", 4, 0) == 4);
+    std::string got = co_await waiter;
+    CHECK(got == "ping");
+    CHECK(log == std::vector<std::string>{"send", "readable"});
+    co_await cl::wait_writable(pair.second);  // an empty socket buffer: writable
+    release(pair.first);
+    release(pair.second);
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: wait_readable / wait_writable complete when the fd is already ready, however often asked",
+          "[backend]") {
+  // Readiness, not edges: an fd that is readable (writable) now must satisfy
+  // the wait now, even if it was registered earlier and no new edge comes.
+  auto body = []() -> cl::task<void> {
+    fd_pair pair = fd_pair::socketpair();
+    bool timed_out = false;
+    int waits_done = 0;
+    auto waiter = cl::create_task([&]() -> cl::task<void> {
+      co_await cl::wait_writable(pair.first);
+      ++waits_done;
+      co_await cl::wait_writable(pair.first);  // still writable: no new edge will come
+      ++waits_done;
+      REQUIRE(::send(pair.second, "x", 1, 0) == 1);
+      co_await cl::wait_readable(pair.first);
+      ++waits_done;
+      co_await cl::wait_readable(pair.first);  // the byte is still unread
+      ++waits_done;
+    });
+    auto watchdog = cl::create_task([&]() -> cl::task<void> {
+      co_await cl::sleep(2s);
+      timed_out = true;
+      waiter.cancel();
+    });
+    bool cancelled = co_await ends_cancelled(waiter);
+    watchdog.cancel();
+    (void)co_await ends_cancelled(watchdog);
+    CHECK_FALSE(cancelled);
+    CHECK_FALSE(timed_out);
+    CHECK(waits_done == 4);
+    release(pair.first);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: read_some and write_some move data both ways on a socketpair", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    fd_pair pair = fd_pair::socketpair();
+    std::string big(200'000, 'q');  // more than a socket buffer: partial writes and parking
+    for (std::size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('A' + i % 26);
+    auto sender = cl::create_task(write_all(pair.first, big));
+    std::string received = co_await read_exactly(pair.second, big.size());
+    co_await sender;
+    CHECK(received == big);
+    auto back = cl::create_task(write_all(pair.second, "reply"));
+    std::string reply = co_await read_exactly(pair.first, 5);
+    co_await back;
+    CHECK(reply == "reply");
+    release(pair.first);
+    release(pair.second);
+    CHECK(cl::get_running_loop().registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("backend: 100 concurrent pipe pairs ping-pong bytes", "[backend]") {
+  constexpr int pairs = 100;
+  constexpr int rounds = 50;
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    // For each pair: one pipe each way.
+    std::vector<fd_pair> to_pong;
+    std::vector<fd_pair> to_ping;
+    for (int i = 0; i < pairs; ++i) {
+      to_pong.push_back(fd_pair::pipe());
+      to_ping.push_back(fd_pair::pipe());
+    }
+    auto ping = [](int out, int in, int id) -> cl::task<int> {
+      int completed = 0;
+      std::array<std::byte, 1> byte{};
+      for (int round = 0; round < rounds; ++round) {
+        byte[0] = static_cast<std::byte>((id + round) & 0xff);
+        std::size_t written = co_await cl::write_some(out, byte);
+        REQUIRE(written == 1);
+        std::size_t got = co_await cl::read_some(in, byte);
+        REQUIRE(got == 1);
+        if (byte[0] == static_cast<std::byte>((id + round + 1) & 0xff)) ++completed;
+      }
+      co_return completed;
+    };
+    auto pong = [](int in, int out) -> cl::task<int> {
+      int echoed = 0;
+      std::array<std::byte, 1> byte{};
+      for (;;) {
+        std::size_t got = co_await cl::read_some(in, byte);
+        if (got == 0) break;  // ping closed its end
+        byte[0] = static_cast<std::byte>((static_cast<int>(byte[0]) + 1) & 0xff);
+        std::size_t written = co_await cl::write_some(out, byte);
+        REQUIRE(written == 1);
+        ++echoed;
+      }
+      co_return echoed;
+    };
+    std::vector<cl::task_handle<int>> pongs;
+    std::vector<cl::task_handle<int>> pings;
+    for (int i = 0; i < pairs; ++i) {
+      auto index = static_cast<std::size_t>(i);
+      pongs.push_back(cl::create_task(pong, to_pong[index].first, to_ping[index].second));
+      pings.push_back(cl::create_task(ping, to_pong[index].second, to_ping[index].first, i));
+    }
+    int completed = 0;
+    for (auto& handle : pings) completed += co_await handle;
+    CHECK(completed == pairs * rounds);
+    // EOF ends each pong.
+    for (auto& pipe : to_pong) {
+      release(pipe.second);
+      pipe.close_second();
+    }
+    int echoed = 0;
+    for (auto& handle : pongs) echoed += co_await handle;
+    CHECK(echoed == pairs * rounds);
+    CHECK(loop.parked_operation_count() == 0);
+    for (int i = 0; i < pairs; ++i) {
+      auto index = static_cast<std::size_t>(i);
+      release(to_pong[index].first);
+      release(to_ping[index].first);
+      release(to_ping[index].second);
+    }
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}

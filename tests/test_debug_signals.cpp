@@ -1,0 +1,706 @@
+// tests/test_debug_signals.cpp - debug mode and signals [debug][signals].
+//
+// Debug mode (run(main, {.debug = true}), loop.set_debug(true), CORO_LOOP_DEBUG=1)
+// names the task whose step blocked the loop, stays quiet for fast steps, and
+// reports a task<T> destroyed without ever being awaited. Signals:
+// add_signal_handler runs its callback on the loop, remove_signal_handler
+// restores the previous disposition, SIGKILL/SIGSTOP are refused; SIGINT inside
+// run() cancels the main task and run() throws keyboard_interrupt.
+//
+// stderr is captured by pointing fd 2 at a temporary file around the code.
+// SIGINT tests set SIGINT to SIG_DFL for their duration (Catch2 installs its
+// own handler while a test runs, and run() only claims SIGINT while it is
+// SIG_DFL), and check that run() claimed it before raising it, so a failure
+// cannot kill the test binary.
+// No co_await inside CHECK/REQUIRE: GCC 12 evaluates the operand of the
+// macro's `(false) && (expr)` when it holds a co_await. Lambdas written
+// inside a co_await expression capture only references (GCC 12 destroys an
+// aggregate temporary with a non-trivial destructor twice there).
+#include "catch.hpp"
+#include "coro_loop.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+using Catch::Matchers::ContainsSubstring;
+
+namespace {
+
+// Points fd 2 at a temporary file until text() (or the destructor).
+class stderr_capture {
+ public:
+  stderr_capture() {
+    std::fflush(stderr);
+    file_ = std::tmpfile();
+    if (file_ == nullptr) return;
+    saved_ = ::dup(2);
+    if (saved_ >= 0) ::dup2(::fileno(file_), 2);
+  }
+  stderr_capture(const stderr_capture&) = delete;
+  stderr_capture& operator=(const stderr_capture&) = delete;
+  ~stderr_capture() {
+    restore();
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  // Restores stderr and returns what was written meanwhile.
+  std::string text() {
+    restore();
+    std::string captured;
+    if (file_ == nullptr) return captured;
+    std::fseek(file_, 0, SEEK_SET);
+    char buffer[4096];
+    std::size_t got = 0;
+    while ((got = std::fread(buffer, 1, sizeof buffer, file_)) > 0) captured.append(buffer, got);
+    return captured;
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  std::FILE* file_ = nullptr;
+  int saved_ = -1;
+};
+
+std::size_t count_of(const std::string& text, const std::string& part) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
+  return count;
+}
+
+// The seconds in "Executing <what> took S seconds", or -1.
+double reported_seconds(const std::string& text, const std::string& what) {
+  const std::string prefix = "Executing " + what + " took ";
+  const std::size_t at = text.find(prefix);
+  if (at == std::string::npos) return -1;
+  return std::strtod(text.c_str() + at + prefix.size(), nullptr);
+}
+
+bool environment_debug() {
+  const char* flag = std::getenv("CORO_LOOP_DEBUG");
+  return flag != nullptr && flag[0] != '\0' && flag[0] != '0';
+}
+
+cl::task<void> block_for(std::chrono::milliseconds how_long) {
+  std::this_thread::sleep_for(how_long);  // deliberately blocking: the pitfall
+  co_return;
+}
+
+cl::task<void> fast_steps() {
+  for (int i = 0; i < 20; ++i) co_await cl::sleep(0ms);
+  co_await cl::sleep(1ms);
+}
+
+cl::task<int> compute() {
+  co_await cl::sleep(0ms);
+  co_return 5;
+}
+
+cl::task<bool> eventually(std::function<bool()> condition, cl::duration limit = 20s) {
+  const auto deadline = cl::clock::now() + limit;
+  while (!condition()) {
+    if (cl::clock::now() > deadline) co_return false;
+    co_await cl::sleep(1ms);
+  }
+  co_return true;
+}
+
+void (*current_handler(int signal_number))(int) {
+  struct sigaction current {};
+  ::sigaction(signal_number, nullptr, &current);
+  return current.sa_handler;
+}
+
+// Sets a signal's disposition for a scope, then restores the one before.
+class disposition_guard {
+ public:
+  disposition_guard(int signal_number, void (*handler)(int)) : signal_number_(signal_number) {
+    struct sigaction action {};
+    action.sa_handler = handler;
+    ::sigemptyset(&action.sa_mask);
+    ::sigaction(signal_number, &action, &saved_);
+  }
+  disposition_guard(const disposition_guard&) = delete;
+  disposition_guard& operator=(const disposition_guard&) = delete;
+  ~disposition_guard() { ::sigaction(signal_number_, &saved_, nullptr); }
+
+ private:
+  int signal_number_;
+  struct sigaction saved_ {};
+};
+
+std::atomic<int> own_handler_calls{0};
+void own_handler(int) { own_handler_calls.fetch_add(1); }
+
+}  // namespace
+
+// ============================================================================
+// Debug mode
+// ============================================================================
+
+TEST_CASE("debug: a 200 ms blocking call inside a task is reported, naming the task", "[debug]") {
+  auto body = []() -> cl::task<void> {
+    co_await fast_steps();
+    auto blocker = cl::create_task(block_for(200ms), "blocker");
+    co_await blocker;
+    co_await fast_steps();
+  };
+  stderr_capture capture;
+  cl::run(body(), {.debug = true});
+  const std::string text = capture.text();
+  INFO("stderr: " << text);
+  CHECK_THAT(text, ContainsSubstring("Executing <Task 'blocker'> took "));
+  const double seconds = reported_seconds(text, "<Task 'blocker'>");
+  CHECK(seconds >= 0.19);
+  CHECK(seconds < 60.0);
+  CHECK(count_of(text, "Executing <Task 'blocker'>") == 1);
+}
+
+TEST_CASE("debug: a task whose steps are fast gives no warning", "[debug]") {
+  auto body = []() -> cl::task<int> {
+    auto a = cl::create_task(fast_steps(), "quick-a");
+    auto b = cl::create_task(fast_steps(), "quick-b");
+    co_await a;
+    co_await b;
+    const int value = co_await compute();
+    co_return value;
+  };
+  stderr_capture capture;
+  CHECK(cl::run(body(), {.debug = true}) == 5);
+  const std::string text = capture.text();
+  INFO("stderr: " << text);
+  CHECK(text.find("Executing") == std::string::npos);
+}
+
+TEST_CASE("debug: among several tasks, only the one that blocked is named", "[debug]") {
+  auto body = []() -> cl::task<void> {
+    auto quick = cl::create_task(fast_steps(), "quick");
+    auto slow = cl::create_task(block_for(150ms), "slow-one");
+    co_await quick;
+    co_await slow;
+  };
+  stderr_capture capture;
+  cl::run(body(), {.debug = true});
+  const std::string text = capture.text();
+  INFO("stderr: " << text);
+  CHECK_THAT(text, ContainsSubstring("Executing <Task 'slow-one'> took "));
+  CHECK(text.find("<Task 'quick'>") == std::string::npos);
+}
+
+TEST_CASE("debug: without debug mode a blocking step is not reported", "[debug]") {
+  if (environment_debug()) {
+    WARN("CORO_LOOP_DEBUG is set: debug mode is on for every loop, nothing to check");
+    return;
+  }
+  auto body = []() -> cl::task<void> {
+    auto blocker = cl::create_task(block_for(150ms), "blocker");
+    co_await blocker;
+  };
+  stderr_capture capture;
+  cl::run(body());
+  const std::string text = capture.text();
+  INFO("stderr: " << text);
+  CHECK(text.find("Executing") == std::string::npos);
+}
+
+TEST_CASE("debug: loop.set_debug(true) turns debug mode on for run_until_complete", "[debug]") {
+  auto body = []() -> cl::task<void> {
+    auto blocker = cl::create_task(block_for(200ms), "set-debug-blocker");
+    co_await blocker;
+  };
+  {
+    cl::event_loop loop;
+    CHECK(loop.debug() == environment_debug());
+    loop.set_debug(true);
+    CHECK(loop.debug());
+    stderr_capture capture;
+    loop.run_until_complete(body());
+    loop.close();
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK_THAT(text, ContainsSubstring("Executing <Task 'set-debug-blocker'> took "));
+    CHECK(reported_seconds(text, "<Task 'set-debug-blocker'>") >= 0.19);
+  }
+  {
+    cl::event_loop loop;
+    loop.set_debug(false);
+    CHECK_FALSE(loop.debug());
+    stderr_capture capture;
+    loop.run_until_complete(body());
+    loop.close();
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK(text.find("Executing") == std::string::npos);
+  }
+}
+
+TEST_CASE("debug: slow_callback_duration sets the threshold", "[debug]") {
+  auto body = []() -> cl::task<void> {
+    auto blocker = cl::create_task(block_for(60ms), "sixty");
+    co_await blocker;
+  };
+  {
+    stderr_capture capture;
+    cl::run(body(), {.debug = true, .slow_callback_duration = 20ms});
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK_THAT(text, ContainsSubstring("Executing <Task 'sixty'> took "));
+  }
+  {
+    stderr_capture capture;
+    cl::run(body(), {.debug = true, .slow_callback_duration = 10'000ms});
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK(text.find("Executing") == std::string::npos);
+  }
+  {
+    cl::event_loop loop;
+    loop.set_debug(true);
+    loop.set_slow_callback_duration(20ms);
+    stderr_capture capture;
+    loop.run_until_complete(body());
+    loop.close();
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK_THAT(text, ContainsSubstring("Executing <Task 'sixty'> took "));
+  }
+}
+
+TEST_CASE("debug: a blocking plain callback is reported as a callback", "[debug]") {
+  auto body = []() -> cl::task<void> {
+    bool ran = false;
+    cl::get_running_loop().call_soon([&ran] {
+      std::this_thread::sleep_for(150ms);
+      ran = true;
+    });
+    co_await cl::sleep(1ms);
+    while (!ran) co_await cl::sleep(1ms);
+  };
+  stderr_capture capture;
+  cl::run(body(), {.debug = true});
+  const std::string text = capture.text();
+  INFO("stderr: " << text);
+  CHECK_THAT(text, ContainsSubstring("Executing a callback took "));
+}
+
+TEST_CASE("debug: a task<T> destroyed without ever being awaited is reported", "[debug]") {
+  const std::string message = "a task<T> was destroyed without ever being awaited";
+  // Stored, then forgotten: the compiler's [[nodiscard]] cannot see it.
+  auto forgets = []() -> cl::task<int> {
+    {
+      cl::task<int> forgotten = compute();
+      CHECK(forgotten.valid());
+    }
+    co_return 1;
+  };
+  {
+    stderr_capture capture;
+    CHECK(cl::run(forgets(), {.debug = true}) == 1);
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK(count_of(text, message) == 1);
+  }
+  // Awaited, or given to create_task: no report.
+  auto awaits = []() -> cl::task<int> {
+    cl::task<int> kept = compute();
+    const int a = co_await kept;
+    const int b = co_await compute();
+    auto handle = cl::create_task(compute());
+    const int c = co_await handle;
+    co_return a + b + c;
+  };
+  {
+    stderr_capture capture;
+    CHECK(cl::run(awaits(), {.debug = true}) == 15);
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK(text.find(message) == std::string::npos);
+  }
+  // Not in debug mode: no report.
+  if (!environment_debug()) {
+    stderr_capture capture;
+    CHECK(cl::run(forgets()) == 1);
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK(text.find(message) == std::string::npos);
+  }
+}
+
+TEST_CASE("debug: a failed task nobody awaited reports 'Task exception was never retrieved'", "[debug]") {
+  auto fails = []() -> cl::task<void> {
+    co_await cl::sleep(0ms);
+    throw std::runtime_error("boom");
+  };
+  auto forgets = [&fails]() -> cl::task<void> {
+    cl::create_task(fails(), "doomed");  // fire and forget: the handle is dropped at once
+    co_await cl::sleep(10ms);
+  };
+  {
+    stderr_capture capture;
+    cl::run(forgets(), {.debug = true});
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK_THAT(text, ContainsSubstring("Task exception was never retrieved: task 'doomed': boom"));
+  }
+  auto keeps = [&fails]() -> cl::task<bool> {
+    auto handle = cl::create_task(fails(), "kept");
+    bool caught = false;
+    try {
+      co_await handle;
+    } catch (const std::runtime_error&) {
+      caught = true;
+    }
+    co_return caught;
+  };
+  {
+    stderr_capture capture;
+    CHECK(cl::run(keeps(), {.debug = true}));
+    const std::string text = capture.text();
+    INFO("stderr: " << text);
+    CHECK(text.find("never retrieved") == std::string::npos);
+  }
+}
+
+// CORO_LOOP_DEBUG is read once per process, so it is checked in a child
+// process: this binary again, running only the hidden test case below.
+TEST_CASE("debug child: blocks the loop under plain run()", "[.][debug_env_child]") {
+  auto body = []() -> cl::task<void> {
+    auto blocker = cl::create_task(block_for(150ms), "env-blocker");
+    co_await blocker;
+  };
+  cl::run(body());
+}
+
+TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[debug]") {
+  char self[4096] = {};
+  const ssize_t length = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  REQUIRE(length > 0);
+  for (const char* value : {"1", "0"}) {
+    // Everything the child needs is prepared before fork (no allocation after it).
+    std::vector<std::string> environment_text;
+    for (char** entry = environ; *entry != nullptr; ++entry) {
+      if (std::strncmp(*entry, "CORO_LOOP_DEBUG=", 16) != 0) environment_text.emplace_back(*entry);
+    }
+    environment_text.push_back(std::string("CORO_LOOP_DEBUG=") + value);
+    std::vector<char*> environment;
+    for (auto& entry : environment_text) environment.push_back(entry.data());
+    environment.push_back(nullptr);
+    std::string spec = "[debug_env_child]";
+    char* arguments[] = {self, spec.data(), nullptr};
+
+    int pipe_ends[2];
+    REQUIRE(::pipe(pipe_ends) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      ::dup2(pipe_ends[1], 2);
+      const int null_fd = ::open("/dev/null", O_WRONLY);
+      if (null_fd >= 0) ::dup2(null_fd, 1);
+      ::close(pipe_ends[0]);
+      ::execve(self, arguments, environment.data());
+      ::_exit(127);
+    }
+    ::close(pipe_ends[1]);
+    std::string text;
+    char buffer[4096];
+    ssize_t got = 0;
+    while ((got = ::read(pipe_ends[0], buffer, sizeof buffer)) > 0) text.append(buffer, static_cast<std::size_t>(got));
+    ::close(pipe_ends[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    INFO("CORO_LOOP_DEBUG=" << value << ", child's stderr: " << text);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    if (std::string(value) == "1") {
+      CHECK_THAT(text, ContainsSubstring("Executing <Task 'env-blocker'> took "));
+    } else {
+      CHECK(text.find("Executing") == std::string::npos);
+    }
+  }
+}
+
+// ============================================================================
+// Signals
+// ============================================================================
+
+TEST_CASE("signals: add_signal_handler runs the callback on the loop after raise() and kill()", "[signals]") {
+  REQUIRE(current_handler(SIGUSR1) == SIG_DFL);
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    const std::thread::id loop_thread = std::this_thread::get_id();
+    int calls = 0;  // the callback runs on the loop's thread only
+    bool on_loop_thread = true;
+    bool as_plain_callback = true;
+    loop.add_signal_handler(SIGUSR1, [&] {
+      ++calls;
+      on_loop_thread = on_loop_thread && std::this_thread::get_id() == loop_thread;
+      as_plain_callback = as_plain_callback && !cl::current_task();  // not inside the signal handler or a task
+    });
+    CHECK(current_handler(SIGUSR1) != SIG_DFL);
+
+    ::raise(SIGUSR1);
+    CHECK(calls == 0);  // not run from the signal handler: later, by the loop
+    const bool first = co_await eventually([&calls] { return calls == 1; });
+    CHECK(first);
+
+    ::kill(::getpid(), SIGUSR1);
+    const bool second = co_await eventually([&calls] { return calls == 2; });
+    CHECK(second);
+
+    // Two signals raised back to back: two calls.
+    ::raise(SIGUSR1);
+    ::raise(SIGUSR1);
+    const bool third = co_await eventually([&calls] { return calls == 4; });
+    CHECK(third);
+    co_await cl::sleep(5ms);
+    CHECK(calls == 4);
+
+    CHECK(on_loop_thread);
+    CHECK(as_plain_callback);
+    CHECK(loop.remove_signal_handler(SIGUSR1));
+  };
+  cl::run(body());
+  CHECK(current_handler(SIGUSR1) == SIG_DFL);
+}
+
+TEST_CASE("signals: two signals, each with its callback; a second add replaces the callback", "[signals]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    std::vector<std::string> seen;
+    loop.add_signal_handler(SIGUSR1, [&seen] { seen.push_back("usr1-old"); });
+    loop.add_signal_handler(SIGUSR1, [&seen] { seen.push_back("usr1"); });
+    loop.add_signal_handler(SIGUSR2, [&seen] { seen.push_back("usr2"); });
+    ::raise(SIGUSR2);
+    ::raise(SIGUSR1);
+    const bool both = co_await eventually([&seen] { return seen.size() >= 2; });
+    CHECK(both);
+    co_await cl::sleep(5ms);
+    CHECK(seen == std::vector<std::string>{"usr2", "usr1"});
+    CHECK(loop.remove_signal_handler(SIGUSR1));
+    CHECK(loop.remove_signal_handler(SIGUSR2));
+  };
+  cl::run(body());
+  CHECK(current_handler(SIGUSR1) == SIG_DFL);
+  CHECK(current_handler(SIGUSR2) == SIG_DFL);
+}
+
+TEST_CASE("signals: remove_signal_handler restores the previous disposition and returns false the second time",
+          "[signals]") {
+  SECTION("a previous handler of the program") {
+    disposition_guard own(SIGUSR2, &own_handler);
+    own_handler_calls.store(0);
+    cl::event_loop loop;
+    loop.add_signal_handler(SIGUSR2, [] {});
+    CHECK(current_handler(SIGUSR2) != &own_handler);
+    CHECK(current_handler(SIGUSR2) != SIG_DFL);
+    CHECK(loop.remove_signal_handler(SIGUSR2));
+    CHECK(current_handler(SIGUSR2) == &own_handler);
+    CHECK_FALSE(loop.remove_signal_handler(SIGUSR2));
+    CHECK_FALSE(loop.remove_signal_handler(SIGUSR1));  // never set here
+    ::raise(SIGUSR2);                                   // the restored handler works
+    CHECK(own_handler_calls.load() == 1);
+    loop.close();
+  }
+  SECTION("the default disposition") {
+    REQUIRE(current_handler(SIGUSR1) == SIG_DFL);
+    cl::event_loop loop;
+    loop.add_signal_handler(SIGUSR1, [] {});
+    CHECK(current_handler(SIGUSR1) != SIG_DFL);
+    CHECK(loop.remove_signal_handler(SIGUSR1));
+    CHECK(current_handler(SIGUSR1) == SIG_DFL);
+    CHECK_FALSE(loop.remove_signal_handler(SIGUSR1));
+  }
+  SECTION("an ignored signal") {
+    disposition_guard ignored(SIGUSR1, SIG_IGN);
+    cl::event_loop loop;
+    loop.add_signal_handler(SIGUSR1, [] {});
+    CHECK(current_handler(SIGUSR1) != SIG_IGN);
+    CHECK(loop.remove_signal_handler(SIGUSR1));
+    CHECK(current_handler(SIGUSR1) == SIG_IGN);
+  }
+  SECTION("closing the loop restores every disposition it changed") {
+    disposition_guard own(SIGUSR2, &own_handler);
+    {
+      cl::event_loop loop;
+      loop.add_signal_handler(SIGUSR1, [] {});
+      loop.add_signal_handler(SIGUSR2, [] {});
+      loop.close();
+      CHECK(current_handler(SIGUSR1) == SIG_DFL);
+      CHECK(current_handler(SIGUSR2) == &own_handler);
+      CHECK_FALSE(loop.remove_signal_handler(SIGUSR1));
+      CHECK_THROWS_AS(loop.add_signal_handler(SIGUSR1, [] {}), cl::invalid_state_error);
+    }
+    {
+      cl::event_loop loop;
+      loop.add_signal_handler(SIGUSR1, [] {});
+    }  // destroyed without close()
+    CHECK(current_handler(SIGUSR1) == SIG_DFL);
+  }
+}
+
+TEST_CASE("signals: SIGKILL, SIGSTOP and bad numbers are refused with std::invalid_argument", "[signals]") {
+  cl::event_loop loop;
+  CHECK_THROWS_AS(loop.add_signal_handler(SIGKILL, [] {}), std::invalid_argument);
+  CHECK_THROWS_AS(loop.add_signal_handler(SIGSTOP, [] {}), std::invalid_argument);
+  CHECK_THROWS_AS(loop.add_signal_handler(0, [] {}), std::invalid_argument);
+  CHECK_THROWS_AS(loop.add_signal_handler(-3, [] {}), std::invalid_argument);
+  CHECK_THROWS_AS(loop.add_signal_handler(NSIG, [] {}), std::invalid_argument);
+  CHECK_FALSE(loop.remove_signal_handler(SIGKILL));
+  CHECK(current_handler(SIGUSR1) == SIG_DFL);
+  // The loop still works afterwards.
+  loop.add_signal_handler(SIGUSR1, [] {});
+  CHECK(loop.remove_signal_handler(SIGUSR1));
+}
+
+TEST_CASE("signals: a signal handled by one loop cannot be taken by another", "[signals]") {
+  cl::event_loop first;
+  cl::event_loop second;
+  first.add_signal_handler(SIGUSR1, [] {});
+  CHECK_THROWS_AS(second.add_signal_handler(SIGUSR1, [] {}), cl::invalid_state_error);
+  CHECK(first.remove_signal_handler(SIGUSR1));
+  second.add_signal_handler(SIGUSR1, [] {});
+  CHECK(second.remove_signal_handler(SIGUSR1));
+  CHECK(current_handler(SIGUSR1) == SIG_DFL);
+}
+
+// --- SIGINT and run() ---
+
+TEST_CASE("signals: SIGINT inside run() cancels the main task: cleanup runs, run() throws keyboard_interrupt",
+          "[signals]") {
+  disposition_guard default_sigint(SIGINT, SIG_DFL);
+  bool cleanup_ran = false;
+  bool after_sleep = false;
+  bool leftover_cleaned = false;
+  auto leftover = [&leftover_cleaned]() -> cl::task<void> {
+    try {
+      co_await cl::sleep(30s);
+    } catch (const cl::cancelled_error&) {
+      leftover_cleaned = true;
+      throw;
+    }
+  };
+  auto main_task = [&]() -> cl::task<int> {
+    // run() must have claimed SIGINT, or raising it would end the test binary.
+    REQUIRE(current_handler(SIGINT) != SIG_DFL);
+    auto other = cl::create_task(leftover());
+    co_await cl::sleep(0ms);
+    try {
+      ::raise(SIGINT);
+      co_await cl::sleep(30s);
+      after_sleep = true;
+    } catch (const cl::cancelled_error&) {
+      cleanup_ran = true;
+      throw;
+    }
+    co_return 1;
+  };
+  const auto start = cl::clock::now();
+  bool interrupted = false;
+  try {
+    cl::run(main_task());
+  } catch (const cl::keyboard_interrupt& error) {
+    interrupted = true;
+    CHECK_THAT(error.what(), ContainsSubstring("SIGINT"));
+  }
+  CHECK(interrupted);
+  CHECK(cleanup_ran);
+  CHECK_FALSE(after_sleep);
+  CHECK(leftover_cleaned);  // the other tasks are cancelled too, as asyncio.run does
+  CHECK(cl::clock::now() - start < 20s);
+  CHECK(current_handler(SIGINT) == SIG_DFL);  // given back
+}
+
+TEST_CASE("signals: the main task's cleanup after SIGINT may await before it rethrows", "[signals]") {
+  disposition_guard default_sigint(SIGINT, SIG_DFL);
+  bool cleanup_done = false;
+  auto main_task = [&cleanup_done]() -> cl::task<void> {
+    REQUIRE(current_handler(SIGINT) != SIG_DFL);
+    bool cancelled = false;
+    try {
+      ::raise(SIGINT);
+      co_await cl::sleep(30s);
+    } catch (const cl::cancelled_error&) {
+      cancelled = true;
+    }
+    if (cancelled) {
+      co_await cl::sleep(2ms);  // asynchronous cleanup
+      cleanup_done = true;
+      throw cl::cancelled_error{};
+    }
+  };
+  CHECK_THROWS_AS(cl::run(main_task()), cl::keyboard_interrupt);
+  CHECK(cleanup_done);
+}
+
+TEST_CASE("signals: a main task that swallows the SIGINT cancellation returns normally from run()", "[signals]") {
+  disposition_guard default_sigint(SIGINT, SIG_DFL);
+  auto main_task = []() -> cl::task<int> {
+    REQUIRE(current_handler(SIGINT) != SIG_DFL);
+    bool swallowed = false;
+    try {
+      ::raise(SIGINT);
+      co_await cl::sleep(30s);
+    } catch (const cl::cancelled_error&) {
+      swallowed = true;
+    }
+    co_await cl::sleep(1ms);  // later waits are not cancelled
+    co_return swallowed ? 7 : 0;
+  };
+  CHECK(cl::run(main_task()) == 7);
+  CHECK(current_handler(SIGINT) == SIG_DFL);
+  // And run() claims SIGINT again next time.
+  auto again = []() -> cl::task<bool> {
+    co_await cl::sleep(0ms);
+    co_return current_handler(SIGINT) != SIG_DFL;
+  };
+  CHECK(cl::run(again()));
+}
+
+TEST_CASE("signals: run() leaves SIGINT alone when the program handles it", "[signals]") {
+  disposition_guard own(SIGINT, &own_handler);
+  own_handler_calls.store(0);
+  auto main_task = []() -> cl::task<int> {
+    CHECK(current_handler(SIGINT) == &own_handler);
+    ::raise(SIGINT);  // goes to the program's handler; the main task goes on
+    co_await cl::sleep(5ms);
+    co_return 3;
+  };
+  CHECK(cl::run(main_task()) == 3);
+  CHECK(own_handler_calls.load() == 1);
+  CHECK(current_handler(SIGINT) == &own_handler);
+}
+
+TEST_CASE("signals: run() on a thread other than the main one does not claim SIGINT", "[signals]") {
+  disposition_guard default_sigint(SIGINT, SIG_DFL);
+  std::atomic<bool> claimed{true};
+  std::thread other([&claimed] {
+    auto main_task = [&claimed]() -> cl::task<void> {
+      co_await cl::sleep(0ms);
+      claimed.store(current_handler(SIGINT) != SIG_DFL);
+    };
+    cl::run(main_task());
+  });
+  other.join();
+  CHECK_FALSE(claimed.load());
+}

@@ -1,0 +1,295 @@
+// tests/test_stream.cpp - coro_loop::stream on its own [stream]: delimited reads and
+// their limits, end of stream, write/close/wait_closed, a read interrupted by close()
+// or by cancellation. Streams over a Unix socketpair: no server needed.
+#include "catch.hpp"
+#include "coro_loop.hpp"
+
+#include "net_helpers.hpp"
+
+#include <chrono>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+using net_test::eventually;
+using net_test::io_counts;
+
+namespace {
+
+cl::task<std::string> read_all(cl::stream& from) { co_return co_await from.read(); }
+
+}  // namespace
+
+TEST_CASE("stream: read_until returns up to and including the delimiter, even split across reads", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    auto [a, b] = net_test::stream_pair();
+    b.write("GET / HTTP/1.1\r\nHost: x\r");
+    auto read_head = [](cl::stream& from) -> cl::task<std::string> { co_return co_await from.read_until("\r\n\r\n"); };
+    auto reading = cl::create_task(read_head, std::ref(a));
+    co_await cl::sleep(5ms);
+    CHECK_FALSE(reading.done());  // "\r\n\r" is not the delimiter yet
+    b.write("\n\r\nbody");
+    std::string head = co_await cl::timeout(10s, reading);
+    CHECK(head == "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(a.buffered() == "body");
+    std::string line = co_await cl::timeout(10s, a.read_until("dy"));
+    CHECK(line == "body");
+    CHECK(a.buffered().empty());
+    bool empty_delimiter_rejected = false;
+    try {
+      (void)co_await a.read_until("");
+    } catch (const std::invalid_argument&) {
+      empty_delimiter_rejected = true;
+    }
+    CHECK(empty_delimiter_rejected);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: read_until past the limit throws limit_overrun_error and keeps the data; read_line drops the line",
+          "[stream]") {
+  auto body = []() -> cl::task<void> {
+    cl::stream_options options;
+    options.limit = 16;
+    auto [a, b] = net_test::stream_pair(options);
+    b.write("0123456789abcdefghij\nshort\n");  // 21 bytes before the first "\n"
+    co_await cl::sleep(5ms);
+
+    std::optional<std::size_t> consumed;
+    try {
+      (void)co_await cl::timeout(10s, a.read_until("\n"));
+    } catch (const cl::limit_overrun_error& error) {
+      consumed = error.consumed;
+      CHECK(std::string(error.what()).find("16") != std::string::npos);
+    }
+    REQUIRE(consumed.has_value());
+    CHECK(*consumed >= 16);
+    CHECK(a.buffered().substr(0, 21) == "0123456789abcdefghij\n");  // read_until keeps it
+
+    bool overrun = false;
+    try {
+      (void)co_await cl::timeout(10s, a.read_line());
+    } catch (const cl::limit_overrun_error&) {
+      overrun = true;
+    }
+    CHECK(overrun);
+    std::string next = co_await cl::timeout(10s, a.read_line());
+    CHECK(next == "short\n");  // the long line was discarded, up to its "\n"
+
+    // A line of exactly the limit (delimiter included) is fine.
+    b.write("0123456789abcde\n");
+    std::string exact = co_await cl::timeout(10s, a.read_line());
+    CHECK(exact == "0123456789abcde\n");
+
+    // No delimiter at all and more than the limit buffered: overrun, data kept.
+    b.write(std::string(40, 'z'));
+    bool no_delimiter_overrun = false;
+    try {
+      (void)co_await cl::timeout(10s, a.read_until("\n"));
+    } catch (const cl::limit_overrun_error&) {
+      no_delimiter_overrun = true;
+    }
+    CHECK(no_delimiter_overrun);
+    CHECK(a.buffered().size() > 16);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: at EOF read_line returns the partial line, then empty; read_until throws incomplete_read_error",
+          "[stream]") {
+  auto body = []() -> cl::task<void> {
+    {
+      auto [a, b] = net_test::stream_pair();
+      b.write("complete\npartial");
+      b.close();
+      co_await cl::timeout(10s, b.wait_closed());
+      std::string first = co_await cl::timeout(10s, a.read_line());
+      CHECK(first == "complete\n");
+      std::string second = co_await cl::timeout(10s, a.read_line());
+      CHECK(second == "partial");
+      std::string third = co_await cl::timeout(10s, a.read_line());
+      CHECK(third.empty());
+      CHECK(a.at_eof());
+    }
+    {
+      auto [a, b] = net_test::stream_pair();
+      b.write("no delimiter");
+      b.write_eof();
+      std::optional<cl::incomplete_read_error> error;
+      try {
+        (void)co_await cl::timeout(10s, a.read_until("\r\n"));
+      } catch (const cl::incomplete_read_error& caught) {
+        error = caught;
+      }
+      REQUIRE(error.has_value());
+      CHECK(error->partial == "no delimiter");
+      CHECK(error->expected == cl::stream::npos);
+      // write_eof() half-closed b: it can still read what a answers.
+      a.write("answer");
+      std::string answer = co_await cl::timeout(10s, b.read_exactly(6));
+      CHECK(answer == "answer");
+    }
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: write after close() or write_eof() throws invalid_state_error", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    auto [a, b] = net_test::stream_pair();
+    a.write("last words");
+    a.close();
+    CHECK(a.is_closing());
+    CHECK_THROWS_AS(a.write("more"), cl::invalid_state_error);
+    a.close();  // idempotent
+    co_await cl::timeout(10s, a.wait_closed());
+    CHECK_THROWS_AS(a.write("more"), cl::invalid_state_error);
+    std::string received = co_await cl::timeout(10s, b.read());
+    CHECK(received == "last words");  // close() sent what was buffered
+
+    b.write_eof();
+    CHECK_THROWS_AS(b.write("after eof"), cl::invalid_state_error);
+
+    cl::stream moved_from = std::move(b);
+    CHECK_THROWS_AS(b.write("x"), cl::invalid_state_error);
+    CHECK_FALSE(static_cast<bool>(b));
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: close() while another task is blocked reading makes that read return EOF", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    const io_counts before = io_counts::now();
+    {
+      auto [a, b] = net_test::stream_pair();
+      auto reading = cl::create_task(&read_all, std::ref(a));
+      const bool parked = co_await eventually([&] { return loop.parked_operation_count() == before.parked + 1; });
+      CHECK(parked);
+      a.close();
+      CHECK(loop.parked_operation_count() == before.parked);
+      std::string got = co_await cl::timeout(10s, reading);
+      CHECK(got.empty());
+      CHECK_FALSE(reading.cancelled());
+      co_await cl::timeout(10s, a.wait_closed());
+      // The other side sees the end too.
+      std::string end = co_await cl::timeout(10s, b.read());
+      CHECK(end.empty());
+    }
+    CHECK(io_counts::now().registered == before.registered);
+    CHECK(io_counts::now().parked == before.parked);
+  };
+  cl::run(body());
+}
+
+// A cancel() that interrupted the read must stay a cancellation even when the
+// stream is closed before the reading task runs again (asyncio: CancelledError).
+TEST_CASE("stream: a read cancelled and then closed in the same iteration ends in cancelled_error", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    const io_counts before = io_counts::now();
+    {
+      auto [a, b] = net_test::stream_pair();
+      bool went_on = false;
+      auto reader = [&went_on](cl::stream& from) -> cl::task<void> {
+        std::string got = co_await from.read();
+        went_on = true;  // must not be reached: the task was cancelled
+        (void)got;
+      };
+      auto reading = cl::create_task(reader, std::ref(a));
+      const bool parked = co_await eventually([&] { return loop.parked_operation_count() == before.parked + 1; });
+      CHECK(parked);
+      CHECK(reading.cancel());
+      a.close();
+      bool cancelled = false;
+      try {
+        co_await cl::timeout(10s, reading);
+      } catch (const cl::cancelled_error&) {
+        cancelled = true;
+      }
+      CHECK(cancelled);
+      CHECK_FALSE(went_on);
+      CHECK(reading.cancelled());
+    }
+    CHECK(io_counts::now().registered == before.registered);
+    CHECK(io_counts::now().parked == before.parked);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: wait_closed() returns once the buffered bytes are sent and the socket is closed", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    {
+      auto [a, b] = net_test::stream_pair();
+      const std::size_t size = 4 * 1024 * 1024;  // far more than a socketpair buffers
+      a.write(net_test::pattern(0, size));
+      a.close();
+      CHECK(a.is_closing());
+      auto waiter = [](cl::stream& s) -> cl::task<void> { co_await s.wait_closed(); };
+      auto waiting = cl::create_task(waiter, std::ref(a));
+      co_await cl::sleep(20ms);
+      CHECK_FALSE(waiting.done());  // the peer has read nothing yet
+      CHECK(a.write_buffer_size() > 0);
+      std::string received = co_await cl::timeout(30s, b.read());  // until EOF
+      co_await cl::timeout(10s, waiting);
+      CHECK(received.size() == size);
+      CHECK(received == net_test::pattern(0, size));
+      CHECK(a.write_buffer_size() == 0);
+    }
+    CHECK(io_counts::now().registered == before.registered);
+    CHECK(io_counts::now().parked == before.parked);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: a send error reaches drain() and the next write() as std::system_error", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    auto [a, b] = net_test::stream_pair();
+    b.abort();  // the peer is gone
+    std::string what;
+    try {
+      for (int i = 0; i < 64; ++i) {
+        a.write(std::string(256 * 1024, 'x'));
+        co_await cl::timeout(10s, a.drain());
+      }
+    } catch (const std::system_error& error) {
+      what = error.what();
+    }
+    INFO("what(): " << what);
+    CHECK(what.find("send") == 0);
+    CHECK_THROWS_AS(a.write("more"), std::system_error);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: read(n) returns at most n bytes; a second concurrent reader is refused", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    auto [a, b] = net_test::stream_pair();
+    b.write("abcdef");
+    std::string first = co_await cl::timeout(10s, a.read(4));
+    CHECK(first == "abcd");
+    std::string second = co_await cl::timeout(10s, a.read(4));
+    CHECK(second == "ef");
+    std::string none = co_await a.read(0);
+    CHECK(none.empty());
+
+    auto reading = cl::create_task(&read_all, std::ref(a));
+    co_await cl::sleep(2ms);
+    bool refused = false;
+    try {
+      (void)co_await a.read(1);
+    } catch (const cl::invalid_state_error&) {
+      refused = true;
+    }
+    CHECK(refused);
+    b.write("tail");
+    b.close();
+    std::string rest = co_await cl::timeout(10s, reading);
+    CHECK(rest == "tail");
+  };
+  cl::run(body());
+}

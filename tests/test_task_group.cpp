@@ -1,0 +1,940 @@
+// tests/test_task_group.cpp - task_group and with_task_group [task_group].
+//
+// Reference: asyncio.TaskGroup (3.11-3.13). The first child to fail with an
+// error other than cancellation cancels the other children and the group's
+// body; the join raises every error in one exception_group; cancelling the
+// parent cancels the children and the join re-raises cancelled_error; an
+// outer cancellation is never swallowed (3.13: after the exception_group the
+// parent's next suspension raises cancelled_error).
+#include "catch.hpp"
+#include "coro_loop.hpp"
+
+#include <chrono>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto forever = 5s;  // "never finishes" within a test: always cancelled first
+
+cl::task<int> value_after(cl::duration delay, int value) {
+  co_await cl::sleep(delay);
+  co_return value;
+}
+
+cl::task<int> fail_after(cl::duration delay, const char* message) {
+  co_await cl::sleep(delay);
+  throw std::runtime_error(message);
+}
+
+cl::task<int> fail_at(cl::time_point when, const char* message) {
+  co_await cl::sleep_until(when);
+  throw std::runtime_error(message);
+}
+
+// What a child went through; its cleanup awaits, as real cleanup does.
+struct probe {
+  bool started = false;
+  bool cancelled = false;
+  bool cleaned_up = false;
+  bool finished = false;
+};
+
+cl::task<int> guarded(probe& p, cl::duration delay, int value, cl::duration cleanup = 2ms) {
+  p.started = true;
+  bool cancelled = false;
+  try {
+    co_await cl::sleep(delay);
+  } catch (const cl::cancelled_error&) {
+    cancelled = true;
+  }
+  if (cancelled) {
+    p.cancelled = true;
+    co_await cl::sleep(cleanup);  // asynchronous cleanup
+    p.cleaned_up = true;
+    throw cl::cancelled_error{};
+  }
+  p.finished = true;
+  co_return value;
+}
+
+// Suspends (one loop iteration at a time) until `condition()` holds.
+template <class Condition>
+cl::task<void> until(Condition condition) {
+  while (!condition()) co_await cl::sleep(0ms);
+}
+
+// Waits until `handle` is done, whatever its outcome.
+template <class T>
+cl::task<void> finished(cl::task_handle<T> handle) {
+  while (!handle.done()) co_await cl::sleep(0ms);
+}
+
+std::string message_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (const cl::cancelled_error&) {
+    return "cancelled";
+  }
+}
+
+std::vector<std::string> messages_of(const cl::exception_group& group) {
+  std::vector<std::string> messages;
+  for (const std::exception_ptr& error : group.exceptions()) messages.push_back(message_of(error));
+  return messages;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+int cancelling_now() { return cl::current_task().cancelling(); }
+
+// True when one more suspension of the current task raises cancelled_error.
+cl::task<bool> next_suspension_cancels() {
+  try {
+    co_await cl::sleep(0ms);
+  } catch (const cl::cancelled_error&) {
+    co_return true;
+  }
+  co_return false;
+}
+
+}  // namespace
+
+// --- success ---
+
+TEST_CASE("task_group: with_task_group waits for every child and returns the body's value", "[task_group]") {
+  int body_value = 0;
+  int first = 0;
+  int second = 0;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> a;
+    cl::task_handle<int> b;
+    auto group_body = [&](cl::task_group& g) -> cl::task<int> {
+      a = g.create_task(value_after(10ms, 1));
+      b = g.create_task(value_after(1ms, 2));
+      CHECK(g.size() == 2);
+      co_return 100;  // returns before the children are done: the join waits
+    };
+    body_value = co_await cl::with_task_group(group_body);
+    REQUIRE(a.done());
+    REQUIRE(b.done());
+    first = a.result();
+    second = b.result();
+    CHECK(cl::all_tasks().size() == 1);
+  };
+  cl::run(body());
+  CHECK(body_value == 100);
+  CHECK(first == 1);
+  CHECK(second == 2);
+}
+
+TEST_CASE("task_group: an empty group joins at once; a void body works too", "[task_group]") {
+  int value = 0;
+  bool void_body_ran = false;
+  auto body = [&]() -> cl::task<void> {
+    auto empty_body = [](cl::task_group&) -> cl::task<int> { co_return 5; };
+    value = co_await cl::with_task_group(empty_body);
+    auto void_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(value_after(1ms, 0));
+      void_body_ran = true;
+      co_return;
+    };
+    co_await cl::with_task_group(void_body);
+  };
+  cl::run(body());
+  CHECK(value == 5);
+  CHECK(void_body_ran);
+}
+
+TEST_CASE("task_group: the explicit form: task_group g; g.create_task(...); co_await g.join()", "[task_group]") {
+  int sum = 0;
+  bool joined_twice_threw = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_group g;
+    auto a = g.create_task(value_after(3ms, 1));
+    auto b = g.create_task(value_after(1ms, 2));
+    co_await g.join();
+    CHECK(g.size() == 0);
+    sum = a.result() + b.result();
+    try {
+      co_await g.join();
+    } catch (const cl::invalid_state_error&) {
+      joined_twice_threw = true;
+    }
+  };
+  cl::run(body());
+  CHECK(sum == 3);
+  CHECK(joined_twice_threw);
+}
+
+TEST_CASE("task_group: the explicit form passes the body's error to join, which cancels the children",
+          "[task_group]") {
+  probe child;
+  std::vector<std::string> errors;
+  bool child_done_when_raised = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_group g;
+    std::exception_ptr body_error;
+    try {
+      g.create_task(guarded(child, forever, 1));
+      co_await cl::sleep(1ms);
+      throw std::logic_error("body failed");
+    } catch (...) {
+      body_error = std::current_exception();
+    }
+    try {
+      co_await g.join(body_error);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+      child_done_when_raised = child.cleaned_up;
+    }
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"body failed"});
+  CHECK(child.cancelled);
+  CHECK(child_done_when_raised);
+}
+
+TEST_CASE("task_group: 100 children run concurrently and all finish", "[task_group]") {
+  long sum = 0;
+  std::size_t peak = 0;
+  auto body = [&]() -> cl::task<void> {
+    std::vector<cl::task_handle<int>> children;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      for (int i = 0; i < 100; ++i) children.push_back(g.create_task(value_after(5ms, i)));
+      peak = g.size();
+      co_return;
+    };
+    co_await cl::with_task_group(group_body);
+    for (auto& child : children) sum += child.result();
+  };
+  cl::run(body());
+  CHECK(peak == 100);
+  CHECK(sum == 99 * 100 / 2);
+}
+
+TEST_CASE("task_group: of 100 children one fails: the other 99 are cancelled and one error is raised",
+          "[task_group]") {
+  std::size_t cancelled = 0;
+  std::vector<std::string> errors;
+  auto body = [&]() -> cl::task<void> {
+    std::vector<cl::task_handle<int>> children;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      for (int i = 0; i < 100; ++i) {
+        if (i == 50) {
+          children.push_back(g.create_task(fail_after(3ms, "child 50 failed")));
+        } else {
+          children.push_back(g.create_task(value_after(forever, i)));
+        }
+      }
+      co_return;
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+    for (auto& child : children) cancelled += child.cancelled() ? 1 : 0;
+    CHECK(cl::all_tasks().size() == 1);
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"child 50 failed"});
+  CHECK(cancelled == 99);
+}
+
+TEST_CASE("task_group: children carry the names given to create_task, or Task-<n>", "[task_group]") {
+  std::string named;
+  std::string seen_inside;
+  std::string unnamed;
+  std::string renamed;
+  auto body = [&]() -> cl::task<void> {
+    auto report_name = [&]() -> cl::task<void> {
+      seen_inside = cl::current_task().name();
+      co_return;
+    };
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      auto a = g.create_task(report_name(), "worker-1");
+      auto b = g.create_task(value_after(1ms, 2));
+      auto c = g.create_task([](int x) -> cl::task<int> { co_return x; }, 3);
+      c.set_name("callable-3");
+      named = a.name();
+      unnamed = b.name();
+      renamed = c.name();
+      co_return;
+    };
+    co_await cl::with_task_group(group_body);
+  };
+  cl::run(body());
+  CHECK(named == "worker-1");
+  CHECK(seen_inside == "worker-1");
+  CHECK(unnamed.rfind("Task-", 0) == 0);
+  CHECK(unnamed.size() > 5);
+  CHECK(renamed == "callable-3");
+}
+
+TEST_CASE("task_group: create_task(callable, args...) keeps the callable's captures alive for the child's life",
+          "[task_group]") {
+  std::string result;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<std::string> child;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      child = g.create_task(
+          [prefix = std::string("captured and still alive: ")](int n) -> cl::task<std::string> {
+            co_await cl::sleep(2ms);
+            co_return prefix + std::to_string(n);
+          },
+          7);
+      co_return;
+    };
+    co_await cl::with_task_group(group_body);
+    result = child.result();
+  };
+  cl::run(body());
+  CHECK(result == "captured and still alive: 7");
+}
+
+TEST_CASE("task_group: children may add children while the group is joining", "[task_group]") {
+  int grandchild_value = 0;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> grandchild;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      auto spawner = [&]() -> cl::task<void> {
+        co_await cl::sleep(2ms);  // the body has returned: the group is joining
+        grandchild = g.create_task(value_after(2ms, 5));
+      };
+      g.create_task(spawner);  // the callable form: the lambda dies with the body's frame
+      co_return;
+    };
+    co_await cl::with_task_group(group_body);
+    REQUIRE(grandchild.done());
+    grandchild_value = grandchild.result();
+  };
+  cl::run(body());
+  CHECK(grandchild_value == 5);
+}
+
+// --- failure ---
+
+TEST_CASE("task_group: the first failing child cancels the other children and the body", "[task_group]") {
+  probe other;
+  bool body_cancelled = false;
+  bool body_ran_on = false;
+  std::vector<std::string> errors;
+  bool others_done_when_raised = false;
+  int cancelling_after = -1;
+  bool cancelled_later = true;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(other, forever, 1));
+      g.create_task(fail_after(5ms, "child failed"));
+      try {
+        co_await cl::sleep(forever);
+      } catch (const cl::cancelled_error&) {
+        body_cancelled = true;
+        throw;
+      }
+      body_ran_on = true;
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+      others_done_when_raised = other.cleaned_up;
+    }
+    // The group took its own cancel of the body back: nothing is left pending.
+    cancelling_after = cancelling_now();
+    cancelled_later = co_await next_suspension_cancels();
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"child failed"});
+  CHECK(other.cancelled);
+  CHECK(others_done_when_raised);
+  CHECK(body_cancelled);
+  CHECK_FALSE(body_ran_on);
+  CHECK(cancelling_after == 0);
+  CHECK_FALSE(cancelled_later);
+}
+
+TEST_CASE("task_group: a child failing while the body is inside co_await cancels the body, and only the child's "
+          "error is raised",
+          "[task_group]") {
+  std::vector<std::string> errors;
+  bool body_cancelled_in_nested_await = false;
+  bool cancelled_later = true;
+  auto body = [&]() -> cl::task<void> {
+    auto nested = [&]() -> cl::task<int> {
+      try {
+        co_return co_await value_after(forever, 1);
+      } catch (const cl::cancelled_error&) {
+        body_cancelled_in_nested_await = true;
+        throw;
+      }
+    };
+    auto group_body = [&](cl::task_group& g) -> cl::task<int> {
+      g.create_task(fail_after(3ms, "failed during the body's await"));
+      const int value = co_await nested();
+      co_return value;
+    };
+    try {
+      (void)co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);  // the body's cancelled_error is not among them
+    }
+    cancelled_later = co_await next_suspension_cancels();
+  };
+  cl::run(body());
+  CHECK(body_cancelled_in_nested_await);
+  CHECK(errors == std::vector<std::string>{"failed during the body's await"});
+  CHECK_FALSE(cancelled_later);
+}
+
+TEST_CASE("task_group: a body that swallows the group's cancellation runs on; the join still raises the error",
+          "[task_group]") {
+  std::vector<std::string> errors;
+  bool body_finished = false;
+  bool second_await_cancelled = true;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(fail_after(2ms, "child failed"));
+      try {
+        co_await cl::sleep(forever);
+      } catch (const cl::cancelled_error&) {
+      }
+      second_await_cancelled = co_await next_suspension_cancels();  // exactly one delivery
+      body_finished = true;
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+  };
+  cl::run(body());
+  CHECK(body_finished);
+  CHECK_FALSE(second_await_cancelled);
+  CHECK(errors == std::vector<std::string>{"child failed"});
+}
+
+TEST_CASE("task_group: two children failing at once both land in one exception_group with a readable what()",
+          "[task_group]") {
+  std::vector<std::string> errors;
+  std::string what;
+  auto body = [&]() -> cl::task<void> {
+    const cl::time_point when = cl::get_running_loop().time() + 10ms;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(fail_at(when, "first child failed"));
+      g.create_task(fail_at(when, "second child failed"));
+      co_await cl::sleep(forever);
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+      what = e.what();
+    }
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"first child failed", "second child failed"});
+  INFO(what);
+  CHECK(contains(what, "2 sub-exceptions"));
+  CHECK(contains(what, "first child failed"));
+  CHECK(contains(what, "second child failed"));
+}
+
+TEST_CASE("task_group: two children that fail in the same loop iteration after sleep(0) both land in the group",
+          "[task_group]") {
+  // asyncio runs the group's done-callbacks on a later iteration, so a
+  // sibling already resumed in this iteration fails too before it could be
+  // cancelled: ExceptionGroup of 2 (checked against CPython 3.11).
+  std::vector<std::string> errors;
+  auto fail_after_yield = [](const char* message) -> cl::task<int> {
+    co_await cl::sleep(0ms);
+    throw std::runtime_error(message);
+  };
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(fail_after_yield("first"));
+      g.create_task(fail_after_yield("second"));
+      co_return;
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"first", "second"});
+}
+
+TEST_CASE("task_group: the body's own error cancels the children and comes last in the exception_group",
+          "[task_group]") {
+  probe slow;
+  std::vector<std::string> errors;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(slow, forever, 1));
+      g.create_task(fail_after(2ms, "child failed"));
+      bool cancelled = false;
+      try {
+        co_await cl::sleep(forever);
+      } catch (const cl::cancelled_error&) {
+        cancelled = true;
+      }
+      // The body answers the group's cancellation with an error of its own.
+      throw std::logic_error(cancelled ? "body failed while cancelled" : "body failed");
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"child failed", "body failed while cancelled"});
+  CHECK(slow.cleaned_up);
+}
+
+TEST_CASE("task_group: a child that swallows the group's cancellation finishes with its value; the failure is "
+          "still raised",
+          "[task_group]") {
+  std::vector<std::string> errors;
+  int stubborn_value = 0;
+  auto stubborn = []() -> cl::task<int> {
+    try {
+      co_await cl::sleep(forever);
+    } catch (const cl::cancelled_error&) {
+    }
+    co_return 9;
+  };
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> kept;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      kept = g.create_task(stubborn());
+      g.create_task(fail_after(2ms, "child failed"));
+      co_return;
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+    CHECK_FALSE(kept.cancelled());
+    stubborn_value = kept.result();
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"child failed"});
+  CHECK(stubborn_value == 9);
+}
+
+TEST_CASE("task_group: a child cancelled from outside is not an error for the group", "[task_group]") {
+  bool raised = false;
+  int other_value = 0;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> victim;
+    cl::task_handle<int> other;
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      victim = g.create_task(value_after(forever, 1));
+      other = g.create_task(value_after(5ms, 2));
+      co_await cl::sleep(1ms);
+      victim.cancel();
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (...) {
+      raised = true;
+    }
+    CHECK(victim.cancelled());
+    other_value = other.result();
+  };
+  cl::run(body());
+  CHECK_FALSE(raised);
+  CHECK(other_value == 2);
+}
+
+TEST_CASE("task_group: create_task after join throws invalid_state_error", "[task_group]") {
+  bool threw = false;
+  std::string message;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_group g;
+    g.create_task(value_after(1ms, 1));
+    co_await g.join();
+    try {
+      g.create_task(value_after(1ms, 2));
+    } catch (const cl::invalid_state_error& e) {
+      threw = true;
+      message = e.what();
+    }
+    CHECK(cl::all_tasks().size() == 1);  // nothing was started
+  };
+  cl::run(body());
+  CHECK(threw);
+  CHECK(contains(message, "task_group"));
+}
+
+TEST_CASE("task_group: create_task while the group is shutting down throws invalid_state_error", "[task_group]") {
+  bool body_refused = false;
+  bool child_refused = false;
+  std::vector<std::string> errors;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      auto cleaner = [&]() -> cl::task<void> {
+        bool cancelled = false;
+        try {
+          co_await cl::sleep(forever);
+        } catch (const cl::cancelled_error&) {
+          cancelled = true;
+        }
+        if (cancelled) {
+          try {
+            g.create_task(value_after(1ms, 0));
+          } catch (const cl::invalid_state_error&) {
+            child_refused = true;
+          }
+          throw cl::cancelled_error{};
+        }
+      };
+      g.create_task(cleaner);
+      g.create_task(fail_after(2ms, "child failed"));
+      bool cancelled = false;
+      try {
+        co_await cl::sleep(forever);
+      } catch (const cl::cancelled_error&) {
+        cancelled = true;
+      }
+      if (cancelled) {
+        try {
+          g.create_task(value_after(1ms, 0));
+        } catch (const cl::invalid_state_error&) {
+          body_refused = true;
+        }
+        throw cl::cancelled_error{};
+      }
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+  };
+  cl::run(body());
+  CHECK(body_refused);
+  CHECK(child_refused);
+  CHECK(errors == std::vector<std::string>{"child failed"});
+}
+
+// --- cancellation ---
+
+TEST_CASE("task_group: cancelling the parent task cancels the children and the join re-raises cancelled_error",
+          "[task_group]") {
+  probe a;
+  probe b;
+  bool body_cancelled = false;
+  bool raised = false;
+  bool children_done_when_raised = false;
+  auto parent = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(a, forever, 1));
+      g.create_task(guarded(b, forever, 2, 10ms));
+      try {
+        co_await cl::sleep(forever);
+      } catch (const cl::cancelled_error&) {
+        body_cancelled = true;
+        throw;
+      }
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::cancelled_error&) {
+      raised = true;
+      children_done_when_raised = a.cleaned_up && b.cleaned_up;
+      throw;
+    }
+  };
+  auto body = [&]() -> cl::task<void> {
+    auto handle = cl::create_task(parent());
+    co_await until([&] { return a.started && b.started; });
+    handle.cancel();
+    co_await finished(handle);
+    CHECK(handle.cancelled());
+  };
+  cl::run(body());
+  CHECK(body_cancelled);
+  CHECK(raised);
+  CHECK(a.cancelled);
+  CHECK(b.cancelled);
+  CHECK(children_done_when_raised);
+}
+
+TEST_CASE("task_group: cancelling the parent while the join waits cancels the children and re-raises "
+          "cancelled_error",
+          "[task_group]") {
+  probe a;
+  bool body_returned = false;
+  bool raised = false;
+  auto parent = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(a, forever, 1));
+      body_returned = true;
+      co_return;
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::cancelled_error&) {
+      raised = true;
+      throw;
+    }
+  };
+  auto body = [&]() -> cl::task<void> {
+    auto handle = cl::create_task(parent());
+    co_await until([&] { return a.started && body_returned; });
+    handle.cancel();
+    co_await finished(handle);
+    CHECK(handle.cancelled());
+    CHECK(handle.cancelling() == 1);
+  };
+  cl::run(body());
+  CHECK(raised);
+  CHECK(a.cleaned_up);
+}
+
+TEST_CASE("task_group: a child answering the parent's cancellation with an error: the exception_group is raised "
+          "and the cancellation still follows",
+          "[task_group]") {
+  // asyncio: errors take priority over the propagated CancelledError, and
+  // (3.13) the parent stays cancelled: its next suspension raises it.
+  probe quiet;
+  std::vector<std::string> errors;
+  bool cancelled_at_next_suspension = false;
+  auto parent = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      auto noisy = []() -> cl::task<void> {
+        bool cancelled = false;
+        try {
+          co_await cl::sleep(forever);
+        } catch (const cl::cancelled_error&) {
+          cancelled = true;
+        }
+        if (cancelled) throw std::runtime_error("cleanup failed");
+      };
+      g.create_task(noisy);
+      g.create_task(guarded(quiet, forever, 1));
+      co_await cl::sleep(forever);
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+    cancelled_at_next_suspension = co_await next_suspension_cancels();
+    if (cancelled_at_next_suspension) throw cl::cancelled_error{};
+  };
+  auto body = [&]() -> cl::task<void> {
+    auto handle = cl::create_task(parent());
+    co_await until([&] { return quiet.started; });
+    handle.cancel();
+    co_await finished(handle);
+    CHECK(handle.cancelled());
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"cleanup failed"});
+  CHECK(quiet.cleaned_up);
+  CHECK(cancelled_at_next_suspension);
+}
+
+TEST_CASE("task_group: a cancellation arriving while the group is already cancelling its children is not "
+          "swallowed",
+          "[task_group]") {
+  probe slow;
+  std::vector<std::string> errors;
+  bool slow_done_when_raised = false;
+  int cancelling_at_catch = -1;
+  bool cancelled_at_next_suspension = false;
+  auto parent = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(slow, forever, 1, 300ms));  // a long cleanup
+      g.create_task(fail_after(2ms, "child failed"));
+      co_await cl::sleep(forever);
+    };
+    try {
+      co_await cl::with_task_group(group_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+      slow_done_when_raised = slow.cleaned_up;
+      cancelling_at_catch = cancelling_now();
+    }
+    cancelled_at_next_suspension = co_await next_suspension_cancels();
+    if (cancelled_at_next_suspension) throw cl::cancelled_error{};
+  };
+  auto body = [&]() -> cl::task<void> {
+    auto handle = cl::create_task(parent());
+    co_await until([&] { return slow.cancelled; });  // the group is cancelling its children
+    handle.cancel();
+    co_await finished(handle);
+    CHECK(handle.cancelled());
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"child failed"});
+  CHECK(slow_done_when_raised);
+  CHECK(cancelling_at_catch == 1);
+  CHECK(cancelled_at_next_suspension);
+}
+
+TEST_CASE("task_group: the outer cancellation is not swallowed when a child fails at the same time (asyncio 3.13)",
+          "[task_group]") {
+  // The child cancels the parent and fails in the same step. The join raises
+  // the exception_group; the outer cancel stays requested and the parent's
+  // next suspension raises cancelled_error.
+  std::vector<std::string> errors;
+  int cancelling_at_catch = -1;
+  bool cancelled_at_next_suspension = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<void> parent_handle;
+    auto parent = [&]() -> cl::task<void> {
+      auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+        auto failing = [&]() -> cl::task<void> {
+          co_await cl::sleep(2ms);
+          parent_handle.cancel();
+          throw std::runtime_error("child failed");
+        };
+        g.create_task(failing);
+        co_await cl::sleep(forever);
+      };
+      try {
+        co_await cl::with_task_group(group_body);
+      } catch (const cl::exception_group& e) {
+        errors = messages_of(e);
+        cancelling_at_catch = cancelling_now();
+      }
+      cancelled_at_next_suspension = co_await next_suspension_cancels();
+      if (cancelled_at_next_suspension) throw cl::cancelled_error{};
+    };
+    parent_handle = cl::create_task(parent());
+    co_await finished(parent_handle);
+    CHECK(parent_handle.cancelled());
+  };
+  cl::run(body());
+  CHECK(errors == std::vector<std::string>{"child failed"});
+  CHECK(cancelling_at_catch == 1);
+  CHECK(cancelled_at_next_suspension);
+}
+
+// --- with timeouts ---
+
+TEST_CASE("task_group: a timeout around a task_group raises timeout_error and the children are cancelled",
+          "[task_group]") {
+  probe a;
+  probe b;
+  bool raised_timeout = false;
+  bool children_done_when_raised = false;
+  bool joined_timeout = false;
+  auto body = [&]() -> cl::task<void> {
+    // The deadline passes while the body is inside co_await.
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(a, forever, 1));
+      g.create_task(guarded(b, forever, 2));
+      co_await cl::sleep(forever);
+    };
+    try {
+      co_await cl::timeout(10ms, cl::with_task_group(group_body));
+    } catch (const cl::timeout_error&) {
+      raised_timeout = true;
+      children_done_when_raised = a.cleaned_up && b.cleaned_up;
+    }
+    CHECK(cancelling_now() == 0);
+    CHECK(cl::get_running_loop().timer_count() == 0);
+
+    // The deadline passes while the join waits for the children.
+    probe c;
+    auto returning_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(c, forever, 3));
+      co_return;
+    };
+    try {
+      co_await cl::timeout(10ms, cl::with_task_group(returning_body));
+    } catch (const cl::timeout_error&) {
+      joined_timeout = c.cleaned_up;
+    }
+    CHECK(cancelling_now() == 0);
+  };
+  cl::run(body());
+  CHECK(raised_timeout);
+  CHECK(children_done_when_raised);
+  CHECK(joined_timeout);
+}
+
+TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the inner expiry stays inside",
+          "[task_group]") {
+  probe inner_child;
+  bool inner_timed_out = false;
+  int outer_child_value = 0;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> outer_child;
+    auto inner_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(inner_child, forever, 1));
+      co_await cl::sleep(forever);
+    };
+    auto outer_body = [&](cl::task_group& g) -> cl::task<void> {
+      outer_child = g.create_task(value_after(30ms, 7));
+      try {
+        co_await cl::timeout(10ms, cl::with_task_group(inner_body));
+      } catch (const cl::timeout_error&) {
+        inner_timed_out = true;
+      }
+      CHECK(cancelling_now() == 0);
+    };
+    co_await cl::with_task_group(outer_body);
+    outer_child_value = outer_child.result();  // the outer group's child was never cancelled
+  };
+  cl::run(body());
+  CHECK(inner_timed_out);
+  CHECK(inner_child.cleaned_up);
+  CHECK(outer_child_value == 7);
+}
+
+TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the outer group's cancel passes the "
+          "timeout as a cancellation",
+          "[task_group]") {
+  // The outer group's child fails while its body waits inside the timeout: the
+  // timeout must not turn the group's cancel into timeout_error, and the outer
+  // group raises only the child's error.
+  probe inner_child;
+  std::string inner_ending;
+  std::vector<std::string> errors;
+  auto body = [&]() -> cl::task<void> {
+    auto inner_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(inner_child, forever, 1));
+      co_await cl::sleep(forever);
+    };
+    auto outer_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(fail_after(5ms, "outer child failed"));
+      inner_ending = "value";
+      try {
+        co_await cl::timeout(forever, cl::with_task_group(inner_body));
+      } catch (const cl::timeout_error&) {
+        inner_ending = "timeout_error";
+      } catch (const cl::cancelled_error&) {
+        inner_ending = "cancelled_error";
+        throw;
+      }
+    };
+    try {
+      co_await cl::with_task_group(outer_body);
+    } catch (const cl::exception_group& e) {
+      errors = messages_of(e);
+    }
+    CHECK(cancelling_now() == 0);
+    CHECK(cl::get_running_loop().timer_count() == 0);
+  };
+  cl::run(body());
+  CHECK(inner_ending == "cancelled_error");
+  CHECK(inner_child.cleaned_up);
+  CHECK(errors == std::vector<std::string>{"outer child failed"});
+}
