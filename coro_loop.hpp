@@ -3331,6 +3331,39 @@ inline void grant_all(intrusive_list& waiters) noexcept {
   while (list_hook* hook = waiters.front()) parked_waiter::from(*hook).grant();
 }
 
+// What `co_await x.scoped()` returns for a lock or a semaphore: it releases
+// on destruction (async with), or earlier with unlock().
+template <class Owner>
+class [[nodiscard]] release_guard {
+ public:
+  explicit release_guard(Owner* owner) noexcept : owner_(owner) {}
+  release_guard(release_guard&& other) noexcept : owner_(std::exchange(other.owner_, nullptr)) {}
+  release_guard& operator=(release_guard&&) = delete;
+  ~release_guard() {
+    if (owner_ != nullptr) owner_->release();
+  }
+  void unlock() {
+    if (owner_ != nullptr) std::exchange(owner_, nullptr)->release();
+  }
+
+ private:
+  Owner* owner_;
+};
+
+// An acquire whose result is a release_guard.
+template <class Owner, class Acquire>
+class scoped_acquire : public Acquire {
+ public:
+  explicit scoped_acquire(Owner& owner) noexcept : Acquire(owner), owner_(&owner) {}
+  release_guard<Owner> await_resume() const {
+    Acquire::await_resume();
+    return release_guard<Owner>(owner_);
+  }
+
+ private:
+  Owner* owner_;
+};
+
 }  // namespace detail
 
 // --- 7.1 event ---
@@ -3412,34 +3445,9 @@ class lock {
   /// Waits for the lock (co_await lock.acquire(); ... lock.release();).
   acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
 
-  /// Holds the lock until destroyed (co_await lock.scoped()).
-  class [[nodiscard]] guard {
-   public:
-    explicit guard(lock* owner) noexcept : lock_(owner) {}
-    guard(guard&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
-    guard& operator=(guard&&) = delete;
-    ~guard() {
-      if (lock_ != nullptr) lock_->release();
-    }
-    /// Releases early.
-    void unlock() {
-      if (lock_ != nullptr) std::exchange(lock_, nullptr)->release();
-    }
-
-   private:
-    lock* lock_;
-  };
-  class scoped_awaiter : public acquire_awaiter {
-   public:
-    explicit scoped_awaiter(lock& owner) noexcept : acquire_awaiter(owner), owner_(&owner) {}
-    guard await_resume() const {
-      acquire_awaiter::await_resume();
-      return guard(owner_);
-    }
-
-   private:
-    lock* owner_;
-  };
+  /// Holds the lock until destroyed; unlock() releases early.
+  using guard = detail::release_guard<lock>;
+  using scoped_awaiter = detail::scoped_acquire<lock, acquire_awaiter>;
   /// Acquires and returns a guard that releases (async with lock:).
   scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
 
@@ -3489,29 +3497,8 @@ class semaphore {
   acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
 
   /// Holds a permit until destroyed (co_await semaphore.scoped()).
-  class [[nodiscard]] guard {
-   public:
-    explicit guard(semaphore* owner) noexcept : semaphore_(owner) {}
-    guard(guard&& other) noexcept : semaphore_(std::exchange(other.semaphore_, nullptr)) {}
-    guard& operator=(guard&&) = delete;
-    ~guard() {
-      if (semaphore_ != nullptr) semaphore_->release();
-    }
-
-   private:
-    semaphore* semaphore_;
-  };
-  class scoped_awaiter : public acquire_awaiter {
-   public:
-    explicit scoped_awaiter(semaphore& owner) noexcept : acquire_awaiter(owner), owner_(&owner) {}
-    guard await_resume() const {
-      acquire_awaiter::await_resume();
-      return guard(owner_);
-    }
-
-   private:
-    semaphore* owner_;
-  };
+  using guard = detail::release_guard<semaphore>;
+  using scoped_awaiter = detail::scoped_acquire<semaphore, acquire_awaiter>;
   scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
 
  protected:
@@ -3532,29 +3519,8 @@ class bounded_semaphore : public semaphore {
     }
     semaphore::release();
   }
-  class [[nodiscard]] guard {
-   public:
-    explicit guard(bounded_semaphore* owner) noexcept : semaphore_(owner) {}
-    guard(guard&& other) noexcept : semaphore_(std::exchange(other.semaphore_, nullptr)) {}
-    guard& operator=(guard&&) = delete;
-    ~guard() {
-      if (semaphore_ != nullptr) semaphore_->release();
-    }
-
-   private:
-    bounded_semaphore* semaphore_;
-  };
-  class scoped_awaiter : public acquire_awaiter {
-   public:
-    explicit scoped_awaiter(bounded_semaphore& owner) noexcept : acquire_awaiter(owner), owner_(&owner) {}
-    guard await_resume() const {
-      acquire_awaiter::await_resume();
-      return guard(owner_);
-    }
-
-   private:
-    bounded_semaphore* owner_;
-  };
+  using guard = detail::release_guard<bounded_semaphore>;
+  using scoped_awaiter = detail::scoped_acquire<bounded_semaphore, acquire_awaiter>;
   scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
 
  private:
@@ -3820,7 +3786,7 @@ class basic_queue {
 
   /// Puts without waiting; throws queue_full or queue_shut_down.
   void put_nowait(T item) {
-    if (!try_put(item)) throw queue_full();
+    if (!put_if_room(item)) throw queue_full();
   }
   /// Takes without waiting; throws queue_empty or queue_shut_down.
   T get_nowait() {
@@ -3830,15 +3796,14 @@ class basic_queue {
   }
   /// Puts if there is room: true if put, false if full (the item stays with
   /// the caller). Throws queue_shut_down after shutdown().
-  bool try_put(T& item) {
-    if (shut_down_) throw queue_shut_down();
-    if (give_to_getter(item)) return true;
-    if (full()) return false;
-    items_.push(std::move(item));
-    ++unfinished_;
-    return true;
+  bool try_put(T&& item) { return put_if_room(item); }
+  /// Copies `item` in if there is room.
+  bool try_put(const T& item)
+    requires std::copy_constructible<T>
+  {
+    T copy(item);
+    return put_if_room(copy);
   }
-  bool try_put(T&& item) { return try_put(item); }
   /// Takes an item if there is one. Throws queue_shut_down when shut down and empty.
   std::optional<T> try_get() {
     if (items_.size() == 0) {
@@ -3947,6 +3912,15 @@ class basic_queue {
   };
 
  private:
+  // Moves from `item` only when it is put.
+  bool put_if_room(T& item) {
+    if (shut_down_) throw queue_shut_down();
+    if (give_to_getter(item)) return true;
+    if (full()) return false;
+    items_.push(std::move(item));
+    ++unfinished_;
+    return true;
+  }
   // A waiting getter takes `item` directly: no other task can take it first.
   bool give_to_getter(T& item) {
     detail::list_hook* first = getters_.front();
@@ -5539,9 +5513,12 @@ class server {
     if (state_ != nullptr) state_->close();
   }
   /// The bound addresses (port 0 is replaced by the port the OS picked).
-  const std::vector<address>& addresses() const { return state_->addresses; }
+  const std::vector<address>& addresses() const { return get("addresses").addresses; }
   /// The first bound port (handy with port 0).
-  std::uint16_t port() const { return state_->addresses.empty() ? 0 : state_->addresses.front().port(); }
+  std::uint16_t port() const {
+    const detail::server_state& state = get("port");
+    return state.addresses.empty() ? 0 : state.addresses.front().port();
+  }
   bool is_serving() const noexcept { return state_ != nullptr && state_->serving; }
   /// Stops accepting and closes the listening sockets; connections go on.
   void close() {
@@ -5559,14 +5536,17 @@ class server {
   std::size_t connection_count() const noexcept { return state_ != nullptr ? state_->connections.size() : 0; }
   /// Waits until the server is closed and every connection handler finished.
   task<void> wait_closed() {
+    get("wait_closed");
     std::shared_ptr<detail::server_state> state = state_;
     while (state->serving || !state->connections.empty()) {
       detail::stream_waiter waiting(state->idle_waiters, "server::wait_closed");
       co_await waiting;
     }
   }
-  /// Serves until cancelled (then closes the server and rethrows) or closed.
+  /// Serves until cancelled (then closes the server and rethrows), or until
+  /// close() was called and every connection handler finished (then returns).
   task<void> serve_forever() {
+    get("serve_forever");
     std::shared_ptr<detail::server_state> state = state_;
     try {
       while (state->serving) {
@@ -5582,6 +5562,10 @@ class server {
  private:
   template <class Handler>
   friend server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path);
+  detail::server_state& get(const char* operation) const {
+    if (state_ == nullptr) throw invalid_state_error(std::string("server::") + operation + ": empty (moved-from) server");
+    return *state_;
+  }
   std::shared_ptr<detail::server_state> state_;
 };
 

@@ -238,10 +238,12 @@ TEST_CASE("queue: put_nowait throws queue_full and get_nowait throws queue_empty
 TEST_CASE("queue: try_put and try_get report instead of throwing; a refused item stays with the caller", "[queue]") {
   cl::queue<std::unique_ptr<int>> queue(1);
   auto first = std::make_unique<int>(1);
-  CHECK(queue.try_put(first));
+  // An lvalue is copied (so a move-only item must be passed with std::move);
+  // an rvalue is consumed only when the queue takes it.
+  CHECK(queue.try_put(std::move(first)));
   CHECK(first == nullptr);  // taken by the queue
   auto second = std::make_unique<int>(2);
-  CHECK_FALSE(queue.try_put(second));
+  CHECK_FALSE(queue.try_put(std::move(second)));
   REQUIRE(second != nullptr);  // refused: still ours
   CHECK(*second == 2);
   CHECK_FALSE(queue.try_put(std::move(second)));
@@ -1037,7 +1039,7 @@ cl::task<void> move_only_paths(std::vector<int> expected) {
   item two = queue.get_nowait();
   CHECK(*two == 2);
   item three = std::make_unique<int>(3);
-  CHECK(queue.try_put(three));
+  CHECK(queue.try_put(std::move(three)));
   std::optional<item> three_back = queue.try_get();
   REQUIRE(three_back.has_value());
   CHECK(**three_back == 3);

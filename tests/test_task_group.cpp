@@ -69,6 +69,15 @@ cl::task<void> until(Condition condition) {
   while (!condition()) co_await cl::sleep(0ms);
 }
 
+// Gives `scope` a deadline 1 ms away once `condition()` holds: a test that
+// needs the children's cleanup to run sets its deadline only once they run (a
+// child cancelled before its first step never runs its body).
+template <class Condition>
+cl::task<void> expire_when(cl::timeout_scope& scope, Condition condition) {
+  co_await until(condition);
+  scope.reschedule(1ms);
+}
+
 // Waits until `handle` is done, whatever its outcome.
 template <class T>
 cl::task<void> finished(cl::task_handle<T> handle) {
@@ -830,50 +839,75 @@ TEST_CASE("task_group: the outer cancellation is not swallowed when a child fail
 
 TEST_CASE("task_group: a timeout around a task_group raises timeout_error and the children are cancelled",
           "[task_group]") {
+  bool raised_timeout = false;
+  bool children_cancelled = false;
   probe a;
   probe b;
-  bool raised_timeout = false;
-  bool children_done_when_raised = false;
-  bool joined_timeout = false;
+  bool raised_with_cleanup = false;
+  probe c;
+  bool raised_while_joining = false;
   auto body = [&]() -> cl::task<void> {
-    // The deadline passes while the body is inside co_await.
+    // timeout() around with_task_group: the deadline passes while the body is inside co_await.
+    cl::task_handle<int> first;
+    cl::task_handle<int> second;
     auto group_body = [&](cl::task_group& g) -> cl::task<void> {
-      g.create_task(guarded(a, forever, 1));
-      g.create_task(guarded(b, forever, 2));
+      first = g.create_task(value_after(forever, 1));
+      second = g.create_task(value_after(forever, 2));
       co_await cl::sleep(forever);
     };
     try {
       co_await cl::timeout(10ms, cl::with_task_group(group_body));
     } catch (const cl::timeout_error&) {
       raised_timeout = true;
-      children_done_when_raised = a.cleaned_up && b.cleaned_up;
+      children_cancelled = first.cancelled() && second.cancelled();
     }
     CHECK(cancelling_now() == 0);
     CHECK(cl::get_running_loop().timer_count() == 0);
 
-    // The deadline passes while the join waits for the children.
-    probe c;
+    // The same with the children running (and cleaning up) when the deadline passes.
+    auto cleaning_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(a, forever, 1));
+      g.create_task(guarded(b, forever, 2));
+      co_await cl::sleep(forever);
+    };
+    cl::timeout_scope scope(std::nullopt);
+    auto set_deadline = cl::create_task(expire_when(scope, [&] { return a.started && b.started; }));
+    try {
+      co_await scope.run(cl::with_task_group(cleaning_body));
+    } catch (const cl::timeout_error&) {
+      raised_with_cleanup = a.cleaned_up && b.cleaned_up;
+    }
+    co_await set_deadline;
+    CHECK(cancelling_now() == 0);
+
+    // The deadline passes while the join waits for the children (the body has returned).
     auto returning_body = [&](cl::task_group& g) -> cl::task<void> {
       g.create_task(guarded(c, forever, 3));
       co_return;
     };
+    cl::timeout_scope join_scope(std::nullopt);
+    auto set_join_deadline = cl::create_task(expire_when(join_scope, [&] { return c.started; }));
     try {
-      co_await cl::timeout(10ms, cl::with_task_group(returning_body));
+      co_await join_scope.run(cl::with_task_group(returning_body));
     } catch (const cl::timeout_error&) {
-      joined_timeout = c.cleaned_up;
+      raised_while_joining = c.cleaned_up;
     }
+    co_await set_join_deadline;
     CHECK(cancelling_now() == 0);
+    CHECK(cl::get_running_loop().timer_count() == 0);
   };
   cl::run(body());
   CHECK(raised_timeout);
-  CHECK(children_done_when_raised);
-  CHECK(joined_timeout);
+  CHECK(children_cancelled);
+  CHECK(raised_with_cleanup);
+  CHECK(raised_while_joining);
 }
 
 TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the inner expiry stays inside",
           "[task_group]") {
   probe inner_child;
   bool inner_timed_out = false;
+  bool inner_child_done_when_raised = false;
   int outer_child_value = 0;
   auto body = [&]() -> cl::task<void> {
     cl::task_handle<int> outer_child;
@@ -883,11 +917,15 @@ TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the in
     };
     auto outer_body = [&](cl::task_group& g) -> cl::task<void> {
       outer_child = g.create_task(value_after(30ms, 7));
+      cl::timeout_scope scope(std::nullopt);
+      auto set_deadline = cl::create_task(expire_when(scope, [&] { return inner_child.started; }));
       try {
-        co_await cl::timeout(10ms, cl::with_task_group(inner_body));
+        co_await scope.run(cl::with_task_group(inner_body));
       } catch (const cl::timeout_error&) {
         inner_timed_out = true;
+        inner_child_done_when_raised = inner_child.cleaned_up;
       }
+      co_await set_deadline;
       CHECK(cancelling_now() == 0);
     };
     co_await cl::with_task_group(outer_body);
@@ -895,7 +933,7 @@ TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the in
   };
   cl::run(body());
   CHECK(inner_timed_out);
-  CHECK(inner_child.cleaned_up);
+  CHECK(inner_child_done_when_raised);
   CHECK(outer_child_value == 7);
 }
 
@@ -913,8 +951,12 @@ TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the ou
       g.create_task(guarded(inner_child, forever, 1));
       co_await cl::sleep(forever);
     };
+    auto fail_once_inner_child_runs = [&]() -> cl::task<void> {
+      co_await until([&] { return inner_child.started; });
+      throw std::runtime_error("outer child failed");
+    };
     auto outer_body = [&](cl::task_group& g) -> cl::task<void> {
-      g.create_task(fail_after(5ms, "outer child failed"));
+      g.create_task(fail_once_inner_child_runs);
       inner_ending = "value";
       try {
         co_await cl::timeout(forever, cl::with_task_group(inner_body));

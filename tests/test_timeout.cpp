@@ -59,6 +59,13 @@ cl::task<void> until(Condition condition) {
   while (!condition()) co_await cl::sleep(0ms);
 }
 
+// Gives `scope` a deadline 1 ms away once `condition()` holds.
+template <class Condition>
+cl::task<void> expire_when(cl::timeout_scope& scope, Condition condition) {
+  co_await until(condition);
+  scope.reschedule(1ms);
+}
+
 // How an awaited piece of work ended, as one word.
 enum class ending { value, timeout, cancelled, other_error };
 
@@ -636,17 +643,34 @@ TEST_CASE("timeout: cancelling() is back to its entry value after each timeout",
   CHECK(endings[2] == ending::timeout);
 }
 
-TEST_CASE("timeout: a timeout around a gather cancels every child and raises timeout_error", "[timeout]") {
+TEST_CASE("timeout: a timeout around a gather cancels every child, awaits their cleanup, and raises timeout_error",
+          "[timeout]") {
   probe first;
   probe second;
   ending result = ending::value;
+  ending scoped_result = ending::value;
+  bool cleanup_done_when_raised = false;
   auto body = [&]() -> cl::task<void> {
-    result = co_await ending_of(cl::timeout(10ms, cl::gather(guarded(first, forever, 1), guarded(second, forever, 2))));
+    auto a = cl::create_task(value_after(forever, 1));
+    auto b = cl::create_task(value_after(forever, 2));
+    result = co_await ending_of(cl::timeout(10ms, cl::gather(a, b)));
+    CHECK(a.cancelled());
+    CHECK(b.cancelled());
+
+    // The deadline is set once both children run, so their cleanup is sure to
+    // be exercised however slow the machine (a child cancelled before its
+    // first step never runs its body).
+    cl::timeout_scope scope(std::nullopt);
+    auto set_deadline = cl::create_task(expire_when(scope, [&] { return first.started && second.started; }));
+    scoped_result = co_await ending_of(scope.run(cl::gather(guarded(first, forever, 1), guarded(second, forever, 2))));
+    cleanup_done_when_raised = first.cleaned_up && second.cleaned_up;
+    co_await set_deadline;
     CHECK(cl::all_tasks().size() == 1);
     CHECK(timers_now() == 0);
+    CHECK(cancelling_now() == 0);
   };
   cl::run(body());
   CHECK(result == ending::timeout);
-  CHECK(first.cleaned_up);
-  CHECK(second.cleaned_up);
+  CHECK(scoped_result == ending::timeout);
+  CHECK(cleanup_done_when_raised);
 }
