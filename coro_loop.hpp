@@ -506,6 +506,8 @@ class callback_node : public ready_node, public timer_node {
     if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
   }
   bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+  // A call_at deadline: the heap's reference moves to the ready queue.
+  inline static void fire_from_heap(timer_node* timer) noexcept;
 
  protected:
   using invoke_function = void (*)(callback_node*);
@@ -787,6 +789,11 @@ inline event_loop& get_running_loop() {
 
 // --- 3.1 event_loop: callbacks ---
 
+inline void detail::callback_node::fire_from_heap(timer_node* timer) noexcept {
+  auto* self = static_cast<callback_node*>(timer);
+  self->loop_->schedule(*self);
+}
+
 template <class Callback>
 detail::callback_node* event_loop::make_callback(Callback&& callback) {
   static_assert(std::is_invocable_v<std::decay_t<Callback>&>, "a loop callback takes no arguments");
@@ -809,10 +816,7 @@ callback_handle event_loop::call_at(time_point deadline, Callback&& callback) {
   detail::callback_node* node = make_callback(std::forward<Callback>(callback));
   node->loop_ = this;
   node->deadline = deadline;
-  node->fire = [](detail::timer_node* timer) noexcept {
-    auto* self = static_cast<detail::callback_node*>(timer);
-    self->loop_->ready_.push_back(*self);  // the heap's reference moves to the ready queue
-  };
+  node->fire = &detail::callback_node::fire_from_heap;
   node->retain();
   timers_.push(*node);
   return callback_handle(node);
@@ -5768,8 +5772,9 @@ inline void event_loop::close() {
   detail::running_loop_slot() = running_here;
   while (!timers_.empty()) {
     detail::timer_node* timer = timers_.pop();
-    // Only call_later / call_at callbacks can still be armed here.
-    static_cast<detail::callback_node*>(timer)->release();
+    // A callback's reference goes with it; other timers (a sleep in a leaked
+    // frame) are only taken out of the heap.
+    if (timer->fire == &detail::callback_node::fire_from_heap) static_cast<detail::callback_node*>(timer)->release();
   }
   closed_ = true;
   signals_.reset();
