@@ -4333,7 +4333,9 @@ void executor_job<Result, Work>::deliver_on_loop(ready_node* node) noexcept {
 template <class Callable, class... Args>
 auto bind_work(Callable&& callable, Args&&... args) {
   return [callable = std::forward<Callable>(callable),
-          ... args = std::forward<Args>(args)]() mutable -> decltype(auto) { return std::invoke(callable, args...); };
+          ... args = std::forward<Args>(args)]() mutable -> decltype(auto) {
+    return std::invoke(std::move(callable), std::move(args)...);  // runs once: move-only arguments work
+  };
 }
 
 CORO_LOOP_NOINLINE inline thread_pool& default_pool() {
@@ -5960,6 +5962,7 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
   if (detail::running_loop_slot() != nullptr) {
     throw invalid_state_error("run: cannot be called while another event loop is running in this thread");
   }
+  bool interrupted = false;  // before the loop: a queued SIGINT callback may run during cleanup
   event_loop loop;
   loop.set_debug(options.debug || loop.debug());
   loop.set_slow_callback_duration(options.slow_callback_duration);
@@ -5975,7 +5978,6 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
     }
   } finish{loop};
   auto main_task = detail::spawn(loop, std::forward<Awaitable>(awaitable), {});
-  bool interrupted = false;
   if (detail::may_claim_sigint()) {
     loop.add_signal_handler(SIGINT, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
       interrupted = true;

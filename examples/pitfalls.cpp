@@ -47,8 +47,9 @@ cl::task<std::string> fetch_data(std::string url) {
 
 cl::task<void> forgetting() {
   // BAD: `fetch_data("http://example.com");` creates a task that never runs.
-  // task<T> is [[nodiscard]], so the compiler warns ("ignoring return value ...
-  // declared with attribute 'nodiscard'"); with -Werror it does not even build.
+  // task<T> is [[nodiscard]], so the compiler warns (g++: "ignoring returned
+  // value of type 'coro_loop::task<...>', declared with attribute 'nodiscard'"),
+  // as Python's "coroutine was never awaited"; with -Werror it does not build.
   // A task stored and then dropped escapes the compiler; debug mode reports it:
   {
     cl::task<std::string> forgotten = fetch_data("http://example.com");

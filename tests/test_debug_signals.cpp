@@ -11,7 +11,8 @@
 // SIGINT tests set SIGINT to SIG_DFL for their duration (Catch2 installs its
 // own handler while a test runs, and run() only claims SIGINT while it is
 // SIG_DFL), and check that run() claimed it before raising it, so a failure
-// cannot kill the test binary.
+// cannot kill the test binary. Every test sets the dispositions it checks
+// (a parent may have left SIGINT ignored, as shells do for background jobs).
 // No co_await inside CHECK/REQUIRE: GCC 12 evaluates the operand of the
 // macro's `(false) && (expr)` when it holds a co_await. Lambdas written
 // inside a co_await expression capture only references (GCC 12 destroys an
@@ -445,7 +446,7 @@ TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[
 // ============================================================================
 
 TEST_CASE("signals: add_signal_handler runs the callback on the loop after raise() and kill()", "[signals]") {
-  REQUIRE(current_handler(SIGUSR1) == SIG_DFL);
+  disposition_guard default_usr1(SIGUSR1, SIG_DFL);
   auto body = []() -> cl::task<void> {
     cl::event_loop& loop = cl::get_running_loop();
     const std::thread::id loop_thread = std::this_thread::get_id();
@@ -485,6 +486,8 @@ TEST_CASE("signals: add_signal_handler runs the callback on the loop after raise
 }
 
 TEST_CASE("signals: two signals, each with its callback; a second add replaces the callback", "[signals]") {
+  disposition_guard default_usr1(SIGUSR1, SIG_DFL);
+  disposition_guard default_usr2(SIGUSR2, SIG_DFL);
   auto body = []() -> cl::task<void> {
     cl::event_loop& loop = cl::get_running_loop();
     std::vector<std::string> seen;
@@ -523,7 +526,7 @@ TEST_CASE("signals: remove_signal_handler restores the previous disposition and 
     loop.close();
   }
   SECTION("the default disposition") {
-    REQUIRE(current_handler(SIGUSR1) == SIG_DFL);
+    disposition_guard default_usr1(SIGUSR1, SIG_DFL);
     cl::event_loop loop;
     loop.add_signal_handler(SIGUSR1, [] {});
     CHECK(current_handler(SIGUSR1) != SIG_DFL);
@@ -540,6 +543,7 @@ TEST_CASE("signals: remove_signal_handler restores the previous disposition and 
     CHECK(current_handler(SIGUSR1) == SIG_IGN);
   }
   SECTION("closing the loop restores every disposition it changed") {
+    disposition_guard default_usr1(SIGUSR1, SIG_DFL);
     disposition_guard own(SIGUSR2, &own_handler);
     {
       cl::event_loop loop;
@@ -560,6 +564,7 @@ TEST_CASE("signals: remove_signal_handler restores the previous disposition and 
 }
 
 TEST_CASE("signals: SIGKILL, SIGSTOP and bad numbers are refused with std::invalid_argument", "[signals]") {
+  disposition_guard default_usr1(SIGUSR1, SIG_DFL);
   cl::event_loop loop;
   CHECK_THROWS_AS(loop.add_signal_handler(SIGKILL, [] {}), std::invalid_argument);
   CHECK_THROWS_AS(loop.add_signal_handler(SIGSTOP, [] {}), std::invalid_argument);
@@ -574,6 +579,7 @@ TEST_CASE("signals: SIGKILL, SIGSTOP and bad numbers are refused with std::inval
 }
 
 TEST_CASE("signals: a signal handled by one loop cannot be taken by another", "[signals]") {
+  disposition_guard default_usr1(SIGUSR1, SIG_DFL);
   cl::event_loop first;
   cl::event_loop second;
   first.add_signal_handler(SIGUSR1, [] {});
