@@ -523,6 +523,40 @@ TEST_CASE("timeout_scope: reschedule() can shorten the deadline", "[timeout]") {
   CHECK(elapsed < 4s);
 }
 
+TEST_CASE("timeout_scope: a reschedule in the iteration where the deadline passes, before the expiry acted, still "
+          "moves it",
+          "[timeout]") {
+  // asyncio: reschedule() cancels the timeout's handle even when it is already
+  // due in the ready queue, so the new deadline wins. The poller re-queues
+  // itself every iteration, so it runs ahead of whatever the deadline queued.
+  int value = 0;
+  bool expired = true;
+  bool moved = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::timeout_scope scope(20ms);
+    const cl::time_point first_deadline = *scope.when();
+    bool work_done = false;
+    auto poller = [&]() -> cl::task<void> {
+      while (!work_done && cl::clock::now() < first_deadline) co_await cl::sleep(0ms);
+      if (!work_done && !scope.expired()) {
+        scope.reschedule(5s);
+        moved = true;
+      }
+    };
+    auto poll_task = cl::create_task(poller());
+    value = co_await scope.run(value_after(60ms, 6));
+    work_done = true;
+    expired = scope.expired();
+    co_await poll_task;
+    CHECK(timers_now() == 0);
+    CHECK(cancelling_now() == 0);
+  };
+  cl::run(body());
+  REQUIRE(moved);
+  CHECK(value == 6);
+  CHECK_FALSE(expired);
+}
+
 TEST_CASE("timeout_scope: reschedule(std::nullopt) removes the deadline; a scope without one never expires",
           "[timeout]") {
   int value = 0;
