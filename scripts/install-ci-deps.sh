@@ -2,7 +2,8 @@
 # Installs everything .ci/run uses (Debian 12): Catch2, clang 14 with its
 # sanitizer runtimes and libc++ (headers are needed for -stdlib=libc++: the
 # runtime packages libc++1-14/libc++abi1-14 alone are not enough), meson, ninja,
-# valgrind. Idempotent: apt is not touched when everything is present.
+# valgrind, nginx (the real server of tests/test_http_nginx.cpp). Idempotent: apt
+# is not touched when everything is present.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   clang clang-14 libclang-rt-14-dev   # clang++; -fsanitize runtimes for clang
   libc++-14-dev libc++abi-14-dev      # clang++ -stdlib=libc++
   meson ninja-build valgrind
+  nginx                               # tests/test_http_nginx.cpp (stub_status, return)
   util-linux coreutils                # setarch (TSan without ASLR), timeout
 )
 
