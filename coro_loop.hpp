@@ -16,9 +16,12 @@
 // Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()).
 //
 // Contents (search ">>name" to jump):
-//   1 config & platform  >>config      2 utilities  >>util
-//   3 event loop core    >>loop        4 backends   >>backend >>epoll
-//   5 tasks              >>tasks       6 sleep & run()  >>run
+//   1 config & platform  >>config      2 utilities        >>util
+//   3 event loop core    >>loop        4 backends         >>backend >>epoll
+//   5 tasks              >>tasks       6 combinators      >>combine
+//   7 synchronisation    >>sync        8 executors        >>exec
+//   9 networking         >>net         10 HTTP/1.1 client >>http
+//   11 run(), signals    >>run
 //
 // Public names, one line each (all in namespace coro_loop):
 //   task<T>                       lazy coroutine type; co_await it to run it inline
@@ -36,6 +39,25 @@
 //   read_some(fd, buf), write_some(fd, buf)   awaitable I/O on a non-blocking POSIX fd
 //   cancelled_error               thrown at the suspension point of a cancelled task
 //   timeout_error, invalid_state_error        see their declarations
+//   gather(aws...), gather(range) all results as a tuple / vector; first error cancels the rest
+//   gather_settled(...)           each child's value or exception (return_exceptions=True)
+//   wait(tasks, when), as_completed(tasks, timeout)   asyncio.wait / asyncio.as_completed
+//   timeout(d, aw), timeout_at(t, aw), wait_for(aw, d), timeout_scope   deadlines
+//   shield(aw)                    the caller's cancel does not reach aw
+//   task_group, with_task_group(body), exception_group   asyncio.TaskGroup
+//   event, lock, semaphore, bounded_semaphore, condition, barrier   asyncio's primitives
+//   queue<T>, lifo_queue<T>, priority_queue<T>   bounded async queues (put/get/join/shutdown)
+//   thread_pool, to_thread(fn, args...), run_in_executor(pool, fn, args...)
+//   run_coroutine_threadsafe(loop, aw)   submit from another thread; returns a concurrent_future
+//   address, socket, resolve(host, port)   addresses, raw sockets, DNS off the loop thread
+//   stream, open_connection(host, port), open_unix_connection(path)   buffered TCP / Unix streams
+//   start_server(handler, host, port), start_unix_server(handler, path), server
+//   datagram_endpoint, open_datagram_endpoint(host, port)   UDP
+//   http::client                  keep-alive pool; request/get/head/post/put/patch/del -> http::response
+//   http::response                status, headers, text(), body(), read_chunk(), raise_for_status()
+//   http::url, http::header_list, http::response_parser   URL parsing, fields, the RFC 9112 parser
+//   http::protocol_error, status_error, redirect_error, url_error, ...   see 10.1
+//   event_loop::add_signal_handler, keyboard_interrupt   signals (POSIX)
 //
 // Differences from asyncio that matter (README.md has the whole table):
 //   - cancelled_error does not derive from std::exception, so catch (std::exception&)
@@ -5674,6 +5696,1498 @@ inline task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uin
   bound.bind(addresses.front());
   co_return datagram_endpoint(std::move(bound));
 }
+
+// ============================================================================
+// 10. HTTP/1.1 client  >>http
+//    Uses 6 (timeouts), 7 (semaphores) and 9 (streams). Plain http:// only:
+//    TLS is not built in. Framing follows RFC 9112, redirects RFC 9110.
+// ============================================================================
+
+namespace http {
+
+// --- 10.1 Errors ---
+
+/// Base of the errors about what a server sent.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A response that breaks HTTP/1.1 or a configured limit: bad syntax, bad
+/// framing, an oversized head or body, a body cut short. The connection is
+/// closed; what() names the rule and quotes the offending bytes.
+class protocol_error : public error {
+ public:
+  using error::error;
+};
+
+/// The server closed the connection before sending any byte of the response
+/// (aiohttp's ServerDisconnectedError).
+class disconnected_error : public protocol_error {
+ public:
+  using protocol_error::protocol_error;
+};
+
+/// Thrown by response::raise_for_status() for a status of 400 or more.
+class status_error : public error {
+ public:
+  status_error(int status_code, std::string reason_phrase, std::string request_url)
+      : error("http " + std::to_string(status_code) + (reason_phrase.empty() ? "" : " ") + reason_phrase + ": " +
+              request_url),
+        status(status_code),
+        reason(std::move(reason_phrase)),
+        url(std::move(request_url)) {}
+  int status;
+  std::string reason;
+  std::string url;
+};
+
+/// Too many redirects, or a redirect to another scheme (https://, ftp://).
+class redirect_error : public error {
+ public:
+  using error::error;
+};
+
+/// A request that cannot be sent as asked: CR, LF or NUL in a method, a
+/// header or the URL, a header name that is not a token, a Content-Length or
+/// Transfer-Encoding set by hand. Nothing was sent.
+class invalid_request_error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// A URL that does not parse, or one the client cannot fetch (https://).
+class url_error : public invalid_request_error {
+ public:
+  using invalid_request_error::invalid_request_error;
+};
+
+// --- 10.2 URLs and headers ---
+
+/// An http:// URL, parsed strictly (RFC 3986): no user info, a port in
+/// 1..65535, IPv6 literals in brackets. The fragment is dropped; spaces and
+/// non-ASCII bytes in the path and query are percent-encoded, control bytes refused.
+struct url {
+  std::string scheme = "http";
+  std::string host;           // lower-case; an IPv6 literal without its brackets
+  std::uint16_t port = 80;
+  std::string target = "/";   // path and query, never empty
+  /// Throws url_error saying what is wrong ("https://" names the missing TLS).
+  static url parse(std::string_view text);
+  /// The Host header: "example.com", "[::1]:8080" (the port only when not 80).
+  std::string host_header() const;
+  std::string to_string() const { return scheme + "://" + host_header() + target; }
+};
+
+/// Resolves a reference (a Location header) against `base`: absolute URLs,
+/// "//host/path", "/path", "?query" and relative paths with dot segments.
+url resolve_url(const url& base, std::string_view reference);
+
+/// Header fields in order, repeats kept; names compare case-insensitively.
+class header_list {
+ public:
+  using field = std::pair<std::string, std::string>;
+  header_list() = default;
+  header_list(std::initializer_list<field> fields) : fields_(fields) {}
+  /// Appends a field, keeping any of the same name.
+  void add(std::string name, std::string value) { fields_.emplace_back(std::move(name), std::move(value)); }
+  /// Replaces every field of that name by this one.
+  void set(std::string name, std::string value) {
+    erase(name);
+    add(std::move(name), std::move(value));
+  }
+  /// Removes every field of that name; returns how many.
+  std::size_t erase(std::string_view name) {
+    return std::erase_if(fields_, [&](const field& each) { return same_name(each.first, name); });
+  }
+  /// The first value of that name.
+  std::optional<std::string_view> get(std::string_view name) const {
+    for (const field& each : fields_) {
+      if (same_name(each.first, name)) return std::string_view(each.second);
+    }
+    return std::nullopt;
+  }
+  /// Every value of that name, in order.
+  std::vector<std::string_view> get_all(std::string_view name) const {
+    std::vector<std::string_view> values;
+    for (const field& each : fields_) {
+      if (same_name(each.first, name)) values.emplace_back(each.second);
+    }
+    return values;
+  }
+  bool contains(std::string_view name) const { return get(name).has_value(); }
+  std::size_t size() const noexcept { return fields_.size(); }
+  bool empty() const noexcept { return fields_.empty(); }
+  auto begin() const noexcept { return fields_.begin(); }
+  auto end() const noexcept { return fields_.end(); }
+  field& back() { return fields_.back(); }
+  void clear() noexcept { fields_.clear(); }
+
+  /// ASCII case-insensitive comparison of two field names.
+  static bool same_name(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (to_lower(a[i]) != to_lower(b[i])) return false;
+    }
+    return true;
+  }
+  static char to_lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+ private:
+  std::vector<field> fields_;
+};
+
+// --- 10.3 Options ---
+
+/// aiohttp's ClientTimeout. Each timeout throws coro_loop::timeout_error naming it.
+struct timeouts {
+  std::optional<duration> total = std::chrono::seconds(300);  // the request, its redirects and reading the body
+  std::optional<duration> connect;  // waiting for a pool slot plus the TCP connect
+  std::optional<duration> read;     // each wait for bytes from the server
+};
+
+/// What a response may be; past a limit the client throws protocol_error.
+struct limits {
+  std::size_t max_status_line = 8 * 1024;
+  std::size_t max_header_bytes = 64 * 1024;  // the header block, and separately the trailers
+  std::size_t max_header_count = 100;        // fields in the header block (and in the trailers)
+  std::size_t max_body = 64 * 1024 * 1024;   // text() and body(); read_chunk() streams any size
+};
+
+/// A client's settings (aiohttp's ClientSession and TCPConnector arguments).
+struct client_options {
+  std::size_t limit = 100;         // connections in use at once, all hosts (0: no limit)
+  std::size_t limit_per_host = 0;  // connections in use at once per host and port (0: no limit)
+  duration keep_alive_timeout = std::chrono::seconds(15);  // an idle connection older than this is not reused
+  bool keep_alive = true;          // false: every request says "Connection: close"
+  timeouts timeout;
+  http::limits limits;
+  header_list headers;             // sent with every request; a request's own fields replace same-named ones
+  std::string user_agent = "coro_loop/" CORO_LOOP_VERSION;
+  bool follow_redirects = true;
+  int max_redirects = 10;
+};
+
+/// One request's settings; what is left unset comes from the client.
+struct request_options {
+  header_list headers;
+  std::string body;                  // any bytes: std::string holds binary data
+  std::optional<timeouts> timeout;   // replaces the client's
+  std::optional<bool> follow_redirects;
+  std::optional<int> max_redirects;
+};
+
+// --- 10.4 The response parser ---
+
+/// The incremental HTTP/1.1 response parser behind client (RFC 9112). It never
+/// reads: the caller feeds bytes and consumes what it reports, so it serves
+/// any transport, and fuzzing. Throws protocol_error for anything malformed.
+class response_parser {
+ public:
+  enum class framing : std::uint8_t { none, length, chunked, until_close };
+
+  explicit response_parser(http::limits limits = {}) : limits_(limits) {}
+
+  /// Resets for the response to a request with this method ("HEAD": no body).
+  void start(std::string_view request_method);
+  /// Feed every buffered, unconsumed byte, the same prefix each time plus what
+  /// arrived since. Returns 0 while the head is incomplete, then the size of
+  /// the head (status line, fields, empty line) for the caller to consume.
+  /// After an interim (1xx) head, call it again on the bytes that follow.
+  std::size_t parse_head(std::string_view data);
+  /// The last head was a 1xx interim response (another head follows).
+  bool interim() const noexcept { return interim_; }
+  bool head_complete() const noexcept { return head_complete_; }
+
+  int status() const noexcept { return status_; }
+  int version_minor() const noexcept { return version_minor_; }
+  const std::string& reason() const noexcept { return reason_; }
+  header_list& headers() noexcept { return headers_; }
+  const header_list& headers() const noexcept { return headers_; }
+  header_list& trailers() noexcept { return trailers_; }
+  const header_list& trailers() const noexcept { return trailers_; }
+  framing body_framing() const noexcept { return framing_; }
+  std::optional<std::uint64_t> content_length() const noexcept { return content_length_; }
+
+  /// After the head: consumes framing and at most max_payload body bytes from
+  /// the front of `data`, and points `payload` at the body bytes among them.
+  /// Returns the bytes consumed; 0 with an empty payload when more bytes are
+  /// needed (or done()).
+  std::size_t parse_body(std::string_view data, std::string_view& payload,
+                         std::size_t max_payload = static_cast<std::size_t>(-1));
+  /// The connection ended: completes a close-delimited body; anything else
+  /// unfinished is a protocol_error ("connection closed after 10 of 100 body bytes").
+  void end_of_input();
+  /// The whole response, body and trailers, was parsed.
+  bool done() const noexcept { return done_; }
+  /// The connection may carry another request once this response is done.
+  bool keep_alive() const noexcept { return keep_alive_; }
+
+ private:
+  enum class head_phase : std::uint8_t { status_line, fields };
+  enum class chunk_phase : std::uint8_t { size_line, data, data_end, trailers };
+  void parse_status_line(std::string_view line);
+  void parse_field_line(std::string_view line, header_list& into, const char* block);
+  void finish_head();
+  void decide_framing();
+  std::uint64_t read_content_length() const;
+  std::size_t parse_chunked(std::string_view data, std::string_view& payload, std::size_t max_payload);
+
+  http::limits limits_;
+  bool head_request_ = false;
+  // head scanning state: offsets into the data the caller keeps feeding
+  head_phase phase_ = head_phase::status_line;
+  std::size_t scanned_ = 0;
+  std::size_t line_start_ = 0;
+  std::size_t fields_start_ = 0;
+  bool head_complete_ = false;
+  bool interim_ = false;
+  int interim_heads_ = 0;
+  // the head
+  int status_ = 0;
+  int version_minor_ = 1;
+  std::string reason_;
+  header_list headers_;
+  header_list trailers_;
+  // the body
+  framing framing_ = framing::none;
+  std::optional<std::uint64_t> content_length_;
+  std::uint64_t body_remaining_ = 0;  // length framing: bytes to come; chunked: of this chunk
+  std::uint64_t body_received_ = 0;
+  chunk_phase chunk_phase_ = chunk_phase::size_line;
+  std::size_t trailer_bytes_ = 0;
+  bool done_ = false;
+  bool keep_alive_ = false;
+};
+
+// --- 10.5 Client and response ---
+
+class client;
+
+namespace detail {
+
+// What one request runs under; its response keeps it for reading the body.
+struct request_context {
+  std::optional<time_point> total_deadline;
+  timeouts limits;
+  std::size_t max_body = 0;
+  bool reuse_allowed = true;  // false when either side asked for "Connection: close"
+  std::string url;
+};
+
+// An idle kept-alive connection, with when it went idle.
+struct idle_connection {
+  stream connection;
+  time_point since;
+};
+
+// Connections to one host and port.
+struct host_pool {
+  std::unique_ptr<semaphore> in_use_limit;  // limit_per_host, when set
+  std::vector<idle_connection> idle;        // the most recently used at the back
+};
+
+// A client's connections, shared by the client and the responses that hold
+// one: a response may outlive its client and still return its connection.
+struct pool_state {
+  explicit pool_state(client_options settings)
+      : options(std::move(settings)),
+        in_use_limit(options.limit > 0 ? std::make_unique<semaphore>(options.limit) : nullptr) {}
+  client_options options;
+  std::unique_ptr<semaphore> in_use_limit;  // limit, when set
+  std::map<std::string, host_pool> hosts;   // by "host:port"
+  std::size_t active = 0;
+  std::size_t idle = 0;
+  std::size_t opened = 0;
+  bool closed = false;
+};
+
+// One connection taken from the pool, with the permits it holds. Given back
+// exactly once: to the idle list when the exchange ended cleanly, else closed.
+class connection_lease {
+ public:
+  connection_lease() noexcept = default;
+  connection_lease(std::shared_ptr<pool_state> pool, host_pool& host) noexcept : pool_(std::move(pool)), host_(&host) {}
+  connection_lease(connection_lease&& other) noexcept
+      : connection(std::move(other.connection)),
+        reused(other.reused),
+        pool_(std::move(other.pool_)),
+        host_(other.host_),
+        counted_(std::exchange(other.counted_, false)) {}
+  connection_lease& operator=(connection_lease&& other) noexcept {
+    if (this != &other) {
+      give_back(false);
+      connection = std::move(other.connection);
+      reused = other.reused;
+      pool_ = std::move(other.pool_);
+      host_ = other.host_;
+      counted_ = std::exchange(other.counted_, false);
+    }
+    return *this;
+  }
+  ~connection_lease() { give_back(false); }
+
+  // The permits were taken: from now on the lease counts as active.
+  void count_in() noexcept {
+    counted_ = true;
+    ++pool_->active;
+  }
+  bool held() const noexcept { return pool_ != nullptr; }
+  // Pools the connection when `reusable`, the pool is open and the stream is
+  // sound; closes it otherwise. Releases the permits either way.
+  void give_back(bool reusable) noexcept {
+    if (pool_ == nullptr) return;
+    if (counted_) {
+      if (reusable && !pool_->closed && connection && !connection.is_closing() && connection.buffered().empty()) {
+        try {
+          host_->idle.push_back(idle_connection{std::move(connection), clock::now()});
+          ++pool_->idle;
+        } catch (...) {
+        }
+      }
+      stream dropped = std::move(connection);  // destroying a stream closes it
+      --pool_->active;
+      if (host_->in_use_limit != nullptr) host_->in_use_limit->release();
+      if (pool_->in_use_limit != nullptr) pool_->in_use_limit->release();
+      counted_ = false;
+    }
+    pool_.reset();
+  }
+
+  stream connection;
+  bool reused = false;
+
+ private:
+  std::shared_ptr<pool_state> pool_;
+  host_pool* host_ = nullptr;
+  bool counted_ = false;
+};
+
+class response_access;
+
+}  // namespace detail
+
+/// A response whose head has arrived. It holds its connection until the body
+/// is read to the end (the connection then goes back to the pool) or until it
+/// is closed or destroyed (an unread body closes the connection). Move-only;
+/// must not outlive the event loop.
+class response {
+ public:
+  response() = default;
+  response(response&&) noexcept = default;
+  response& operator=(response&& other) noexcept {
+    if (this != &other) {
+      close();
+      lease_ = std::move(other.lease_);
+      parser_ = std::move(other.parser_);
+      context_ = std::move(other.context_);
+      history_ = std::move(other.history_);
+    }
+    return *this;
+  }
+  ~response() { close(); }
+
+  int status() const noexcept { return parser_.status(); }
+  const std::string& reason() const noexcept { return parser_.reason(); }
+  /// 1 for HTTP/1.1, 0 for HTTP/1.0.
+  int version_minor() const noexcept { return parser_.version_minor(); }
+  const header_list& headers() const noexcept { return parser_.headers(); }
+  /// A chunked body's trailer fields, once the body was read.
+  const header_list& trailers() const noexcept { return parser_.trailers(); }
+  /// The URL this response came from (the last one, after redirects).
+  const std::string& url() const noexcept { return context_.url; }
+  /// The URLs that redirected here, in order.
+  const std::vector<std::string>& history() const noexcept { return history_; }
+  /// status() < 400 (aiohttp's ok).
+  bool ok() const noexcept { return status() < 400; }
+  std::optional<std::uint64_t> content_length() const noexcept { return parser_.content_length(); }
+  /// Throws status_error (status, reason, url) when status() >= 400.
+  void raise_for_status() const {
+    if (!ok()) throw status_error(status(), reason(), url());
+  }
+  /// Every body byte was read.
+  bool body_complete() const noexcept { return parser_.done(); }
+
+  /// The rest of the body. protocol_error past limits.max_body, or when the
+  /// body is malformed or cut short; timeout_error per the request's timeouts.
+  task<std::string> text() {
+    std::string body_text;
+    co_await read_rest(body_text);
+    co_return body_text;
+  }
+  /// The rest of the body, as bytes.
+  task<std::vector<std::byte>> body() {
+    std::string body_text;
+    co_await read_rest(body_text);
+    const auto* first = reinterpret_cast<const std::byte*>(body_text.data());
+    co_return std::vector<std::byte>(first, first + body_text.size());
+  }
+  /// The next piece of the body, at most max_bytes; empty at its end. No size limit.
+  task<std::string> read_chunk(std::size_t max_bytes = 64 * 1024);
+  /// Drops the connection now, unless the body was read to the end (then it
+  /// is pooled). Idempotent.
+  void close() noexcept {
+    finish_from_buffer();
+    lease_.give_back(parser_.done() && parser_.keep_alive() && context_.reuse_allowed);
+  }
+
+ private:
+  friend class client;
+  friend class detail::response_access;
+  // Appends the rest of the body to `out`.
+  task<void> read_rest(std::string& out);
+  // Reads and drops the body of a redirect when it is small; closes otherwise.
+  task<void> discard_body(std::size_t at_most);
+  // Waits for more bytes; false at the end of the stream (handled).
+  task<bool> fill();
+  // Returns the connection once the parser is done.
+  void release_when_done() noexcept {
+    if (parser_.done()) lease_.give_back(parser_.keep_alive() && context_.reuse_allowed);
+  }
+  // A body already in the buffer completes without I/O, so dropping a
+  // response after reading only its head can still pool the connection.
+  void finish_from_buffer() noexcept;
+  detail::connection_lease& lease() { return lease_; }
+
+  detail::connection_lease lease_;
+  response_parser parser_;
+  detail::request_context context_;
+  std::vector<std::string> history_;
+};
+
+/// An HTTP/1.1 client with a keep-alive connection pool (aiohttp's
+/// ClientSession): create one and reuse it. Requests may run concurrently.
+/// Move-only; loop thread only; close it (or destroy it) before the loop ends.
+class client {
+ public:
+  client() : client(client_options()) {}
+  explicit client(client_options options) : pool_(std::make_shared<detail::pool_state>(std::move(options))) {}
+  client(client&&) noexcept = default;
+  client& operator=(client&& other) noexcept {
+    if (this != &other) {
+      close();
+      pool_ = std::move(other.pool_);
+    }
+    return *this;
+  }
+  ~client() { close(); }
+
+  /// Sends `method` to `url` and returns once the response head arrived; read
+  /// the body from the response. Follows redirects unless told not to.
+  /// Throws url_error / invalid_request_error (nothing sent), std::system_error
+  /// (connect), protocol_error / disconnected_error, redirect_error,
+  /// timeout_error; invalid_state_error after close().
+  task<response> request(std::string method, std::string url, request_options options) {
+    return perform(pool_for("request"), std::move(method), std::move(url), std::move(options));
+  }
+  // Overloads rather than `request_options options = {}`: GCC 12 destroys a
+  // defaulted aggregate argument twice when the call sits in a co_await.
+  task<response> request(std::string method, std::string url) {
+    return request(std::move(method), std::move(url), request_options());
+  }
+  task<response> get(std::string url, request_options options) {
+    return request("GET", std::move(url), std::move(options));
+  }
+  task<response> get(std::string url) { return request("GET", std::move(url), request_options()); }
+  task<response> head(std::string url, request_options options) {
+    return request("HEAD", std::move(url), std::move(options));
+  }
+  task<response> head(std::string url) { return request("HEAD", std::move(url), request_options()); }
+  /// DELETE (delete is a keyword).
+  task<response> del(std::string url, request_options options) {
+    return request("DELETE", std::move(url), std::move(options));
+  }
+  task<response> del(std::string url) { return request("DELETE", std::move(url), request_options()); }
+  /// POST, PUT and PATCH send `body` (any bytes) with its Content-Length.
+  task<response> post(std::string url, std::string body, request_options options) {
+    options.body = std::move(body);
+    return request("POST", std::move(url), std::move(options));
+  }
+  task<response> post(std::string url, std::string body) { return post(std::move(url), std::move(body), request_options()); }
+  task<response> put(std::string url, std::string body, request_options options) {
+    options.body = std::move(body);
+    return request("PUT", std::move(url), std::move(options));
+  }
+  task<response> put(std::string url, std::string body) { return put(std::move(url), std::move(body), request_options()); }
+  task<response> patch(std::string url, std::string body, request_options options) {
+    options.body = std::move(body);
+    return request("PATCH", std::move(url), std::move(options));
+  }
+  task<response> patch(std::string url, std::string body) {
+    return patch(std::move(url), std::move(body), request_options());
+  }
+
+  /// Closes the idle connections; those in use close when their response
+  /// ends. Later requests throw invalid_state_error. Idempotent.
+  void close() noexcept {
+    if (pool_ == nullptr || pool_->closed) return;
+    pool_->closed = true;
+    for (auto& [key, host] : pool_->hosts) host.idle.clear();
+    pool_->idle = 0;
+  }
+  bool closed() const noexcept { return pool_ == nullptr || pool_->closed; }
+  /// Pooled connections waiting for a request, all hosts.
+  std::size_t idle_connections() const noexcept { return pool_ != nullptr ? pool_->idle : 0; }
+  /// Connections held by requests in flight and by responses.
+  std::size_t active_connections() const noexcept { return pool_ != nullptr ? pool_->active : 0; }
+  /// TCP connections opened so far.
+  std::size_t connections_opened() const noexcept { return pool_ != nullptr ? pool_->opened : 0; }
+
+ private:
+  std::shared_ptr<detail::pool_state> pool_for(const char* operation) const {
+    if (pool_ == nullptr) throw invalid_state_error(std::string("http::client::") + operation + ": moved-from client");
+    return pool_;
+  }
+  // The request does not refer to the client: it may be moved or destroyed
+  // while the request runs (its pool lives on in the request).
+  static task<response> perform(std::shared_ptr<detail::pool_state> pool, std::string method, std::string url,
+                                request_options options);
+
+  std::shared_ptr<detail::pool_state> pool_;
+};
+
+namespace detail {
+
+// The parts of a response the request code fills in.
+class response_access {
+ public:
+  static connection_lease& lease(response& r) noexcept { return r.lease_; }
+  static response_parser& parser(response& r) noexcept { return r.parser_; }
+  static request_context& context(response& r) noexcept { return r.context_; }
+  static std::vector<std::string>& history(response& r) noexcept { return r.history_; }
+  static void release_when_done(response& r) noexcept { r.release_when_done(); }
+  static task<void> discard_body(response& r, std::size_t at_most) { return r.discard_body(at_most); }
+};
+
+// --- 10.6 Implementation: text helpers ---
+
+// tchar of RFC 9110: the bytes allowed in a token (method, field name).
+inline bool is_token_char(char c) noexcept {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+inline bool is_token(std::string_view text) noexcept {
+  return !text.empty() && std::all_of(text.begin(), text.end(), is_token_char);
+}
+inline bool is_blank(char c) noexcept { return c == ' ' || c == '\t'; }
+inline std::string_view trim_blanks(std::string_view text) noexcept {
+  while (!text.empty() && is_blank(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_blank(text.back())) text.remove_suffix(1);
+  return text;
+}
+inline int hex_digit_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The bytes an error message quotes: printable ASCII as is, others as \xNN,
+// cut at 60 so a hostile peer cannot make the message huge.
+inline std::string quote_bytes(std::string_view bytes) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string quoted = "\"";
+  for (std::size_t i = 0; i < bytes.size() && i < 60; ++i) {
+    const auto byte = static_cast<unsigned char>(bytes[i]);
+    if (byte >= 0x20 && byte < 0x7f && byte != '"' && byte != '\\') {
+      quoted += static_cast<char>(byte);
+    } else if (byte == '\r') {
+      quoted += "\\r";
+    } else if (byte == '\n') {
+      quoted += "\\n";
+    } else {
+      quoted += "\\x";
+      quoted += hex[byte >> 4];
+      quoted += hex[byte & 15];
+    }
+  }
+  quoted += bytes.size() > 60 ? "\"..." : "\"";
+  return quoted;
+}
+
+[[noreturn]] inline void throw_protocol_error(const std::string& what) { throw protocol_error("http: " + what); }
+
+// Each comma-separated element of the fields named `name`, blanks trimmed.
+template <class Visit>
+void for_each_list_element(const header_list& headers, std::string_view name, Visit visit) {
+  for (std::string_view value : headers.get_all(name)) {
+    while (!value.empty()) {
+      const std::size_t comma = value.find(',');
+      const std::string_view element = trim_blanks(value.substr(0, comma));
+      if (!element.empty()) visit(element);
+      if (comma == std::string_view::npos) break;
+      value.remove_prefix(comma + 1);
+    }
+  }
+}
+
+inline bool list_has_token(const header_list& headers, std::string_view name, std::string_view token) {
+  bool found = false;
+  for_each_list_element(headers, name, [&](std::string_view element) {
+    if (header_list::same_name(element, token)) found = true;
+  });
+  return found;
+}
+
+// RFC 3986 5.2.4: removes "." and ".." segments from a path.
+inline std::string remove_dot_segments(std::string_view path) {
+  std::vector<std::string_view> segments;
+  const bool absolute = !path.empty() && path.front() == '/';
+  if (absolute) path.remove_prefix(1);
+  bool ends_with_slash = path.empty();
+  while (true) {
+    const std::size_t slash = path.find('/');
+    const std::string_view segment = path.substr(0, slash);
+    const bool last = slash == std::string_view::npos;
+    if (segment == "..") {
+      if (!segments.empty()) segments.pop_back();
+      ends_with_slash = true;
+    } else if (segment == ".") {
+      ends_with_slash = true;
+    } else {
+      segments.push_back(segment);
+      ends_with_slash = false;
+    }
+    if (last) break;
+    path.remove_prefix(slash + 1);
+    if (path.empty()) {
+      ends_with_slash = true;
+      break;
+    }
+  }
+  std::string result = absolute ? "/" : "";
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    if (i > 0) result += '/';
+    result += segments[i];
+  }
+  if (ends_with_slash && !segments.empty() && !segments.back().empty()) result += '/';
+  return result;
+}
+
+}  // namespace detail
+
+// --- 10.7 Implementation: URLs ---
+
+inline url url::parse(std::string_view text) {
+  const auto fail = [&](const std::string& why) -> url {
+    throw url_error("http: invalid URL " + detail::quote_bytes(text) + ": " + why);
+  };
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) return fail("it contains a control byte (CR, LF, NUL, ...)");
+  }
+  const std::size_t scheme_end = text.find("://");
+  if (scheme_end == std::string_view::npos) return fail("expected scheme://host (an absolute http:// URL)");
+  std::string scheme(text.substr(0, scheme_end));
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(), header_list::to_lower);
+  if (scheme == "https") {
+    throw url_error("http: " + detail::quote_bytes(text) +
+                    ": https is not supported: TLS is not built in (use http://, or a TLS-terminating proxy)");
+  }
+  if (scheme != "http") return fail("unsupported scheme \"" + scheme + "\" (only http:// is)");
+  std::string_view rest = text.substr(scheme_end + 3);
+  const std::size_t authority_end = rest.find_first_of("/?#");
+  const std::string_view authority = rest.substr(0, authority_end);
+  rest = authority_end == std::string_view::npos ? std::string_view() : rest.substr(authority_end);
+  if (authority.find('@') != std::string_view::npos) return fail("user info (user@host) is not supported");
+
+  url parsed;
+  std::string_view port_text;
+  bool has_port = false;
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return fail("unterminated IPv6 literal");
+    parsed.host = std::string(authority.substr(1, close - 1));
+    in6_addr probe{};
+    if (::inet_pton(AF_INET6, parsed.host.c_str(), &probe) != 1) return fail("bad IPv6 literal");
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return fail("unexpected bytes after the IPv6 literal");
+      port_text = after.substr(1);
+      has_port = true;
+    }
+  } else {
+    const std::size_t colon = authority.find(':');
+    parsed.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port_text = authority.substr(colon + 1);
+      has_port = true;
+    }
+    if (parsed.host.empty()) return fail("no host");
+    for (const char c : parsed.host) {
+      const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                           c == '.' || c == '_';
+      if (!allowed) return fail("the host has a byte a host name cannot have");
+    }
+  }
+  if (parsed.host.empty()) return fail("no host");
+  std::transform(parsed.host.begin(), parsed.host.end(), parsed.host.begin(), header_list::to_lower);
+  if (has_port && !port_text.empty()) {
+    unsigned long port = 0;
+    for (const char c : port_text) {
+      if (c < '0' || c > '9' || port > 65535) return fail("the port is not a number in 1..65535");
+      port = port * 10 + static_cast<unsigned long>(c - '0');
+    }
+    if (port == 0 || port > 65535) return fail("the port is not a number in 1..65535");
+    parsed.port = static_cast<std::uint16_t>(port);
+  }
+
+  const std::string_view path_and_query = rest.substr(0, rest.find('#'));
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string target;
+  if (path_and_query.empty() || path_and_query.front() != '/') target = "/";
+  for (const char c : path_and_query) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f || std::string_view("\"<>\\^`{|}").find(c) != std::string_view::npos) {
+      target += '%';
+      target += hex[byte >> 4];
+      target += hex[byte & 15];
+    } else {
+      target += c;
+    }
+  }
+  parsed.target = std::move(target);
+  return parsed;
+}
+
+inline std::string url::host_header() const {
+  std::string header = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  if (port != 80) header += ":" + std::to_string(port);
+  return header;
+}
+
+inline url resolve_url(const url& base, std::string_view reference) {
+  reference = detail::trim_blanks(reference);
+  const std::string origin = base.scheme + "://" + base.host_header();
+  const std::size_t scheme_end = reference.find("://");
+  const std::size_t first_delimiter = reference.find_first_of("/?#");
+  if (scheme_end != std::string_view::npos && scheme_end < first_delimiter) return url::parse(reference);
+  if (reference.substr(0, 2) == "//") return url::parse(base.scheme + ":" + std::string(reference));
+  reference = reference.substr(0, reference.find('#'));
+  if (reference.empty()) return base;
+  const std::string_view base_path = std::string_view(base.target).substr(0, base.target.find('?'));
+  if (reference.front() == '?') return url::parse(origin + std::string(base_path) + std::string(reference));
+  const std::size_t query = reference.find('?');
+  const std::string_view path = reference.substr(0, query);
+  const std::string_view query_part = query == std::string_view::npos ? std::string_view() : reference.substr(query);
+  std::string merged;
+  if (path.front() == '/') {
+    merged = std::string(path);
+  } else {
+    merged = std::string(base_path.substr(0, base_path.rfind('/') + 1)) + std::string(path);
+  }
+  return url::parse(origin + detail::remove_dot_segments(merged) + std::string(query_part));
+}
+
+// --- 10.8 Implementation: the response parser ---
+
+inline void response_parser::start(std::string_view request_method) {
+  head_request_ = request_method == "HEAD";
+  phase_ = head_phase::status_line;
+  scanned_ = line_start_ = fields_start_ = 0;
+  head_complete_ = interim_ = false;
+  interim_heads_ = 0;
+  status_ = 0;
+  version_minor_ = 1;
+  reason_.clear();
+  headers_.clear();
+  trailers_.clear();
+  framing_ = framing::none;
+  content_length_.reset();
+  body_remaining_ = body_received_ = 0;
+  chunk_phase_ = chunk_phase::size_line;
+  trailer_bytes_ = 0;
+  done_ = keep_alive_ = false;
+}
+
+inline std::size_t response_parser::parse_head(std::string_view data) {
+  if (head_complete_) {
+    if (!interim_) throw invalid_state_error("http::response_parser::parse_head: the head was already parsed");
+    // The next head starts in fresh data after the interim one.
+    const int interim_heads = interim_heads_ + 1;
+    if (interim_heads > 32) detail::throw_protocol_error("more than 32 interim (1xx) responses");
+    start(head_request_ ? "HEAD" : "GET");
+    interim_heads_ = interim_heads;
+  }
+  if (data.size() < scanned_) throw invalid_state_error("http::response_parser::parse_head: fed less data than before");
+  for (;;) {
+    const std::size_t newline = data.find('\n', scanned_);
+    if (newline == std::string_view::npos) {
+      scanned_ = data.size();
+      if (phase_ == head_phase::status_line && data.size() - line_start_ > limits_.max_status_line) {
+        detail::throw_protocol_error("status line longer than " + std::to_string(limits_.max_status_line) +
+                                     " bytes: " + detail::quote_bytes(data.substr(line_start_)));
+      }
+      if (phase_ == head_phase::fields && data.size() - fields_start_ > limits_.max_header_bytes) {
+        detail::throw_protocol_error("header block larger than " + std::to_string(limits_.max_header_bytes) +
+                                     " bytes");
+      }
+      return 0;
+    }
+    std::string_view line = data.substr(line_start_, newline - line_start_);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    scanned_ = line_start_ = newline + 1;
+    if (phase_ == head_phase::status_line) {
+      // Servers sometimes send a stray CRLF after a body: skip empty lines.
+      if (line.empty()) {
+        if (line_start_ > limits_.max_status_line) detail::throw_protocol_error("too many empty lines before the status line");
+        continue;
+      }
+      if (line.size() > limits_.max_status_line) {
+        detail::throw_protocol_error("status line longer than " + std::to_string(limits_.max_status_line) +
+                                     " bytes: " + detail::quote_bytes(line));
+      }
+      parse_status_line(line);
+      phase_ = head_phase::fields;
+      fields_start_ = line_start_;
+      continue;
+    }
+    if (line_start_ - fields_start_ > limits_.max_header_bytes) {
+      detail::throw_protocol_error("header block larger than " + std::to_string(limits_.max_header_bytes) + " bytes");
+    }
+    if (line.empty()) {
+      const std::size_t head_size = line_start_;
+      finish_head();
+      return head_size;
+    }
+    parse_field_line(line, headers_, "header");
+  }
+}
+
+inline void response_parser::parse_status_line(std::string_view line) {
+  // HTTP-version SP status-code SP [reason-phrase]; the SP before an empty
+  // reason is often missing, and tolerated.
+  if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || line[7] < '0' || line[7] > '9' || line[8] != ' ') {
+    detail::throw_protocol_error("the status line is not \"HTTP/1.x NNN reason\": " + detail::quote_bytes(line));
+  }
+  version_minor_ = line[7] == '0' ? 0 : 1;
+  int code = 0;
+  for (std::size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') {
+      detail::throw_protocol_error("the status code is not three digits: " + detail::quote_bytes(line));
+    }
+    code = code * 10 + (line[i] - '0');
+  }
+  if (code < 100) detail::throw_protocol_error("status code below 100: " + detail::quote_bytes(line));
+  if (line.size() > 12 && line[12] != ' ') {
+    detail::throw_protocol_error("the status code is not three digits: " + detail::quote_bytes(line));
+  }
+  const std::string_view reason = line.size() > 13 ? line.substr(13) : std::string_view();
+  for (const char c : reason) {
+    const auto byte = static_cast<unsigned char>(c);
+    if ((byte < 0x20 && c != '\t') || byte == 0x7f) {
+      detail::throw_protocol_error("control byte in the reason phrase: " + detail::quote_bytes(line));
+    }
+  }
+  status_ = code;
+  reason_ = std::string(reason);
+}
+
+inline void response_parser::parse_field_line(std::string_view line, header_list& into, const char* block) {
+  if (detail::is_blank(line.front())) {
+    // obs-fold (RFC 9112 5.2): a user agent replaces it with a space.
+    if (into.empty()) {
+      detail::throw_protocol_error(std::string("whitespace before the first ") + block +
+                                   " field: " + detail::quote_bytes(line));
+    }
+    const std::string_view continuation = detail::trim_blanks(line);
+    for (const char c : continuation) {
+      if (c == '\0' || c == '\r') detail::throw_protocol_error("NUL or CR in a field value: " + detail::quote_bytes(line));
+    }
+    std::string& value = into.back().second;
+    if (!continuation.empty()) {
+      if (!value.empty()) value += ' ';
+      value += continuation;
+    }
+    return;
+  }
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos) {
+    detail::throw_protocol_error(std::string(block) + " line without a colon: " + detail::quote_bytes(line));
+  }
+  const std::string_view name = line.substr(0, colon);
+  if (!detail::is_token(name)) {
+    detail::throw_protocol_error(
+        std::string("bad field name (not a token, or whitespace before the colon): ") + detail::quote_bytes(line));
+  }
+  const std::string_view value = detail::trim_blanks(line.substr(colon + 1));
+  for (const char c : value) {
+    if (c == '\0' || c == '\r') detail::throw_protocol_error("NUL or CR in a field value: " + detail::quote_bytes(line));
+  }
+  if (into.size() >= limits_.max_header_count) {
+    detail::throw_protocol_error("more than " + std::to_string(limits_.max_header_count) + " " + block + " fields");
+  }
+  into.add(std::string(name), std::string(value));
+}
+
+inline void response_parser::finish_head() {
+  head_complete_ = true;
+  if (status_ >= 100 && status_ < 200) {
+    if (status_ == 101) detail::throw_protocol_error("101 Switching Protocols, but no upgrade was asked for");
+    interim_ = true;
+    return;
+  }
+  decide_framing();
+}
+
+// RFC 9112 6.3, in its order.
+inline void response_parser::decide_framing() {
+  keep_alive_ = version_minor_ >= 1 ? !detail::list_has_token(headers_, "Connection", "close")
+                                    : detail::list_has_token(headers_, "Connection", "keep-alive");
+  const bool has_transfer_encoding = headers_.contains("Transfer-Encoding");
+  const bool has_content_length = headers_.contains("Content-Length");
+  if (head_request_ || status_ == 204 || status_ == 304) {
+    // No body, whatever the fields say; a Content-Length here tells the size
+    // a GET would get, and is reported when it is valid.
+    framing_ = framing::none;
+    done_ = true;
+    if (has_content_length && !has_transfer_encoding) {
+      try {
+        content_length_ = read_content_length();
+      } catch (const protocol_error&) {
+      }
+    }
+    return;
+  }
+  if (has_transfer_encoding) {
+    if (has_content_length) {
+      detail::throw_protocol_error("both Content-Length and Transfer-Encoding (a request smuggling risk)");
+    }
+    std::vector<std::string_view> codings;
+    detail::for_each_list_element(headers_, "Transfer-Encoding", [&](std::string_view coding) {
+      codings.push_back(coding);
+    });
+    for (std::size_t i = 0; i < codings.size(); ++i) {
+      const bool chunked = header_list::same_name(codings[i], "chunked");
+      if (!chunked || i + 1 != codings.size()) {
+        detail::throw_protocol_error("unsupported Transfer-Encoding " + detail::quote_bytes(codings[i]) +
+                                     " (only chunked, last, is)");
+      }
+    }
+    if (codings.empty()) detail::throw_protocol_error("empty Transfer-Encoding");
+    framing_ = framing::chunked;
+    chunk_phase_ = chunk_phase::size_line;
+    return;
+  }
+  if (has_content_length) {
+    content_length_ = read_content_length();
+    framing_ = framing::length;
+    body_remaining_ = *content_length_;
+    done_ = body_remaining_ == 0;
+    return;
+  }
+  framing_ = framing::until_close;
+  keep_alive_ = false;
+}
+
+// Content-Length: digits only; repeated fields (or a list) must agree (RFC 9112 6.3).
+inline std::uint64_t response_parser::read_content_length() const {
+  std::optional<std::uint64_t> length;
+  detail::for_each_list_element(headers_, "Content-Length", [&](std::string_view element) {
+    std::uint64_t value = 0;
+    if (element.size() > 19) detail::throw_protocol_error("bad Content-Length " + detail::quote_bytes(element));
+    for (const char c : element) {
+      if (c < '0' || c > '9') detail::throw_protocol_error("bad Content-Length " + detail::quote_bytes(element));
+      value = value * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (length && *length != value) detail::throw_protocol_error("Content-Length fields that disagree");
+    length = value;
+  });
+  if (!length) detail::throw_protocol_error("empty Content-Length");
+  return *length;
+}
+
+inline std::size_t response_parser::parse_body(std::string_view data, std::string_view& payload,
+                                               std::size_t max_payload) {
+  payload = {};
+  if (!head_complete_ || interim_) throw invalid_state_error("http::response_parser::parse_body: no final head yet");
+  if (done_) return 0;
+  switch (framing_) {
+    case framing::none:
+      return 0;
+    case framing::length: {
+      const std::size_t take = static_cast<std::size_t>(
+          std::min<std::uint64_t>(body_remaining_, std::min(data.size(), max_payload)));
+      payload = data.substr(0, take);
+      body_remaining_ -= take;
+      body_received_ += take;
+      done_ = body_remaining_ == 0;
+      return take;
+    }
+    case framing::until_close: {
+      const std::size_t take = std::min(data.size(), max_payload);
+      payload = data.substr(0, take);
+      body_received_ += take;
+      return take;
+    }
+    case framing::chunked:
+      return parse_chunked(data, payload, max_payload);
+  }
+  return 0;
+}
+
+inline std::size_t response_parser::parse_chunked(std::string_view data, std::string_view& payload,
+                                                  std::size_t max_payload) {
+  static constexpr std::size_t max_chunk_line = 4096;  // size plus extensions
+  std::size_t consumed = 0;
+  while (!done_) {
+    const std::string_view rest = data.substr(consumed);
+    switch (chunk_phase_) {
+      case chunk_phase::size_line: {
+        const std::size_t newline = rest.find('\n');
+        if (newline == std::string_view::npos) {
+          if (rest.size() > max_chunk_line) {
+            detail::throw_protocol_error("chunk size line longer than " + std::to_string(max_chunk_line) + " bytes");
+          }
+          return consumed;
+        }
+        std::string_view line = rest.substr(0, newline);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        std::uint64_t size = 0;
+        std::size_t digits = 0;
+        while (digits < line.size() && detail::hex_digit_value(line[digits]) >= 0) {
+          if (size >= (std::uint64_t{1} << 56)) detail::throw_protocol_error("chunk size too large: " + detail::quote_bytes(line));
+          size = size * 16 + static_cast<std::uint64_t>(detail::hex_digit_value(line[digits]));
+          ++digits;
+        }
+        std::string_view extensions = detail::trim_blanks(line.substr(digits));
+        if (digits == 0 || (!extensions.empty() && extensions.front() != ';')) {
+          detail::throw_protocol_error("bad chunk size line: " + detail::quote_bytes(line));
+        }
+        for (const char c : extensions) {
+          if (c == '\0' || c == '\r') detail::throw_protocol_error("bad chunk extension: " + detail::quote_bytes(line));
+        }
+        consumed += newline + 1;
+        if (size == 0) {
+          chunk_phase_ = chunk_phase::trailers;
+        } else {
+          body_remaining_ = size;
+          chunk_phase_ = chunk_phase::data;
+        }
+        break;
+      }
+      case chunk_phase::data: {
+        const std::size_t take =
+            static_cast<std::size_t>(std::min<std::uint64_t>(body_remaining_, std::min(rest.size(), max_payload)));
+        if (take == 0) return consumed;
+        payload = rest.substr(0, take);
+        body_remaining_ -= take;
+        body_received_ += take;
+        if (body_remaining_ == 0) chunk_phase_ = chunk_phase::data_end;
+        return consumed + take;
+      }
+      case chunk_phase::data_end: {
+        if (rest.empty()) return consumed;
+        if (rest.front() == '\n') {
+          consumed += 1;
+        } else if (rest.front() == '\r') {
+          if (rest.size() < 2) return consumed;
+          if (rest[1] != '\n') detail::throw_protocol_error("chunk data not followed by CRLF: " + detail::quote_bytes(rest));
+          consumed += 2;
+        } else {
+          detail::throw_protocol_error("chunk data longer than its size: " + detail::quote_bytes(rest));
+        }
+        chunk_phase_ = chunk_phase::size_line;
+        break;
+      }
+      case chunk_phase::trailers: {
+        const std::size_t newline = rest.find('\n');
+        if (newline == std::string_view::npos) {
+          if (trailer_bytes_ + rest.size() > limits_.max_header_bytes) {
+            detail::throw_protocol_error("trailers larger than " + std::to_string(limits_.max_header_bytes) + " bytes");
+          }
+          return consumed;
+        }
+        trailer_bytes_ += newline + 1;
+        if (trailer_bytes_ > limits_.max_header_bytes) {
+          detail::throw_protocol_error("trailers larger than " + std::to_string(limits_.max_header_bytes) + " bytes");
+        }
+        std::string_view line = rest.substr(0, newline);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        consumed += newline + 1;
+        if (line.empty()) {
+          done_ = true;
+        } else {
+          parse_field_line(line, trailers_, "trailer");
+        }
+        break;
+      }
+    }
+  }
+  return consumed;
+}
+
+inline void response_parser::end_of_input() {
+  if (done_) return;
+  if (!head_complete_ || interim_) detail::throw_protocol_error("connection closed inside the response head");
+  switch (framing_) {
+    case framing::until_close:
+      done_ = true;
+      keep_alive_ = false;
+      return;
+    case framing::length:
+      detail::throw_protocol_error("connection closed after " + std::to_string(body_received_) + " of " +
+                                   std::to_string(*content_length_) + " body bytes");
+    case framing::chunked:
+      detail::throw_protocol_error("connection closed inside a chunked body (after " +
+                                   std::to_string(body_received_) + " body bytes)");
+    case framing::none:
+      return;
+  }
+}
+
+// --- 10.9 Implementation: the connection pool and one exchange ---
+
+namespace detail {
+
+inline std::string describe(duration limit) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
+}
+
+// Awaits `work` under the nearer of the request's total deadline and
+// `step_deadline` (the connect or read timeout), and names the one that
+// fired in the timeout_error. With neither, no timer is armed.
+enum class wait_step : std::uint8_t { connect, read };
+template <class Awaitable>
+task<await_result_t<Awaitable>> within(Awaitable work, std::optional<time_point> step_deadline, wait_step step,
+                                       const request_context& context) {
+  const std::optional<time_point> total = context.total_deadline;
+  if (!total && !step_deadline) co_return co_await std::move(work);
+  const bool step_is_nearer = step_deadline && (!total || *step_deadline < *total);
+  timeout_scope scope(step_is_nearer ? step_deadline : total);
+  try {
+    co_return co_await scope.run(std::move(work));
+  } catch (const timeout_error&) {
+    if (!scope.expired()) throw;
+    const std::string which =
+        !step_is_nearer            ? "total timeout (" + describe(*context.limits.total) + ")"
+        : step == wait_step::read ? "read timeout (" + describe(*context.limits.read) + ")"
+                                   : "connect timeout (" + describe(*context.limits.connect) + ")";
+    throw timeout_error("http: " + which + " waiting for " + context.url);
+  }
+}
+
+inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
+  return limit ? std::optional<time_point>(clock::now() + *limit) : std::nullopt;
+}
+
+// Whether a pooled connection can carry a request: nothing unread, and the
+// server has not closed it (a peek returns "would block"). POSIX recv; a
+// server that closes after this check is covered by the retry.
+inline bool still_open(const stream& connection) noexcept {
+  if (!connection || connection.is_closing() || !connection.buffered().empty() || connection.at_eof()) return false;
+  char byte = 0;
+  const ssize_t peeked = ::recv(connection.handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
+                                                 const request_context& request, bool fresh) {
+  if (pool->closed) throw invalid_state_error("http::client: request after close()");
+  const std::optional<time_point> connect_deadline = deadline_after(request.limits.connect);
+  host_pool& host = pool->hosts[target.host + ":" + std::to_string(target.port)];
+  if (pool->options.limit_per_host > 0 && host.in_use_limit == nullptr) {
+    host.in_use_limit = std::make_unique<semaphore>(pool->options.limit_per_host);
+  }
+  // Per host first, then the total, so a host at its own limit never holds a
+  // total permit another host could use.
+  if (host.in_use_limit != nullptr) {
+    co_await within(host.in_use_limit->acquire(), connect_deadline, wait_step::connect, request);
+  }
+  if (pool->in_use_limit != nullptr) {
+    try {
+      co_await within(pool->in_use_limit->acquire(), connect_deadline, wait_step::connect, request);
+    } catch (...) {
+      if (host.in_use_limit != nullptr) host.in_use_limit->release();
+      throw;
+    }
+  }
+  connection_lease lease(pool, host);
+  lease.count_in();
+  if (pool->closed) throw invalid_state_error("http::client: closed while the request waited for a connection");
+  const time_point now = clock::now();
+  while (!fresh && !host.idle.empty()) {
+    idle_connection candidate = std::move(host.idle.back());
+    host.idle.pop_back();
+    --pool->idle;
+    if (now - candidate.since < pool->options.keep_alive_timeout && still_open(candidate.connection)) {
+      lease.connection = std::move(candidate.connection);
+      lease.reused = true;
+      co_return lease;
+    }
+  }
+  stream_options options;
+  lease.connection =
+      co_await within(open_connection(target.host, target.port, options), connect_deadline, wait_step::connect, request);
+  ++pool->opened;
+  co_return lease;
+}
+
+inline bool is_idempotent(std::string_view method) noexcept {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS" ||
+         method == "TRACE";
+}
+
+inline void check_field(std::string_view name, std::string_view value) {
+  if (!is_token(name)) {
+    throw invalid_request_error("http: header name " + quote_bytes(name) + " is not a token (RFC 9110 5.1)");
+  }
+  for (const char c : value) {
+    if (c == '\r' || c == '\n' || c == '\0') {
+      throw invalid_request_error("http: CR, LF or NUL in the value of header " + std::string(name) +
+                                  " (header injection)");
+    }
+  }
+  if (header_list::same_name(name, "Content-Length") || header_list::same_name(name, "Transfer-Encoding")) {
+    throw invalid_request_error("http: " + std::string(name) + " is set by the client from the body, not by hand");
+  }
+}
+
+// The request head and body, as sent. The client's headers come first, a
+// request's own replace those of the same name.
+inline std::string format_request(std::string_view method, const url& target, const header_list& headers,
+                                  const std::string& body, const client_options& options) {
+  std::string text;
+  text.reserve(256 + body.size());
+  text.append(method).append(" ").append(target.target).append(" HTTP/1.1\r\n");
+  if (!headers.contains("Host")) text.append("Host: ").append(target.host_header()).append("\r\n");
+  if (!headers.contains("User-Agent") && !options.user_agent.empty()) {
+    text.append("User-Agent: ").append(options.user_agent).append("\r\n");
+  }
+  if (!headers.contains("Accept")) text.append("Accept: */*\r\n");
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    text.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  }
+  if (!options.keep_alive && !headers.contains("Connection")) text.append("Connection: close\r\n");
+  for (const auto& [name, value] : headers) text.append(name).append(": ").append(value).append("\r\n");
+  text.append("\r\n");
+  text.append(body);
+  return text;
+}
+
+inline bool is_connection_reset(const std::system_error& error) noexcept {
+  const int code = error.code().value();
+  return error.code().category() == std::generic_category() &&
+         (code == ECONNRESET || code == EPIPE || code == ECONNABORTED);
+}
+
+// One exchange on one connection: send, then read up to the final head. A
+// reused connection the server had closed is retried once, on a new one,
+// for idempotent methods when no byte of the response had arrived.
+inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string method, url target,
+                                          const header_list& headers, const std::string& body,
+                                          const request_context& request) {
+  const std::string request_text = format_request(method, target, headers, body, pool->options);
+  const bool wants_close = !pool->options.keep_alive || list_has_token(headers, "Connection", "close");
+  for (int attempt = 0;; ++attempt) {
+    response result;
+    connection_lease& lease = response_access::lease(result);
+    response_parser& parser = response_access::parser(result);
+    response_access::context(result) = request;
+    lease = co_await acquire_connection(pool, target, request, attempt > 0);
+    const bool may_retry = lease.reused && attempt == 0 && is_idempotent(method);
+    parser = response_parser(pool->options.limits);
+    parser.start(method);
+    bool any_byte = false;
+    std::exception_ptr disconnected;
+    try {
+      stream& connection = lease.connection;
+      connection.write(request_text);
+      if (connection.write_buffer_size() > 0) {
+        co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+      }
+      for (;;) {
+        const std::size_t head_size = parser.parse_head(connection.buffered());
+        if (head_size > 0) {
+          connection.consume(head_size);
+          if (parser.interim()) continue;
+          break;
+        }
+        const std::size_t received =
+            co_await within(connection.fill(), deadline_after(request.limits.read), wait_step::read, request);
+        if (received == 0) {
+          if (!any_byte && connection.buffered().empty()) {
+            throw disconnected_error("http: the server closed the connection without responding to " + method + " " +
+                                     request.url);
+          }
+          parser.end_of_input();
+        }
+        any_byte = true;
+      }
+    } catch (const disconnected_error&) {
+      disconnected = std::current_exception();
+    } catch (const std::system_error& error) {
+      if (any_byte || !is_connection_reset(error)) throw;
+      disconnected = std::make_exception_ptr(disconnected_error(
+          "http: the connection was reset before a response to " + method + " " + request.url + " (" + error.what() +
+          ")"));
+    }
+    if (disconnected != nullptr) {
+      lease.give_back(false);
+      if (may_retry) continue;
+      std::rethrow_exception(disconnected);
+    }
+    response_access::context(result).reuse_allowed = !wants_close;
+    response_access::release_when_done(result);  // no body (HEAD, 204, 304, Content-Length: 0)
+    co_return result;
+  }
+}
+
+inline bool is_redirect(int status) noexcept {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+}  // namespace detail
+
+inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
+                                      std::string url_text, request_options options) {
+  if (!detail::is_token(method)) {
+    throw invalid_request_error("http: method " + detail::quote_bytes(method) + " is not a token");
+  }
+  url target = url::parse(url_text);
+  header_list headers;
+  for (const auto& [name, value] : pool->options.headers) {
+    if (!options.headers.contains(name)) headers.add(name, value);
+  }
+  for (const auto& [name, value] : options.headers) headers.add(name, value);
+  for (const auto& [name, value] : headers) detail::check_field(name, value);
+  if (pool->closed) throw invalid_state_error("http::client: request after close()");
+
+  const timeouts limits = options.timeout.value_or(pool->options.timeout);
+  detail::request_context request{detail::deadline_after(limits.total), limits, pool->options.limits.max_body, true,
+                                  target.to_string()};
+  const bool follow = options.follow_redirects.value_or(pool->options.follow_redirects);
+  const int max_redirects = options.max_redirects.value_or(pool->options.max_redirects);
+  std::string body = std::move(options.body);
+  std::vector<std::string> history;
+  for (int redirects = 0;; ++redirects) {
+    request.url = target.to_string();
+    response result = co_await detail::send_request(pool, method, target, headers, body, request);
+    const std::optional<std::string_view> location = result.headers().get("Location");
+    if (!follow || !detail::is_redirect(result.status()) || !location) {
+      detail::response_access::history(result) = std::move(history);
+      co_return result;
+    }
+    if (redirects >= max_redirects) {
+      throw redirect_error("http: more than " + std::to_string(max_redirects) + " redirects, the last from " +
+                           request.url);
+    }
+    url next;
+    try {
+      next = resolve_url(target, *location);
+    } catch (const url_error& error) {
+      throw redirect_error("http: " + std::to_string(result.status()) + " redirect from " + request.url +
+                           " that cannot be followed: " + error.what());
+    }
+    // RFC 9110 15.4: 303 turns everything but HEAD into GET; 301 and 302 turn
+    // POST into GET, as every user agent does; 307 and 308 change nothing.
+    const int status = result.status();
+    if ((status == 303 && method != "HEAD") || ((status == 301 || status == 302) && method == "POST")) {
+      method = "GET";
+      body.clear();
+      headers.erase("Content-Type");
+    }
+    if (next.host != target.host || next.port != target.port) {
+      // Credentials are for the origin they were given to.
+      headers.erase("Authorization");
+      headers.erase("Cookie");
+      if (headers.contains("Host")) headers.set("Host", next.host_header());
+    }
+    co_await detail::response_access::discard_body(result, 64 * 1024);
+    history.push_back(request.url);
+    target = std::move(next);
+  }
+}
+
+// --- 10.10 Implementation: reading the body ---
+
+inline void response::finish_from_buffer() noexcept {
+  if (!lease_.held() || parser_.done() || !parser_.head_complete()) return;
+  try {
+    for (;;) {
+      std::string_view payload;
+      const std::size_t consumed = parser_.parse_body(lease_.connection.buffered(), payload);
+      if (consumed == 0) return;
+      lease_.connection.consume(consumed);
+      if (parser_.done()) return;
+    }
+  } catch (...) {
+    lease_.give_back(false);
+  }
+}
+
+inline task<bool> response::fill() {
+  const std::size_t received = co_await detail::within(lease_.connection.fill(), detail::deadline_after(context_.limits.read),
+                                                       detail::wait_step::read, context_);
+  if (received > 0) co_return true;
+  parser_.end_of_input();
+  co_return false;
+}
+
+inline task<std::string> response::read_chunk(std::size_t max_bytes) {
+  if (max_bytes == 0) throw std::invalid_argument("http::response::read_chunk: max_bytes is 0");
+  try {
+    while (!parser_.done()) {
+      if (!lease_.held()) throw invalid_state_error("http::response::read_chunk: the response was closed");
+      std::string_view payload;
+      const std::size_t consumed = parser_.parse_body(lease_.connection.buffered(), payload, max_bytes);
+      std::string piece(payload);
+      lease_.connection.consume(consumed);
+      if (!piece.empty()) {
+        release_when_done();
+        co_return piece;
+      }
+      if (consumed == 0 && !parser_.done()) co_await fill();
+    }
+  } catch (...) {
+    lease_.give_back(false);
+    throw;
+  }
+  release_when_done();
+  co_return std::string();
+}
+
+inline task<void> response::read_rest(std::string& out) {
+  if (const auto length = parser_.content_length(); length && *length <= context_.max_body) {
+    out.reserve(static_cast<std::size_t>(*length));
+  }
+  try {
+    while (!parser_.done()) {
+      if (!lease_.held()) throw invalid_state_error("http::response: the body was read after close()");
+      std::string_view payload;
+      const std::size_t consumed = parser_.parse_body(lease_.connection.buffered(), payload);
+      if (out.size() + payload.size() > context_.max_body) {
+        throw protocol_error("http: response body larger than limits.max_body (" + std::to_string(context_.max_body) +
+                             " bytes) from " + context_.url);
+      }
+      out.append(payload);
+      lease_.connection.consume(consumed);
+      if (consumed == 0 && !parser_.done()) co_await fill();
+    }
+  } catch (...) {
+    lease_.give_back(false);
+    throw;
+  }
+  release_when_done();
+}
+
+inline task<void> response::discard_body(std::size_t at_most) {
+  const std::optional<std::uint64_t> length = parser_.content_length();
+  if (parser_.body_framing() == response_parser::framing::until_close || (length && *length > at_most)) {
+    lease_.give_back(false);
+    co_return;
+  }
+  std::size_t discarded = 0;
+  while (!parser_.done() && discarded <= at_most) {
+    const std::string piece = co_await read_chunk();
+    if (piece.empty()) break;
+    discarded += piece.size();
+  }
+  close();
+}
+
+}  // namespace http
 
 // ============================================================================
 // 11. run_until_complete, closing a loop, run()  >>run
