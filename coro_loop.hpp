@@ -2276,6 +2276,10 @@ class outcome {
     if (error_ != nullptr) std::rethrow_exception(error_);
     return *value_;
   }
+  const value_type& value() const& {
+    if (error_ != nullptr) std::rethrow_exception(error_);
+    return *value_;
+  }
   value_type&& value() && {
     if (error_ != nullptr) std::rethrow_exception(error_);
     return std::move(*value_);
