@@ -127,7 +127,7 @@ VALGRIND_FLAGS ?= --error-exitcode=1 --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --track-fds=no
 VALGRIND_TEST_ARGS ?= ~[.] ~[slow]
 VALGRIND_TIMEOUT ?= 1200
-DEMO_PROGRAMS ?= sequential_vs_concurrent gather_vs_create_task producer_consumer fetch_all timeout_and_cancellation pitfalls executors debug_mode echo_client
+DEMO_PROGRAMS ?= sequential_vs_concurrent gather_vs_create_task producer_consumer async_context_managers fetch_all timeout_and_cancellation pitfalls executors debug_mode echo_client
 JOBS ?= 2
 # `make test` builds the examples too (a broken example fails the run);
 # the sanitizer configurations skip them.

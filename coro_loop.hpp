@@ -45,6 +45,7 @@
 //   timeout(d, aw), timeout_at(t, aw), wait_for(aw, d), timeout_scope   deadlines
 //   shield(aw)                    the caller's cancel does not reach aw
 //   task_group, with_task_group(body), exception_group   asyncio.TaskGroup
+//   async_with(opening, body)     async with: body(resource), then always co_await resource.aclose()
 //   event, lock, semaphore, bounded_semaphore, condition, barrier   asyncio's primitives
 //   queue<T>, lifo_queue<T>, priority_queue<T>   bounded async queues (put/get/join/shutdown)
 //   thread_pool, to_thread(fn, args...), run_in_executor(pool, fn, args...)
@@ -3260,6 +3261,50 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
     body_error = std::current_exception();
   }
   co_await group.join(body_error);
+  if constexpr (std::is_void_v<value_type>) {
+    co_return;
+  } else if constexpr (std::is_reference_v<value_type>) {
+    co_return value->get();
+  } else {
+    co_return std::move(*value);
+  }
+}
+
+// --- 6.7 async_with ---
+
+/// `async with` for a resource whose cleanup must co_await (a destructor
+/// cannot): awaits `opening` for the resource, awaits body(resource), then
+/// awaits resource.aclose() on every path: success, error, cancellation
+/// (contextlib.aclosing). For cleanup that need not wait, plain RAII is the
+/// answer. Differences: C++ keeps one exception, so when both the body and
+/// aclose() fail the body's error propagates, unless aclose() was cancelled
+/// (a cancellation is never swallowed).
+///   auto rows = co_await async_with(open_db(), [](db& conn) { return conn.query("SELECT 1"); });
+template <class Opening, class Body>
+  requires detail::awaitable<Opening>
+auto async_with(Opening opening, Body body)
+    -> task<await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>> {
+  using value_type = await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>;
+  auto resource = co_await std::move(opening);
+  std::exception_ptr error;
+  std::optional<detail::stored_value_t<value_type>> value;
+  try {
+    auto inner = std::invoke(body, resource);
+    if constexpr (std::is_void_v<value_type>) {
+      co_await std::move(inner);
+      value.emplace();
+    } else {
+      value.emplace(co_await std::move(inner));
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  try {
+    co_await resource.aclose();
+  } catch (...) {
+    if (error == nullptr || detail::is_cancellation(std::current_exception())) error = std::current_exception();
+  }
+  if (error != nullptr) std::rethrow_exception(error);
   if constexpr (std::is_void_v<value_type>) {
     co_return;
   } else if constexpr (std::is_reference_v<value_type>) {

@@ -1,4 +1,4 @@
-// tests/test_task_group.cpp - task_group and with_task_group [task_group].
+// tests/test_task_group.cpp - task_group, with_task_group and async_with [task_group].
 //
 // Reference: asyncio.TaskGroup (3.11-3.13). The first child to fail with an
 // error other than cancellation cancels the other children and the group's
@@ -979,4 +979,136 @@ TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the ou
   CHECK(inner_ending == "cancelled_error");
   CHECK(inner_child.cleaned_up);
   CHECK(errors == std::vector<std::string>{"outer child failed"});
+}
+
+// --- async_with: `async with` for a resource whose cleanup awaits ---
+
+namespace {
+
+// A resource that records what happened to it; aclose() awaits, as real
+// cleanup does, and can be told to fail.
+struct recorded_resource {
+  std::vector<std::string>* log;
+  bool fail_close = false;
+  cl::task<void> aclose() {
+    log->push_back("aclose start");
+    co_await cl::sleep(1ms);
+    log->push_back("aclose end");
+    if (fail_close) throw std::runtime_error("close failed");
+  }
+};
+
+cl::task<recorded_resource> open_recorded(std::vector<std::string>& log, bool fail_close = false) {
+  log.push_back("open");
+  co_await cl::sleep(0ms);
+  co_return recorded_resource{&log, fail_close};
+}
+
+}  // namespace
+
+TEST_CASE("async_with: the body's value comes back after aclose() ran", "[task_group]") {
+  std::vector<std::string> log;
+  int value = 0;
+  auto body = [&]() -> cl::task<void> {
+    auto use = [&](recorded_resource&) -> cl::task<int> {
+      log.push_back("body");
+      co_await cl::sleep(1ms);
+      co_return 7;
+    };
+    value = co_await cl::async_with(open_recorded(log), use);
+  };
+  cl::run(body());
+  CHECK(value == 7);
+  CHECK(log == std::vector<std::string>{"open", "body", "aclose start", "aclose end"});
+}
+
+TEST_CASE("async_with: a failing body still awaits aclose(), then its error propagates", "[task_group]") {
+  std::vector<std::string> log;
+  std::string caught;
+  auto body = [&]() -> cl::task<void> {
+    auto use = [&](recorded_resource&) -> cl::task<void> {
+      co_await cl::sleep(1ms);
+      throw std::runtime_error("body failed");
+    };
+    try {
+      co_await cl::async_with(open_recorded(log, true), use);
+    } catch (const std::runtime_error& e) {
+      caught = e.what();
+    }
+  };
+  cl::run(body());
+  CHECK(caught == "body failed");  // both failed: the body's error wins
+  CHECK(log == std::vector<std::string>{"open", "aclose start", "aclose end"});
+}
+
+TEST_CASE("async_with: aclose()'s error propagates when the body succeeded", "[task_group]") {
+  std::vector<std::string> log;
+  std::string caught;
+  auto body = [&]() -> cl::task<void> {
+    auto use = [&](recorded_resource&) -> cl::task<void> { co_return; };
+    try {
+      co_await cl::async_with(open_recorded(log, true), use);
+    } catch (const std::runtime_error& e) {
+      caught = e.what();
+    }
+  };
+  cl::run(body());
+  CHECK(caught == "close failed");
+}
+
+TEST_CASE("async_with: a cancelled body awaits aclose() and the task ends cancelled", "[task_group]") {
+  std::vector<std::string> log;
+  bool body_started = false;
+  bool cancelled = false;
+  auto body = [&]() -> cl::task<void> {
+    auto use = [&](recorded_resource&) -> cl::task<void> {
+      body_started = true;
+      co_await cl::sleep(forever);
+      log.push_back("body end");
+    };
+    auto guarded_use = [&]() -> cl::task<void> { co_await cl::async_with(open_recorded(log), use); };
+    auto handle = cl::create_task(guarded_use());
+    co_await until([&] { return body_started; });
+    handle.cancel();
+    try {
+      co_await handle;
+    } catch (const cl::cancelled_error&) {
+      cancelled = true;
+    }
+  };
+  cl::run(body());
+  CHECK(cancelled);
+  CHECK(log == std::vector<std::string>{"open", "aclose start", "aclose end"});
+}
+
+TEST_CASE("async_with: a cancel that reaches aclose() is not swallowed by the body's error", "[task_group]") {
+  std::vector<std::string> log;
+  bool closing = false;
+  bool cancelled = false;
+  auto body = [&]() -> cl::task<void> {
+    struct slow_close {
+      bool* closing;
+      cl::task<void> aclose() {
+        *closing = true;
+        co_await cl::sleep(forever);
+      }
+    };
+    auto open_slow = [&]() -> cl::task<slow_close> { co_return slow_close{&closing}; };
+    auto use = [&](slow_close&) -> cl::task<void> {
+      co_await cl::sleep(0ms);
+      throw std::runtime_error("body failed");
+    };
+    auto guarded_use = [&]() -> cl::task<void> { co_await cl::async_with(open_slow(), use); };
+    auto handle = cl::create_task(guarded_use());
+    co_await until([&] { return closing; });
+    handle.cancel();
+    try {
+      co_await handle;
+    } catch (const cl::cancelled_error&) {
+      cancelled = true;
+    } catch (const std::runtime_error&) {
+    }
+  };
+  cl::run(body());
+  CHECK(cancelled);
 }
