@@ -41,9 +41,11 @@
 //   /echo            200, the body is "METHOD CONTENT_LENGTH BODY" ("GET  " without
 //                    a body); the request body must be a single line under 64 KiB
 //   /headers         200, "ua=<User-Agent> x=<X-Test>"
+//   /close           200 "closed" with Connection: close; nginx closes the connection
+//   /short           200 "short"; nginx closes the connection after 200 ms idle
 //   /fixture_token   200, the temporary directory's name (start-up check)
-// keepalive_requests and keepalive_timeout are large: nginx itself closes no
-// idle connection during a test.
+// Elsewhere keepalive_requests and keepalive_timeout are large: nginx itself
+// closes no idle connection during a test.
 #pragma once
 
 #include <fcntl.h>
@@ -304,6 +306,7 @@ class nginx {
     // for an upstream, so /echo proxies here with the body in a header.
     c += "  server {\n";
     c += "    listen unix:" + d + "/echo.sock;\n";
+    c += "    large_client_header_buffers 4 128k;\n";  // the body arrives as a header
     c += "    location = /echo_inner { return 200 \"$request_method $http_x_echo_length $http_x_echo_body\"; }\n";
     c += "  }\n";
     c += "  server {\n";
@@ -328,6 +331,8 @@ class nginx {
     c += "    location = /chain3 { return 302 /1k; }\n";
     c += "    location = /loop { return 302 /loop; }\n";
     c += "    location = /rhttps { return 302 https://" + listen + "/1k; }\n";
+    c += "    location = /close { keepalive_timeout 0; return 200 \"closed\"; }\n";
+    c += "    location = /short { keepalive_timeout 200ms; return 200 \"short\"; }\n";
     c += "    location = /method { return 200 \"$request_method\"; }\n";
     c += "    location = /headers { return 200 \"ua=$http_user_agent x=$http_x_test\"; }\n";
     c += "    location = /echo {\n";
