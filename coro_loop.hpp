@@ -5924,6 +5924,11 @@ struct request_options {
   std::optional<timeouts> timeout;   // replaces the client's
   std::optional<bool> follow_redirects;
   std::optional<int> max_redirects;
+  /// Sets the body from bytes (or text: std::string_view converts).
+  void set_body(std::span<const std::byte> bytes) {
+    body.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  }
+  void set_body(std::string_view text) { body.assign(text); }
 };
 
 // --- 10.4 The response parser ---
@@ -6048,7 +6053,21 @@ struct pool_state {
   std::size_t active = 0;
   std::size_t idle = 0;
   std::size_t opened = 0;
+  time_point last_sweep = clock::now();
   bool closed = false;
+
+  // Closes idle connections past keep_alive_timeout, for every host, at most
+  // once per timeout: a client that talked to many hosts does not keep their
+  // sockets open until it is closed.
+  void sweep_idle(time_point now) {
+    if (now - last_sweep < options.keep_alive_timeout) return;
+    last_sweep = now;
+    for (auto& [key, host] : hosts) {
+      idle -= std::erase_if(host.idle, [&](const idle_connection& each) {
+        return now - each.since >= options.keep_alive_timeout;
+      });
+    }
+  }
 };
 
 // One connection taken from the pool, with the permits it holds. Given back
@@ -6934,6 +6953,7 @@ inline bool still_open(const stream& connection) noexcept {
 inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
                                                  const request_context& request, bool fresh) {
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
+  pool->sweep_idle(clock::now());
   const std::optional<time_point> connect_deadline = deadline_after(request.limits.connect);
   host_pool& host = pool->hosts[target.host + ":" + std::to_string(target.port)];
   if (pool->options.limit_per_host > 0 && host.in_use_limit == nullptr) {

@@ -1906,6 +1906,58 @@ TEST_CASE("http: client.close() closes idle connections; a request after it thro
   cl::run(body());
 }
 
+TEST_CASE("http: idle connections past keep_alive_timeout are closed for every host, not only the one asked for",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    script first_script;
+    script second_script;
+    first_script.act = reply(ok_response("one"));
+    second_script.act = reply(ok_response("two"));
+    cl::server first = co_await start(first_script);
+    cl::server second = co_await start(second_script);
+    {
+      http::client_options options;
+      options.keep_alive_timeout = 50ms;
+      http::client client(options);
+      CHECK_AWAIT_EQ(cl::timeout(10s, fetch_text(client, base_url(first) + "/a")), "one");
+      CHECK(client.idle_connections() == 1);
+      co_await cl::sleep(120ms);
+      // A request to the second server sweeps the first one's expired connection.
+      CHECK_AWAIT_EQ(cl::timeout(10s, fetch_text(client, base_url(second) + "/b")), "two");
+      CHECK(client.idle_connections() == 1);
+      CHECK_AWAIT(eventually([&] { return first_script.ended_by_client == 1; }, 5s));
+    }
+    co_await stop(first);
+    co_await stop(second);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("http: request_options::set_body sends bytes and text as they are", "[http]") {
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = reply(ok_response("ok"));
+    cl::server server = co_await start(s);
+    {
+      http::client client;
+      const std::byte bytes[] = {std::byte{0}, std::byte{0xff}, std::byte{'\r'}, std::byte{'\n'}};
+      http::request_options binary;
+      binary.set_body(bytes);
+      CHECK_AWAIT_EQ(cl::timeout(10s, fetch_text_with(client, base_url(server) + "/bytes", std::move(binary))), "ok");
+      http::request_options text;
+      text.set_body(std::string_view("plain"));
+      CHECK_AWAIT_EQ(cl::timeout(10s, fetch_text_with(client, base_url(server) + "/text", std::move(text))), "ok");
+    }
+    REQUIRE(s.requests.size() == 2);
+    CHECK(s.requests[0].body == std::string("\0\xff\r\n", 4));
+    CHECK(s.requests[1].body == "plain");
+    co_await stop(server);
+  };
+  cl::run(body());
+}
+
 TEST_CASE("http: connecting to a port with no listener is std::system_error", "[http]") {
   auto body = []() -> cl::task<void> {
     const io_counts before = io_counts::now();
