@@ -6582,7 +6582,11 @@ inline std::size_t response_parser::parse_head(std::string_view data) {
     const std::size_t newline = data.find('\n', scanned_);
     if (newline == std::string_view::npos) {
       scanned_ = data.size();
-      if (phase_ == head_phase::status_line && data.size() - line_start_ > limits_.max_status_line) {
+      // The same limits as on a complete line, so that how the bytes were
+      // split never changes the outcome: a trailing CR is not part of the line.
+      std::size_t pending = data.size() - line_start_;
+      if (pending > 0 && data.back() == '\r') --pending;
+      if (phase_ == head_phase::status_line && pending > limits_.max_status_line) {
         detail::throw_protocol_error("status line longer than " + std::to_string(limits_.max_status_line) +
                                      " bytes: " + detail::quote_bytes(data.substr(line_start_)));
       }
@@ -6804,13 +6808,17 @@ inline std::size_t response_parser::parse_chunked(std::string_view data, std::st
       case chunk_phase::size_line: {
         const std::size_t newline = rest.find('\n');
         if (newline == std::string_view::npos) {
-          if (rest.size() > max_chunk_line) {
+          const std::size_t pending = rest.size() - (!rest.empty() && rest.back() == '\r' ? 1 : 0);
+          if (pending > max_chunk_line) {
             detail::throw_protocol_error("chunk size line longer than " + std::to_string(max_chunk_line) + " bytes");
           }
           return consumed;
         }
         std::string_view line = rest.substr(0, newline);
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (line.size() > max_chunk_line) {
+          detail::throw_protocol_error("chunk size line longer than " + std::to_string(max_chunk_line) + " bytes");
+        }
         std::uint64_t size = 0;
         std::size_t digits = 0;
         while (digits < line.size() && detail::hex_digit_value(line[digits]) >= 0) {
