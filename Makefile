@@ -9,6 +9,11 @@
 #   make demo           build and run $(DEMO_PROGRAMS), each under a "== name ==" heading
 #   make tests, make examples   build only those
 #   make deps           install what the tests need (scripts/install-test-deps.sh)
+#   make fuzz           build the libFuzzer target tests/fuzz/http_response_fuzz.cpp (clang++,
+#                       ASan+UBSan) as build/fuzz/http_response_fuzz and run it on one core for
+#                       FUZZ_SECONDS from tests/fuzz/http_response_seeds/ (+ _crashes/) and the
+#                       scratch corpus build/fuzz/corpus/; prints runs, cov and ft; fails on a
+#                       crash, leaving it in build/fuzz/artifacts/. Not part of `make test`.
 #   make clean          remove build/ (every configuration)
 #
 # Variables (on the command line, e.g. `make test CXX=clang++ STDLIB=libc++`)
@@ -27,6 +32,9 @@
 #   VALGRIND_TEST_ARGS  Catch2 test spec under valgrind [~[.] ~[slow]]
 #   DEMO_PROGRAMS       examples run by `make demo` [sequential_vs_concurrent]
 #   JOBS                parallel compiles when make itself was not given -j [2]
+#   FUZZ_SECONDS        how long `make fuzz` runs [600]; FUZZ_MAX_LEN its largest input [4096]
+#   FUZZ_CXX            `make fuzz`'s compiler [clang++] (libFuzzer needs clang; deps:
+#                       scripts/install-fuzz-deps.sh); FUZZ_ARGS more libFuzzer options
 #   V=1                 print whole compiler command lines
 # A change of compiler or flags rebuilds that configuration (BUILD/config.stamp).
 #
@@ -36,6 +44,9 @@
 #   tests/two_tu/*.cpp  -> all linked together into BUILD/tests/test_two_translation_units
 #                          (the header in several translation units: a missing `inline`)
 #   examples/X.cpp      -> BUILD/examples/X
+#   tests/fuzz/http_response_fuzz.cpp -> build/fuzz/http_response_fuzz (make fuzz only; its
+#                          driver tests/fuzz/http_response_driver.hpp also serves
+#                          tests/test_http_parser_corpus.cpp)
 #   Tests compile with -I. -Itests: `#include "coro_loop.hpp"` and `#include "catch.hpp"`.
 #   Per-program flags: a file beside the source with the same name and `.flags`
 #   (tests/test_X.flags, tests/two_tu/a.flags, examples/X.flags) holds flags appended
@@ -161,14 +172,14 @@ program_flags = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
 # The configuration's compiler and flags, recorded so that changing them rebuilds.
 CONFIG_STAMP := $(BUILD)/config.stamp
 CONFIG_LINE = $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS)
-ifneq ($(filter-out clean help sanitize,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(filter-out clean help sanitize fuzz,$(or $(MAKECMDGOALS),all)),)
 ifneq ($(strip $(CONFIG_LINE)),$(strip $(shell cat $(CONFIG_STAMP) 2>/dev/null)))
 $(shell mkdir -p $(BUILD) && printf '%s\n' '$(subst ','\'',$(strip $(CONFIG_LINE)))' > $(CONFIG_STAMP))
 endif
 endif
 
 # --- targets -----------------------------------------------------------------
-.PHONY: all tests examples demo-programs test sanitize valgrind demo deps clean help
+.PHONY: all tests examples demo-programs test sanitize valgrind demo deps fuzz clean help
 all: tests examples
 	@:
 tests: $(TEST_BINS)
@@ -221,6 +232,39 @@ demo:
 	done; \
 	exit $$status
 
+# libFuzzer: one process, one core (no -jobs/-workers); the log is build/fuzz/fuzz.log.
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 600
+FUZZ_MAX_LEN ?= 4096
+FUZZ_ARGS ?=
+FUZZ_BUILD := build/fuzz
+FUZZ_TARGET := $(FUZZ_BUILD)/http_response_fuzz
+FUZZ_CXXFLAGS := -std=c++20 -O1 -g -Wall -Wextra -Wpedantic -Werror -fno-omit-frame-pointer \
+  -fsanitize=fuzzer,address,undefined -fno-sanitize=function -fno-sanitize-recover=all -I.
+FUZZ_CORPORA := $(FUZZ_BUILD)/corpus tests/fuzz/http_response_seeds $(wildcard tests/fuzz/http_response_crashes)
+fuzz:
+	@FUZZ_CXX='$(FUZZ_CXX)' scripts/install-fuzz-deps.sh
+	+@$(SUBMAKE) $(FUZZ_TARGET)
+	@mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/artifacts
+	@echo "== make fuzz: $(FUZZ_TARGET) for $(FUZZ_SECONDS)s on $(FUZZ_CORPORA) (log: $(FUZZ_BUILD)/fuzz.log) =="
+	@ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' \
+	  $(FUZZ_TARGET) -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 \
+	  -dict=tests/fuzz/http_response.dict -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_BUILD)/artifacts/ $(FUZZ_ARGS) $(FUZZ_CORPORA) 2>&1 | \
+	  tee $(FUZZ_BUILD)/fuzz.log | grep --line-buffered -E '^#[0-9]+[[:space:]]+(INITED|pulse|DONE)|^Done '; \
+	status=$${PIPESTATUS[0]}; \
+	if ((status == 0)); then \
+	  echo "make fuzz: no crash in $(FUZZ_SECONDS)s: $$(grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_BUILD)/fuzz.log | tail -n 1)"; \
+	else \
+	  tail -n 60 $(FUZZ_BUILD)/fuzz.log; \
+	  artifact=$$(sed -n 's/.*Test unit written to //p' $(FUZZ_BUILD)/fuzz.log | tail -n 1); \
+	  echo "make fuzz: FAILED (libFuzzer exit status $$status)$${artifact:+: reproducer $$artifact}"; \
+	  echo "  replay:   $(FUZZ_TARGET) $${artifact:-ARTIFACT}"; \
+	  echo "  minimise: $(FUZZ_TARGET) -minimize_crash=1 -max_total_time=60 $${artifact:-ARTIFACT}"; \
+	  echo "  keep it:  copy it into tests/fuzz/http_response_crashes/ (run by tests/test_http_parser_corpus.cpp)"; \
+	  exit 1; \
+	fi
+
 clean:
 	rm -rf build
 
@@ -257,6 +301,10 @@ $(BUILD)/examples/%: examples/%.cpp $$(wildcard examples/$$*.flags) $(CONFIG_STA
 	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) $(call program_flags,examples/$*) \
 	  $(DEPFLAGS) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
+$(FUZZ_TARGET): tests/fuzz/http_response_fuzz.cpp
+	@mkdir -p $(@D); rm -f $@
+	$(call quiet,CXX)$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -MMD -MP -MT $@ -MF $@.d $< -o $@
+
 $(CONFIG_STAMP): ;
 
--include $(wildcard $(CATCH_MAIN_OBJ).d $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS)))
+-include $(wildcard $(CATCH_MAIN_OBJ).d $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS)) $(FUZZ_TARGET).d)
