@@ -3,7 +3,11 @@
 # Targets
 #   make, make all      build every test and example of the configuration
 #   make test           install Catch2 if missing, build everything, run each test
-#                       binary in turn (PASS/FAIL each, then "tests: N passed, N failed")
+#                       binary in turn, then tests/run_examples.sh (every example runs,
+#                       its output checked) and tests/consumer/run.sh (a user's project
+#                       takes coro_loop each way: copied header, meson subproject,
+#                       make install + pkg-config and find_package, add_subdirectory)
+#                       (PASS/FAIL each, then "tests: N passed, N failed")
 #   make sanitize       make test twice for $(CXX): ASan+UBSan (SANITIZE=asan), TSan (SANITIZE=tsan)
 #   make valgrind       the default configuration's tests under valgrind memcheck
 #   make demo           build and run $(DEMO_PROGRAMS), each under a "== name ==" heading
@@ -14,6 +18,10 @@
 #                       FUZZ_SECONDS from tests/fuzz/http_response_seeds/ (+ _crashes/) and the
 #                       scratch corpus build/fuzz/corpus/; prints runs, cov and ft; fails on a
 #                       crash, leaving it in build/fuzz/artifacts/. Not part of `make test`.
+#   make install        install coro_loop.hpp into PREFIX/include, coro_loop.pc into
+#                       PREFIX/share/pkgconfig and the CMake package (find_package(coro_loop)
+#                       gives coro_loop::coro_loop) into PREFIX/share/cmake/coro_loop
+#   make uninstall      remove what make install installed (the same PREFIX and DESTDIR)
 #   make clean          remove build/ (every configuration)
 #
 # Variables (on the command line, e.g. `make test CXX=clang++ STDLIB=libc++`)
@@ -36,6 +44,10 @@
 #   FUZZ_CXX            `make fuzz`'s compiler [clang++] (libFuzzer needs clang; deps:
 #                       scripts/install-fuzz-deps.sh); FUZZ_ARGS more libFuzzer options
 #   V=1                 print whole compiler command lines
+#   PREFIX              make install's root [/usr/local]; DESTDIR a staging directory put
+#                       before every path, not written into the files [none]; INCLUDEDIR,
+#                       PKGCONFIGDIR, CMAKEDIR [PREFIX/include, PREFIX/share/pkgconfig,
+#                       PREFIX/share/cmake/coro_loop]
 # A change of compiler or flags rebuilds that configuration (BUILD/config.stamp).
 #
 # What is built from what
@@ -44,6 +56,8 @@
 #   tests/two_tu/*.cpp  -> all linked together into BUILD/tests/test_two_translation_units
 #                          (the header in several translation units: a missing `inline`)
 #   examples/X.cpp      -> BUILD/examples/X
+#   scripts/package/*.in -> make install's coro_loop.pc and CMake package files (the
+#                          same templates serve CMakeLists.txt's install step)
 #   tests/fuzz/http_response_fuzz.cpp -> build/fuzz/http_response_fuzz (make fuzz only; its
 #                          driver tests/fuzz/http_response_driver.hpp also serves
 #                          tests/test_http_parser_corpus.cpp)
@@ -172,14 +186,14 @@ program_flags = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
 # The configuration's compiler and flags, recorded so that changing them rebuilds.
 CONFIG_STAMP := $(BUILD)/config.stamp
 CONFIG_LINE = $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS)
-ifneq ($(filter-out clean help sanitize fuzz,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(filter-out clean help sanitize fuzz install uninstall,$(or $(MAKECMDGOALS),all)),)
 ifneq ($(strip $(CONFIG_LINE)),$(strip $(shell cat $(CONFIG_STAMP) 2>/dev/null)))
 $(shell mkdir -p $(BUILD) && printf '%s\n' '$(subst ','\'',$(strip $(CONFIG_LINE)))' > $(CONFIG_STAMP))
 endif
 endif
 
 # --- targets -----------------------------------------------------------------
-.PHONY: all tests examples demo-programs test sanitize valgrind demo deps fuzz clean help
+.PHONY: all tests examples demo-programs test sanitize valgrind demo deps fuzz install uninstall clean help
 all: tests examples
 	@:
 tests: $(TEST_BINS)
@@ -199,6 +213,8 @@ test: deps
 	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) || true
 	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' \
 	  TEST_BUILT='$(if $(TEST_EXAMPLES),$(EXAMPLE_BINS))' \
+	  TEST_SCRIPTS='$(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
+	  EXAMPLES_DIR='$(BUILD)/examples' CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' \
 	  ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' TSAN_OPTIONS='$(TSAN_OPTIONS)' \
 	  scripts/run-tests.sh $(TEST_BINS) -- $(CATCH_ARGS)
 
@@ -264,6 +280,35 @@ fuzz:
 	  echo "  keep it:  copy it into tests/fuzz/http_response_crashes/ (run by tests/test_http_parser_corpus.cpp)"; \
 	  exit 1; \
 	fi
+
+# Header-only: the header, a pkg-config file and a CMake package, from scripts/package/.
+PREFIX ?= /usr/local
+DESTDIR ?=
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(PREFIX)/share/pkgconfig
+CMAKEDIR ?= $(PREFIX)/share/cmake/coro_loop
+CORO_LOOP_VERSION = $(shell sed -n 's/^\#define CORO_LOOP_VERSION "\(.*\)"$$/\1/p' coro_loop.hpp)
+# coro_loop-config.cmake finds the header relative to itself (a relocatable prefix).
+CONFIG_TO_INCLUDEDIR = $(or $(shell realpath -ms --relative-to='$(CMAKEDIR)' '$(INCLUDEDIR)' 2>/dev/null),$(INCLUDEDIR))
+PACKAGE_SED = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(CORO_LOOP_VERSION)|g' \
+  -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' \
+  -e 's|@CONFIG_TO_INCLUDEDIR@|$(CONFIG_TO_INCLUDEDIR)|g'
+install:
+	@for dir in '$(PREFIX)' '$(INCLUDEDIR)' '$(PKGCONFIGDIR)' '$(CMAKEDIR)'; do \
+	  [[ $$dir == /* ]] || { echo "make install: $$dir is not an absolute path (PREFIX=$(PREFIX))" >&2; exit 1; }; \
+	done
+	install -d '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)' '$(DESTDIR)$(CMAKEDIR)'
+	install -m 644 coro_loop.hpp '$(DESTDIR)$(INCLUDEDIR)/coro_loop.hpp'
+	$(PACKAGE_SED) scripts/package/coro_loop.pc.in > '$(DESTDIR)$(PKGCONFIGDIR)/coro_loop.pc'
+	$(PACKAGE_SED) scripts/package/coro_loop-config.cmake.in > '$(DESTDIR)$(CMAKEDIR)/coro_loop-config.cmake'
+	$(PACKAGE_SED) scripts/package/coro_loop-config-version.cmake.in \
+	  > '$(DESTDIR)$(CMAKEDIR)/coro_loop-config-version.cmake'
+	chmod 644 '$(DESTDIR)$(PKGCONFIGDIR)/coro_loop.pc' '$(DESTDIR)$(CMAKEDIR)'/coro_loop-config*.cmake
+
+uninstall:
+	rm -f '$(DESTDIR)$(INCLUDEDIR)/coro_loop.hpp' '$(DESTDIR)$(PKGCONFIGDIR)/coro_loop.pc' \
+	  '$(DESTDIR)$(CMAKEDIR)/coro_loop-config.cmake' '$(DESTDIR)$(CMAKEDIR)/coro_loop-config-version.cmake'
+	@rmdir '$(DESTDIR)$(CMAKEDIR)' 2>/dev/null || true
 
 clean:
 	rm -rf build

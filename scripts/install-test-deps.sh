@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is installed: Catch2 (v2 or v3), nginx (the real
 # peer of tests/test_http_nginx.cpp, which starts its own instance on 127.0.0.1 with
-# its own configuration in a temporary directory), and libc++'s headers when
-# STDLIB=libc++. Quiet and quick when everything is present.
+# its own configuration in a temporary directory), cmake, meson, ninja and pkg-config
+# (tests/consumer/run.sh builds a user's project with each), and libc++'s headers
+# when STDLIB=libc++. Quiet and quick when everything is present.
 # Run by `make test`, `make sanitize` and `make valgrind`; safe to run by hand.
 #   CXX     compiler used for the check           [g++]
 #   STDLIB  libc++ to also require libc++'s headers [empty: the compiler's default]
@@ -37,6 +38,10 @@ nginx_found() {
   return 1
 }
 nginx_found || missing+=(nginx)
+# tests/consumer/run.sh: command -> Debian package.
+for tool in cmake:cmake meson:meson ninja:ninja-build pkg-config:pkg-config; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
 if [[ $stdlib == libc++ ]]; then
   if ! printf '#include <vector>\nint main() { return std::vector<int>{}.size(); }\n' |
       $cxx -std=c++20 -stdlib=libc++ -x c++ - -o /dev/null >/dev/null 2>&1; then

@@ -9,6 +9,9 @@
 #   TEST_LABEL     printed in the heading and summary [tests]
 #   TEST_BUILT     more binaries that only have to exist (examples): PASS if built,
 #                  counted with the tests
+#   TEST_SCRIPTS   scripts run after the binaries, each counted like one (no arguments:
+#                  no Catch2 arguments, no TEST_RUNNER; they take settings from the
+#                  environment), e.g. tests/run_examples.sh
 # Prints PASS/FAIL per binary, then a last line `tests: N passed, N failed`.
 # Exit status: 0 when nothing failed.
 set -u -f   # -f: Catch2 test specs such as ~[slow] are not file patterns
@@ -21,6 +24,7 @@ timeout_seconds=${TEST_TIMEOUT:-300}
 runner=(${TEST_RUNNER:-})
 label=${TEST_LABEL:-tests}
 built=(${TEST_BUILT:-})
+scripts=(${TEST_SCRIPTS:-})
 
 passed=0
 failed=0
@@ -42,18 +46,11 @@ if ((${#binaries[@]} == 0)); then
   echo "${label}: no test binaries: add tests/test_*.cpp (or tests/two_tu/*.cpp)"
 fi
 
-suite_start=$SECONDS
-for binary in "${binaries[@]}"; do
-  name=${binary##*/}
-  if [[ ! -x $binary ]]; then
-    echo "FAIL ${name} (did not build)"
-    failed=$((failed + 1))
-    failures+=("${name}")
-    continue
-  fi
-  echo "---- ${name}${*:+ ($*)}"
-  start=$SECONDS
-  timeout --kill-after=10 "${timeout_seconds}" "${runner[@]}" "${binary}" "$@"
+# run_one NAME COMMAND...: runs it under the timeout, prints PASS/FAIL, counts it.
+run_one() {
+  local name=$1 start=$SECONDS status reason elapsed
+  shift
+  timeout --kill-after=10 "${timeout_seconds}" "$@"
   status=$?
   elapsed=$((SECONDS - start))
   if ((status == 0)); then
@@ -70,6 +67,24 @@ for binary in "${binaries[@]}"; do
     failed=$((failed + 1))
     failures+=("${name}")
   fi
+}
+
+suite_start=$SECONDS
+for binary in "${binaries[@]}"; do
+  name=${binary##*/}
+  if [[ ! -x $binary ]]; then
+    echo "FAIL ${name} (did not build)"
+    failed=$((failed + 1))
+    failures+=("${name}")
+    continue
+  fi
+  echo "---- ${name}${*:+ ($*)}"
+  run_one "${name}" "${runner[@]}" "${binary}" "$@"
+done
+
+for script in "${scripts[@]}"; do
+  echo "---- ${script}"
+  run_one "${script}" "${script}"
 done
 
 echo "==== ${label}: $((SECONDS - suite_start))s${failures[*]:+; failed: ${failures[*]}}"
