@@ -1,0 +1,123 @@
+// tests/test_support.hpp - resource accounting shared by the fault and stress tests
+// (issue 11, point 4): after each case the counts of open file descriptors, live
+// tasks, timers and the loop's I/O registrations return to where they were.
+// Included after catch.hpp and coro_loop.hpp; everything is inline. Linux: open fds
+// are counted in /proc/self/fd, the resident set size read from /proc/self/status.
+#pragma once
+
+#include <dirent.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace test_support {
+
+namespace cl = coro_loop;
+using namespace std::chrono_literals;
+
+// Open file descriptors of this process (the directory stream's own fd not counted).
+inline std::size_t open_fd_count() {
+  DIR* directory = ::opendir("/proc/self/fd");
+  if (directory == nullptr) return 0;
+  std::size_t count = 0;
+  while (const dirent* entry = ::readdir(directory)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  ::closedir(directory);
+  return count > 0 ? count - 1 : 0;
+}
+
+// VmRSS of this process in KiB (0 when /proc is not there).
+inline std::size_t rss_kib() {
+  std::FILE* status = std::fopen("/proc/self/status", "r");
+  if (status == nullptr) return 0;
+  char line[256];
+  std::size_t kib = 0;
+  while (std::fgets(line, sizeof line, status) != nullptr) {
+    if (std::strncmp(line, "VmRSS:", 6) == 0) {
+      kib = static_cast<std::size_t>(std::strtoull(line + 6, nullptr, 10));
+      break;
+    }
+  }
+  std::fclose(status);
+  return kib;
+}
+
+// Built with a sanitizer (ASan, TSan, MSan).
+constexpr bool sanitized() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  return true;
+#else
+  return false;
+#endif
+#else
+  return false;
+#endif
+}
+
+// Running under valgrind (its preload libraries are in LD_PRELOAD).
+inline bool under_valgrind() {
+  const char* preload = std::getenv("LD_PRELOAD");
+  return preload != nullptr && std::strstr(preload, "vgpreload") != nullptr;
+}
+
+// Sanitizer or valgrind: slower, and memory is not returned at once (quarantine).
+inline bool instrumented() { return sanitized() || under_valgrind(); }
+
+// What must come back once every task, socket, stream, server and timer a test
+// made is finished and closed. now() needs a running loop (all_tasks()).
+struct resource_counts {
+  std::size_t fds = 0;
+  std::size_t tasks = 0;
+  std::size_t timers = 0;
+  std::size_t registered = 0;
+  std::size_t parked = 0;
+
+  static resource_counts now() {
+    cl::event_loop& loop = cl::get_running_loop();
+    return {open_fd_count(), cl::all_tasks().size(), loop.timer_count(), loop.registered_handle_count(),
+            loop.parked_operation_count()};
+  }
+  bool operator==(const resource_counts&) const = default;
+  std::string to_string() const {
+    return "fds " + std::to_string(fds) + ", tasks " + std::to_string(tasks) + ", timers " + std::to_string(timers) +
+           ", registered " + std::to_string(registered) + ", parked " + std::to_string(parked);
+  }
+};
+
+// Waits (bounded, polling every millisecond) until the counts equal `before`, then
+// checks each. Closing is asynchronous (a stream's close finishes on the loop), so a
+// test gives it up to `limit`.
+inline cl::task<void> expect_resources_back(resource_counts before, cl::duration limit = 10s) {
+  const cl::time_point deadline = cl::clock::now() + limit;
+  while (!(resource_counts::now() == before) && cl::clock::now() < deadline) co_await cl::sleep(1ms);
+  const resource_counts after = resource_counts::now();
+  INFO("before: " << before.to_string() << "; after: " << after.to_string());
+  CHECK(after.fds == before.fds);
+  CHECK(after.tasks == before.tasks);
+  CHECK(after.timers == before.timers);
+  CHECK(after.registered == before.registered);
+  CHECK(after.parked == before.parked);
+}
+
+// Outside any loop: the fd count before and after a whole cl::run().
+class fd_guard {
+ public:
+  fd_guard() : before_(open_fd_count()) {}
+  void check() const {
+    INFO("open fds before " << before_);
+    CHECK(open_fd_count() == before_);
+  }
+
+ private:
+  std::size_t before_;
+};
+
+}  // namespace test_support
