@@ -6177,7 +6177,8 @@ class response {
   bool body_complete() const noexcept { return parser_.done(); }
 
   /// The rest of the body. protocol_error past limits.max_body, or when the
-  /// body is malformed or cut short; timeout_error per the request's timeouts.
+  /// body is malformed or cut short by the server closing; std::system_error
+  /// when the connection is reset; timeout_error per the request's timeouts.
   task<std::string> text() {
     std::string body_text;
     co_await read_rest(body_text);
@@ -6243,8 +6244,9 @@ class client {
   /// Sends `method` to `url` and returns once the response head arrived; read
   /// the body from the response. Follows redirects unless told not to.
   /// Throws url_error / invalid_request_error (nothing sent), std::system_error
-  /// (connect), protocol_error / disconnected_error, redirect_error,
-  /// timeout_error; invalid_state_error after close().
+  /// (connect, or a reset after part of the response arrived), protocol_error /
+  /// disconnected_error, redirect_error, timeout_error; invalid_state_error
+  /// after close().
   task<response> request(std::string method, std::string url, request_options options) {
     return perform(pool_for("request"), std::move(method), std::move(url), std::move(options));
   }
