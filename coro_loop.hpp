@@ -2806,10 +2806,13 @@ class as_completed : private detail::timer_node {
     }
     Handle await_resume() {
       if (cancelled_) throw cancelled_error{};
-      // Past the deadline every next() throws, as asyncio's iterator does.
-      if (owner_->expired_ || owner_->next_finished_ == owner_->finished_.size()) throw timeout_error();
       ++owner_->handed_out_;
-      return owner_->tasks_[owner_->finished_[owner_->next_finished_++]];
+      if (owner_->next_finished_ < owner_->finished_.size()) {
+        return owner_->tasks_[owner_->finished_[owner_->next_finished_++]];
+      }
+      // Past the deadline, once the tasks done before it were handed out:
+      // one timeout_error for each task not done by then (asyncio's iterator).
+      throw timeout_error();
     }
 
    private:
@@ -2829,7 +2832,8 @@ class as_completed : private detail::timer_node {
     detail::task_promise_base* task_ = nullptr;
     bool cancelled_ = false;
   };
-  /// The next task to finish; throws timeout_error past the deadline.
+  /// The next task to finish. Past the deadline, the tasks done before it come
+  /// first, then one timeout_error per task that was not (asyncio.as_completed).
   next_awaiter next() noexcept { return next_awaiter(*this); }
 
  private:
@@ -2844,9 +2848,16 @@ class as_completed : private detail::timer_node {
     node->owner->finished_.push_back(node->index);
     if (node->owner->waiter_ != nullptr) node->owner->waiter_->resume();
   }
+  // asyncio drops every task not done at the deadline: one finishing later
+  // is never handed out.
   static void on_deadline(detail::timer_node* timer) noexcept {
     auto* self = static_cast<as_completed*>(timer);
     self->expired_ = true;
+    for (std::size_t i = 0; i < self->nodes_.size(); ++i) {
+      if (!self->nodes_[i].linked) continue;
+      detail::task_ref_access::promise(self->tasks_[i])->remove_waiter(self->nodes_[i]);
+      self->nodes_[i].linked = false;
+    }
     if (self->waiter_ != nullptr) self->waiter_->resume();
   }
 

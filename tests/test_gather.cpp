@@ -722,7 +722,8 @@ TEST_CASE("as_completed: next() past the deadline throws timeout_error and does 
 TEST_CASE("as_completed: once the deadline passed, next() keeps throwing timeout_error, as asyncio does",
           "[gather]") {
   // asyncio.as_completed's timeout drops every task not yet done: each later
-  // next() raises TimeoutError, even for a task that finishes afterwards.
+  // next() raises TimeoutError (one per task), even for a task that finishes
+  // afterwards.
   std::vector<std::string> results;
   auto body = [&]() -> cl::task<void> {
     auto first = cl::create_task(value_after(40ms, 1));
@@ -742,6 +743,37 @@ TEST_CASE("as_completed: once the deadline passed, next() keeps throwing timeout
   cl::run(body());
   CHECK(results == std::vector<std::string>{"timeout", "timeout"});
 }
+
+TEST_CASE("as_completed: a task done before the deadline is still handed out after it; each other one times out "
+          "once",
+          "[gather]") {
+  // asyncio queues the finished tasks ahead of the timeout's sentinels: with
+  // the deadline past, as_completed([a, b]) yields a, then one TimeoutError,
+  // and the iteration ends (checked against CPython 3.11).
+  std::vector<std::string> results;
+  bool slow_cancelled = true;
+  auto body = [&]() -> cl::task<void> {
+    auto quick = cl::create_task(value_after(0ms, 1));
+    auto slow = cl::create_task(value_after(forever, 2));
+    cl::as_completed next_done(handles(quick, slow), 200ms);
+    co_await cl::wait(handles(quick));  // done well before the deadline
+    co_await cl::sleep(300ms);          // ask only once the deadline has passed
+    for (int round = 0; round < 4 && !next_done.empty(); ++round) {
+      try {
+        auto handle = co_await next_done.next();
+        results.push_back("task " + std::to_string(handle.result()));
+      } catch (const cl::timeout_error&) {
+        results.push_back("timeout");
+      }
+    }
+    slow_cancelled = slow.cancelled();
+    slow.cancel();
+  };
+  cl::run(body());
+  CHECK(results == std::vector<std::string>{"task 1", "timeout"});
+  CHECK_FALSE(slow_cancelled);
+}
+
 
 TEST_CASE("as_completed: next() after every task was handed out throws invalid_state_error", "[gather]") {
   bool threw = false;
