@@ -6212,7 +6212,6 @@ class response {
   }
 
  private:
-  friend class client;
   friend class detail::response_access;
   // Appends the rest of the body to `out`.
   task<void> read_rest(std::string& out);
@@ -6227,7 +6226,6 @@ class response {
   // A body already in the buffer completes without I/O, so dropping a
   // response after reading only its head can still pool the connection.
   void finish_from_buffer() noexcept;
-  detail::connection_lease& lease() { return lease_; }
 
   detail::connection_lease lease_;
   response_parser parser_;
