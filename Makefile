@@ -370,3 +370,7 @@ $(FUZZ_TARGET): tests/fuzz/http_response_fuzz.cpp
 $(CONFIG_STAMP): ;
 
 -include $(wildcard $(CATCH_MAIN_OBJ).d $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS)) $(FUZZ_TARGET).d $(BUILD)/soak.d)
+
+# Targets kept in their own files: `make bench` (bench/bench.mk) and the cross and
+# backend test runs `make test-aarch64|test-armhf|test-kqueue|test-windows` (mk/cross.mk).
+-include bench/bench.mk mk/cross.mk
