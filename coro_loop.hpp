@@ -8,7 +8,9 @@
 //   int main() { return coro_loop::run(answer()) == 42 ? 0 : 1; }
 //
 // Configuration: #define before the first include [default]
-//   CORO_LOOP_BACKEND_EPOLL                  force the epoll backend      [picked from the OS]
+//   CORO_LOOP_BACKEND_EPOLL, CORO_LOOP_BACKEND_KQUEUE
+//                                            force a backend [picked from the OS: epoll
+//                                            on Linux, kqueue on macOS and the BSDs]
 //   CORO_LOOP_MAX_TRANSFER_DEPTH             symmetric transfers in a row before a
 //                                            bounce through the ready queue [64]
 //   CORO_LOOP_NO_FRAME_RECYCLING             allocate every coroutine frame with
@@ -17,7 +19,7 @@
 //
 // Contents (search ">>name" to jump):
 //   1 config & platform  >>config      2 utilities        >>util
-//   3 event loop core    >>loop        4 backends         >>backend >>epoll
+//   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue
 //   5 tasks              >>tasks       6 combinators      >>combine
 //   7 synchronisation    >>sync        8 executors        >>exec
 //   9 networking         >>net         10 HTTP/1.1 client >>http
@@ -85,13 +87,23 @@
 #define CORO_LOOP_VERSION_PATCH 0
 #define CORO_LOOP_VERSION "0.1.0"
 
-#if !defined(CORO_LOOP_BACKEND_EPOLL)
+#if !defined(CORO_LOOP_BACKEND_EPOLL) && !defined(CORO_LOOP_BACKEND_KQUEUE)
 #if defined(__linux__)
 #define CORO_LOOP_BACKEND_EPOLL 1
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
+    defined(__DragonFly__)
+#define CORO_LOOP_BACKEND_KQUEUE 1
+#elif defined(_WIN32)
+#error "coro_loop: the IOCP backend (Windows) is not written yet; Linux (epoll) and macOS/BSD (kqueue) work"
 #else
-#error "coro_loop: only the epoll backend (Linux) exists so far; kqueue and IOCP are planned"
+#error "coro_loop: no backend for this OS; Linux (epoll) and macOS/BSD (kqueue) are supported"
 #endif
 #endif
+#if defined(CORO_LOOP_BACKEND_EPOLL) && defined(CORO_LOOP_BACKEND_KQUEUE)
+#error "coro_loop: define at most one of CORO_LOOP_BACKEND_EPOLL and CORO_LOOP_BACKEND_KQUEUE"
+#endif
+// Both readiness backends run on POSIX: sockets, pipes, signals, fcntl.
+#define CORO_LOOP_POSIX 1
 
 #ifndef CORO_LOOP_MAX_TRANSFER_DEPTH
 #define CORO_LOOP_MAX_TRANSFER_DEPTH 64
@@ -148,21 +160,31 @@
 #include <variant>
 #include <vector>
 
-#if defined(CORO_LOOP_BACKEND_EPOLL)
+#if defined(CORO_LOOP_POSIX)
 #include <fcntl.h>
 #include <signal.h>
 #include <poll.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#if defined(__linux__)
 #include <sys/syscall.h>
+#endif
 #include <sys/un.h>
 #include <unistd.h>
+#endif
+#if defined(CORO_LOOP_BACKEND_EPOLL)
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#endif
+#if defined(CORO_LOOP_BACKEND_KQUEUE)
+#include <sys/types.h>
+#include <sys/event.h>
+#include <sys/time.h>
 #endif
 
 namespace coro_loop {
@@ -954,43 +976,67 @@ struct io_operation {
 
 }  // namespace detail
 
-#if defined(CORO_LOOP_BACKEND_EPOLL)
-// --- 4.1 epoll (Linux)  >>epoll ---
+#if defined(CORO_LOOP_POSIX)
+// --- 4.1 Readiness backends (epoll, kqueue): the shared part ---
 // Try the syscall first; on EAGAIN park the operation on its handle and retry
-// it when epoll reports the edge. Each handle is added once, edge-triggered,
-// for both directions, and stays registered until release(): no epoll_ctl
-// per operation.
+// it when the OS reports readiness. Each handle is registered once, in clear
+// (edge) mode for both directions, and stays registered until release(): no
+// system call per operation. The OS queue itself is the Derived class's
+// (4.2 epoll, 4.3 kqueue): watch(handle), unwatch(handle), wake(), poll().
 namespace detail {
 
-class backend {
- public:
-  backend() {
-    epoll_handle_ = ::epoll_create1(EPOLL_CLOEXEC);
-    if (epoll_handle_ < 0) throw_system_error(errno, "epoll_create1");
-    wake_handle_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_handle_ < 0) {
-      int error = errno;
-      ::close(epoll_handle_);
-      throw_system_error(error, "eventfd");
-    }
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.fd = wake_handle_;
-    if (::epoll_ctl(epoll_handle_, EPOLL_CTL_ADD, wake_handle_, &event) < 0) {
-      int error = errno;
-      ::close(wake_handle_);
-      ::close(epoll_handle_);
-      throw_system_error(error, "epoll_ctl add eventfd");
-    }
-    ignore_sigpipe_once();
-  }
-  ~backend() {
-    ::close(wake_handle_);
-    ::close(epoll_handle_);
-  }
-  backend(const backend&) = delete;
-  backend& operator=(const backend&) = delete;
+// A send that never raises SIGPIPE where the flag exists; elsewhere (macOS)
+// the process-wide SIG_IGN below covers it.
+#if defined(MSG_NOSIGNAL)
+inline constexpr int send_no_signal = MSG_NOSIGNAL;
+#else
+inline constexpr int send_no_signal = 0;
+#endif
 
+// Python ignores SIGPIPE at start-up; so do we, once, unless the program
+// installed its own handler: a write to a closed pipe is then EPIPE.
+inline void ignore_sigpipe_once() noexcept {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current{};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      struct sigaction ignore{};
+      ignore.sa_handler = SIG_IGN;
+      ::sigemptyset(&ignore.sa_mask);
+      ::sigaction(SIGPIPE, &ignore, nullptr);
+    }
+  });
+}
+
+// Marks a descriptor non-blocking and close-on-exec, for the systems whose
+// socket()/accept() cannot do it in the same call.
+inline int make_non_blocking_and_cloexec(int handle) noexcept {
+  const int status_flags = ::fcntl(handle, F_GETFL);
+  if (status_flags < 0 || ::fcntl(handle, F_SETFL, status_flags | O_NONBLOCK) < 0) return -1;
+  const int descriptor_flags = ::fcntl(handle, F_GETFD);
+  if (descriptor_flags < 0 || ::fcntl(handle, F_SETFD, descriptor_flags | FD_CLOEXEC) < 0) return -1;
+  return 0;
+}
+
+// accept4 where it exists (Linux, the BSDs); accept + fcntl on macOS.
+inline int accept_non_blocking(int listener, sockaddr* address, socklen_t* length) noexcept {
+#if defined(__APPLE__)
+  const int accepted = ::accept(listener, address, length);
+  if (accepted >= 0 && make_non_blocking_and_cloexec(accepted) < 0) {
+    const int error = errno;
+    ::close(accepted);
+    errno = error;
+    return -1;
+  }
+  return accepted;
+#else
+  return ::accept4(listener, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#endif
+}
+
+template <class Derived>
+class readiness_backend {
+ public:
   bool start(io_operation& op) {
     op.error = 0;
     op.result = 0;
@@ -1015,45 +1061,35 @@ class backend {
     if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return;
     handle_state& state = handles_[static_cast<std::size_t>(handle)];
     // Parked operations on a handle being closed complete as cancelled
-    // rather than waiting for an edge that can never come.
+    // rather than waiting for readiness that can never come.
     for (io_operation** head : {&state.readers_head, &state.writers_head}) {
       while (*head != nullptr) cancel(**head);
     }
     if (state.registered) {
-      ::epoll_ctl(epoll_handle_, EPOLL_CTL_DEL, handle, nullptr);
+      derived().unwatch(handle);
       state.registered = false;
       --registered_count_;
     }
   }
 
-  void wake() noexcept {
-    std::uint64_t one = 1;
-    // EAGAIN means the counter is already non-zero: the loop will wake anyway.
-    [[maybe_unused]] ssize_t written = ::write(wake_handle_, &one, sizeof one);
-  }
-
-  void poll(int timeout_ms) {
-    epoll_event events[128];
-    int count = ::epoll_wait(epoll_handle_, events, 128, timeout_ms);
-    if (count < 0) {
-      if (errno == EINTR) return;
-      throw_system_error(errno, "epoll_wait");
-    }
-    for (int i = 0; i < count; ++i) {
-      const int handle = events[i].data.fd;
-      if (handle == wake_handle_) {
-        std::uint64_t value;
-        [[maybe_unused]] ssize_t got = ::read(wake_handle_, &value, sizeof value);
-        continue;
-      }
-      const std::uint32_t flags = events[i].events;
-      if (flags & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) retry_parked(handle, true);
-      if (flags & (EPOLLOUT | EPOLLERR | EPOLLHUP)) retry_parked(handle, false);
-    }
-  }
-
   std::size_t registered_count() const noexcept { return registered_count_; }
   std::size_t parked_count() const noexcept { return parked_count_; }
+
+ protected:
+  readiness_backend() { ignore_sigpipe_once(); }
+
+  // Retries the parked operations of one direction in FIFO order until one
+  // would block again: in clear mode, the rest wait for the next report.
+  void retry_parked(native_handle handle, bool readers) noexcept {
+    if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return;
+    for (;;) {
+      handle_state& state = handles_[static_cast<std::size_t>(handle)];
+      io_operation* op = readers ? state.readers_head : state.writers_head;
+      if (op == nullptr || !perform(*op, true)) return;
+      unpark(*op);
+      op->complete(op);
+    }
+  }
 
  private:
   struct handle_state {
@@ -1064,20 +1100,7 @@ class backend {
     bool registered = false;
   };
 
-  // Python ignores SIGPIPE at start-up; so do we, once, unless the program
-  // installed its own handler: a write to a closed pipe is then EPIPE.
-  static void ignore_sigpipe_once() noexcept {
-    static std::once_flag once;
-    std::call_once(once, [] {
-      struct sigaction current{};
-      if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
-        struct sigaction ignore{};
-        ignore.sa_handler = SIG_IGN;
-        ::sigemptyset(&ignore.sa_mask);
-        ::sigaction(SIGPIPE, &ignore, nullptr);
-      }
-    });
-  }
+  Derived& derived() noexcept { return static_cast<Derived&>(*this); }
 
   // Runs op's syscall once. True when op is finished (result or error set).
   static bool perform(io_operation& op, bool after_readiness) noexcept {
@@ -1087,11 +1110,11 @@ class backend {
         case io_kind::read: done = ::read(op.handle, op.buffer, op.length); break;
         case io_kind::write: done = ::write(op.handle, op.buffer, op.length); break;
         case io_kind::recv: done = ::recv(op.handle, op.buffer, op.length, op.flags); break;
-        case io_kind::send: done = ::send(op.handle, op.buffer, op.length, op.flags | MSG_NOSIGNAL); break;
+        case io_kind::send: done = ::send(op.handle, op.buffer, op.length, op.flags | send_no_signal); break;
         case io_kind::accept: {
           socklen_t length = op.address_length;
-          done = ::accept4(op.handle, static_cast<sockaddr*>(op.address), op.address != nullptr ? &length : nullptr,
-                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+          done = accept_non_blocking(op.handle, static_cast<sockaddr*>(op.address),
+                                     op.address != nullptr ? &length : nullptr);
           if (done >= 0) op.address_length = length;
           break;
         }
@@ -1102,7 +1125,7 @@ class backend {
           break;
         }
         case io_kind::send_to:
-          done = ::sendto(op.handle, op.buffer, op.length, op.flags | MSG_NOSIGNAL,
+          done = ::sendto(op.handle, op.buffer, op.length, op.flags | send_no_signal,
                           static_cast<const sockaddr*>(op.address), op.address_length);
           break;
         case io_kind::connect: {
@@ -1129,8 +1152,8 @@ class backend {
         case io_kind::wait_readable:
         case io_kind::wait_writable: {
           if (after_readiness) return true;
-          // Edges are spent once seen: readiness that already exists must
-          // satisfy the wait now, not after the next edge.
+          // Reports are spent once seen: readiness that already exists must
+          // satisfy the wait now, not after the next report.
           pollfd probe{op.handle, static_cast<short>(op.kind == io_kind::wait_readable ? POLLIN : POLLOUT), 0};
           const int ready = ::poll(&probe, 1, 0);
           if (ready < 0 && errno == EINTR) continue;
@@ -1148,21 +1171,12 @@ class backend {
     }
   }
 
-  handle_state& state_of(native_handle handle) {
-    auto index = static_cast<std::size_t>(handle);
-    if (index >= handles_.size()) handles_.resize(std::max(index + 1, handles_.size() * 2));
-    return handles_[index];
-  }
-
   void park(io_operation& op) {
-    handle_state& state = state_of(op.handle);
+    auto index = static_cast<std::size_t>(op.handle);
+    if (index >= handles_.size()) handles_.resize(std::max(index + 1, handles_.size() * 2));
+    handle_state& state = handles_[index];
     if (!state.registered) {
-      epoll_event event{};
-      event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-      event.data.fd = op.handle;
-      if (::epoll_ctl(epoll_handle_, EPOLL_CTL_ADD, op.handle, &event) < 0) {
-        throw_system_error(errno, "epoll_ctl add fd " + std::to_string(op.handle));
-      }
+      derived().watch(op.handle);
       state.registered = true;
       ++registered_count_;
     }
@@ -1191,27 +1205,172 @@ class backend {
     --parked_count_;
   }
 
-  // Retries the parked operations of one direction in FIFO order until one
-  // would block again: with edge triggering, the rest wait for the next edge.
-  void retry_parked(native_handle handle, bool readers) noexcept {
-    for (;;) {
-      handle_state& state = handles_[static_cast<std::size_t>(handle)];
-      io_operation* op = readers ? state.readers_head : state.writers_head;
-      if (op == nullptr || !perform(*op, true)) return;
-      unpark(*op);
-      op->complete(op);
-    }
-  }
-
-  int epoll_handle_ = -1;
-  int wake_handle_ = -1;
   std::vector<handle_state> handles_;
   std::size_t registered_count_ = 0;
   std::size_t parked_count_ = 0;
 };
 
 }  // namespace detail
+#endif  // CORO_LOOP_POSIX
+
+#if defined(CORO_LOOP_BACKEND_EPOLL)
+// --- 4.2 epoll (Linux)  >>epoll ---
+// One edge-triggered registration per handle for both directions; an eventfd
+// wakes epoll_wait from other threads.
+namespace detail {
+
+class backend : public readiness_backend<backend> {
+ public:
+  backend() {
+    epoll_handle_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_handle_ < 0) throw_system_error(errno, "epoll_create1");
+    wake_handle_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_handle_ < 0) {
+      int error = errno;
+      ::close(epoll_handle_);
+      throw_system_error(error, "eventfd");
+    }
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = wake_handle_;
+    if (::epoll_ctl(epoll_handle_, EPOLL_CTL_ADD, wake_handle_, &event) < 0) {
+      int error = errno;
+      ::close(wake_handle_);
+      ::close(epoll_handle_);
+      throw_system_error(error, "epoll_ctl add eventfd");
+    }
+  }
+  ~backend() {
+    ::close(wake_handle_);
+    ::close(epoll_handle_);
+  }
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+
+  void wake() noexcept {
+    std::uint64_t one = 1;
+    // EAGAIN means the counter is already non-zero: the loop will wake anyway.
+    [[maybe_unused]] ssize_t written = ::write(wake_handle_, &one, sizeof one);
+  }
+
+  void poll(int timeout_ms) {
+    epoll_event events[128];
+    int count = ::epoll_wait(epoll_handle_, events, 128, timeout_ms);
+    if (count < 0) {
+      if (errno == EINTR) return;
+      throw_system_error(errno, "epoll_wait");
+    }
+    for (int i = 0; i < count; ++i) {
+      const int handle = events[i].data.fd;
+      if (handle == wake_handle_) {
+        std::uint64_t value;
+        [[maybe_unused]] ssize_t got = ::read(wake_handle_, &value, sizeof value);
+        continue;
+      }
+      const std::uint32_t flags = events[i].events;
+      if (flags & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) retry_parked(handle, true);
+      if (flags & (EPOLLOUT | EPOLLERR | EPOLLHUP)) retry_parked(handle, false);
+    }
+  }
+
+ private:
+  friend class readiness_backend<backend>;
+
+  void watch(native_handle handle) {
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    event.data.fd = handle;
+    if (::epoll_ctl(epoll_handle_, EPOLL_CTL_ADD, handle, &event) < 0) {
+      throw_system_error(errno, "epoll_ctl add fd " + std::to_string(handle));
+    }
+  }
+  void unwatch(native_handle handle) noexcept { ::epoll_ctl(epoll_handle_, EPOLL_CTL_DEL, handle, nullptr); }
+
+  int epoll_handle_ = -1;
+  int wake_handle_ = -1;
+};
+
+}  // namespace detail
 #endif  // CORO_LOOP_BACKEND_EPOLL
+
+#if defined(CORO_LOOP_BACKEND_KQUEUE)
+// --- 4.3 kqueue (macOS, FreeBSD, OpenBSD, NetBSD)  >>kqueue ---
+// Each handle gets an EVFILT_READ and an EVFILT_WRITE filter, both EV_CLEAR
+// (reported once per change, like edge-triggered epoll), added together and
+// deleted together before close. An EVFILT_USER event wakes kevent() from
+// other threads. struct kevent is only touched through EV_SET and its named
+// fields: its layout differs between macOS and the BSDs.
+namespace detail {
+
+class backend : public readiness_backend<backend> {
+ public:
+  backend() {
+    queue_handle_ = ::kqueue();
+    if (queue_handle_ < 0) throw_system_error(errno, "kqueue");
+    // kqueue descriptors are not inherited by fork(); exec is what matters.
+    ::fcntl(queue_handle_, F_SETFD, FD_CLOEXEC);
+    struct kevent change;
+    EV_SET(&change, wake_identifier, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, nullptr);
+    if (::kevent(queue_handle_, &change, 1, nullptr, 0, nullptr) < 0) {
+      const int error = errno;
+      ::close(queue_handle_);
+      throw_system_error(error, "kevent add EVFILT_USER");
+    }
+  }
+  ~backend() { ::close(queue_handle_); }
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+
+  void wake() noexcept {
+    struct kevent change;
+    EV_SET(&change, wake_identifier, EVFILT_USER, 0, NOTE_TRIGGER, 0, nullptr);
+    ::kevent(queue_handle_, &change, 1, nullptr, 0, nullptr);
+  }
+
+  void poll(int timeout_ms) {
+    struct kevent events[128];
+    timespec timeout{};
+    timeout.tv_sec = timeout_ms / 1000;
+    timeout.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1'000'000L;
+    const int count = ::kevent(queue_handle_, nullptr, 0, events, 128, timeout_ms < 0 ? nullptr : &timeout);
+    if (count < 0) {
+      if (errno == EINTR) return;
+      throw_system_error(errno, "kevent wait");
+    }
+    for (int i = 0; i < count; ++i) {
+      const struct kevent& event = events[i];
+      if (event.filter == EVFILT_USER) continue;
+      const auto handle = static_cast<native_handle>(event.ident);
+      // EV_EOF and EV_ERROR end up here too: the retried syscall reports them.
+      if (event.filter == EVFILT_READ) retry_parked(handle, true);
+      if (event.filter == EVFILT_WRITE) retry_parked(handle, false);
+    }
+  }
+
+ private:
+  friend class readiness_backend<backend>;
+  static constexpr std::uintptr_t wake_identifier = 0;  // EVFILT_USER has its own name space
+
+  void watch(native_handle handle) {
+    struct kevent changes[2];
+    EV_SET(&changes[0], static_cast<std::uintptr_t>(handle), EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, nullptr);
+    EV_SET(&changes[1], static_cast<std::uintptr_t>(handle), EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, nullptr);
+    if (::kevent(queue_handle_, changes, 2, nullptr, 0, nullptr) < 0) {
+      throw_system_error(errno, "kevent add fd " + std::to_string(handle));
+    }
+  }
+  void unwatch(native_handle handle) noexcept {
+    struct kevent changes[2];
+    EV_SET(&changes[0], static_cast<std::uintptr_t>(handle), EVFILT_READ, EV_DELETE, 0, 0, nullptr);
+    EV_SET(&changes[1], static_cast<std::uintptr_t>(handle), EVFILT_WRITE, EV_DELETE, 0, 0, nullptr);
+    ::kevent(queue_handle_, changes, 2, nullptr, 0, nullptr);
+  }
+
+  int queue_handle_ = -1;
+};
+
+}  // namespace detail
+#endif  // CORO_LOOP_BACKEND_KQUEUE
 
 // --- 4.9 event_loop: the members that drive the backend ---
 
@@ -4852,8 +5011,18 @@ class socket {
 
   /// A new non-blocking, close-on-exec socket. Throws std::system_error.
   static socket open(int family, int type, int protocol = 0) {
+#if defined(SOCK_NONBLOCK)
     const int handle = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (handle < 0) detail::throw_system_error(errno, "socket");
+#else
+    const int handle = ::socket(family, type, protocol);
+    if (handle < 0) detail::throw_system_error(errno, "socket");
+    if (detail::make_non_blocking_and_cloexec(handle) < 0) {
+      const int error = errno;
+      ::close(handle);
+      detail::throw_system_error(error, "fcntl O_NONBLOCK");
+    }
+#endif
     socket result;
     result.handle_ = handle;
     return result;
@@ -7415,13 +7584,31 @@ inline void on_signal(int signal_number) {
   errno = saved_errno;
 }
 
+// pipe2 where it exists; pipe + fcntl on macOS (no other thread forks
+// between the two calls in a program that uses the loop's signals).
+inline bool open_non_blocking_pipe(int (&ends)[2]) noexcept {
+#if defined(__APPLE__)
+  if (::pipe(ends) < 0) return false;
+  if (make_non_blocking_and_cloexec(ends[0]) < 0 || make_non_blocking_and_cloexec(ends[1]) < 0) {
+    const int error = errno;
+    ::close(ends[0]);
+    ::close(ends[1]);
+    errno = error;
+    return false;
+  }
+  return true;
+#else
+  return ::pipe2(ends, O_NONBLOCK | O_CLOEXEC) == 0;
+#endif
+}
+
 // One loop's signal handlers: the pipe, the parked read that watches it,
 // and each signal's callback and previous disposition.
 class signal_watch : private io_operation {
  public:
   explicit signal_watch(event_loop& loop) : loop_(&loop) {
     int ends[2];
-    if (::pipe2(ends, O_NONBLOCK | O_CLOEXEC) < 0) throw_system_error(errno, "pipe2 for signal handlers");
+    if (!open_non_blocking_pipe(ends)) throw_system_error(errno, "pipe for signal handlers");
     read_end_ = ends[0];
     write_end_ = ends[1];
     kind = io_kind::read;
@@ -7542,10 +7729,18 @@ inline bool event_loop::remove_signal_handler(int signal_number) {
 }
 
 namespace detail {
+inline bool is_main_thread() noexcept {
+#if defined(__linux__)
+  return ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid));
+#else
+  return ::pthread_main_np() != 0;  // macOS and the BSDs
+#endif
+}
+
 // asyncio.run's Ctrl+C rule: only on the main thread, and only when SIGINT
 // still has its default disposition (the program has not claimed it).
 inline bool may_claim_sigint() noexcept {
-  if (::getpid() != static_cast<pid_t>(::syscall(SYS_gettid))) return false;
+  if (!is_main_thread()) return false;
   struct sigaction current {};
   return ::sigaction(SIGINT, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
          signal_pipe_table()[SIGINT].load() == 0;
