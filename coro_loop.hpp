@@ -792,7 +792,14 @@ class event_loop {
   void run_timed(detail::ready_node* node);
   int backend_timeout_ms() const noexcept;
 
+  // While ready work keeps the loop busy, the OS is asked for I/O (a
+  // non-blocking poll) only every this many iterations: a syscall per
+  // iteration would cost more than the steps it separates (ping-pong between
+  // two tasks). I/O waits at most this many short batches.
+  static constexpr unsigned busy_iterations_per_poll = 32;
+
   detail::ready_queue ready_;
+  unsigned busy_iterations_since_poll_ = 0;
   detail::timer_heap timers_;
   std::unique_ptr<detail::backend> backend_;
   detail::intrusive_list pending_tasks_;  // every task started and not yet done
@@ -1431,8 +1438,13 @@ inline int event_loop::backend_timeout_ms() const noexcept {
 
 inline void event_loop::run_once() {
   int timeout_ms = backend_timeout_ms();
-  // Skip the syscall when there is work and nothing can arrive from the OS.
-  if (timeout_ms != 0 || backend_->parked_count() != 0) backend_->poll(timeout_ms);
+  if (timeout_ms != 0) {
+    busy_iterations_since_poll_ = 0;
+    backend_->poll(timeout_ms);
+  } else if (backend_->parked_count() != 0 && ++busy_iterations_since_poll_ >= busy_iterations_per_poll) {
+    busy_iterations_since_poll_ = 0;
+    backend_->poll(0);
+  }
   if (inbox_->has_pending()) inbox_->drain_into(ready_);
   if (!timers_.empty()) {
     const time_point now = clock::now();
