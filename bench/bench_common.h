@@ -5,6 +5,7 @@
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,5 +36,14 @@ static inline long bench_status_kib(const char *field) {
 
 static inline long bench_peak_rss_kib(void) { return bench_status_kib("VmHWM"); }
 static inline long bench_rss_kib(void) { return bench_status_kib("VmRSS"); }
+
+/* The pseudo-random delays of W4, the same sequence in every language (the Python
+ * programs repeat it): a 64-bit linear congruential generator (Knuth's MMIX
+ * constants), its high bits reduced to 0..100 ms. */
+#define BENCH_DELAY_SEED 20240601u
+static inline unsigned bench_next_delay_ms(uint64_t *state) {
+  *state = *state * 6364136223846793005u + 1442695040888963407u;
+  return (unsigned)((*state >> 33) % 101u);
+}
 
 #endif
