@@ -1,0 +1,70 @@
+// bench/e1_asio.cpp - E1 echo with standalone Asio and C++20 coroutines (see
+// e1_common.hpp): an acceptor coroutine spawning one echo coroutine per connection
+// (async_read_some into a 64 KiB buffer, async_write back), and one client coroutine
+// per connection writing 64 bytes, reading exactly 64 back and comparing them.
+#include "e1_common.hpp"
+
+#include <asio.hpp>
+
+#include <array>
+
+using asio::ip::tcp;
+
+int serve(const bench_echo::port_announcer& announcer) {
+  asio::io_context context(1);
+  tcp::acceptor acceptor(context, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  std::size_t finished = 0;
+
+  auto echo = [&](tcp::socket connection) -> asio::awaitable<void> {
+    connection.set_option(tcp::no_delay(true));
+    std::array<char, 64 * 1024> buffer;
+    for (;;) {
+      asio::error_code error;
+      const std::size_t received =
+          co_await connection.async_read_some(asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, error));
+      if (error) break;  // asio::error::eof once the client closed
+      co_await asio::async_write(connection, asio::buffer(buffer.data(), received), asio::use_awaitable);
+    }
+    if (++finished == bench_echo::connections) acceptor.close();
+  };
+  auto accept_loop = [&]() -> asio::awaitable<void> {
+    for (std::size_t accepted = 0; accepted < bench_echo::connections; ++accepted) {
+      tcp::socket connection = co_await acceptor.async_accept(asio::use_awaitable);
+      asio::co_spawn(context, echo(std::move(connection)), asio::detached);
+    }
+  };
+  asio::co_spawn(context, accept_loop(), asio::detached);
+  announcer.announce(acceptor.local_endpoint().port());
+  context.run_for(std::chrono::seconds(100));  // bounded; returns early once every connection ended
+  return finished == bench_echo::connections ? 0 : 1;
+}
+
+std::size_t run_clients(std::uint16_t port) {
+  asio::io_context context(1);
+  const tcp::endpoint server(asio::ip::make_address("127.0.0.1"), port);
+  const std::string message = bench_echo::message();
+  std::size_t good = 0;
+
+  auto client = [&]() -> asio::awaitable<void> {
+    tcp::socket connection(context);
+    co_await connection.async_connect(server, asio::use_awaitable);
+    connection.set_option(tcp::no_delay(true));
+    std::array<char, bench_echo::message_size> echoed;
+    for (std::size_t i = 0; i < bench_echo::round_trips_per_connection; ++i) {
+      co_await asio::async_write(connection, asio::buffer(message), asio::use_awaitable);
+      co_await asio::async_read(connection, asio::buffer(echoed), asio::use_awaitable);
+      if (std::string_view(echoed.data(), echoed.size()) == message) ++good;
+    }
+    connection.shutdown(tcp::socket::shutdown_both);
+    connection.close();
+  };
+  for (std::size_t i = 0; i < bench_echo::connections; ++i) {
+    asio::co_spawn(context, client(), [](std::exception_ptr error) {
+      if (error) std::rethrow_exception(error);
+    });
+  }
+  context.run_for(std::chrono::seconds(100));
+  return good;
+}
+
+int main() { return bench_echo::run_benchmark(serve, run_clients); }
