@@ -16,7 +16,7 @@
 #
 # What is built from what (pattern rules: a new bench/*.cpp or bench/*.c just works)
 #   bench/NAME.cpp -> build/bench/NAME   C++20, -O2, -I. (coro_loop.hpp)
-#   bench/NAME.c   -> build/bench/NAME   C17, -O2
+#   bench/NAME.c   -> build/bench/NAME   C17 (+ _GNU_SOURCE: POSIX and Linux headers), -O2, -I.
 #   bench/NAME.flags (optional) holds flags appended to that program's compile and link
 #   command, `#` starts a comment: e.g. `-DASIO_STANDALONE` or `-luv`.
 #   bench/*.py and bench/*.sh are run as they are (see bench/manifest.txt).
@@ -25,7 +25,7 @@ BENCH_BUILD := build/bench
 BENCH_CXX ?= g++
 BENCH_CC ?= gcc
 BENCH_CXXFLAGS ?= -std=c++20 -O2 -Wall -Wextra -Wpedantic -Werror -pthread
-BENCH_CFLAGS ?= -std=c17 -O2 -Wall -Wextra -Wpedantic -Werror -pthread
+BENCH_CFLAGS ?= -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Wpedantic -Werror -pthread
 BENCH_REPEATS ?= 5
 BENCH_ONLY ?=
 BENCH_TIMEOUT ?= 120
@@ -65,7 +65,7 @@ $(BENCH_BUILD)/%: bench/%.cpp $$(wildcard bench/$$*.flags) bench/bench.mk $(BENC
 
 $(BENCH_BUILD)/%: bench/%.c $$(wildcard bench/$$*.flags) bench/bench.mk $(BENCH_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CC)$(BENCH_CC) $(BENCH_CFLAGS) $(DEPFLAGS) $< -o $@ $(call program_flags,bench/$*)
+	$(call quiet,CC)$(BENCH_CC) $(BENCH_CFLAGS) -I. $(DEPFLAGS) $< -o $@ $(call program_flags,bench/$*)
 
 $(BENCH_STAMP): ;
 
