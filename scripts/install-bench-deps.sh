@@ -18,6 +18,7 @@ packages=(
   python3 python3-uvloop python3-aiohttp   # CPython asyncio, uvloop, aiohttp
   nginx                               # bench/nginx.sh: the private server of the HTTP rows
   util-linux coreutils procps         # taskset, timeout, ps
+  curl                                # bench/nginx.sh: checks that nginx answers
 )
 
 missing=()
