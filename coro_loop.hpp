@@ -1578,9 +1578,10 @@ class task_promise_base : public ready_node, public list_hook {
     if (state_ == state::done) return false;
     ++cancel_requests_;
     if (current_wait_ != nullptr && current_wait_->interrupt(current_wait_)) {
-      // An interrupted wait that resumed the task carries a cancelled_error;
-      // requests made before the task runs again merge into it (asyncio).
-      if (current_wait_ == nullptr) cancel_in_flight_ = true;
+      // The interrupted wait will resume the task with a cancelled_error, at
+      // once or (gather, task_group) after its children finished; requests
+      // made before the task runs again merge into it (asyncio).
+      cancel_in_flight_ = true;
       return true;
     }
     if (!cancel_in_flight_) must_cancel_ = true;

@@ -499,7 +499,13 @@ TEST_CASE("cancel: a cancel arriving after a task's wait completed keeps the res
       auto trigger = cl::create_task([&]() -> cl::task<void> {
         co_await cl::sleep(0ms);  // reader is parked now
         CHECK(::write(pipe.write_end, "abc", 3) == 3);
-        co_await cl::sleep(0ms);  // back in the ready queue before the poll that completes the read
+        // The loop polls the OS only every few iterations while it is busy:
+        // yield until the poll has completed the read. This task was queued
+        // before the reader was woken, so it runs first in that iteration.
+        for (int i = 0; i < 1000 && cl::get_running_loop().parked_operation_count() != 0; ++i) {
+          co_await cl::sleep(0ms);
+        }
+        CHECK(cl::get_running_loop().parked_operation_count() == 0);
         CHECK_FALSE(reader.done());
         log.push_back("cancel");
         reader.cancel();

@@ -99,6 +99,12 @@ bool is_cancelled_error(const std::exception_ptr& error) {
 
 std::size_t timers_now() { return cl::get_running_loop().timer_count(); }
 
+// Waits until `handle` is done, whatever its outcome.
+template <class T>
+cl::task<void> finished(cl::task_handle<T> handle) {
+  while (!handle.done()) co_await cl::sleep(0ms);
+}
+
 // A vector of handles, built outside the coroutine: GCC 12 rejects a braced
 // list inside a co_await's full expression ("array used as initializer").
 template <class Handle, class... More>
@@ -447,6 +453,45 @@ TEST_CASE("gather: a child that swallows the cancellation still leaves the cance
   cl::run(body());
   CHECK(swallowed);
   CHECK(raised);
+}
+
+TEST_CASE("gather: a second cancel arriving after the children finished, before the caller resumed, is merged "
+          "into the one cancelled_error",
+          "[gather]") {
+  // asyncio delivers one CancelledError for both requests (the second finds
+  // the gather already done and is consumed by the CancelledError thrown in);
+  // the caller may catch it and go on awaiting.
+  probe child_probe;
+  int deliveries = 0;
+  bool went_on = false;
+  auto body = [&]() -> cl::task<void> {
+    auto child = cl::create_task(guarded(child_probe, forever, 1));
+    auto gathering = [&]() -> cl::task<void> {
+      try {
+        co_await cl::gather(child);
+      } catch (const cl::cancelled_error&) {
+        ++deliveries;
+      }
+      try {
+        co_await cl::sleep(1ms);
+        went_on = true;
+      } catch (const cl::cancelled_error&) {
+        ++deliveries;
+      }
+    };
+    auto handle = cl::create_task(gathering());
+    co_await until([&] { return child_probe.started; });
+    handle.cancel();
+    // The child ends (after its cleanup) and wakes the gathering task; this
+    // task re-queues itself every iteration, so it runs first and cancels again.
+    co_await until([&] { return child.done(); });
+    handle.cancel();
+    co_await finished(handle);
+    CHECK(handle.cancelling() == 2);
+  };
+  cl::run(body());
+  CHECK(deliveries == 1);
+  CHECK(went_on);
 }
 
 // --- gather_settled ---

@@ -835,6 +835,51 @@ TEST_CASE("task_group: the outer cancellation is not swallowed when a child fail
   CHECK(cancelled_at_next_suspension);
 }
 
+TEST_CASE("task_group: a second cancel arriving after the children finished, before the join resumed, is merged "
+          "into the one cancelled_error",
+          "[task_group]") {
+  // asyncio: the second request finds the join's wait already done and is
+  // consumed by the CancelledError thrown in; the group raises one
+  // CancelledError and the parent may catch it and go on awaiting.
+  probe child_probe;
+  int deliveries = 0;
+  bool went_on = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> child;
+    auto parent = [&]() -> cl::task<void> {
+      auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+        child = g.create_task(guarded(child_probe, forever, 1));
+        co_return;
+      };
+      try {
+        co_await cl::with_task_group(group_body);
+      } catch (const cl::cancelled_error&) {
+        ++deliveries;
+      }
+      try {
+        co_await cl::sleep(1ms);
+        went_on = true;
+      } catch (const cl::cancelled_error&) {
+        ++deliveries;
+      }
+    };
+    auto handle = cl::create_task(parent());
+    co_await until([&] { return child_probe.started; });
+    handle.cancel();  // the join is waiting: the group cancels the child
+    co_await until([&] { return child.done(); });
+    // The group handles the child's end through the ready queue and wakes
+    // the join; one yield later the parent is queued but has not run yet.
+    co_await cl::sleep(0ms);
+    CHECK(deliveries == 0);
+    handle.cancel();
+    co_await finished(handle);
+    CHECK(handle.cancelling() == 2);
+  };
+  cl::run(body());
+  CHECK(deliveries == 1);
+  CHECK(went_on);
+}
+
 // --- with timeouts ---
 
 TEST_CASE("task_group: a timeout around a task_group raises timeout_error and the children are cancelled",
