@@ -51,7 +51,7 @@
 //   event, lock, semaphore, bounded_semaphore, condition, barrier   asyncio's primitives
 //   queue<T>, lifo_queue<T>, priority_queue<T>   bounded async queues (put/get/join/shutdown)
 //   thread_pool, to_thread(fn, args...), run_in_executor(pool, fn, args...)
-//   run_coroutine_threadsafe(loop, aw)   submit from another thread; returns a concurrent_future
+//   run_coroutine_threadsafe(aw, loop)   submit from another thread; returns a concurrent_future
 //   address, socket, resolve(host, port)   addresses, raw sockets, DNS off the loop thread
 //   stream, open_connection(host, port), open_unix_connection(path)   buffered TCP / Unix streams
 //   start_server(handler, host, port), start_unix_server(handler, path), server
@@ -189,6 +189,7 @@
 
 namespace coro_loop {
 
+/// The loop's clock (steady: never set back) and the types every delay and deadline use.
 using clock = std::chrono::steady_clock;
 using time_point = clock::time_point;
 using duration = clock::duration;
@@ -655,6 +656,8 @@ inline std::string describe_ready_node(ready_node* node);
 /// handles, whose cancel() may race the callback and is then a no-op.
 class callback_handle {
  public:
+  /// Copies share the callback (an atomic count, so any thread may hold one); an empty
+  /// (default) handle's cancel() does nothing and its cancelled() is false.
   callback_handle() noexcept = default;
   callback_handle(const callback_handle& other) noexcept : node_(other.node_) {
     if (node_ != nullptr) node_->retain();
@@ -685,6 +688,7 @@ struct run_options {
   /// Debug mode: warn when one step holds the loop longer than slow_callback_duration,
   /// report tasks destroyed without ever being awaited. Also on with CORO_LOOP_DEBUG=1.
   bool debug = false;
+  /// Debug mode reports a step that holds the loop at least this long.
   std::chrono::milliseconds slow_callback_duration{100};
 };
 
@@ -692,6 +696,9 @@ struct run_options {
 /// or, usually, by run(). Not thread-safe except call_soon_threadsafe.
 class event_loop {
  public:
+  /// Creates a stopped loop with its own epoll/kqueue descriptor (std::system_error when the
+  /// OS refuses); debug mode starts as CORO_LOOP_DEBUG says. The destructor close()s it,
+  /// swallowing errors. Not copyable: tasks, handles and timers point into it.
   event_loop();
   ~event_loop();
   event_loop(const event_loop&) = delete;
@@ -700,6 +707,8 @@ class event_loop {
   /// The loop's clock (steady_clock), the time base of call_at and sleep_until.
   time_point time() const noexcept { return clock::now(); }
 
+  /// call_soon, call_later, call_at: loop thread only; invalid_state_error when called from
+  /// another thread while the loop runs, or on a closed loop.
   /// Runs `callback` on a later iteration, after those already scheduled (FIFO).
   template <class Callback>
   callback_handle call_soon(Callback&& callback);
@@ -710,6 +719,7 @@ class event_loop {
   template <class Callback>
   callback_handle call_at(time_point deadline, Callback&& callback);
   /// Any thread: schedules `callback` and wakes the loop if it is blocked.
+  /// Throws invalid_state_error when the loop is closed.
   template <class Callback>
   callback_handle call_soon_threadsafe(Callback&& callback);
 
@@ -720,11 +730,16 @@ class event_loop {
   /// Runs `awaitable` as a task until it finishes; returns its value or rethrows.
   template <class Awaitable>
   decltype(auto) run_until_complete(Awaitable&& awaitable);
+  /// True inside run_forever / run_until_complete; is_closed() once close() has finished.
   bool is_running() const noexcept { return running_; }
   bool is_closed() const noexcept { return closed_; }
-  /// Releases the backend. Pending tasks are destroyed (asyncio warns
-  /// "Task was destroyed but it is pending"): prefer run(), which finishes them.
+  /// Releases the backend. Tasks still pending are cancelled and given up to
+  /// 1 s to finish (none when another loop runs in this thread); the frames
+  /// of those that did not finish are named on stderr and leaked, never freed
+  /// under a waiter (asyncio warns "Task was destroyed but it is pending").
+  /// Prefer run(), which finishes them.
   void close();
+  /// Debug mode (asyncio's get_debug / set_debug): see run_options::debug.
   bool debug() const noexcept { return options_.debug; }
   void set_debug(bool enabled) noexcept { options_.debug = enabled; }
   /// In debug mode, a step longer than this is reported (asyncio's slow_callback_duration).
@@ -754,13 +769,15 @@ class event_loop {
   // --- for the library's own awaitables (stable, but not the everyday API) ---
   /// The task whose step is running, or null inside a plain callback.
   detail::task_promise_base* current_task() const noexcept { return current_task_; }
+  /// Queues `node` for the next batch; loop thread only (other threads post through inbox()).
   void schedule(detail::ready_node& node) noexcept { ready_.push_back(node); }
+  /// Arms / disarms a timer node; it fires on the loop thread once its deadline has passed.
   void add_timer(detail::timer_node& node) { timers_.push(node); }
   void remove_timer(detail::timer_node& node) noexcept { timers_.remove(node); }
+  /// The I/O backend (section 4), e.g. to release(fd) before closing an fd used with read_some.
   detail::backend& backend() noexcept { return *backend_; }
   /// The door other threads post through; outlives the loop while shared.
   const std::shared_ptr<detail::loop_inbox>& inbox() const noexcept { return inbox_; }
-  void run_once();
   /// Cancels the pending tasks and runs until they finish (or `limit` passes).
   void finish_pending_tasks(duration limit);
   /// Counts a symmetric transfer; false when the chain is deep enough that the
@@ -788,6 +805,10 @@ class event_loop {
       throw invalid_state_error("event_loop: another loop is running in this thread");
     }
   }
+  // One iteration: poll I/O (when idle, blocking until I/O or the next
+  // timer), fire due timers, run the ready batch. Only inside run_while: a
+  // task step run without a running loop discards itself.
+  void run_once();
   void run_ready_batch();
   void run_timed(detail::ready_node* node);
   int backend_timeout_ms() const noexcept;
@@ -892,6 +913,7 @@ callback_handle event_loop::call_soon_threadsafe(Callback&& callback) {
   return callback_handle(node);
 }
 
+/// Internal: how callback_handle::cancel reaches a callback's node; not for users.
 class callback_handle_access {
  public:
   static void cancel(detail::callback_node* node) noexcept {
@@ -1881,9 +1903,12 @@ class task_promise<void> final : public task_promise_base {
 template <class T>
 class [[nodiscard]] task {
  public:
+  /// For the compiler (promise_type) and for generic code (value_type is T).
   using promise_type = detail::task_promise<T>;
   using value_type = T;
 
+  /// Move-only: a task owns its frame. Destroying one that was never awaited destroys the
+  /// frame unrun (debug mode reports it). A default task is empty: valid() is false.
   task() noexcept = default;
   task(task&& other) noexcept : frame_(std::exchange(other.frame_, {})) {}
   task& operator=(task&& other) noexcept {
@@ -1898,6 +1923,8 @@ class [[nodiscard]] task {
   /// False for a moved-from or default-constructed task.
   bool valid() const noexcept { return static_cast<bool>(frame_); }
 
+  /// What co_await on a task uses: runs the frame inline, in the awaiting task. Awaiting a
+  /// task twice, or an empty one, throws invalid_state_error.
   class awaiter {
    public:
     explicit awaiter(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
@@ -1916,6 +1943,7 @@ class [[nodiscard]] task {
    private:
     std::coroutine_handle<promise_type> frame_;
   };
+  /// On an lvalue or a temporary alike; the frame lives until the task object dies.
   awaiter operator co_await() & noexcept { return awaiter(frame_); }
   awaiter operator co_await() && noexcept { return awaiter(frame_); }
 
@@ -1957,6 +1985,7 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 
 }  // namespace detail
 
+/// The type `co_await A` yields (void, a reference or a value).
 template <class A>
 using await_result_t = decltype(detail::get_awaiter(std::declval<A>()).await_resume());
 
@@ -1964,6 +1993,9 @@ using await_result_t = decltype(detail::get_awaiter(std::declval<A>()).await_res
 /// current_task() and all_tasks()). Copyable; loop thread only.
 class task_ref {
  public:
+  /// Copies share the task: its frame lives while any handle does (a plain count: loop thread
+  /// only). A default task_ref is empty: done(), cancelled() and cancel() are false and
+  /// cancelling() 0 there; the other members throw invalid_state_error.
   task_ref() noexcept = default;
   task_ref(const task_ref& other) noexcept : task_(other.task_) {
     if (task_ != nullptr) task_->retain();
@@ -1976,22 +2008,24 @@ class task_ref {
   ~task_ref() {
     if (task_ != nullptr) task_->release();
   }
+  /// False when empty; == tells whether two handles refer to the same task.
   explicit operator bool() const noexcept { return task_ != nullptr; }
   friend bool operator==(const task_ref& a, const task_ref& b) noexcept { return a.task_ == b.task_; }
 
   /// True once the task finished: returned, threw, or was cancelled.
-  bool done() const noexcept { return get().done(); }
+  bool done() const noexcept { return task_ != nullptr && task_->done(); }
   /// True when the task finished by cancellation.
-  bool cancelled() const noexcept { return get().cancelled(); }
+  bool cancelled() const noexcept { return task_ != nullptr && task_->cancelled(); }
   /// Requests cancellation (see the header's top comment); false when already done.
-  bool cancel() noexcept { return get().cancel(); }
+  bool cancel() noexcept { return task_ != nullptr && task_->cancel(); }
   /// Pending cancellation requests (asyncio's Task.cancelling()).
-  int cancelling() const noexcept { return get().cancelling(); }
+  int cancelling() const noexcept { return task_ != nullptr ? task_->cancelling() : 0; }
   /// Takes one request back; returns the requests left (asyncio's Task.uncancel()).
-  int uncancel() noexcept { return get().uncancel(); }
+  int uncancel() noexcept { return task_ != nullptr ? task_->uncancel() : 0; }
   /// The task's name: the one given, or "Task-<n>".
-  std::string name() const { return get().name(); }
-  void set_name(std::string name) { get().set_name(std::move(name)); }
+  std::string name() const { return checked("name").name(); }
+  /// Renames the task (asyncio's Task.set_name); names appear in debug and leak reports.
+  void set_name(std::string name) { checked("set_name").set_name(std::move(name)); }
   /// The exception the task ended with (null when it returned a value).
   /// Throws cancelled_error if it was cancelled, invalid_state_error if not done.
   std::exception_ptr exception() const {
@@ -2016,6 +2050,10 @@ class task_ref {
     if (task_ != nullptr) task_->retain();
   }
   detail::task_promise_base& get() const noexcept { return *task_; }
+  detail::task_promise_base& checked(const char* what) const {
+    if (task_ == nullptr) throw invalid_state_error(std::string("task_ref::") + what + ": empty handle");
+    return *task_;
+  }
   void check_done(const char* what) const {
     if (task_ == nullptr) throw invalid_state_error(std::string("task_ref::") + what + ": empty handle");
     if (!task_->done()) throw invalid_state_error(std::string("task_ref::") + what + ": the task is not done");
@@ -2031,6 +2069,7 @@ class task_ref {
 template <class T>
 class task_handle : public task_ref {
  public:
+  /// An empty handle; real ones come from create_task and task_group::create_task.
   task_handle() noexcept = default;
 
   /// The value (a reference into the task, valid while a handle lives), or
@@ -2043,6 +2082,8 @@ class task_handle : public task_ref {
     return promise().result_reference();
   }
 
+  /// What co_await on a handle uses (see above). Throws invalid_state_error for an empty
+  /// handle, or when it would have to wait outside a task.
   class awaiter : private detail::cancellable_wait, private detail::completion_waiter {
    public:
     explicit awaiter(detail::task_promise_base* target) noexcept : target_(target) {
@@ -2103,6 +2144,7 @@ class task_handle : public task_ref {
     bool linked_ = false;
     bool cancelled_before_wait_ = false;
   };
+  /// Any number of tasks may await one handle (a move-only result: only the first gets it).
   awaiter operator co_await() const { return awaiter(task_); }
 
  private:
@@ -2275,6 +2317,7 @@ class done_callback final : public completion_waiter, public ready_node {
 
 template <class Callback>
 void task_ref::add_done_callback(Callback callback) {
+  checked("add_done_callback");
   event_loop& loop = get_running_loop();
   auto* node = new detail::done_callback<Callback>(task_, std::move(callback), loop);
   if (task_->done()) {
@@ -2375,6 +2418,7 @@ inline detail::sleep_awaiter sleep_until(time_point deadline) { return detail::s
 /// for a single error, so one catch clause serves every case.
 class exception_group : public std::exception {
  public:
+  /// what() reads "message (N sub-exceptions)", then one line per error.
   exception_group(std::string message, std::vector<std::exception_ptr> errors)
       : errors_(std::move(errors)) {
     what_ = std::move(message) + " (" + std::to_string(errors_.size()) + " sub-exception" +
@@ -2382,6 +2426,7 @@ class exception_group : public std::exception {
     for (const std::exception_ptr& error : errors_) what_ += "\n  - " + describe(error);
   }
   const char* what() const noexcept override { return what_.c_str(); }
+  /// Every error, in the order they happened (ExceptionGroup.exceptions).
   const std::vector<std::exception_ptr>& exceptions() const noexcept { return errors_; }
 
   /// One line for any exception_ptr: its what(), or a fixed text.
@@ -2439,9 +2484,12 @@ inline bool is_cancellation(const std::exception_ptr& error) noexcept {
 template <class T>
 class outcome {
  public:
+  /// T, with void as std::monostate and a reference as std::reference_wrapper.
   using value_type = detail::stored_value_t<T>;
+  /// Made by gather_settled: from the child's exception (never null), or from its value.
   explicit outcome(std::exception_ptr error) noexcept : error_(std::move(error)) {}
   explicit outcome(value_type value) : value_(std::move(value)) {}
+  /// True when the child returned normally; operator bool says the same.
   bool has_value() const noexcept { return error_ == nullptr; }
   explicit operator bool() const noexcept { return has_value(); }
   /// The value; rethrows the child's exception when there is none.
@@ -2927,6 +2975,8 @@ template <class Handle>
   requires std::is_base_of_v<task_ref, Handle>
 class as_completed : private detail::timer_node {
  public:
+  /// Starts watching `tasks` on the running loop (invalid_state_error without one); tasks
+  /// already done come out first, in the order given.
   explicit as_completed(std::vector<Handle> tasks, std::optional<duration> timeout = std::nullopt)
       : tasks_(std::move(tasks)), nodes_(tasks_.size()), loop_(&get_running_loop()) {
     for (std::size_t i = 0; i < tasks_.size(); ++i) {
@@ -2947,6 +2997,7 @@ class as_completed : private detail::timer_node {
       loop_->add_timer(*this);
     }
   }
+  /// Not copyable: the tasks' waiters point into it. Destroying it stops the watch; the tasks run on.
   as_completed(const as_completed&) = delete;
   as_completed& operator=(const as_completed&) = delete;
   ~as_completed() {
@@ -2957,8 +3008,10 @@ class as_completed : private detail::timer_node {
   }
   /// Tasks not yet handed out by next().
   std::size_t size() const noexcept { return tasks_.size() - handed_out_; }
+  /// True once every task was handed out; next() then throws invalid_state_error.
   bool empty() const noexcept { return size() == 0; }
 
+  /// What next() returns: co_await it for the next Handle. One awaiting task at a time.
   class next_awaiter : private detail::cancellable_wait {
    public:
     explicit next_awaiter(as_completed& owner) noexcept : owner_(&owner) {}
@@ -2967,6 +3020,9 @@ class as_completed : private detail::timer_node {
       return owner_->next_finished_ < owner_->finished_.size() || owner_->expired_;
     }
     bool await_suspend(std::coroutine_handle<> caller) {
+      if (owner_->waiter_ != nullptr) {
+        throw invalid_state_error("as_completed::next: another task is already waiting on it");
+      }
       task_ = &detail::current_task_for("as_completed");
       interrupt = &on_interrupt;
       if (!task_->suspend_on(this, caller)) {
@@ -3058,6 +3114,7 @@ class timeout_scope : private detail::timer_node {
   explicit timeout_scope(duration delay) : when_(clock::now() + delay) {}
   /// A deadline on the loop's clock; std::nullopt for none (until rescheduled).
   explicit timeout_scope(std::optional<time_point> when) : when_(when) {}
+  /// Not copyable: its timer sits in the loop's heap. Destroying it disarms the deadline.
   timeout_scope(const timeout_scope&) = delete;
   timeout_scope& operator=(const timeout_scope&) = delete;
   ~timeout_scope() {
@@ -3080,6 +3137,7 @@ class timeout_scope : private detail::timer_node {
       arm();
     }
   }
+  /// Moves the deadline to `delay` from now; throws as the overload above.
   void reschedule(duration delay) { reschedule(std::optional<time_point>(clock::now() + delay)); }
   /// True when the deadline passed while the work ran.
   bool expired() const noexcept { return state_ == state::expiring || state_ == state::expired; }
@@ -3235,6 +3293,8 @@ class task_group {
   task_group() : loop_(&get_running_loop()), parent_(loop_->current_task()) {
     if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
   }
+  /// Not copyable. Destroying it with children running terminates (see above); destroying it
+  /// unjoined with child errors reports on stderr how many were lost.
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
   ~task_group() {
@@ -3629,6 +3689,7 @@ class scoped_acquire : public Acquire {
 /// asyncio.Event: wait() suspends until set(); set() releases every waiter.
 class event {
  public:
+  /// Starts clear; is_set() reads the flag. Not copyable: waiting tasks point into it.
   event() noexcept = default;
   event(const event&) = delete;
   event& operator=(const event&) = delete;
@@ -3638,6 +3699,7 @@ class event {
     set_ = true;
     detail::grant_all(waiters_);
   }
+  /// Resets the flag: waiters already woken still resume; later wait()s suspend until set().
   void clear() noexcept { set_ = false; }
 
   class awaiter : private detail::parked_waiter {
@@ -3664,6 +3726,7 @@ class event {
 /// Not reentrant. A cancelled acquire never leaves the lock held.
 class lock {
  public:
+  /// Starts unlocked; locked() is true while a task holds it. Not copyable: waiters point into it.
   lock() noexcept = default;
   lock(const lock&) = delete;
   lock& operator=(const lock&) = delete;
@@ -3680,6 +3743,8 @@ class lock {
     }
   }
 
+  /// What acquire() returns. With `interruptible` false (condition's re-acquire) a cancel does
+  /// not end the wait: it is delivered at the next suspension point.
   class acquire_awaiter : private detail::parked_waiter {
    public:
     explicit acquire_awaiter(lock& owner, bool interruptible = true) noexcept
@@ -3705,6 +3770,7 @@ class lock {
 
   /// Holds the lock until destroyed; unlock() releases early.
   using guard = detail::release_guard<lock>;
+  /// What scoped() returns; co_await it for a guard.
   using scoped_awaiter = detail::scoped_acquire<lock, acquire_awaiter>;
   /// Acquires and returns a guard that releases (async with lock:).
   scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
@@ -3722,11 +3788,13 @@ class lock {
 /// waiter. A cancelled acquire never loses a permit.
 class semaphore {
  public:
+  /// Starts with `value` permits. Not copyable: waiters point into it.
   explicit semaphore(std::size_t value = 1) noexcept : value_(value) {}
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
   /// True when an acquire would wait.
   bool locked() const noexcept { return value_ == 0 || !waiters_.empty(); }
+  /// Permits free now (0 while tasks wait: a release goes straight to the first waiter).
   std::size_t value() const noexcept { return value_; }
 
   /// Returns a permit: to the first waiter if any, else to the count.
@@ -3752,10 +3820,12 @@ class semaphore {
    private:
     semaphore* semaphore_;
   };
+  /// Waits for a permit (co_await sem.acquire(); ... sem.release();).
   acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
 
   /// Holds a permit until destroyed (co_await semaphore.scoped()).
   using guard = detail::release_guard<semaphore>;
+  /// scoped() acquires a permit and returns a guard that gives it back (async with sem:).
   using scoped_awaiter = detail::scoped_acquire<semaphore, acquire_awaiter>;
   scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
 
@@ -3768,7 +3838,10 @@ class semaphore {
 /// (asyncio.BoundedSemaphore): release() then throws invalid_state_error.
 class bounded_semaphore : public semaphore {
  public:
+  /// Starts with, and never holds more than, `value` permits. release() is not virtual:
+  /// called through a semaphore& it is the unchecked one.
   explicit bounded_semaphore(std::size_t value = 1) noexcept : semaphore(value), initial_(value) {}
+  /// Returns a permit; throws invalid_state_error when no permit is held.
   void release() {
     // Permits held are initial - value (a hand-off to a waiter keeps the
     // count), so this holds whether or not a task waits.
@@ -3777,6 +3850,7 @@ class bounded_semaphore : public semaphore {
     }
     semaphore::release();
   }
+  /// Guards that release through the checked release() above.
   using guard = detail::release_guard<bounded_semaphore>;
   using scoped_awaiter = detail::scoped_acquire<bounded_semaphore, acquire_awaiter>;
   scoped_awaiter scoped() noexcept { return scoped_awaiter(*this); }
@@ -3792,11 +3866,13 @@ class bounded_semaphore : public semaphore {
 /// throwing, even when cancelled. notify(n) wakes up to n waiters, FIFO.
 class condition {
  public:
+  /// Over a lock of its own, or over `shared`, which must outlive it. Not copyable.
   condition() noexcept : lock_(&own_lock_) {}
   explicit condition(class lock& shared) noexcept : lock_(&shared) {}
   condition(const condition&) = delete;
   condition& operator=(const condition&) = delete;
 
+  /// The lock's own acquire, release, locked and scoped (async with condition:).
   lock::acquire_awaiter acquire() noexcept { return lock_->acquire(); }
   void release() { lock_->release(); }
   bool locked() const noexcept { return lock_->locked(); }
@@ -3834,6 +3910,7 @@ class condition {
       detail::parked_waiter::from(*first).grant();
     }
   }
+  /// Wakes every waiter. The lock must be held.
   void notify_all() { notify(static_cast<std::size_t>(-1)); }
 
  private:
@@ -3860,6 +3937,7 @@ class condition {
 /// waiters with broken_barrier_error and makes it usable again once they left.
 class barrier {
  public:
+  /// Throws std::invalid_argument when `parties` is 0. Not copyable: waiters point into it.
   explicit barrier(std::size_t parties) : parties_(parties) {
     if (parties == 0) throw std::invalid_argument("barrier: parties must be > 0");
   }
@@ -3868,8 +3946,11 @@ class barrier {
   std::size_t parties() const noexcept { return parties_; }
   /// Tasks waiting for the barrier to fill.
   std::size_t n_waiting() const noexcept { return state_ == state::filling ? count_ : 0; }
+  /// True after abort(), until reset().
   bool broken() const noexcept { return state_ == state::broken; }
 
+  /// Waits until `parties` tasks wait; returns this task's arrival index. Throws
+  /// broken_barrier_error when broken, or reset meanwhile; a cancelled waiter stops counting.
   task<std::size_t> wait() {
     // Tasks arriving while the previous round drains or resets wait for it.
     while (state_ == state::draining || state_ == state::resetting) {
@@ -4015,6 +4096,8 @@ class priority_items {
 template <class T, class Items>
 class basic_queue {
  public:
+  /// `maxsize` 0: unbounded. Not copyable: waiters point into it. Tasks still waiting when it
+  /// is destroyed are never resumed.
   explicit basic_queue(std::size_t maxsize = 0) noexcept : maxsize_(maxsize) {}
   basic_queue(const basic_queue&) = delete;
   basic_queue& operator=(const basic_queue&) = delete;
@@ -4026,12 +4109,14 @@ class basic_queue {
     }
   }
 
+  /// asyncio's qsize, maxsize, empty and full; is_shut_down() is true after shutdown().
   std::size_t qsize() const noexcept { return items_.size(); }
   std::size_t maxsize() const noexcept { return maxsize_; }
   bool empty() const noexcept { return items_.size() == 0; }
   bool full() const noexcept { return maxsize_ > 0 && items_.size() >= maxsize_; }
   bool is_shut_down() const noexcept { return shut_down_; }
 
+  /// What put(), get() and join() return; every co_await of them is cancellable.
   class put_awaiter;
   class get_awaiter;
   class join_awaiter;
@@ -4267,11 +4352,13 @@ class thread_pool {
   explicit thread_pool(std::size_t max_workers) : max_workers_(max_workers) {
     if (max_workers == 0) throw std::invalid_argument("thread_pool: max_workers must be > 0");
   }
+  /// Not copyable: its workers and the awaiting tasks point at it.
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;
   /// Shuts down: waits for every queued job to run, then joins the workers.
   ~thread_pool() { shutdown(true, false); }
 
+  /// The most worker threads it starts (on demand, never more).
   std::size_t max_workers() const noexcept { return max_workers_; }
   /// Jobs queued and not yet taken by a worker.
   std::size_t queued() const {
@@ -4318,6 +4405,7 @@ class thread_pool {
       -> std::future<std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>>;
 
   // --- for the library: queue a job; true if removed before it started ---
+  /// Any thread. Throws invalid_state_error after shutdown(); may start a worker.
   void enqueue(detail::pool_job& job) {
     std::unique_lock<std::mutex> guard(mutex_);
     if (shutting_down_) throw invalid_state_error("thread_pool: submit after shutdown");
@@ -4331,9 +4419,18 @@ class thread_pool {
       guard.unlock();
       work_available_.notify_one();
     } else if (workers_.size() < max_workers_) {
-      workers_.emplace_back([this] { work(); });
+      try {
+        workers_.emplace_back([this] { work(); });
+      } catch (...) {
+        // No new thread: the workers already running will take the job. With
+        // none, it must not stay queued, since the caller frees it when we throw.
+        if (!workers_.empty()) return;
+        unlink_locked(job);
+        throw;
+      }
     }
   }
+  /// Any thread: true when `job` was still queued (it is then dropped unrun).
   bool try_remove(detail::pool_job& job) noexcept {
     std::lock_guard<std::mutex> guard(mutex_);
     if (job.state.load(std::memory_order_relaxed) != detail::pool_job::queued) return false;
@@ -4636,9 +4733,11 @@ auto to_thread(Callable&& callable, Args&&... args) {
 template <class T>
 class concurrent_future {
  public:
+  /// An empty future: its members throw invalid_state_error (cancel() is false).
   concurrent_future() = default;
   /// Blocks until done; returns the value or rethrows (cancelled_error when cancelled).
   detail::stored_value_t<T> get() const {
+    check("get");
     std::unique_lock<std::mutex> guard(state_->mutex);
     state_->finished.wait(guard, [&] { return state_->done; });
     if (state_->error != nullptr) std::rethrow_exception(state_->error);
@@ -4650,10 +4749,13 @@ class concurrent_future {
   }
   /// Waits up to `limit`; true when done.
   bool wait_for(duration limit) const {
+    check("wait_for");
     std::unique_lock<std::mutex> guard(state_->mutex);
     return state_->finished.wait_for(guard, limit, [&] { return state_->done; });
   }
+  /// True once the task finished: with a value, an exception or a cancellation.
   bool done() const {
+    check("done");
     std::lock_guard<std::mutex> guard(state_->mutex);
     return state_->done;
   }
@@ -4674,6 +4776,9 @@ class concurrent_future {
     task_ref task;  // loop thread only
   };
   explicit concurrent_future(std::shared_ptr<shared_state> state) noexcept : state_(std::move(state)) {}
+  void check(const char* what) const {
+    if (state_ == nullptr) throw invalid_state_error(std::string("concurrent_future::") + what + ": empty future");
+  }
   std::shared_ptr<shared_state> state_;
 };
 
@@ -4703,7 +4808,7 @@ class posted_callback final : public ready_node {
 
 template <class T>
 bool concurrent_future<T>::cancel() const {
-  if (done()) return false;
+  if (state_ == nullptr || done()) return false;
   auto state = state_;
   auto request = [state]() noexcept {
     if (state->task) state->task.cancel();
@@ -4815,10 +4920,12 @@ class io_awaiter : private cancellable_wait, protected io_operation {
     }
     return true;
   }
-  // Bytes moved (or the accepted handle). Throws cancelled_error, or a
-  // std::system_error naming the operation and the descriptor.
+  // Bytes moved (or the accepted handle). Throws cancelled_error when the
+  // task was cancelled, or a std::system_error naming the operation and the
+  // descriptor; ECANCELED when the descriptor was released (closed) while the
+  // operation waited: nobody cancelled the task, so it is not a cancellation.
   std::size_t await_resume() const {
-    if (cancelled_ || error == ECANCELED) throw cancelled_error{};
+    if (cancelled_) throw cancelled_error{};
     if (error != 0) throw_error();
     return static_cast<std::size_t>(result);
   }
@@ -4828,7 +4935,9 @@ class io_awaiter : private cancellable_wait, protected io_operation {
   bool cancelled_by_task() const noexcept { return cancelled_; }
   void relabel(const std::string* label) noexcept { label_ = label; }
   [[noreturn]] void throw_error() const {
-    throw_system_error(error, std::string(name_) + " " + (label_ != nullptr ? *label_ : "fd " + std::to_string(handle)));
+    std::string what = std::string(name_) + " " + (label_ != nullptr ? *label_ : "fd " + std::to_string(handle));
+    if (error == ECANCELED) what += " (the descriptor was closed while the operation waited)";
+    throw_system_error(error, what);
   }
 
  private:
@@ -4868,6 +4977,7 @@ inline detail::io_awaiter write_some(native_handle handle, std::span<const std::
 inline detail::io_awaiter wait_readable(native_handle handle) noexcept {
   return detail::io_awaiter(detail::io_kind::wait_readable, handle, nullptr, 0, "wait_readable");
 }
+/// Suspends until `handle` is writable; the same rules as wait_readable.
 inline detail::io_awaiter wait_writable(native_handle handle) noexcept {
   return detail::io_awaiter(detail::io_kind::wait_writable, handle, nullptr, 0, "wait_writable");
 }
@@ -4877,6 +4987,7 @@ inline detail::io_awaiter wait_writable(native_handle handle) noexcept {
 /// A socket address: IPv4, IPv6 or (POSIX) a Unix socket path.
 class address {
  public:
+  /// An empty address: family() is AF_UNSPEC and size() 0.
   address() noexcept = default;
   /// Copies what accept, getsockname or getaddrinfo returned.
   address(const sockaddr* raw, socklen_t length) noexcept {
@@ -4918,6 +5029,7 @@ class address {
                    static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1));
   }
 
+  /// AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC when empty; port() is 0 unless IPv4 or IPv6.
   int family() const noexcept { return size_ == 0 ? AF_UNSPEC : storage_.ss_family; }
   std::uint16_t port() const noexcept {
     if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(storage_).sin_port);
@@ -4948,6 +5060,8 @@ class address {
     return host();
   }
 
+  /// The raw sockaddr for system calls: size() bytes used of capacity(); resize() after a call
+  /// filled it in (clamped to capacity()).
   const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&storage_); }
   sockaddr* data() noexcept { return reinterpret_cast<sockaddr*>(&storage_); }
   socklen_t size() const noexcept { return size_; }
@@ -5006,11 +5120,13 @@ class recv_from_awaiter;
 /// cancelled. Loop-thread object; movable while no operation is in flight.
 class socket {
  public:
+  /// An empty socket: is_open() is false.
   socket() noexcept = default;
   /// Takes ownership of `handle` (made non-blocking here).
   explicit socket(native_handle handle) : handle_(handle) {
     if (handle_ >= 0) make_non_blocking();
   }
+  /// Move-only; assigning closes the socket held before.
   socket(socket&& other) noexcept : handle_(std::exchange(other.handle_, -1)), label_(std::move(other.label_)) {}
   socket& operator=(socket&& other) noexcept {
     if (this != &other) {
@@ -5041,6 +5157,7 @@ class socket {
     return result;
   }
 
+  /// The descriptor, or -1 once closed or released.
   native_handle handle() const noexcept { return handle_; }
   bool is_open() const noexcept { return handle_ >= 0; }
   /// Gives up ownership (the backend registration is dropped first).
@@ -5048,13 +5165,14 @@ class socket {
     forget_registration();
     return std::exchange(handle_, -1);
   }
-  /// Closes now; parked operations on it complete as cancelled. Idempotent.
+  /// Closes now; an operation parked on it fails with std::system_error (ECANCELED). Idempotent.
   void close() noexcept {
     if (handle_ < 0) return;
     forget_registration();
     ::close(std::exchange(handle_, -1));
   }
 
+  /// bind(2), listen(2), setsockopt(2) with an int value: each throws std::system_error naming the call.
   void bind(const address& local) {
     if (::bind(handle_, local.data(), local.size()) < 0) detail::throw_system_error(errno, "bind " + local.to_string());
   }
@@ -5070,6 +5188,7 @@ class socket {
   void shutdown(int how) {
     if (::shutdown(handle_, how) < 0 && errno != ENOTCONN) detail::throw_system_error(errno, "shutdown " + label());
   }
+  /// getsockname(2) / getpeername(2); each throws std::system_error on failure.
   address local_address() const {
     address local;
     socklen_t length = address::capacity();
@@ -5111,6 +5230,7 @@ class socket {
 
   /// What errors name this socket by: its peer once connected, else "fd N".
   std::string label() const { return label_.empty() ? "fd " + std::to_string(handle_) : label_; }
+  /// Sets what errors name this socket by; label_pointer() is null while there is none.
   void set_label(std::string label) { label_ = std::move(label); }
   const std::string* label_pointer() const noexcept { return label_.empty() ? nullptr : &label_; }
 
@@ -5479,7 +5599,9 @@ class stream_waiter : private parked_waiter {
 /// sure buffered bytes were sent.
 class stream {
  public:
+  /// read()'s default: read to the end of the stream.
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  /// An empty stream (a moved-from one too): reading, writing or waiting on it throws invalid_state_error.
   stream() noexcept = default;
   /// Wraps a connected socket.
   explicit stream(socket connection, stream_options options = {})
@@ -5495,6 +5617,7 @@ class stream {
       }
     }
   }
+  /// False for an empty stream.
   explicit operator bool() const noexcept { return state_ != nullptr; }
 
   // --- reading ---
@@ -5560,6 +5683,7 @@ class stream {
 
   /// The bytes read but not yet consumed (zero-copy access for parsers).
   std::string_view buffered() const noexcept { return state_ != nullptr ? state_->buffered() : std::string_view(); }
+  /// Drops the first `count` buffered bytes (after parsing buffered() in place).
   void consume(std::size_t count) noexcept {
     if (state_ != nullptr) state_->consume(count);
   }
@@ -5615,6 +5739,7 @@ class stream {
   void abort() {
     if (state_ != nullptr) state_->abort();
   }
+  /// True once close() or abort() was called (asyncio's is_closing).
   bool is_closing() const noexcept { return state_ != nullptr && state_->closing_; }
   /// Waits until close() has finished (the buffer sent, the socket closed).
   task<void> wait_closed() {
@@ -5625,6 +5750,8 @@ class stream {
     }
   }
 
+  /// The peer (AF_UNSPEC when getpeername failed), the local address (std::system_error on
+  /// failure), and the descriptor (-1 when empty or closed).
   const address& peer_address() const { return get("peer_address").peer_; }
   address local_address() const { return get("local_address").socket_.local_address(); }
   native_handle handle() const noexcept { return state_ != nullptr ? state_->socket_.handle() : -1; }
@@ -5776,6 +5903,7 @@ task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t 
 /// keep running). Move-only; loop thread only.
 class server {
  public:
+  /// Move-only; an empty (default or moved-from) server's queries and waits throw invalid_state_error.
   server() noexcept = default;
   server(server&&) noexcept = default;
   server& operator=(server&&) noexcept = default;
@@ -5789,6 +5917,7 @@ class server {
     const detail::server_state& state = get("port");
     return state.addresses.empty() ? 0 : state.addresses.front().port();
   }
+  /// True from start until close() (asyncio's is_serving).
   bool is_serving() const noexcept { return state_ != nullptr && state_->serving; }
   /// Stops accepting and closes the listening sockets; connections go on.
   void close() {
@@ -5858,8 +5987,9 @@ server start_serving(std::vector<socket> listeners, Handler handler, server_opti
   return result;
 }
 
-/// Listens on host:port (every address it resolves to; "" for all
-/// interfaces; port 0 picks a free port) and runs handler(stream) for each
+/// Listens on host:port (every address it resolves to; "" for every IPv4
+/// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
+/// port 0 picks a free port) and runs handler(stream) for each
 /// connection in its own task (asyncio.start_server). A handler's exception is
 /// reported on stderr, never fatal. Throws std::system_error ("bind ...").
 template <class Handler>
@@ -5907,6 +6037,7 @@ task<server> start_unix_server(Handler handler, std::string path, server_options
 /// A UDP endpoint: send_to / recv_from, awaitable and cancellable. Move-only.
 class datagram_endpoint {
  public:
+  /// Empty, or over a bound UDP socket (open_datagram_endpoint makes one).
   datagram_endpoint() noexcept = default;
   explicit datagram_endpoint(socket bound) noexcept : socket_(std::move(bound)) {}
   /// Sends one datagram to `peer`.
@@ -5922,6 +6053,8 @@ class datagram_endpoint {
     data.resize(size);
     co_return std::pair<std::string, address>(std::move(data), sender);
   }
+  /// The bound address (std::system_error once closed); close() is idempotent; raw() is the
+  /// socket itself, for set_option or connect.
   address local_address() const { return socket_.local_address(); }
   void close() noexcept { socket_.close(); }
   socket& raw() noexcept { return socket_; }
@@ -6018,6 +6151,7 @@ struct url {
   static url parse(std::string_view text);
   /// The Host header: "example.com", "[::1]:8080" (the port only when not 80).
   std::string host_header() const;
+  /// The URL again, as scheme://host_header() followed by target (the fragment is gone).
   std::string to_string() const { return scheme + "://" + host_header() + target; }
 };
 
@@ -6028,7 +6162,9 @@ url resolve_url(const url& base, std::string_view reference);
 /// Header fields in order, repeats kept; names compare case-insensitively.
 class header_list {
  public:
+  /// A (name, value) pair; names keep the case they were given in.
   using field = std::pair<std::string, std::string>;
+  /// Empty, or the given fields in order: {{"Accept", "text/html"}, {"X-Id", "7"}}.
   header_list() = default;
   header_list(std::initializer_list<field> fields) : fields_(fields) {}
   /// Appends a field, keeping any of the same name.
@@ -6057,9 +6193,11 @@ class header_list {
     }
     return values;
   }
+  /// Whether a field of that name exists; size() counts every field, repeats included.
   bool contains(std::string_view name) const { return get(name).has_value(); }
   std::size_t size() const noexcept { return fields_.size(); }
   bool empty() const noexcept { return fields_.empty(); }
+  /// The fields in order, as field pairs; back() is the last one added.
   auto begin() const noexcept { return fields_.begin(); }
   auto end() const noexcept { return fields_.end(); }
   field& back() { return fields_.back(); }
@@ -6073,6 +6211,7 @@ class header_list {
     }
     return true;
   }
+  /// ASCII lower case of one byte, other bytes unchanged (no locale).
   static char to_lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
  private:
@@ -6090,6 +6229,7 @@ struct timeouts {
 
 /// What a response may be; past a limit the client throws protocol_error.
 struct limits {
+  /// Longest status line in bytes, not counting its CRLF.
   std::size_t max_status_line = 8 * 1024;
   std::size_t max_header_bytes = 64 * 1024;  // the header block, and separately the trailers
   std::size_t max_header_count = 100;        // fields in the header block (and in the trailers)
@@ -6102,19 +6242,24 @@ struct client_options {
   std::size_t limit_per_host = 0;  // connections in use at once per host and port (0: no limit)
   duration keep_alive_timeout = std::chrono::seconds(15);  // an idle connection older than this is not reused
   bool keep_alive = true;          // false: every request says "Connection: close"
+  /// Timeouts of each request (request_options::timeout replaces them) and response limits.
   timeouts timeout;
   http::limits limits;
   header_list headers;             // sent with every request; a request's own fields replace same-named ones
+  /// Sent as User-Agent unless a header field sets one; empty: no User-Agent field.
   std::string user_agent = "coro_loop/" CORO_LOOP_VERSION;
+  /// Follow 301, 302, 303, 307 and 308 up to max_redirects times (then redirect_error).
   bool follow_redirects = true;
   int max_redirects = 10;
 };
 
 /// One request's settings; what is left unset comes from the client.
 struct request_options {
+  /// Fields for this request; they replace the client's fields of the same names.
   header_list headers;
   std::string body;                  // any bytes: std::string holds binary data
   std::optional<timeouts> timeout;   // replaces the client's
+  /// When set, replace the client's follow_redirects / max_redirects.
   std::optional<bool> follow_redirects;
   std::optional<int> max_redirects;
   /// Sets the body from bytes (or text: std::string_view converts).
@@ -6131,8 +6276,11 @@ struct request_options {
 /// any transport, and fuzzing. Throws protocol_error for anything malformed.
 class response_parser {
  public:
+  /// How the body is delimited (RFC 9112 6.3): none, Content-Length, chunked, or until the
+  /// server closes the connection.
   enum class framing : std::uint8_t { none, length, chunked, until_close };
 
+  /// `limits` bounds the status line, header block, field count and trailers (max_body is the client's).
   explicit response_parser(http::limits limits = {}) : limits_(limits) {}
 
   /// Resets for the response to a request with this method ("HEAD": no body).
@@ -6144,8 +6292,11 @@ class response_parser {
   std::size_t parse_head(std::string_view data);
   /// The last head was a 1xx interim response (another head follows).
   bool interim() const noexcept { return interim_; }
+  /// True once parse_head returned a head (interim or final).
   bool head_complete() const noexcept { return head_complete_; }
 
+  /// The parsed head: status, HTTP/1.x minor version (0 or 1), reason, fields, trailers (once
+  /// a chunked body ended), framing, and the Content-Length when present and valid.
   int status() const noexcept { return status_; }
   int version_minor() const noexcept { return version_minor_; }
   const std::string& reason() const noexcept { return reason_; }
@@ -6334,6 +6485,8 @@ class response_access;
 /// must not outlive the event loop.
 class response {
  public:
+  /// Move-only; a default response is empty (no connection). Destroying one, or assigning
+  /// over it, close()s it.
   response() = default;
   response(response&&) noexcept = default;
   response& operator=(response&& other) noexcept {
@@ -6348,6 +6501,7 @@ class response {
   }
   ~response() { close(); }
 
+  /// The final head: status code, reason phrase, header fields.
   int status() const noexcept { return parser_.status(); }
   const std::string& reason() const noexcept { return parser_.reason(); }
   /// 1 for HTTP/1.1, 0 for HTTP/1.0.
@@ -6361,6 +6515,7 @@ class response {
   const std::vector<std::string>& history() const noexcept { return history_; }
   /// status() < 400 (aiohttp's ok).
   bool ok() const noexcept { return status() < 400; }
+  /// The Content-Length of the body (given for HEAD, 204 and 304 too); std::nullopt when absent.
   std::optional<std::uint64_t> content_length() const noexcept { return parser_.content_length(); }
   /// Throws status_error (status, reason, url) when status() >= 400.
   void raise_for_status() const {
@@ -6420,6 +6575,7 @@ class response {
 /// Move-only; loop thread only; close it (or destroy it) before the loop ends.
 class client {
  public:
+  /// With default or given options. Move-only; destroying one, or assigning over it, close()s it.
   client() : client(client_options()) {}
   explicit client(client_options options) : pool_(std::make_shared<detail::pool_state>(std::move(options))) {}
   client(client&&) noexcept = default;
@@ -6446,6 +6602,7 @@ class client {
   task<response> request(std::string method, std::string url) {
     return request(std::move(method), std::move(url), request_options());
   }
+  /// GET and HEAD; the overloads without options use request_options().
   task<response> get(std::string url, request_options options) {
     return request("GET", std::move(url), std::move(options));
   }
@@ -6486,6 +6643,7 @@ class client {
     for (auto& [key, host] : pool_->hosts) host.idle.clear();
     pool_->idle = 0;
   }
+  /// True after close(), and for a moved-from client.
   bool closed() const noexcept { return pool_ == nullptr || pool_->closed; }
   /// Pooled connections waiting for a request, all hosts.
   std::size_t idle_connections() const noexcept { return pool_ != nullptr ? pool_->idle : 0; }

@@ -929,6 +929,15 @@ TEST_CASE("executor: a coroutine still pending when its loop closes: its concurr
   if (done) CHECK_THROWS_AS(pending.get(), cl::cancelled_error);
 }
 
+TEST_CASE("executor: an empty concurrent_future throws invalid_state_error instead of dereferencing nothing",
+          "[executor]") {
+  cl::concurrent_future<int> empty;
+  CHECK_THROWS_AS(empty.get(), cl::invalid_state_error);
+  CHECK_THROWS_AS(empty.done(), cl::invalid_state_error);
+  CHECK_THROWS_AS(empty.wait_for(std::chrono::milliseconds(1)), cl::invalid_state_error);
+  CHECK_FALSE(empty.cancel());
+}
+
 TEST_CASE("executor: run_coroutine_threadsafe to a closed loop throws invalid_state_error", "[executor]") {
   cl::event_loop loop;
   loop.close();

@@ -837,6 +837,33 @@ TEST_CASE("as_completed: next() after every task was handed out throws invalid_s
   CHECK(threw);
 }
 
+TEST_CASE("as_completed: a second task awaiting next() while one waits gets invalid_state_error; the first is "
+          "still served",
+          "[gather]") {
+  bool second_refused = false;
+  int first_got = 0;
+  auto body = [&]() -> cl::task<void> {
+    auto slow = cl::create_task(value_after(50ms, 7));
+    cl::as_completed next_done(handles(slow));
+    auto first = cl::create_task([&]() -> cl::task<void> {
+      cl::task_handle<int> handle = co_await next_done.next();
+      first_got = co_await handle;
+    });
+    auto second = cl::create_task([&]() -> cl::task<void> {
+      co_await cl::sleep(0ms);  // the first waits now
+      try {
+        (void)co_await next_done.next();
+      } catch (const cl::invalid_state_error&) {
+        second_refused = true;
+      }
+    });
+    co_await cl::gather(std::move(first), std::move(second));
+  };
+  cl::run(body());
+  CHECK(second_refused);
+  CHECK(first_got == 7);
+}
+
 TEST_CASE("as_completed: cancelling the task waiting in next() raises cancelled_error; the tasks run on",
           "[gather]") {
   bool raised = false;

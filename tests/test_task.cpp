@@ -440,6 +440,25 @@ TEST_CASE("task: result() and exception() before the task is done throw invalid_
   cl::run(body());
 }
 
+TEST_CASE("task: an empty task_handle answers the queries and throws invalid_state_error for the rest", "[task]") {
+  cl::task_handle<int> empty;
+  CHECK_FALSE(empty);
+  CHECK_FALSE(empty.done());
+  CHECK_FALSE(empty.cancelled());
+  CHECK_FALSE(empty.cancel());
+  CHECK(empty.cancelling() == 0);
+  CHECK(empty.uncancel() == 0);
+  CHECK_THROWS_AS(empty.name(), cl::invalid_state_error);
+  CHECK_THROWS_AS(empty.set_name("x"), cl::invalid_state_error);
+  CHECK_THROWS_AS(empty.result(), cl::invalid_state_error);
+  CHECK_THROWS_AS(empty.exception(), cl::invalid_state_error);
+  auto body = [&]() -> cl::task<void> {
+    CHECK_THROWS_AS(empty.add_done_callback([] {}), cl::invalid_state_error);
+    co_return;
+  };
+  cl::run(body());
+}
+
 TEST_CASE("task: awaiting a task<T> twice, or a moved-from task<T>, throws invalid_state_error", "[task]") {
   auto body = []() -> cl::task<int> {
     int errors = 0;
