@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -408,7 +409,20 @@ TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[
     for (auto& entry : environment_text) environment.push_back(entry.data());
     environment.push_back(nullptr);
     std::string spec = "[debug_env_child]";
-    char* arguments[] = {self, spec.data(), nullptr};
+    // Under qemu-user without binfmt the kernel cannot run this binary itself: the
+    // runner names its emulator in CORO_LOOP_TEST_EXEC_WRAPPER (mk/cross.mk, the meson
+    // cross files), e.g. "qemu-arm -L /usr/arm-linux-gnueabihf", and the child runs
+    // through it.
+    std::vector<std::string> wrapper_words;
+    if (const char* wrapper = std::getenv("CORO_LOOP_TEST_EXEC_WRAPPER"); wrapper != nullptr) {
+      std::istringstream words(wrapper);
+      for (std::string word; words >> word;) wrapper_words.push_back(word);
+    }
+    std::vector<char*> arguments;
+    for (auto& word : wrapper_words) arguments.push_back(word.data());
+    arguments.push_back(self);
+    arguments.push_back(spec.data());
+    arguments.push_back(nullptr);
 
     int pipe_ends[2];
     REQUIRE(::pipe(pipe_ends) == 0);
@@ -419,7 +433,15 @@ TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[
       const int null_fd = ::open("/dev/null", O_WRONLY);
       if (null_fd >= 0) ::dup2(null_fd, 1);
       ::close(pipe_ends[0]);
-      ::execve(self, arguments, environment.data());
+      if (wrapper_words.empty()) {
+        ::execve(self, arguments.data(), environment.data());
+      } else {
+        ::execvpe(arguments[0], arguments.data(), environment.data());
+      }
+      static constexpr char exec_failed[] =
+          "exec of the test binary failed (under qemu-user without binfmt? "
+          "set CORO_LOOP_TEST_EXEC_WRAPPER to the emulator command)\n";
+      [[maybe_unused]] const ssize_t written = ::write(2, exec_failed, sizeof exec_failed - 1);
       ::_exit(127);
     }
     ::close(pipe_ends[1]);
