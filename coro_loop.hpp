@@ -4415,9 +4415,11 @@ class thread_pool {
     (tail_ != nullptr ? tail_->next_job : head_) = &job;
     tail_ = &job;
     ++queued_count_;
-    if (idle_workers_ > queued_count_ - 1) {
-      guard.unlock();
-      work_available_.notify_one();
+    // One wake-up in flight at a time: the worker it wakes passes the baton
+    // on if more jobs wait (see work()). Waking one sleeper per job of a burst
+    // had them all fight over mutex_ for jobs the first could have run.
+    if (idle_workers_ > wakeups_pending_) {
+      if (wakeups_pending_ == 0) wake_one_locked(guard);
     } else if (workers_.size() < max_workers_) {
       try {
         workers_.emplace_back([this] { work(); });
@@ -4451,6 +4453,12 @@ class thread_pool {
     job.prev_job = job.next_job = nullptr;
     --queued_count_;
   }
+  // Called with mutex_ held; returns with it released.
+  void wake_one_locked(std::unique_lock<std::mutex>& guard) noexcept {
+    ++wakeups_pending_;
+    guard.unlock();
+    work_available_.notify_one();
+  }
   void work() {
     std::unique_lock<std::mutex> guard(mutex_);
     for (;;) {
@@ -4458,11 +4466,16 @@ class thread_pool {
         ++idle_workers_;
         work_available_.wait(guard);
         --idle_workers_;
+        if (wakeups_pending_ > 0) --wakeups_pending_;
       }
       detail::pool_job* job = pop_front_locked();
       if (job == nullptr) return;  // shutting down and drained
       job->state.store(detail::pool_job::running, std::memory_order_release);
-      guard.unlock();
+      if (head_ != nullptr && idle_workers_ > wakeups_pending_ && wakeups_pending_ == 0) {
+        wake_one_locked(guard);  // more jobs wait: one more worker, each in turn
+      } else {
+        guard.unlock();
+      }
       job->execute(job);
       guard.lock();
     }
@@ -4474,6 +4487,7 @@ class thread_pool {
   detail::pool_job* tail_ = nullptr;
   std::size_t queued_count_ = 0;
   std::size_t idle_workers_ = 0;
+  std::size_t wakeups_pending_ = 0;  // notified workers that have not taken the mutex back yet
   std::vector<std::thread> workers_;
   const std::size_t max_workers_;
   bool shutting_down_ = false;
