@@ -64,7 +64,9 @@
 // Lifetime of a queue: the kqueue descriptor is the epoll descriptor itself, and
 // close(kq) releases every kernel object: the eventfd that lets NOTE_TRIGGER
 // wake a waiting kevent() is created per blocking wait and closed before that
-// kevent() returns, so nothing stays open behind the caller's back. close()
+// kevent() returns, so nothing stays open behind the caller's back (cost: an
+// eventfd, an epoll_ctl and a close per blocking wait on a queue that has
+// EVFILT_USER events; polls and queues without them pay nothing). close()
 // cannot be hooked, so the bookkeeping of a closed queue (a few arrays) stays
 // in one static table indexed by descriptor number until kqueue() hands out
 // that number again (its arrays are cleared and reused) or the program exits
