@@ -1070,8 +1070,19 @@ class readiness_backend {
     op.error = 0;
     op.result = 0;
     op.connect_started = false;
-    if (perform(op, false)) return true;
+    if (known_drained(op)) {
+      // The last read took all there was, and whatever arrives since will be
+      // reported: the syscall would only say EAGAIN (a request-response
+      // exchange saves one per response).
+      park(op);
+      return false;
+    }
+    if (perform(op, false)) {
+      note_read(op);
+      return true;
+    }
     park(op);
+    if (is_byte_read(op)) handles_[static_cast<std::size_t>(op.handle)].read_drained = true;
     return false;
   }
 
@@ -1099,6 +1110,9 @@ class readiness_backend {
       state.registered = false;
       --registered_count_;
     }
+    state.read_drained = false;
+    state.read_ended = false;
+    state.byte_stream = false;
   }
 
   std::size_t registered_count() const noexcept { return registered_count_; }
@@ -1109,12 +1123,25 @@ class readiness_backend {
 
   // Retries the parked operations of one direction in FIFO order until one
   // would block again: in clear mode, the rest wait for the next report.
-  void retry_parked(native_handle handle, bool readers) noexcept {
+  // `hung_up`: the OS reported end of file or an error with this readiness.
+  void retry_parked(native_handle handle, bool readers, bool hung_up = false) noexcept {
     if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return;
+    if (readers) {
+      handle_state& state = handles_[static_cast<std::size_t>(handle)];
+      state.read_drained = false;
+      // End of file and errors are reported once but stay: a read after a
+      // short one returns them at once, so it must always be tried.
+      if (hung_up) state.read_ended = true;
+    }
     for (;;) {
       handle_state& state = handles_[static_cast<std::size_t>(handle)];
       io_operation* op = readers ? state.readers_head : state.writers_head;
-      if (op == nullptr || !perform(*op, true)) return;
+      if (op == nullptr) return;
+      if (!perform(*op, true)) {
+        if (readers && is_byte_read(*op)) state.read_drained = true;
+        return;
+      }
+      note_read(*op);
       unpark(*op);
       op->complete(op);
     }
@@ -1127,9 +1154,41 @@ class readiness_backend {
     io_operation* writers_head = nullptr;
     io_operation* writers_tail = nullptr;
     bool registered = false;
+    bool byte_stream = false;   // a pipe or stream socket: a short read empties it
+    bool read_drained = false;  // nothing to read until the OS reports more
+    bool read_ended = false;    // end of file or an error was reported: never skip a read
   };
 
   Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+
+  // A read or recv on a registered byte stream: the kind of read whose
+  // "nothing left" state is tracked.
+  bool is_byte_read(const io_operation& op) const noexcept {
+    if (op.kind != io_kind::read && op.kind != io_kind::recv) return false;
+    const auto index = static_cast<std::size_t>(op.handle);
+    return index < handles_.size() && handles_[index].registered && handles_[index].byte_stream &&
+           !handles_[index].read_ended;
+  }
+  bool known_drained(const io_operation& op) const noexcept {
+    return is_byte_read(op) && handles_[static_cast<std::size_t>(op.handle)].read_drained;
+  }
+  // A short read of a byte stream took everything there was.
+  void note_read(const io_operation& op) noexcept {
+    if (op.error == 0 && op.result > 0 && static_cast<std::size_t>(op.result) < op.length && is_byte_read(op)) {
+      handles_[static_cast<std::size_t>(op.handle)].read_drained = true;
+    }
+  }
+  // Pipes and stream sockets only: a datagram socket returns one datagram
+  // per read, and a terminal one line, whatever else is queued.
+  static bool is_byte_stream(native_handle handle) noexcept {
+    struct stat status {};
+    if (::fstat(handle, &status) < 0) return false;
+    if (S_ISFIFO(status.st_mode)) return true;
+    if (!S_ISSOCK(status.st_mode)) return false;
+    int type = 0;
+    socklen_t length = sizeof type;
+    return ::getsockopt(handle, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_STREAM;
+  }
 
   // Runs op's syscall once. True when op is finished (result or error set).
   static bool perform(io_operation& op, bool after_readiness) noexcept {
@@ -1207,6 +1266,9 @@ class readiness_backend {
     if (!state.registered) {
       derived().watch(op.handle);
       state.registered = true;
+      state.byte_stream = is_byte_stream(op.handle);
+      state.read_drained = false;
+      state.read_ended = false;
       ++registered_count_;
     }
     io_operation*& head = op.reads() ? state.readers_head : state.writers_head;
@@ -1297,7 +1359,9 @@ class backend : public readiness_backend<backend> {
         continue;
       }
       const std::uint32_t flags = events[i].events;
-      if (flags & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) retry_parked(handle, true);
+      if (flags & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+        retry_parked(handle, true, (flags & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0);
+      }
       if (flags & (EPOLLOUT | EPOLLERR | EPOLLHUP)) retry_parked(handle, false);
     }
   }
@@ -1371,7 +1435,7 @@ class backend : public readiness_backend<backend> {
       if (event.filter == EVFILT_USER) continue;
       const auto handle = static_cast<native_handle>(event.ident);
       // EV_EOF and EV_ERROR end up here too: the retried syscall reports them.
-      if (event.filter == EVFILT_READ) retry_parked(handle, true);
+      if (event.filter == EVFILT_READ) retry_parked(handle, true, (event.flags & (EV_EOF | EV_ERROR)) != 0);
       if (event.filter == EVFILT_WRITE) retry_parked(handle, false);
     }
   }
@@ -5397,7 +5461,7 @@ class stream_state {
   }
 
   // --- reading
-  std::string_view buffered() const noexcept { return {input_.data() + input_begin_, input_end_ - input_begin_}; }
+  std::string_view buffered() const noexcept { return {input_.get() + input_begin_, input_end_ - input_begin_}; }
   void consume(std::size_t count) noexcept {
     input_begin_ += std::min(count, input_end_ - input_begin_);
     if (input_begin_ == input_end_) input_begin_ = input_end_ = 0;
@@ -5409,17 +5473,23 @@ class stream_state {
   }
   // Room for the next read, compacting or growing the buffer.
   std::span<char> free_space() {
-    if (input_.size() - input_end_ < options_.read_chunk / 4 + 1) {
+    if (input_capacity_ - input_end_ < options_.read_chunk / 4 + 1) {
       if (input_begin_ > 0) {
-        std::memmove(input_.data(), input_.data() + input_begin_, input_end_ - input_begin_);
+        std::memmove(input_.get(), input_.get() + input_begin_, input_end_ - input_begin_);
         input_end_ -= input_begin_;
         input_begin_ = 0;
       }
-      if (input_.size() - input_end_ < options_.read_chunk / 4 + 1) {
-        input_.resize(std::max(input_.size() * 2, input_end_ + options_.read_chunk));
+      if (input_capacity_ - input_end_ < options_.read_chunk / 4 + 1) {
+        // Uninitialised on purpose: zeroing 64 KiB per new connection cost
+        // more than the rest of a short exchange.
+        const std::size_t capacity = std::max(input_capacity_ * 2, input_end_ + options_.read_chunk);
+        std::unique_ptr<char[]> grown(new char[capacity]);
+        if (input_end_ > 0) std::memcpy(grown.get(), input_.get(), input_end_);
+        input_ = std::move(grown);
+        input_capacity_ = capacity;
       }
     }
-    return {input_.data() + input_end_, std::min(input_.size() - input_end_, options_.read_chunk)};
+    return {input_.get() + input_end_, std::min(input_capacity_ - input_end_, options_.read_chunk)};
   }
   void filled(std::size_t count) noexcept { input_end_ += count; }
 
@@ -5537,7 +5607,8 @@ class stream_state {
     grant_all(drain_waiters_);
   }
 
-  std::vector<char> input_;
+  std::unique_ptr<char[]> input_;  // input_capacity_ bytes; [input_begin_, input_end_) hold data
+  std::size_t input_capacity_ = 0;
   std::size_t input_begin_ = 0;
   std::size_t input_end_ = 0;
   void drop_unsent() noexcept {
@@ -5619,11 +5690,23 @@ class stream {
   stream() noexcept = default;
   /// Wraps a connected socket.
   explicit stream(socket connection, stream_options options = {})
+      : stream(std::move(connection), std::nullopt, options) {}
+  /// Wraps a connected socket whose peer is already known (from connect or
+  /// accept): saves the getpeername call.
+  stream(socket connection, const address& peer, stream_options options = {})
+      : stream(std::move(connection), std::optional<address>(peer), options) {}
+
+ private:
+  stream(socket connection, std::optional<address> known_peer, stream_options options)
       : state_(std::make_unique<detail::stream_state>(std::move(connection), options)) {
     if (state_->socket_.is_open()) {
-      try {
-        state_->peer_ = state_->socket_.peer_address();
-      } catch (const std::system_error&) {
+      if (known_peer.has_value()) {
+        state_->peer_ = *known_peer;
+      } else {
+        try {
+          state_->peer_ = state_->socket_.peer_address();
+        } catch (const std::system_error&) {
+        }
       }
       if (options.no_delay && (state_->peer_.family() == AF_INET || state_->peer_.family() == AF_INET6)) {
         int one = 1;
@@ -5631,6 +5714,8 @@ class stream {
       }
     }
   }
+
+ public:
   /// False for an empty stream.
   explicit operator bool() const noexcept { return state_ != nullptr; }
 
@@ -5790,7 +5875,7 @@ inline task<stream> open_connection(std::string host, std::uint16_t port, stream
     try {
       socket connection = socket::open(peer.family(), SOCK_STREAM);
       co_await connection.connect(peer);
-      co_return stream(std::move(connection), options);
+      co_return stream(std::move(connection), peer, options);
     } catch (const std::system_error& error) {
       failures.push_back(error.what());
       last_error = std::current_exception();
@@ -5806,9 +5891,7 @@ inline task<stream> open_connection(std::string host, std::uint16_t port, stream
 inline task<stream> open_unix_connection(std::string path, stream_options options = {}) {
   const address peer = address::unix_path(path);
   socket connection = socket::open(AF_UNIX, SOCK_STREAM);
-  connection.set_label(path);
-  co_await connection.connect(peer);
-  connection.set_label(path);
+  co_await connection.connect(peer);  // labels the socket with the path
   co_return stream(std::move(connection), options);
 }
 
@@ -5901,7 +5984,7 @@ task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t 
       co_await sleep(std::chrono::milliseconds(100));
       continue;
     }
-    stream connection(std::move(accepted.first), server->options.stream);
+    stream connection(std::move(accepted.first), accepted.second, server->options.stream);
     auto entry = std::make_unique<connection_entry>(server);
     connection_entry* linked = entry.get();
     auto serving = create_task(serve_connection<Handler>(std::move(entry), handler, std::move(connection)));

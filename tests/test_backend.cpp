@@ -519,3 +519,57 @@ TEST_CASE("backend: 100 concurrent pipe pairs ping-pong bytes", "[backend]") {
   };
   cl::run(body());
 }
+
+// After a short read of a byte stream the backend parks the next read without
+// trying it (nothing is left until the OS reports more). End of file is
+// reported once, possibly with the data of the short read: the read after it
+// must still see the end at once, on a pipe and on a socket alike.
+TEST_CASE("backend: data and end of file arriving together: the read after the short one returns 0", "[backend]") {
+  for (const bool use_socket : {false, true}) {
+    CAPTURE(use_socket);
+    auto body = [use_socket]() -> cl::task<void> {
+      fd_pair pair = use_socket ? fd_pair::socketpair() : fd_pair::pipe();
+      std::vector<std::size_t> reads;
+      auto reader = cl::create_task([&]() -> cl::task<void> {
+        for (int i = 0; i < 3; ++i) {
+          std::array<std::byte, 64> buffer{};
+          const std::size_t got = co_await cl::read_some(pair.first, buffer);
+          reads.push_back(got);
+          if (got == 0) co_return;
+        }
+      });
+      co_await cl::sleep(0ms);  // the first read is parked now
+      CHECK(::write(pair.second, "abc", 3) == 3);
+      pair.close_second();  // the end of file joins the data before the loop polls again
+      co_await cl::timeout(5s, reader);
+      CHECK(reader.done());
+      CHECK(reads == std::vector<std::size_t>{3, 0});
+      release(pair.first);
+    };
+    cl::run(body());
+  }
+}
+
+TEST_CASE("backend: a read after a short one waits for more and gets it, many times over", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    fd_pair pair = fd_pair::socketpair();
+    std::string received;
+    auto reader = cl::create_task([&]() -> cl::task<void> {
+      while (received.size() < 300) {
+        std::array<std::byte, 64> buffer{};
+        const std::size_t got = co_await cl::read_some(pair.first, buffer);
+        if (got == 0) co_return;
+        received += text_of(std::span(buffer).first(got));
+      }
+    });
+    for (int i = 0; i < 100; ++i) {
+      CHECK(::write(pair.second, "xyz", 3) == 3);  // each a short read for the reader
+      co_await cl::sleep(0ms);
+      if (i % 7 == 0) co_await cl::sleep(1ms);  // sometimes the loop blocks in the poll first
+    }
+    co_await cl::timeout(5s, reader);
+    CHECK(received.size() == 300);
+    release(pair.first);
+  };
+  cl::run(body());
+}
