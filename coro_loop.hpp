@@ -1118,6 +1118,15 @@ class readiness_backend {
   std::size_t registered_count() const noexcept { return registered_count_; }
   std::size_t parked_count() const noexcept { return parked_count_; }
 
+  // True when the last read of the byte stream `handle` took all there was
+  // and the OS has reported nothing since (no data, end of file or error), as
+  // of the last poll: a read would say EAGAIN. False when not known.
+  bool read_would_block(native_handle handle) const noexcept {
+    if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return false;
+    const handle_state& state = handles_[static_cast<std::size_t>(handle)];
+    return state.registered && state.byte_stream && !state.read_ended && state.read_drained;
+  }
+
  protected:
   readiness_backend() { ignore_sigpipe_once(); }
 
@@ -7397,17 +7406,23 @@ inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
 }
 
 // Whether a pooled connection can carry a request: nothing unread, and the
-// server has not closed it (a peek returns "would block"). POSIX recv; a
-// server that closes after this check is covered by the retry.
-inline bool still_open(const stream& connection) noexcept {
+// server has not closed it (a peek returns "would block"). A server that
+// closes after this check is covered by the retry of idempotent requests;
+// for them (`retry_covers_stale`) the backend's word that nothing arrived
+// since the last read, as of its last poll, saves the peek's syscall.
+inline bool still_open(const stream& connection, bool retry_covers_stale) noexcept {
   if (!connection || connection.is_closing() || !connection.buffered().empty() || connection.at_eof()) return false;
+  if (event_loop* loop = coro_loop::detail::thread_loop_slot();
+      retry_covers_stale && loop != nullptr && loop->backend().read_would_block(connection.handle())) {
+    return true;
+  }
   char byte = 0;
   const ssize_t peeked = ::recv(connection.handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
-                                                 const request_context& request, bool fresh) {
+                                                 const request_context& request, bool fresh, bool retry_covers_stale) {
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
   pool->sweep_idle(clock::now());
   const std::optional<time_point> connect_deadline = deadline_after(request.limits.connect);
@@ -7436,7 +7451,8 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
     idle_connection candidate = std::move(host.idle.back());
     host.idle.pop_back();
     --pool->idle;
-    if (now - candidate.since < pool->options.keep_alive_timeout && still_open(candidate.connection)) {
+    if (now - candidate.since < pool->options.keep_alive_timeout &&
+        still_open(candidate.connection, retry_covers_stale)) {
       lease.connection = std::move(candidate.connection);
       lease.reused = true;
       co_return lease;
@@ -7510,7 +7526,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
     connection_lease& lease = response_access::lease(result);
     response_parser& parser = response_access::parser(result);
     response_access::context(result) = request;
-    lease = co_await acquire_connection(pool, target, request, attempt > 0);
+    lease = co_await acquire_connection(pool, target, request, attempt > 0, attempt == 0 && is_idempotent(method));
     const bool may_retry = lease.reused && attempt == 0 && is_idempotent(method);
     parser = response_parser(pool->options.limits);
     parser.start(method);
