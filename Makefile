@@ -28,6 +28,8 @@
 #                       gives coro_loop::coro_loop) into PREFIX/share/cmake/coro_loop
 #   make uninstall      remove what make install installed (the same PREFIX and DESTDIR)
 #   make clean          remove build/ (every configuration)
+#   make test-kqueue    the tests on the kqueue backend, against the epoll-based kqueue
+#                       emulation in tests/kqueue (mk/kqueue.mk has the details)
 #
 # Variables (on the command line, e.g. `make test CXX=clang++ STDLIB=libc++`)
 #   CXX=g++|clang++     compiler [g++]
@@ -174,7 +176,8 @@ quiet = @printf '  %-4s %s\n' $1 $@;
 endif
 
 # --- what to build -----------------------------------------------------------
-TEST_SRCS := $(wildcard tests/test_*.cpp)
+# EXTRA_TEST_SRCS: more Catch2 test files under tests/ (mk/kqueue.mk adds the kqueue emulation's own test).
+TEST_SRCS := $(wildcard tests/test_*.cpp) $(EXTRA_TEST_SRCS)
 TWO_TU_SRCS := $(wildcard tests/two_tu/*.cpp)
 EXAMPLE_SRCS := $(wildcard examples/*.cpp)
 
@@ -371,6 +374,6 @@ $(CONFIG_STAMP): ;
 
 -include $(wildcard $(CATCH_MAIN_OBJ).d $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS)) $(FUZZ_TARGET).d $(BUILD)/soak.d)
 
-# Targets kept in their own files: `make bench` (bench/bench.mk) and the cross and
-# backend test runs `make test-aarch64|test-armhf|test-kqueue|test-windows` (mk/cross.mk).
--include bench/bench.mk mk/cross.mk
+# Targets kept in their own files: `make bench` (bench/bench.mk), the cross test runs
+# `make test-aarch64|test-armhf` (mk/cross.mk) and `make test-kqueue` (mk/kqueue.mk).
+-include bench/bench.mk mk/cross.mk mk/kqueue.mk
