@@ -30,6 +30,9 @@
 #   make clean          remove build/ (every configuration)
 #   make test-kqueue    the tests on the kqueue backend, against the epoll-based kqueue
 #                       emulation in tests/kqueue (mk/kqueue.mk has the details)
+#   make test-aarch64, make test-armhf   the tests cross-compiled for 64-bit and 32-bit ARM
+#                       Linux and run under qemu-user; SANITIZE=asan for ASan+UBSan
+#                       (mk/cross.mk has the details)
 #
 # Variables (on the command line, e.g. `make test CXX=clang++ STDLIB=libc++`)
 #   CXX=g++|clang++     compiler [g++]
@@ -194,7 +197,7 @@ program_flags = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
 # The configuration's compiler and flags, recorded so that changing them rebuilds.
 CONFIG_STAMP := $(BUILD)/config.stamp
 CONFIG_LINE = $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS)
-ifneq ($(filter-out clean help sanitize fuzz install uninstall,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(filter-out clean help sanitize fuzz install uninstall test-aarch64 test-armhf cross-deps,$(or $(MAKECMDGOALS),all)),)
 ifneq ($(strip $(CONFIG_LINE)),$(strip $(shell cat $(CONFIG_STAMP) 2>/dev/null)))
 $(shell mkdir -p $(BUILD) && printf '%s\n' '$(subst ','\'',$(strip $(CONFIG_LINE)))' > $(CONFIG_STAMP))
 endif
