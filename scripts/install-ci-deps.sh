@@ -16,22 +16,4 @@ packages=(
   util-linux coreutils                # setarch (TSan without ASLR), timeout
 )
 
-missing=()
-for package in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null || true)
-  [[ $status == installed ]] || missing+=("$package")
-done
-((${#missing[@]} == 0)) && exit 0
-
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install-ci-deps: missing: ${missing[*]}" >&2
-  echo "  run: sudo apt-get install ${missing[*]}" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-echo "install-ci-deps: installing ${missing[*]}"
-if ! apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"; then
-  apt-get update -q -o Dpkg::Use-Pty=0
-  apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"
-fi
+exec "$(dirname "${BASH_SOURCE[0]}")/apt-install-missing.sh" install-ci-deps "${packages[@]}"

@@ -18,23 +18,4 @@ packages=(
   make
 )
 
-missing=()
-for package in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null || true)
-  [[ $status == installed ]] || missing+=("$package")
-done
-((${#missing[@]} == 0)) && exit 0
-
-if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-cross-deps: missing: ${missing[*]}" >&2
-  echo "  Debian/Ubuntu: sudo apt-get install ${missing[*]}" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-echo "install-cross-deps: installing ${missing[*]}"
-# Update the package lists only when the install cannot proceed without it.
-if ! apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"; then
-  apt-get update -q -o Dpkg::Use-Pty=0
-  apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"
-fi
+exec "$(dirname "${BASH_SOURCE[0]}")/apt-install-missing.sh" install-cross-deps "${packages[@]}"
