@@ -1107,12 +1107,9 @@ class readiness_backend {
     }
     if (state.registered) {
       derived().unwatch(handle);
-      state.registered = false;
       --registered_count_;
     }
-    state.read_drained = false;
-    state.read_ended = false;
-    state.byte_stream = false;
+    state = handle_state{};  // the number may come back as another file
   }
 
   std::size_t registered_count() const noexcept { return registered_count_; }
@@ -1122,9 +1119,7 @@ class readiness_backend {
   // and the OS has reported nothing since (no data, end of file or error), as
   // of the last poll: a read would say EAGAIN. False when not known.
   bool read_would_block(native_handle handle) const noexcept {
-    if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return false;
-    const handle_state& state = handles_[static_cast<std::size_t>(handle)];
-    return state.registered && state.byte_stream && !state.read_ended && state.read_drained;
+    return tracks_drain(handle) && handles_[static_cast<std::size_t>(handle)].read_drained;
   }
 
  protected:
@@ -1170,16 +1165,18 @@ class readiness_backend {
 
   Derived& derived() noexcept { return static_cast<Derived&>(*this); }
 
-  // A read or recv on a registered byte stream: the kind of read whose
-  // "nothing left" state is tracked.
+  // A registered byte stream not yet at its end: its "nothing left" state is tracked.
+  bool tracks_drain(native_handle handle) const noexcept {
+    if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return false;
+    const handle_state& state = handles_[static_cast<std::size_t>(handle)];
+    return state.registered && state.byte_stream && !state.read_ended;
+  }
+  // A read or recv on such a handle.
   bool is_byte_read(const io_operation& op) const noexcept {
-    if (op.kind != io_kind::read && op.kind != io_kind::recv) return false;
-    const auto index = static_cast<std::size_t>(op.handle);
-    return index < handles_.size() && handles_[index].registered && handles_[index].byte_stream &&
-           !handles_[index].read_ended;
+    return (op.kind == io_kind::read || op.kind == io_kind::recv) && tracks_drain(op.handle);
   }
   bool known_drained(const io_operation& op) const noexcept {
-    return is_byte_read(op) && handles_[static_cast<std::size_t>(op.handle)].read_drained;
+    return (op.kind == io_kind::read || op.kind == io_kind::recv) && read_would_block(op.handle);
   }
   // A short read of a byte stream took everything there was.
   void note_read(const io_operation& op) noexcept {
@@ -1276,8 +1273,6 @@ class readiness_backend {
       derived().watch(op.handle);
       state.registered = true;
       state.byte_stream = is_byte_stream(op.handle);
-      state.read_drained = false;
-      state.read_ended = false;
       ++registered_count_;
     }
     io_operation*& head = op.reads() ? state.readers_head : state.writers_head;
@@ -2128,8 +2123,7 @@ class task_ref {
     return *task_;
   }
   void check_done(const char* what) const {
-    if (task_ == nullptr) throw invalid_state_error(std::string("task_ref::") + what + ": empty handle");
-    if (!task_->done()) throw invalid_state_error(std::string("task_ref::") + what + ": the task is not done");
+    if (!checked(what).done()) throw invalid_state_error(std::string("task_ref::") + what + ": the task is not done");
   }
   detail::task_promise_base* task_ = nullptr;
 };
@@ -4544,7 +4538,7 @@ class thread_pool {
       detail::pool_job* job = pop_front_locked();
       if (job == nullptr) return;  // shutting down and drained
       job->state.store(detail::pool_job::running, std::memory_order_release);
-      if (head_ != nullptr && idle_workers_ > wakeups_pending_ && wakeups_pending_ == 0) {
+      if (head_ != nullptr && idle_workers_ > 0 && wakeups_pending_ == 0) {
         wake_one_locked(guard);  // more jobs wait: one more worker, each in turn
       } else {
         guard.unlock();
@@ -5239,9 +5233,7 @@ class socket {
       detail::throw_system_error(error, "fcntl O_NONBLOCK");
     }
 #endif
-    socket result;
-    result.handle_ = handle;
-    return result;
+    return adopt_non_blocking(handle);
   }
 
   /// The descriptor, or -1 once closed or released.
@@ -5322,6 +5314,13 @@ class socket {
   const std::string* label_pointer() const noexcept { return label_.empty() ? nullptr : &label_; }
 
  private:
+  friend class detail::accept_awaiter;
+  // Takes a handle the OS made non-blocking already (accept4): no fcntl.
+  static socket adopt_non_blocking(native_handle handle) noexcept {
+    socket adopted;
+    adopted.handle_ = handle;
+    return adopted;
+  }
   void make_non_blocking() {
     const int flags = ::fcntl(handle_, F_GETFL);
     if (flags < 0 || ::fcntl(handle_, F_SETFL, flags | O_NONBLOCK) < 0) detail::throw_system_error(errno, "fcntl O_NONBLOCK");
@@ -5342,8 +5341,7 @@ class accept_awaiter : public socket_awaiter {
       : socket_awaiter(io_kind::accept, listener, nullptr, 0, "accept", coro_loop::address{}, std::move(label)) {}
   std::pair<socket, coro_loop::address> await_resume() {
     const std::size_t handle = socket_awaiter::await_resume();
-    socket accepted;
-    accepted = socket(static_cast<native_handle>(handle));
+    socket accepted = socket::adopt_non_blocking(static_cast<native_handle>(handle));
     coro_loop::address peer = filled_address();
     accepted.set_label(peer.family() == AF_UNIX ? "unix peer" : peer.to_string());
     return {std::move(accepted), peer};
