@@ -33,6 +33,8 @@
 #   make test-aarch64, make test-armhf   the tests cross-compiled for 64-bit and 32-bit ARM
 #                       Linux and run under qemu-user; SANITIZE=asan for ASan+UBSan
 #                       (mk/cross.mk has the details)
+#   make test-windows   the tests cross-compiled for Windows with mingw-w64 and run under
+#                       wine (mk/windows.mk has the details)
 #
 # Variables (on the command line, e.g. `make test CXX=clang++ STDLIB=libc++`)
 #   CXX=g++|clang++     compiler [g++]
@@ -197,7 +199,7 @@ program_flags = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
 # The configuration's compiler and flags, recorded so that changing them rebuilds.
 CONFIG_STAMP := $(BUILD)/config.stamp
 CONFIG_LINE = $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS)
-ifneq ($(filter-out clean help sanitize fuzz install uninstall test-aarch64 test-armhf cross-deps,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(filter-out clean help sanitize fuzz install uninstall test-aarch64 test-armhf cross-deps test-windows windows-tests build/mingw/%,$(or $(MAKECMDGOALS),all)),)
 ifneq ($(strip $(CONFIG_LINE)),$(strip $(shell cat $(CONFIG_STAMP) 2>/dev/null)))
 $(shell mkdir -p $(BUILD) && printf '%s\n' '$(subst ','\'',$(strip $(CONFIG_LINE)))' > $(CONFIG_STAMP))
 endif
@@ -378,5 +380,6 @@ $(CONFIG_STAMP): ;
 -include $(wildcard $(CATCH_MAIN_OBJ).d $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS)) $(FUZZ_TARGET).d $(BUILD)/soak.d)
 
 # Targets kept in their own files: `make bench` (bench/bench.mk), the cross test runs
-# `make test-aarch64|test-armhf` (mk/cross.mk) and `make test-kqueue` (mk/kqueue.mk).
--include bench/bench.mk mk/cross.mk mk/kqueue.mk
+# `make test-aarch64|test-armhf` (mk/cross.mk), `make test-kqueue` (mk/kqueue.mk) and
+# `make test-windows` (mk/windows.mk).
+-include bench/bench.mk mk/cross.mk mk/kqueue.mk mk/windows.mk
