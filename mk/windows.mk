@@ -14,10 +14,9 @@
 # native (-Wall -Wextra -Wpedantic -Werror); -O1 without -g (debug information makes
 # each static .exe several times larger and its link slower). Linked -static: libstdc++,
 # libgcc and winpthread go into each .exe, so wine needs no DLL from the toolchain;
-# Winsock through -lws2_32 -lmswsock, process memory counters through -lpsapi
-# (tests/test_support.hpp). Catch2 is Debian's header-only v2 from /usr/include/catch2,
-# reached through -isystem cross/catch2-include as for mk/cross.mk (never the host's
-# /usr/include on the cross compiler's path); its main is compiled once for this
+# Winsock through -lws2_32 -lmswsock. Catch2 is Debian's header-only v2 from
+# /usr/include/catch2, reached through -isystem cross/catch2-include as for mk/cross.mk
+# (never the host's /usr/include on the cross compiler's path); its main is compiled once for this
 # toolchain (build/mingw/catch_main.o). The Makefile's rules cannot be reused: the mingw
 # linker names its output X.exe when asked for X, so these rules name their targets .exe.
 #
@@ -35,7 +34,7 @@ WINDOWS_CXX := x86_64-w64-mingw32-g++-posix
 WINDOWS_BUILD := build/mingw
 WINDOWS_CXXFLAGS := -std=c++20 -O1 -Wall -Wextra -Wpedantic -Werror -I. -isystem cross/catch2-include
 WINDOWS_LDFLAGS := -static
-WINDOWS_LDLIBS := -lws2_32 -lmswsock -lpsapi
+WINDOWS_LDLIBS := -lws2_32 -lmswsock
 WINDOWS_SKIPPED_TESTS := test_http_nginx
 WINDOWS_TEST_TIMEOUT ?= 600
 WINDOWS_STRESS_OPS ?= 100000
