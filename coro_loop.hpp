@@ -8,9 +8,10 @@
 //   int main() { return coro_loop::run(answer()) == 42 ? 0 : 1; }
 //
 // Configuration: #define before the first include [default]
-//   CORO_LOOP_BACKEND_EPOLL, CORO_LOOP_BACKEND_KQUEUE
+//   CORO_LOOP_BACKEND_EPOLL, CORO_LOOP_BACKEND_KQUEUE, CORO_LOOP_BACKEND_IOCP
 //                                            force a backend [picked from the OS: epoll
-//                                            on Linux, kqueue on macOS and the BSDs]
+//                                            on Linux, kqueue on macOS and the BSDs,
+//                                            IOCP on Windows (link ws2_32)]
 //   CORO_LOOP_MAX_TRANSFER_DEPTH             symmetric transfers in a row before a
 //                                            bounce through the ready queue [64]
 //   CORO_LOOP_NO_FRAME_RECYCLING             allocate every coroutine frame with
@@ -19,7 +20,7 @@
 //
 // Contents (search ">>name" to jump):
 //   1 config & platform  >>config      2 utilities        >>util
-//   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue
+//   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue >>iocp
 //   5 tasks              >>tasks       6 combinators      >>combine
 //   7 synchronisation    >>sync        8 executors        >>exec
 //   9 networking         >>net         10 HTTP/1.1 client >>http
@@ -87,23 +88,31 @@
 #define CORO_LOOP_VERSION_PATCH 0
 #define CORO_LOOP_VERSION "0.1.0"
 
-#if !defined(CORO_LOOP_BACKEND_EPOLL) && !defined(CORO_LOOP_BACKEND_KQUEUE)
+#if !defined(CORO_LOOP_BACKEND_EPOLL) && !defined(CORO_LOOP_BACKEND_KQUEUE) && !defined(CORO_LOOP_BACKEND_IOCP)
 #if defined(__linux__)
 #define CORO_LOOP_BACKEND_EPOLL 1
 #elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
     defined(__DragonFly__)
 #define CORO_LOOP_BACKEND_KQUEUE 1
 #elif defined(_WIN32)
-#error "coro_loop: the IOCP backend (Windows) is not written yet; Linux (epoll) and macOS/BSD (kqueue) work"
+#define CORO_LOOP_BACKEND_IOCP 1
 #else
-#error "coro_loop: no backend for this OS; Linux (epoll) and macOS/BSD (kqueue) are supported"
+#error "coro_loop: no backend for this OS; Linux (epoll), macOS/BSD (kqueue) and Windows (IOCP) are supported"
 #endif
 #endif
-#if defined(CORO_LOOP_BACKEND_EPOLL) && defined(CORO_LOOP_BACKEND_KQUEUE)
-#error "coro_loop: define at most one of CORO_LOOP_BACKEND_EPOLL and CORO_LOOP_BACKEND_KQUEUE"
+#if defined(CORO_LOOP_BACKEND_EPOLL) + defined(CORO_LOOP_BACKEND_KQUEUE) + defined(CORO_LOOP_BACKEND_IOCP) != 1
+#error "coro_loop: define at most one of CORO_LOOP_BACKEND_EPOLL, CORO_LOOP_BACKEND_KQUEUE, CORO_LOOP_BACKEND_IOCP"
 #endif
+#if defined(CORO_LOOP_BACKEND_IOCP)
+#if !defined(_WIN32)
+#error "coro_loop: the IOCP backend needs Windows"
+#endif
+// Winsock and overlapped I/O. Unix sockets and signal handlers are POSIX only.
+#define CORO_LOOP_WINDOWS 1
+#else
 // Both readiness backends run on POSIX: sockets, pipes, signals, fcntl.
 #define CORO_LOOP_POSIX 1
+#endif
 
 #ifndef CORO_LOOP_MAX_TRANSFER_DEPTH
 #define CORO_LOOP_MAX_TRANSFER_DEPTH 64
@@ -156,6 +165,7 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -186,6 +196,22 @@
 #include <sys/event.h>
 #include <sys/time.h>
 #endif
+#if defined(CORO_LOOP_WINDOWS)
+// <windows.h> must not define min/max macros or pull in the old winsock.h.
+#if !defined(WIN32_LEAN_AND_MEAN)
+#define WIN32_LEAN_AND_MEAN
+#endif
+#if !defined(NOMINMAX)
+#define NOMINMAX
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
+#include <windows.h>
+#if defined(_MSC_VER)
+#pragma comment(lib, "ws2_32.lib")
+#endif
+#endif
 
 namespace coro_loop {
 
@@ -194,8 +220,17 @@ using clock = std::chrono::steady_clock;
 using time_point = clock::time_point;
 using duration = clock::duration;
 
-/// An OS file descriptor (POSIX) the backend can wait on.
+#if defined(CORO_LOOP_WINDOWS)
+/// What the backend works on: a SOCKET (Winsock) on Windows, a file descriptor on POSIX.
+using native_handle = std::uintptr_t;
+/// The "no handle" value: INVALID_SOCKET on Windows, -1 on POSIX.
+inline constexpr native_handle invalid_handle = static_cast<native_handle>(~static_cast<std::uintptr_t>(0));
+#else
+/// What the backend works on: a file descriptor on POSIX, a SOCKET (Winsock) on Windows.
 using native_handle = int;
+/// The "no handle" value: -1 on POSIX, INVALID_SOCKET on Windows.
+inline constexpr native_handle invalid_handle = -1;
+#endif
 
 // ============================================================================
 // 2. Utilities: errors, intrusive lists, the timer heap, the frame allocator  >>util
@@ -228,9 +263,119 @@ class event_loop;
 namespace detail {
 
 // One line per OS failure, naming what failed: "epoll_ctl add fd 7: Bad file descriptor".
-[[noreturn]] inline void throw_system_error(int error_number, const std::string& what) {
-  throw std::system_error(error_number, std::generic_category(), what);
+#if defined(CORO_LOOP_WINDOWS)
+// Windows reports socket errors as WSA codes and I/O errors as ERROR_ codes.
+// The loop keeps POSIX errno values everywhere (the code above the backend
+// compares error == ECANCELED, ECONNRESET, ...), so each code is translated
+// once, where it is read. A code with no errno equivalent is kept negated.
+struct windows_error_pair {
+  int windows;
+  int posix;
+};
+inline constexpr windows_error_pair windows_errors[] = {
+    {WSAECONNREFUSED, ECONNREFUSED},     {ERROR_CONNECTION_REFUSED, ECONNREFUSED},
+    {WSAECONNRESET, ECONNRESET},         {ERROR_NETNAME_DELETED, ECONNRESET},
+    {WSAECONNABORTED, ECONNABORTED},     {ERROR_CONNECTION_ABORTED, ECONNABORTED},
+    {WSAETIMEDOUT, ETIMEDOUT},           {ERROR_SEM_TIMEOUT, ETIMEDOUT},
+    {WSAENETUNREACH, ENETUNREACH},       {ERROR_NETWORK_UNREACHABLE, ENETUNREACH},
+    {WSAEHOSTUNREACH, EHOSTUNREACH},     {ERROR_HOST_UNREACHABLE, EHOSTUNREACH},
+    {ERROR_PORT_UNREACHABLE, ECONNREFUSED},
+    {WSAEADDRINUSE, EADDRINUSE},         {WSAEADDRNOTAVAIL, EADDRNOTAVAIL},
+    {WSAEAFNOSUPPORT, EAFNOSUPPORT},     {WSAEMSGSIZE, EMSGSIZE},
+    {ERROR_MORE_DATA, EMSGSIZE},         {WSAENOTCONN, ENOTCONN},
+    {WSAENOTSOCK, ENOTSOCK},             {WSAENOBUFS, ENOBUFS},
+    {WSAEINVAL, EINVAL},                 {ERROR_INVALID_PARAMETER, EINVAL},
+    {WSAEACCES, EACCES},                 {WSAEOPNOTSUPP, EOPNOTSUPP},
+    {WSAEWOULDBLOCK, EWOULDBLOCK},       {WSAEINPROGRESS, EINPROGRESS},
+    {WSAEALREADY, EALREADY},             {WSAESHUTDOWN, EPIPE},
+    {ERROR_BROKEN_PIPE, EPIPE},          {WSAEBADF, EBADF},
+    {ERROR_INVALID_HANDLE, EBADF},       {WSAEINTR, ECANCELED},
+    {ERROR_OPERATION_ABORTED, ECANCELED}, {WSA_OPERATION_ABORTED, ECANCELED},
+    {ERROR_NOT_ENOUGH_MEMORY, ENOMEM},   {WSAEMFILE, EMFILE},
+};
+inline int posix_error_from_windows(unsigned long code) noexcept {
+  for (const windows_error_pair& pair : windows_errors) {
+    if (static_cast<unsigned long>(pair.windows) == code) return pair.posix;
+  }
+  return -static_cast<int>(code);
 }
+// errno values whose text comes from Windows' own message for the code they
+// stand for (mingw's strerror knows none of the socket errors), and negated
+// Windows codes. Compares equal to std::errc like the generic category.
+class windows_socket_category_type final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "coro_loop"; }
+  std::string message(int code) const override {
+    if (code < 0) return std::system_category().message(-code);
+    for (const windows_error_pair& pair : windows_errors) {
+      if (pair.posix == code) return std::system_category().message(pair.windows);
+    }
+    return std::generic_category().message(code);
+  }
+  std::error_condition default_error_condition(int code) const noexcept override {
+    if (code < 0) return std::error_condition(-code, std::system_category());
+    return std::error_condition(code, std::generic_category());
+  }
+};
+inline const std::error_category& os_error_category() noexcept {
+  static const windows_socket_category_type category;
+  return category;
+}
+// The error of the Winsock call that just failed, as an errno value.
+inline int last_socket_error() noexcept { return posix_error_from_windows(static_cast<unsigned long>(::WSAGetLastError())); }
+#else
+inline const std::error_category& os_error_category() noexcept { return std::generic_category(); }
+// The error of the socket call that just failed.
+inline int last_socket_error() noexcept { return errno; }
+#endif
+
+// An OS error: errno values on every platform (Windows codes are translated).
+[[noreturn]] inline void throw_system_error(int error_number, const std::string& what) {
+  throw std::system_error(error_number, os_error_category(), what);
+}
+
+// How errors name a handle that has no better label.
+inline std::string handle_label(native_handle handle) {
+#if defined(CORO_LOOP_WINDOWS)
+  return "socket " + std::to_string(handle);
+#else
+  return "fd " + std::to_string(handle);
+#endif
+}
+
+inline void close_socket(native_handle handle) noexcept {
+#if defined(CORO_LOOP_WINDOWS)
+  ::closesocket(handle);
+#else
+  ::close(handle);
+#endif
+}
+
+// Whether `handle` is readable (writable) right now, without waiting: data,
+// the end of the stream or an error count as readable.
+inline bool ready_now(native_handle handle, bool readable) noexcept {
+#if defined(CORO_LOOP_WINDOWS)
+  WSAPOLLFD probe{};
+  probe.fd = handle;
+  probe.events = readable ? POLLRDNORM : POLLWRNORM;
+  return ::WSAPoll(&probe, 1, 0) > 0;
+#else
+  pollfd probe{handle, static_cast<short>(readable ? POLLIN : POLLOUT), 0};
+  int ready = 0;
+  do {
+    ready = ::poll(&probe, 1, 0);
+  } while (ready < 0 && errno == EINTR);
+  return ready > 0;
+#endif
+}
+
+#if defined(CORO_LOOP_WINDOWS)
+// WSAIoctl's SIO_UDP_CONNRESET (mstcpip.h, not always at hand).
+inline constexpr DWORD udp_connection_reset_control = IOC_IN | IOC_VENDOR | 12;
+inline constexpr int shut_write = SD_SEND;
+#else
+inline constexpr int shut_write = SHUT_WR;
+#endif
 
 // An element of the loop's ready queue: anything that can be run once, later,
 // on the loop thread (a task step, a callback, a completion notice). When the
@@ -749,11 +894,14 @@ class event_loop {
   /// (POSIX; through a self-pipe, so the callback runs as a normal callback).
   /// Replaces an earlier handler of this loop; throws std::invalid_argument for
   /// SIGKILL/SIGSTOP or a bad number, invalid_state_error when another loop
-  /// handles that signal. Not on Windows.
+  /// handles that signal. POSIX only: absent on Windows (run() handles Ctrl+C
+  /// there through SetConsoleCtrlHandler).
+#if defined(CORO_LOOP_POSIX)
   template <class Callback>
   void add_signal_handler(int signal_number, Callback callback);
   /// Restores the signal's previous disposition; false when none was set here.
   bool remove_signal_handler(int signal_number);
+#endif
 
   /// asyncio's loop.run_in_executor: `pool` null means the default pool (see to_thread).
   template <class Callable, class... Args>
@@ -825,7 +973,11 @@ class event_loop {
   std::unique_ptr<detail::backend> backend_;
   detail::intrusive_list pending_tasks_;  // every task started and not yet done
   std::shared_ptr<detail::loop_inbox> inbox_;  // what other threads post to
+#if defined(CORO_LOOP_POSIX)
   std::unique_ptr<detail::signal_watch> signals_;  // made by the first add_signal_handler
+#endif
+  // The handle and the parked read of the signal pipe, which are the loop's own.
+  std::size_t own_io_count() const noexcept;
   std::thread::id owner_thread_{};
   run_options options_{};
   detail::task_promise_base* current_task_ = nullptr;
@@ -979,9 +1131,14 @@ enum class io_kind : std::uint8_t {
 // One I/O request. It lives in the awaiting frame (or in a stream): starting
 // and parking allocate nothing.
 struct io_operation {
+#if defined(CORO_LOOP_BACKEND_IOCP)
+  // First, so that the OVERLAPPED* a completion packet carries converts back
+  // to its operation (io_operation is standard-layout).
+  OVERLAPPED overlapped{};
+#endif
   // --- set by the caller
   io_kind kind = io_kind::read;
-  native_handle handle = -1;
+  native_handle handle = invalid_handle;
   void* buffer = nullptr;
   std::size_t length = 0;
   int flags = 0;                     // MSG_* flags for recv/send
@@ -996,6 +1153,12 @@ struct io_operation {
   io_operation* next_parked = nullptr;
   bool parked = false;
   bool connect_started = false;
+#if defined(CORO_LOOP_BACKEND_IOCP)
+  native_handle accepted_handle = invalid_handle;  // AcceptEx's new socket until it completes
+  unsigned long transfer_flags = 0;                // WSARecv's in/out flags
+  int transfer_address_length = 0;                 // WSARecvFrom's in/out address length
+  bool probe = false;                              // a wait_readable/wait_writable zero-byte transfer
+#endif
 
   bool reads() const noexcept {
     return kind == io_kind::read || kind == io_kind::recv || kind == io_kind::accept ||
@@ -1248,10 +1411,7 @@ class readiness_backend {
           if (after_readiness) return true;
           // Reports are spent once seen: readiness that already exists must
           // satisfy the wait now, not after the next report.
-          pollfd probe{op.handle, static_cast<short>(op.kind == io_kind::wait_readable ? POLLIN : POLLOUT), 0};
-          const int ready = ::poll(&probe, 1, 0);
-          if (ready < 0 && errno == EINTR) continue;
-          return ready > 0;
+          return ready_now(op.handle, op.kind == io_kind::wait_readable);
         }
       }
       if (done >= 0) {
@@ -1469,6 +1629,337 @@ class backend : public readiness_backend<backend> {
 }  // namespace detail
 #endif  // CORO_LOOP_BACKEND_KQUEUE
 
+#if defined(CORO_LOOP_BACKEND_IOCP)
+// --- 4.4 IOCP (Windows)  >>iocp ---
+// Operations are submitted as overlapped Winsock calls and finish when their
+// completion packet is dequeued (GetQueuedCompletionStatusEx): start() never
+// completes an operation itself, except on an immediate error. A socket is
+// associated with the port on its first operation. cancel() asks CancelIoEx
+// and the packet that follows says whether the cancel or the transfer won;
+// abandon() waits for that packet, since the OS may write into the buffer until
+// then. A null packet posted by wake() makes a blocked poll() return.
+namespace detail {
+
+// Winsock's start-up, and the extension functions that overlapped accept and
+// connect need (loaded through WSAIoctl: no mswsock import library), once per
+// process. Winsock is left started at exit: a pool thread may still resolve.
+struct winsock_library {
+  int startup_error = 0;
+  LPFN_ACCEPTEX accept_ex = nullptr;
+  LPFN_CONNECTEX connect_ex = nullptr;
+  LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs = nullptr;
+  ULONG(WINAPI* nt_status_to_error)(LONG status) = nullptr;
+
+  winsock_library() {
+    WSADATA data;
+    startup_error = ::WSAStartup(MAKEWORD(2, 2), &data);
+    if (startup_error != 0) return;
+    const SOCKET probe = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+    if (probe != INVALID_SOCKET) {
+      GUID accept_id = WSAID_ACCEPTEX;
+      GUID connect_id = WSAID_CONNECTEX;
+      GUID sockaddrs_id = WSAID_GETACCEPTEXSOCKADDRS;
+      load(probe, accept_id, &accept_ex);
+      load(probe, connect_id, &connect_ex);
+      load(probe, sockaddrs_id, &get_accept_ex_sockaddrs);
+      ::closesocket(probe);
+    }
+    if (HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll")) {
+      nt_status_to_error = reinterpret_cast<ULONG(WINAPI*)(LONG)>(
+          reinterpret_cast<void (*)()>(::GetProcAddress(ntdll, "RtlNtStatusToDosError")));
+    }
+  }
+  template <class Function>
+  static void load(SOCKET probe, GUID& id, Function* function) noexcept {
+    DWORD returned = 0;
+    ::WSAIoctl(probe, SIO_GET_EXTENSION_FUNCTION_POINTER, &id, sizeof id, function, sizeof *function, &returned,
+               nullptr, nullptr);
+  }
+};
+
+inline const winsock_library& winsock_loaded() noexcept {
+  static const winsock_library library;
+  return library;
+}
+// Starts Winsock if needed; throws when it or its extensions are missing.
+inline const winsock_library& winsock() {
+  const winsock_library& library = winsock_loaded();
+  if (library.startup_error != 0) {
+    throw_system_error(posix_error_from_windows(static_cast<unsigned long>(library.startup_error)), "WSAStartup");
+  }
+  if (library.accept_ex == nullptr || library.connect_ex == nullptr || library.get_accept_ex_sockaddrs == nullptr) {
+    throw_system_error(EOPNOTSUPP, "WSAIoctl: the AcceptEx/ConnectEx extensions are missing");
+  }
+  return library;
+}
+
+// AcceptEx writes both addresses, each with 16 spare bytes, into the buffer
+// the accept operation supplies.
+inline constexpr std::size_t accept_address_space = sizeof(sockaddr_storage) + 16;
+inline constexpr std::size_t accept_buffer_size = 2 * accept_address_space;
+
+class backend {
+ public:
+  backend() {
+    winsock();
+    port_ = ::CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, 1);
+    if (port_ == nullptr) throw_system_error(posix_error_from_windows(::GetLastError()), "CreateIoCompletionPort");
+  }
+  ~backend() { ::CloseHandle(port_); }
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+
+  bool start(io_operation& op) {
+    op.error = 0;
+    op.result = 0;
+    op.overlapped = OVERLAPPED{};
+    op.probe = false;
+    if (!associate(op.handle)) return finish_now(op, posix_error_from_windows(::GetLastError()));
+    if (op.kind == io_kind::wait_readable || op.kind == io_kind::wait_writable) {
+      // Readiness that exists already satisfies the wait now; otherwise a
+      // zero-byte transfer completes when the socket becomes ready.
+      if (ready_now(op.handle, op.kind == io_kind::wait_readable)) return true;
+      op.probe = true;
+    }
+    const int error = submit(op);
+    if (error != 0) return finish_now(op, error);
+    op.parked = true;
+    ++parked_count_;
+    return false;
+  }
+
+  void cancel(io_operation& op) noexcept {
+    // The packet that follows carries ECANCELED, or the result when the
+    // transfer finished first.
+    if (op.parked) ::CancelIoEx(reinterpret_cast<HANDLE>(op.handle), &op.overlapped);
+  }
+
+  void abandon(io_operation& op) noexcept {
+    if (!op.parked) return;
+    for (std::size_t i = next_packet_; i < packets_.size(); ++i) {
+      if (packets_[i].lpOverlapped == &op.overlapped) {
+        packets_[i].lpOverlapped = nullptr;  // dropped: read as a wake-up
+        forget(op);
+        return;
+      }
+    }
+    ::CancelIoEx(reinterpret_cast<HANDLE>(op.handle), &op.overlapped);
+    // The buffer is the owner's, and the owner is going: wait here for the
+    // packet (cancelled I/O completes promptly), keeping the others for poll().
+    for (;;) {
+      OVERLAPPED_ENTRY entries[16];
+      ULONG count = 0;
+      if (!::GetQueuedCompletionStatusEx(port_, entries, 16, &count, INFINITE, FALSE)) continue;
+      bool found = false;
+      for (ULONG i = 0; i < count; ++i) {
+        if (entries[i].lpOverlapped == &op.overlapped) {
+          found = true;
+        } else {
+          packets_.push_back(entries[i]);
+        }
+      }
+      if (found) break;
+    }
+    forget(op);
+  }
+
+  void release(native_handle handle) noexcept {
+    // Operations in flight on a socket about to be closed finish as
+    // cancelled; their packets arrive later, as closing would also cause.
+    if (associated_.erase(handle) != 0) ::CancelIoEx(reinterpret_cast<HANDLE>(handle), nullptr);
+  }
+
+  void wake() noexcept { ::PostQueuedCompletionStatus(port_, 0, 0, nullptr); }
+
+  void poll(int timeout_ms) {
+    if (next_packet_ == packets_.size()) {
+      packets_.clear();
+      next_packet_ = 0;
+      packets_.resize(128);
+      ULONG count = 0;
+      const DWORD wait = timeout_ms < 0 ? INFINITE : static_cast<DWORD>(timeout_ms);
+      const BOOL dequeued = ::GetQueuedCompletionStatusEx(port_, packets_.data(), 128, &count, wait, FALSE);
+      packets_.resize(dequeued ? count : 0);
+      if (!dequeued) {
+        const DWORD error = ::GetLastError();
+        if (error == WAIT_TIMEOUT || error == WAIT_IO_COMPLETION) return;
+        throw_system_error(posix_error_from_windows(error), "GetQueuedCompletionStatusEx");
+      }
+    }
+    // A completion may abandon an operation whose packet is further on in
+    // packets_ (abandon() then drops it) or take more packets (appended).
+    while (next_packet_ < packets_.size()) {
+      const OVERLAPPED_ENTRY packet = packets_[next_packet_++];
+      if (packet.lpOverlapped != nullptr) finish(*reinterpret_cast<io_operation*>(packet.lpOverlapped), packet);
+    }
+  }
+
+  std::size_t registered_count() const noexcept { return associated_.size(); }
+  std::size_t parked_count() const noexcept { return parked_count_; }
+  // Not known on IOCP: nothing says a socket is drained without asking it.
+  bool read_would_block(native_handle) const noexcept { return false; }
+
+ private:
+  // Associates a socket with the port on its first operation.
+  bool associate(native_handle handle) {
+    if (associated_.count(handle) != 0) return true;
+    if (::CreateIoCompletionPort(reinterpret_cast<HANDLE>(handle), port_, 0, 0) == nullptr &&
+        ::GetLastError() != ERROR_INVALID_PARAMETER) {  // this port has it already (a released socket)
+      return false;
+    }
+    associated_.insert(handle);
+    return true;
+  }
+
+  static bool finish_now(io_operation& op, int error) noexcept {
+    op.error = error;
+    return true;
+  }
+
+  // Submits op's overlapped call: 0 when a packet will come, else the errno
+  // of an immediate failure (no packet then).
+  static int submit(io_operation& op) {
+    const SOCKET handle = op.handle;
+    WSABUF buffer{static_cast<ULONG>(std::min<std::size_t>(op.length, 1u << 30)), static_cast<char*>(op.buffer)};
+    if (op.probe) buffer = WSABUF{0, nullptr};
+    int status = 0;
+    switch (op.kind) {
+      case io_kind::read:
+      case io_kind::recv:
+      case io_kind::wait_readable:
+        op.transfer_flags = op.probe ? MSG_PEEK : static_cast<unsigned long>(op.flags);
+        status = ::WSARecv(handle, &buffer, 1, nullptr, &op.transfer_flags, &op.overlapped, nullptr);
+        break;
+      case io_kind::write:
+      case io_kind::send:
+      case io_kind::wait_writable:
+        status = ::WSASend(handle, &buffer, 1, nullptr, static_cast<DWORD>(op.flags), &op.overlapped, nullptr);
+        break;
+      case io_kind::recv_from:
+        op.transfer_flags = static_cast<unsigned long>(op.flags);
+        op.transfer_address_length = static_cast<int>(op.address_length);
+        status = ::WSARecvFrom(handle, &buffer, 1, nullptr, &op.transfer_flags, static_cast<sockaddr*>(op.address),
+                               &op.transfer_address_length, &op.overlapped, nullptr);
+        break;
+      case io_kind::send_to:
+        status = ::WSASendTo(handle, &buffer, 1, nullptr, static_cast<DWORD>(op.flags),
+                             static_cast<const sockaddr*>(op.address), static_cast<int>(op.address_length),
+                             &op.overlapped, nullptr);
+        break;
+      case io_kind::accept: return submit_accept(op);
+      case io_kind::connect: return submit_connect(op);
+    }
+    if (status == 0) return 0;
+    const int error = ::WSAGetLastError();
+    return error == WSA_IO_PENDING ? 0 : posix_error_from_windows(static_cast<unsigned long>(error));
+  }
+
+  // AcceptEx takes a socket made beforehand, of the listener's family.
+  static int submit_accept(io_operation& op) {
+    if (op.buffer == nullptr || op.length < accept_buffer_size) return EINVAL;
+    sockaddr_storage local{};
+    int local_length = sizeof local;
+    if (::getsockname(op.handle, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) return last_socket_error();
+    op.accepted_handle = ::WSASocketW(local.ss_family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
+                                      WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (op.accepted_handle == INVALID_SOCKET) return last_socket_error();
+    DWORD received = 0;
+    if (winsock().accept_ex(op.handle, op.accepted_handle, op.buffer, 0, accept_address_space, accept_address_space,
+                            &received, &op.overlapped) ||
+        ::WSAGetLastError() == WSA_IO_PENDING) {
+      return 0;
+    }
+    const int error = last_socket_error();
+    ::closesocket(std::exchange(op.accepted_handle, invalid_handle));
+    return error;
+  }
+
+  // ConnectEx needs a bound socket: bind to the wildcard address unless bound.
+  static int submit_connect(io_operation& op) {
+    const auto* peer = static_cast<const sockaddr*>(op.address);
+    sockaddr_storage local{};
+    int local_length = sizeof local;
+    if (::getsockname(op.handle, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) {
+      local = sockaddr_storage{};
+      local.ss_family = peer->sa_family;
+      local_length = peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+      if (::bind(op.handle, reinterpret_cast<const sockaddr*>(&local), local_length) != 0) return last_socket_error();
+    }
+    if (winsock().connect_ex(op.handle, peer, static_cast<int>(op.address_length), nullptr, 0, nullptr,
+                             &op.overlapped) ||
+        ::WSAGetLastError() == WSA_IO_PENDING) {
+      return 0;
+    }
+    return last_socket_error();
+  }
+
+  // A packet arrived: fill in op's result and run its completion.
+  void finish(io_operation& op, const OVERLAPPED_ENTRY& packet) noexcept {
+    const auto status = static_cast<LONG>(op.overlapped.Internal);
+    op.result = static_cast<std::ptrdiff_t>(packet.dwNumberOfBytesTransferred);
+    op.error = status >= 0 ? 0 : error_from_status(status);
+    if (op.kind == io_kind::recv_from && op.error == EMSGSIZE) op.error = 0;  // truncated, as on POSIX
+    if (op.kind == io_kind::recv_from && op.error == 0) {
+      op.address_length = static_cast<std::uint32_t>(op.transfer_address_length);
+    }
+    if (op.probe) op.result = 0;
+    if (op.kind == io_kind::accept) finish_accept(op);
+    if (op.kind == io_kind::connect && op.error == 0 &&
+        ::setsockopt(op.handle, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) != 0) {
+      op.error = last_socket_error();
+    }
+    forget(op);
+    op.complete(&op);
+  }
+
+  static void finish_accept(io_operation& op) noexcept {
+    SOCKET accepted = std::exchange(op.accepted_handle, invalid_handle);
+    SOCKET listener = op.handle;
+    if (op.error == 0 && ::setsockopt(accepted, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+                                      reinterpret_cast<const char*>(&listener), sizeof listener) != 0) {
+      op.error = last_socket_error();
+    }
+    if (op.error != 0) {
+      ::closesocket(accepted);
+      return;
+    }
+    sockaddr* local = nullptr;
+    sockaddr* remote = nullptr;
+    int local_length = 0;
+    int remote_length = 0;
+    winsock_loaded().get_accept_ex_sockaddrs(op.buffer, 0, accept_address_space, accept_address_space, &local,
+                                      &local_length, &remote, &remote_length);
+    if (op.address != nullptr && remote != nullptr) {
+      const auto copied = std::min<std::size_t>(static_cast<std::size_t>(remote_length), op.address_length);
+      std::memcpy(op.address, remote, copied);
+      op.address_length = static_cast<std::uint32_t>(copied);
+    }
+    op.result = static_cast<std::ptrdiff_t>(accepted);
+  }
+
+  // The packet's NTSTATUS as an errno value, through its Win32 error code.
+  static int error_from_status(LONG status) noexcept {
+    const winsock_library& library = winsock_loaded();
+    if (library.nt_status_to_error == nullptr) return EIO;
+    return posix_error_from_windows(library.nt_status_to_error(status));
+  }
+
+  void forget(io_operation& op) noexcept {
+    if (op.accepted_handle != invalid_handle) ::closesocket(std::exchange(op.accepted_handle, invalid_handle));
+    op.parked = false;
+    --parked_count_;
+  }
+
+  HANDLE port_ = nullptr;
+  std::unordered_set<native_handle> associated_;
+  std::vector<OVERLAPPED_ENTRY> packets_;  // dequeued; [next_packet_, size) not yet finished
+  std::size_t next_packet_ = 0;
+  std::size_t parked_count_ = 0;
+};
+
+}  // namespace detail
+#endif  // CORO_LOOP_BACKEND_IOCP
+
 // --- 4.9 event_loop: the members that drive the backend ---
 
 inline event_loop::event_loop()
@@ -1484,13 +1975,20 @@ inline event_loop::~event_loop() {
   }
 }
 
+inline std::size_t event_loop::own_io_count() const noexcept {
+#if defined(CORO_LOOP_POSIX)
+  return signals_ != nullptr ? 1 : 0;
+#else
+  return 0;
+#endif
+}
 inline std::size_t event_loop::registered_handle_count() const noexcept {
   if (backend_ == nullptr) return 0;
-  return backend_->registered_count() - (signals_ != nullptr ? 1 : 0);  // the signal pipe is the loop's own
+  return backend_->registered_count() - own_io_count();
 }
 inline std::size_t event_loop::parked_operation_count() const noexcept {
   if (backend_ == nullptr) return 0;
-  return backend_->parked_count() - (signals_ != nullptr ? 1 : 0);
+  return backend_->parked_count() - own_io_count();
 }
 
 inline void event_loop::wake_backend() noexcept {
@@ -1679,6 +2177,9 @@ class task_promise_base : public ready_node, public list_hook {
   }
   // The wait ended early (a cancel interrupted it): nothing to interrupt now.
   void stop_waiting() noexcept { current_wait_ = nullptr; }
+  // An interrupted wait completed anyway: the cancel it took is delivered at
+  // the next cancellable suspension point instead.
+  void deliver_cancel_later() noexcept { must_cancel_ = true; }
 
   // Called by a leaf awaiter in await_suspend. Returns false (do not suspend,
   // throw cancelled_error from await_resume) when a cancel is waiting to be
@@ -5016,7 +5517,7 @@ class io_awaiter : private cancellable_wait, protected io_operation {
   bool cancelled_by_task() const noexcept { return cancelled_; }
   void relabel(const std::string* label) noexcept { label_ = label; }
   [[noreturn]] void throw_error() const {
-    std::string what = std::string(name_) + " " + (label_ != nullptr ? *label_ : "fd " + std::to_string(handle));
+    std::string what = std::string(name_) + " " + (label_ != nullptr ? *label_ : handle_label(handle));
     if (error == ECANCELED) what += " (the descriptor was closed while the operation waited)";
     throw_system_error(error, what);
   }
@@ -5024,6 +5525,13 @@ class io_awaiter : private cancellable_wait, protected io_operation {
  private:
   static void on_complete(io_operation* operation) noexcept {
     auto* self = static_cast<io_awaiter*>(operation);
+    if (self->cancelled_ && self->error != ECANCELED) {
+      // The OS finished the operation before the cancel reached it (IOCP):
+      // its result stands (no byte is lost) and the cancel is delivered at
+      // the task's next suspension point.
+      self->cancelled_ = false;
+      self->task_->deliver_cancel_later();
+    }
     self->task_->wake(*self->loop_);
   }
   static bool on_cancel(cancellable_wait* wait) noexcept {
@@ -5097,7 +5605,8 @@ class address {
     }
     return std::nullopt;
   }
-  /// A Unix domain socket path. Throws std::invalid_argument when too long.
+#if defined(CORO_LOOP_POSIX)
+  /// A Unix domain socket path. Throws std::invalid_argument when too long. POSIX only.
   static address unix_path(std::string_view path) {
     sockaddr_un raw{};
     if (path.empty() || path.size() >= sizeof raw.sun_path) {
@@ -5109,6 +5618,7 @@ class address {
     return address(reinterpret_cast<const sockaddr*>(&raw),
                    static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1));
   }
+#endif
 
   /// AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC when empty; port() is 0 unless IPv4 or IPv6.
   int family() const noexcept { return size_ == 0 ? AF_UNSPEC : storage_.ss_family; }
@@ -5128,10 +5638,12 @@ class address {
       ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(storage_).sin6_addr, text, sizeof text);
       return text;
     }
+#if defined(CORO_LOOP_POSIX)
     if (family() == AF_UNIX) {
       const auto& raw = reinterpret_cast<const sockaddr_un&>(storage_);
       return std::string(raw.sun_path, ::strnlen(raw.sun_path, sizeof raw.sun_path));
     }
+#endif
     return "<no address>";
   }
   /// "127.0.0.1:8080", "[::1]:8080", or the Unix path.
@@ -5203,25 +5715,41 @@ class socket {
  public:
   /// An empty socket: is_open() is false.
   socket() noexcept = default;
-  /// Takes ownership of `handle` (made non-blocking here).
+  /// Takes ownership of `handle` (made non-blocking here on POSIX; on Windows
+  /// it must have been made overlapped, as WSASocket and socket() do).
   explicit socket(native_handle handle) : handle_(handle) {
-    if (handle_ >= 0) make_non_blocking();
+    if (handle_ != invalid_handle) make_non_blocking();
   }
   /// Move-only; assigning closes the socket held before.
-  socket(socket&& other) noexcept : handle_(std::exchange(other.handle_, -1)), label_(std::move(other.label_)) {}
+  socket(socket&& other) noexcept
+      : handle_(std::exchange(other.handle_, invalid_handle)), label_(std::move(other.label_)) {}
   socket& operator=(socket&& other) noexcept {
     if (this != &other) {
       close();
-      handle_ = std::exchange(other.handle_, -1);
+      handle_ = std::exchange(other.handle_, invalid_handle);
       label_ = std::move(other.label_);
     }
     return *this;
   }
   ~socket() { close(); }
 
-  /// A new non-blocking, close-on-exec socket. Throws std::system_error.
+  /// A new non-blocking, close-on-exec socket (Windows: overlapped, not
+  /// inherited). Throws std::system_error.
   static socket open(int family, int type, int protocol = 0) {
-#if defined(SOCK_NONBLOCK)
+#if defined(CORO_LOOP_WINDOWS)
+    detail::winsock();
+    const native_handle handle =
+        ::WSASocketW(family, type, protocol, nullptr, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (handle == invalid_handle) detail::throw_system_error(detail::last_socket_error(), "socket");
+    if (type == SOCK_DGRAM) {
+      // Windows reports an ICMP "port unreachable" for an earlier datagram as a
+      // reset of the next receive; POSIX sockets that are not connected never do.
+      BOOL report = FALSE;
+      DWORD returned = 0;
+      ::WSAIoctl(handle, detail::udp_connection_reset_control, &report, sizeof report, nullptr, 0, &returned, nullptr,
+                 nullptr);
+    }
+#elif defined(SOCK_NONBLOCK)
     const int handle = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (handle < 0) detail::throw_system_error(errno, "socket");
 #else
@@ -5236,49 +5764,60 @@ class socket {
     return adopt_non_blocking(handle);
   }
 
-  /// The descriptor, or -1 once closed or released.
+  /// The descriptor (SOCKET), or invalid_handle once closed or released.
   native_handle handle() const noexcept { return handle_; }
-  bool is_open() const noexcept { return handle_ >= 0; }
+  bool is_open() const noexcept { return handle_ != invalid_handle; }
   /// Gives up ownership (the backend registration is dropped first).
   native_handle release() noexcept {
     forget_registration();
-    return std::exchange(handle_, -1);
+    return std::exchange(handle_, invalid_handle);
   }
   /// Closes now; an operation parked on it fails with std::system_error (ECANCELED). Idempotent.
   void close() noexcept {
-    if (handle_ < 0) return;
+    if (handle_ == invalid_handle) return;
     forget_registration();
-    ::close(std::exchange(handle_, -1));
+    detail::close_socket(std::exchange(handle_, invalid_handle));
   }
 
   /// bind(2), listen(2), setsockopt(2) with an int value: each throws std::system_error naming the call.
   void bind(const address& local) {
-    if (::bind(handle_, local.data(), local.size()) < 0) detail::throw_system_error(errno, "bind " + local.to_string());
-  }
-  void listen(int backlog) {
-    if (::listen(handle_, backlog) < 0) detail::throw_system_error(errno, "listen " + local_address().to_string());
-  }
-  void set_option(int level, int name, int value) {
-    if (::setsockopt(handle_, level, name, &value, sizeof value) < 0) {
-      detail::throw_system_error(errno, "setsockopt " + std::to_string(name));
+    if (::bind(handle_, local.data(), local.size()) != 0) {
+      detail::throw_system_error(detail::last_socket_error(), "bind " + local.to_string());
     }
   }
-  /// shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR.
+  void listen(int backlog) {
+    if (::listen(handle_, backlog) != 0) {
+      detail::throw_system_error(detail::last_socket_error(), "listen " + local_address().to_string());
+    }
+  }
+  void set_option(int level, int name, int value) {
+    if (::setsockopt(handle_, level, name, reinterpret_cast<const char*>(&value), sizeof value) != 0) {
+      detail::throw_system_error(detail::last_socket_error(), "setsockopt " + std::to_string(name));
+    }
+  }
+  /// shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR (Windows: SD_RECEIVE, SD_SEND, SD_BOTH, the same values).
   void shutdown(int how) {
-    if (::shutdown(handle_, how) < 0 && errno != ENOTCONN) detail::throw_system_error(errno, "shutdown " + label());
+    if (::shutdown(handle_, how) != 0) {
+      const int error = detail::last_socket_error();
+      if (error != ENOTCONN) detail::throw_system_error(error, "shutdown " + label());
+    }
   }
   /// getsockname(2) / getpeername(2); each throws std::system_error on failure.
   address local_address() const {
     address local;
     socklen_t length = address::capacity();
-    if (::getsockname(handle_, local.data(), &length) < 0) detail::throw_system_error(errno, "getsockname");
+    if (::getsockname(handle_, local.data(), &length) != 0) {
+      detail::throw_system_error(detail::last_socket_error(), "getsockname");
+    }
     local.resize(length);
     return local;
   }
   address peer_address() const {
     address peer;
     socklen_t length = address::capacity();
-    if (::getpeername(handle_, peer.data(), &length) < 0) detail::throw_system_error(errno, "getpeername");
+    if (::getpeername(handle_, peer.data(), &length) != 0) {
+      detail::throw_system_error(detail::last_socket_error(), "getpeername");
+    }
     peer.resize(length);
     return peer;
   }
@@ -5308,7 +5847,7 @@ class socket {
   }
 
   /// What errors name this socket by: its peer once connected, else "fd N".
-  std::string label() const { return label_.empty() ? "fd " + std::to_string(handle_) : label_; }
+  std::string label() const { return label_.empty() ? detail::handle_label(handle_) : label_; }
   /// Sets what errors name this socket by; label_pointer() is null while there is none.
   void set_label(std::string label) { label_ = std::move(label); }
   const std::string* label_pointer() const noexcept { return label_.empty() ? nullptr : &label_; }
@@ -5322,15 +5861,17 @@ class socket {
     return adopted;
   }
   void make_non_blocking() {
+#if defined(CORO_LOOP_POSIX)
     const int flags = ::fcntl(handle_, F_GETFL);
     if (flags < 0 || ::fcntl(handle_, F_SETFL, flags | O_NONBLOCK) < 0) detail::throw_system_error(errno, "fcntl O_NONBLOCK");
+#endif
   }
   void forget_registration() noexcept {
     if (event_loop* loop = detail::thread_loop_slot(); loop != nullptr && !loop->is_closed()) {
       loop->backend().release(handle_);
     }
   }
-  native_handle handle_ = -1;
+  native_handle handle_ = invalid_handle;
   std::string label_;
 };
 
@@ -5338,7 +5879,10 @@ namespace detail {
 class accept_awaiter : public socket_awaiter {
  public:
   accept_awaiter(native_handle listener, std::string label)
-      : socket_awaiter(io_kind::accept, listener, nullptr, 0, "accept", coro_loop::address{}, std::move(label)) {}
+      : socket_awaiter(io_kind::accept, listener, nullptr, 0, "accept", coro_loop::address{}, std::move(label)) {
+    use_address_buffer();
+  }
+  accept_awaiter(accept_awaiter&& other) noexcept : socket_awaiter(std::move(other)) { use_address_buffer(); }
   std::pair<socket, coro_loop::address> await_resume() {
     const std::size_t handle = socket_awaiter::await_resume();
     socket accepted = socket::adopt_non_blocking(static_cast<native_handle>(handle));
@@ -5346,6 +5890,18 @@ class accept_awaiter : public socket_awaiter {
     accepted.set_label(peer.family() == AF_UNIX ? "unix peer" : peer.to_string());
     return {std::move(accepted), peer};
   }
+
+ private:
+#if defined(CORO_LOOP_BACKEND_IOCP)
+  // AcceptEx writes both addresses here before the peer's is copied out.
+  void use_address_buffer() noexcept {
+    buffer = address_buffer_;
+    length = sizeof address_buffer_;
+  }
+  alignas(sockaddr_storage) char address_buffer_[accept_buffer_size];
+#else
+  void use_address_buffer() noexcept {}
+#endif
 };
 class recv_from_awaiter : public socket_awaiter {
  public:
@@ -5385,12 +5941,19 @@ inline std::vector<address> resolve_blocking(const std::string& host, std::uint1
   addrinfo hints{};
   hints.ai_family = family;
   hints.ai_socktype = type;
+#if defined(CORO_LOOP_WINDOWS)
+  // Windows' AI_ADDRCONFIG ignores loopback: "localhost" would fail offline.
+  winsock();
+#else
   hints.ai_flags = AI_ADDRCONFIG;
+#endif
   addrinfo* found = nullptr;
   const std::string service = std::to_string(port);
   const int code = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found);
   const std::string what = "resolve " + host + ":" + service;
+#if defined(EAI_SYSTEM)
   if (code == EAI_SYSTEM) throw_system_error(errno, what);
+#endif
   if (code != 0) throw std::system_error(code, resolve_category(), what);
   std::vector<address> addresses;
   for (addrinfo* entry = found; entry != nullptr; entry = entry->ai_next) {
@@ -5601,7 +6164,7 @@ class stream_state {
     if (eof_written_) shut_write_side();
     if (closing_) finish_close();
   }
-  void shut_write_side() noexcept { ::shutdown(socket_.handle(), SHUT_WR); }
+  void shut_write_side() noexcept { ::shutdown(socket_.handle(), shut_write); }
   void abandon_send() noexcept {
     if (event_loop* loop = thread_loop_slot(); loop != nullptr && !loop->is_closed()) loop->backend().abandon(send_);
     sending_ = false;
@@ -5716,8 +6279,9 @@ class stream {
         }
       }
       if (options.no_delay && (state_->peer_.family() == AF_INET || state_->peer_.family() == AF_INET6)) {
-        int one = 1;
-        ::setsockopt(state_->socket_.handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        const int one = 1;
+        ::setsockopt(state_->socket_.handle(), IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&one),
+                     sizeof one);
       }
     }
   }
@@ -5894,6 +6458,7 @@ inline task<stream> open_connection(std::string host, std::uint16_t port, stream
   throw std::system_error(std::make_error_code(std::errc::host_unreachable), all);
 }
 
+#if defined(CORO_LOOP_POSIX)
 /// Connects to the Unix domain socket at `path` (POSIX only).
 inline task<stream> open_unix_connection(std::string path, stream_options options = {}) {
   const address peer = address::unix_path(path);
@@ -5901,14 +6466,16 @@ inline task<stream> open_unix_connection(std::string path, stream_options option
   co_await connection.connect(peer);  // labels the socket with the path
   co_return stream(std::move(connection), options);
 }
+#endif
 
 // --- 9.6 Servers ---
 
 /// Options of start_server / start_unix_server.
 struct server_options {
   int backlog = 100;           // listen(2) backlog, asyncio's default
-  bool reuse_address = true;   // SO_REUSEADDR (TCP)
-  bool reuse_port = false;     // SO_REUSEPORT (TCP)
+  bool reuse_address = true;   // SO_REUSEADDR (TCP); ignored on Windows, whose
+                               // SO_REUSEADDR would let another socket take the port
+  bool reuse_port = false;     // SO_REUSEPORT (TCP); std::invalid_argument on Windows
   stream_options stream = {};  // for every accepted connection
 };
 
@@ -5931,7 +6498,9 @@ struct server_state {
     for (task_ref& accepting : accept_tasks) accepting.cancel();
     accept_tasks.clear();
     for (socket& listener : listeners) listener.close();
+#if defined(CORO_LOOP_POSIX)
     if (!unix_path.empty()) ::unlink(unix_path.c_str());
+#endif
     notify_if_idle();
   }
   void notify_if_idle() noexcept {
@@ -6108,8 +6677,13 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
   std::vector<socket> listeners;
   for (const address& local : addresses) {
     socket listener = socket::open(local.family(), SOCK_STREAM);
+#if defined(CORO_LOOP_WINDOWS)
+    // A listening port is not held by TIME_WAIT connections on Windows.
+    if (options.reuse_port) throw std::invalid_argument("start_server: reuse_port is not supported on Windows");
+#else
     if (options.reuse_address) listener.set_option(SOL_SOCKET, SO_REUSEADDR, 1);
     if (options.reuse_port) listener.set_option(SOL_SOCKET, SO_REUSEPORT, 1);
+#endif
     // One socket per family, as asyncio: a v6 socket must not also claim v4.
     if (local.family() == AF_INET6) listener.set_option(IPPROTO_IPV6, IPV6_V6ONLY, 1);
     listener.bind(local);
@@ -6119,6 +6693,7 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
   co_return start_serving(std::move(listeners), std::move(handler), options, std::string());
 }
 
+#if defined(CORO_LOOP_POSIX)
 /// Listens on a Unix domain socket at `path` (a stale socket file there is
 /// removed first, and the file is removed on close). POSIX only.
 template <class Handler>
@@ -6135,6 +6710,7 @@ task<server> start_unix_server(Handler handler, std::string path, server_options
   listeners.push_back(std::move(listener));
   co_return start_serving(std::move(listeners), std::move(handler), options, std::move(path));
 }
+#endif
 
 // --- 9.7 Datagrams (UDP) ---
 
@@ -7404,19 +7980,19 @@ inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
 }
 
 // Whether a pooled connection can carry a request: nothing unread, and the
-// server has not closed it (a peek returns "would block"). A server that
+// server has not closed it (the socket is not readable). A server that
 // closes after this check is covered by the retry of idempotent requests;
 // for them (`retry_covers_stale`) the backend's word that nothing arrived
-// since the last read, as of its last poll, saves the peek's syscall.
+// since the last read, as of its last poll, saves the probe's syscall.
 inline bool still_open(const stream& connection, bool retry_covers_stale) noexcept {
   if (!connection || connection.is_closing() || !connection.buffered().empty() || connection.at_eof()) return false;
   if (event_loop* loop = coro_loop::detail::thread_loop_slot();
       retry_covers_stale && loop != nullptr && loop->backend().read_would_block(connection.handle())) {
     return true;
   }
-  char byte = 0;
-  const ssize_t peeked = ::recv(connection.handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  // Readable with nothing buffered means the server closed it, reset it or
+  // sent something unasked: the connection cannot carry a request.
+  return !coro_loop::detail::ready_now(connection.handle(), true);
 }
 
 inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
@@ -7832,19 +8408,23 @@ inline void event_loop::close() {
     if (timer->fire == &detail::callback_node::fire_from_heap) static_cast<detail::callback_node*>(timer)->release();
   }
   closed_ = true;
+#if defined(CORO_LOOP_POSIX)
   signals_.reset();
+#endif
   backend_.reset();
   if (detail::thread_loop_slot() == this) detail::thread_loop_slot() = nullptr;
 }
 
 // --- 11.1 Signals (POSIX): a self-pipe per loop ---
 
-/// Thrown by run() when SIGINT (Ctrl+C) cancelled the main task (Python's
-/// KeyboardInterrupt): catch it in main() for a clean exit.
+/// Thrown by run() when Ctrl+C (SIGINT; on Windows also Ctrl+Break) cancelled
+/// the main task (Python's KeyboardInterrupt): catch it in main() for a clean exit.
 class keyboard_interrupt : public std::runtime_error {
  public:
   keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by SIGINT") {}
 };
+
+#if defined(CORO_LOOP_POSIX)
 
 namespace detail {
 
@@ -8027,7 +8607,72 @@ inline bool may_claim_sigint() noexcept {
   return ::sigaction(SIGINT, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
          signal_pipe_table()[SIGINT].load() == 0;
 }
+
+// run()'s Ctrl+C: a SIGINT handler of its loop, when the rule above allows.
+template <class OnInterrupt>
+bool claim_keyboard_interrupt(event_loop& loop, OnInterrupt on_interrupt) {
+  if (!may_claim_sigint()) return false;
+  loop.add_signal_handler(SIGINT, std::move(on_interrupt));
+  return true;
+}
+inline void release_keyboard_interrupt(event_loop& loop) { loop.remove_signal_handler(SIGINT); }
 }  // namespace detail
+#endif  // CORO_LOOP_POSIX
+
+#if defined(CORO_LOOP_WINDOWS)
+// --- 11.2 Ctrl+C on Windows: a console control handler ---
+// Windows runs console control handlers on a thread of their own; the one
+// installed here posts run()'s callback to the loop that claimed Ctrl+C (the
+// first run() in the process: there is no "main thread" rule to copy).
+namespace detail {
+
+struct console_interrupt_claim {
+  std::mutex mutex;
+  event_loop* loop = nullptr;  // null: unclaimed, Windows' default handler ends the process
+  std::function<void()> on_interrupt;
+};
+inline console_interrupt_claim& console_interrupt() {
+  static console_interrupt_claim claim;
+  return claim;
+}
+
+inline BOOL WINAPI on_console_control(DWORD control) {
+  if (control != CTRL_C_EVENT && control != CTRL_BREAK_EVENT) return FALSE;
+  console_interrupt_claim& claim = console_interrupt();
+  std::lock_guard<std::mutex> guard(claim.mutex);
+  // One interrupt per claim: the next Ctrl+C is the default one, as on POSIX.
+  event_loop* loop = std::exchange(claim.loop, nullptr);
+  if (loop == nullptr) return FALSE;
+  try {
+    loop->call_soon_threadsafe(std::move(claim.on_interrupt));
+  } catch (...) {
+    return FALSE;
+  }
+  return TRUE;
+}
+
+template <class OnInterrupt>
+bool claim_keyboard_interrupt(event_loop& loop, OnInterrupt on_interrupt) {
+  console_interrupt_claim& claim = console_interrupt();
+  std::lock_guard<std::mutex> guard(claim.mutex);
+  if (claim.loop != nullptr) return false;
+  static const bool installed = ::SetConsoleCtrlHandler(&on_console_control, TRUE) != 0;
+  if (!installed) return false;
+  claim.loop = &loop;
+  claim.on_interrupt = std::move(on_interrupt);
+  return true;
+}
+// Before the loop closes: the handler must never post to a closed loop.
+inline void release_keyboard_interrupt(event_loop& loop) noexcept {
+  console_interrupt_claim& claim = console_interrupt();
+  std::lock_guard<std::mutex> guard(claim.mutex);
+  if (claim.loop != &loop) return;
+  claim.loop = nullptr;
+  claim.on_interrupt = nullptr;
+}
+
+}  // namespace detail
+#endif  // CORO_LOOP_WINDOWS
 
 /// Python's asyncio.run(): runs `awaitable` as the main task of a fresh loop,
 /// returns its value or rethrows its exception; then cancels the tasks still
@@ -8035,6 +8680,8 @@ inline bool may_claim_sigint() noexcept {
 /// On the main thread, while SIGINT has its default disposition, Ctrl+C
 /// cancels the main task; if that ends it, run() throws keyboard_interrupt
 /// after the cleanup. A second Ctrl+C meanwhile ends the process as usual.
+/// Windows: the same for Ctrl+C and Ctrl+Break, in the first run() of the
+/// process (a console control handler, on any thread).
 template <class Awaitable>
 decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
   using value_type = await_result_t<Awaitable>;
@@ -8049,7 +8696,7 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
     event_loop& loop;
     ~finish_on_exit() {
       try {
-        loop.remove_signal_handler(SIGINT);
+        detail::release_keyboard_interrupt(loop);
         loop.finish_pending_tasks(duration::max());
       } catch (...) {
       }
@@ -8057,13 +8704,11 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
     }
   } finish{loop};
   auto main_task = detail::spawn(loop, std::forward<Awaitable>(awaitable), {});
-  if (detail::may_claim_sigint()) {
-    loop.add_signal_handler(SIGINT, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
-      interrupted = true;
-      loop.remove_signal_handler(SIGINT);  // the next Ctrl+C is the default one
-      main.cancel();
-    });
-  }
+  detail::claim_keyboard_interrupt(loop, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
+    interrupted = true;
+    detail::release_keyboard_interrupt(loop);  // the next Ctrl+C is the default one
+    main.cancel();
+  });
   try {
     if constexpr (std::is_void_v<value_type>) {
       loop.run_until_complete(main_task);
