@@ -1,10 +1,16 @@
 // tests/net_helpers.hpp - small helpers shared by test_net.cpp and test_stream.cpp.
 // Included after catch.hpp and coro_loop.hpp; everything is inline (one test binary each).
+// POSIX and Windows: the few OS calls the tests make themselves are wrapped here.
 #pragma once
 
+#if defined(CORO_LOOP_POSIX)
 #include <sys/socket.h>
 #include <unistd.h>
+#else
+#include <io.h>
+#endif
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -45,6 +51,55 @@ inline std::uint16_t unused_port() {
   return probe.local_address().port();
 }
 
+// Makes the next close of `handle` send RST instead of FIN (SO_LINGER with a zero
+// timeout: an abortive close). False when the option could not be set.
+inline bool reset_on_close(cl::native_handle handle) {
+#if defined(CORO_LOOP_WINDOWS)
+  const ::linger abortive{1, 0};
+  return ::setsockopt(handle, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&abortive),
+                      sizeof abortive) == 0;
+#else
+  const ::linger abortive{1, 0};
+  return ::setsockopt(handle, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive) == 0;
+#endif
+}
+
+#if defined(CORO_LOOP_WINDOWS)
+namespace detail {
+// A blocking Winsock call that failed, as the exception the tests expect.
+[[noreturn]] inline void throw_socket_error(const char* what) {
+  throw std::system_error(::WSAGetLastError(), std::system_category(), what);
+}
+}  // namespace detail
+
+// Two connected streams over loopback TCP (Windows has no socketpair): a listener on
+// 127.0.0.1 port 0, one blocking connect and accept, the listener closed again. Nagle
+// is off on both ends, as a Unix socket would not delay small writes either.
+inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options = {}) {
+  cl::socket listener = cl::socket::open(AF_INET, SOCK_STREAM);
+  listener.bind(*cl::address::parse("127.0.0.1", 0));
+  if (::listen(listener.handle(), 1) != 0) detail::throw_socket_error("stream_pair: listen");
+  const cl::address listening = listener.local_address();
+  // Blocking sockets of our own (not the loop's): WSASocket's overlapped flag lets the
+  // loop take them over afterwards.
+  const SOCKET client = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+  if (client == INVALID_SOCKET) detail::throw_socket_error("stream_pair: socket");
+  if (::connect(client, listening.data(), static_cast<int>(listening.size())) != 0) {
+    ::closesocket(client);
+    detail::throw_socket_error("stream_pair: connect");
+  }
+  const SOCKET server = ::accept(listener.handle(), nullptr, nullptr);
+  if (server == INVALID_SOCKET) {
+    ::closesocket(client);
+    detail::throw_socket_error("stream_pair: accept");
+  }
+  const BOOL no_delay = TRUE;
+  for (const SOCKET end : {client, server}) {
+    ::setsockopt(end, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof no_delay);
+  }
+  return {cl::stream(cl::socket(server), options), cl::stream(cl::socket(client), options)};
+}
+#else
 // Two connected streams over a Unix socketpair.
 inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options = {}) {
   int fds[2] = {-1, -1};
@@ -53,6 +108,7 @@ inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options 
   }
   return {cl::stream(cl::socket(fds[0]), options), cl::stream(cl::socket(fds[1]), options)};
 }
+#endif
 
 // A deterministic byte pattern: byte i of a transfer.
 inline char pattern_byte(std::size_t i) noexcept { return static_cast<char>('a' + (i * 7 + i / 251) % 26); }
