@@ -1,7 +1,7 @@
 // coro_loop.hpp - Python's asyncio for C++20, in one header - v0.1.0
 //
 // Use: copy this file, #include "coro_loop.hpp", build with -std=c++20
-// (plus -pthread on POSIX). Nothing else to link.
+// (plus -pthread on POSIX, -lws2_32 on Windows). Nothing else to link.
 //
 //   #include "coro_loop.hpp"
 //   coro_loop::task<int> answer() { co_await coro_loop::sleep(std::chrono::milliseconds(10)); co_return 42; }
@@ -40,6 +40,7 @@
 //   get_running_loop()            the loop running on this thread (throws when none)
 //   callback_handle               cancellable result of call_soon / call_later / call_at
 //   read_some(fd, buf), write_some(fd, buf)   awaitable I/O on a non-blocking POSIX fd
+//                                 (Windows: on a socket)
 //   cancelled_error               thrown at the suspension point of a cancelled task
 //   timeout_error, invalid_state_error        see their declarations
 //   gather(aws...), gather(range) all results as a tuple / vector; first error cancels the rest
@@ -74,6 +75,15 @@
 //     task is finished before it closes the loop.
 //   - Tasks are kept alive by the loop until they finish (asyncio keeps only a weak
 //     reference): a fire-and-forget task is never collected mid-flight.
+//
+// Windows (IOCP) in short: the same API on sockets, with errors as errno values
+// (std::errc compares as on POSIX). Absent, with a compile-time message: Unix
+// sockets (address::unix_path, open_unix_connection, start_unix_server) and
+// add_signal_handler; run() turns Ctrl+C and Ctrl+Break into keyboard_interrupt
+// through SetConsoleCtrlHandler. A cancelled I/O operation stays in
+// parked_operation_count() until Windows confirms it, an iteration later.
+// start_server ignores reuse_address (Windows keeps no TIME_WAIT on the port)
+// and rejects reuse_port; read_some/write_some take sockets, not pipes.
 
 #ifndef CORO_LOOP_HPP
 #define CORO_LOOP_HPP
@@ -333,6 +343,11 @@ inline int last_socket_error() noexcept { return errno; }
 [[noreturn]] inline void throw_system_error(int error_number, const std::string& what) {
   throw std::system_error(error_number, os_error_category(), what);
 }
+
+// False, but only once a template is instantiated: a static_assert on it
+// gives a clear message where a POSIX-only function is used on Windows.
+template <class>
+inline constexpr bool posix_only = false;
 
 // How errors name a handle that has no better label.
 inline std::string handle_label(native_handle handle) {
@@ -901,6 +916,12 @@ class event_loop {
   void add_signal_handler(int signal_number, Callback callback);
   /// Restores the signal's previous disposition; false when none was set here.
   bool remove_signal_handler(int signal_number);
+#else
+  template <class Callback>
+  void add_signal_handler(int, Callback) {
+    static_assert(detail::posix_only<Callback>,
+                  "coro_loop: add_signal_handler is POSIX only; on Windows run() turns Ctrl+C into keyboard_interrupt");
+  }
 #endif
 
   /// asyncio's loop.run_in_executor: `pool` null means the default pool (see to_thread).
@@ -5551,7 +5572,8 @@ class io_awaiter : private cancellable_wait, protected io_operation {
 }  // namespace detail
 
 /// Reads up to buffer.size() bytes from a non-blocking POSIX fd (a pipe, a
-/// socket); returns 0 at end of file. Throws std::system_error naming the fd.
+/// socket; on Windows a socket only); returns 0 at end of file. Throws
+/// std::system_error naming the fd.
 /// The fd must stay open until the read finishes; call
 /// get_running_loop().backend().release(fd) before closing it.
 inline detail::io_awaiter read_some(native_handle handle, std::span<std::byte> buffer) noexcept {
@@ -5617,6 +5639,12 @@ class address {
     std::memcpy(raw.sun_path, path.data(), path.size());
     return address(reinterpret_cast<const sockaddr*>(&raw),
                    static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1));
+  }
+#else
+  template <class Path>
+  static address unix_path(Path) {
+    static_assert(detail::posix_only<Path>, "coro_loop: Unix domain sockets (address::unix_path) are POSIX only");
+    return address();
   }
 #endif
 
@@ -6466,6 +6494,12 @@ inline task<stream> open_unix_connection(std::string path, stream_options option
   co_await connection.connect(peer);  // labels the socket with the path
   co_return stream(std::move(connection), options);
 }
+#else
+template <class Path>
+task<stream> open_unix_connection(Path, stream_options = {}) {
+  static_assert(detail::posix_only<Path>, "coro_loop: open_unix_connection (Unix domain sockets) is POSIX only");
+  co_return stream();
+}
 #endif
 
 // --- 9.6 Servers ---
@@ -6709,6 +6743,12 @@ task<server> start_unix_server(Handler handler, std::string path, server_options
   std::vector<socket> listeners;
   listeners.push_back(std::move(listener));
   co_return start_serving(std::move(listeners), std::move(handler), options, std::move(path));
+}
+#else
+template <class Handler>
+task<server> start_unix_server(Handler, std::string, server_options = {}) {
+  static_assert(detail::posix_only<Handler>, "coro_loop: start_unix_server (Unix domain sockets) is POSIX only");
+  co_return server();
 }
 #endif
 
