@@ -4,6 +4,7 @@
 #pragma once
 
 #if defined(CORO_LOOP_POSIX)
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #else
@@ -15,6 +16,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <string_view>
+#include <system_error>
+#include <tuple>
 #include <utility>
 
 namespace net_test {
@@ -70,34 +74,39 @@ namespace detail {
 [[noreturn]] inline void throw_socket_error(const char* what) {
   throw std::system_error(::WSAGetLastError(), std::system_category(), what);
 }
-}  // namespace detail
 
-// Two connected streams over loopback TCP (Windows has no socketpair): a listener on
-// 127.0.0.1 port 0, one blocking connect and accept, the listener closed again. Nagle
-// is off on both ends, as a Unix socket would not delay small writes either.
-inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options = {}) {
+// Two connected TCP sockets over loopback (Windows has no socketpair): a listener on
+// 127.0.0.1 port 0, one blocking connect and accept, the listener closed again. Made
+// overlapped (WSASocket's flag, accept inherits it) so that the loop can take them
+// over; Nagle is off on both ends, as a Unix socket does not delay small writes either.
+inline std::pair<SOCKET, SOCKET> connected_sockets() {
   cl::socket listener = cl::socket::open(AF_INET, SOCK_STREAM);
   listener.bind(*cl::address::parse("127.0.0.1", 0));
-  if (::listen(listener.handle(), 1) != 0) detail::throw_socket_error("stream_pair: listen");
+  if (::listen(listener.handle(), 1) != 0) throw_socket_error("listen");
   const cl::address listening = listener.local_address();
-  // Blocking sockets of our own (not the loop's): WSASocket's overlapped flag lets the
-  // loop take them over afterwards.
   const SOCKET client = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
-  if (client == INVALID_SOCKET) detail::throw_socket_error("stream_pair: socket");
+  if (client == INVALID_SOCKET) throw_socket_error("socket");
   if (::connect(client, listening.data(), static_cast<int>(listening.size())) != 0) {
     ::closesocket(client);
-    detail::throw_socket_error("stream_pair: connect");
+    throw_socket_error("connect");
   }
   const SOCKET server = ::accept(listener.handle(), nullptr, nullptr);
   if (server == INVALID_SOCKET) {
     ::closesocket(client);
-    detail::throw_socket_error("stream_pair: accept");
+    throw_socket_error("accept");
   }
   const BOOL no_delay = TRUE;
   for (const SOCKET end : {client, server}) {
     ::setsockopt(end, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&no_delay), sizeof no_delay);
   }
-  return {cl::stream(cl::socket(server), options), cl::stream(cl::socket(client), options)};
+  return {server, client};
+}
+}  // namespace detail
+
+// Two connected streams over loopback TCP.
+inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options = {}) {
+  const auto [first, second] = detail::connected_sockets();
+  return {cl::stream(cl::socket(first), options), cl::stream(cl::socket(second), options)};
 }
 #else
 // Two connected streams over a Unix socketpair.
@@ -109,6 +118,46 @@ inline std::pair<cl::stream, cl::stream> stream_pair(cl::stream_options options 
   return {cl::stream(cl::socket(fds[0]), options), cl::stream(cl::socket(fds[1]), options)};
 }
 #endif
+
+// Two connected raw handles for tests that call read_some / wait_readable on a handle
+// themselves: a non-blocking pipe on POSIX, a loopback TCP connection on Windows
+// (read_some takes sockets only there). write() writes with a plain OS call, behind
+// the loop's back. Closes both ends when destroyed.
+class handle_pair {
+ public:
+  handle_pair() {
+#if defined(CORO_LOOP_WINDOWS)
+    std::tie(read_end, write_end) = detail::connected_sockets();
+#else
+    int fds[2] = {-1, -1};
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    read_end = fds[0];
+    write_end = fds[1];
+#endif
+  }
+  handle_pair(const handle_pair&) = delete;
+  handle_pair& operator=(const handle_pair&) = delete;
+  ~handle_pair() {
+#if defined(CORO_LOOP_WINDOWS)
+    ::closesocket(read_end);
+    ::closesocket(write_end);
+#else
+    ::close(read_end);
+    ::close(write_end);
+#endif
+  }
+  // The bytes written, or -1.
+  long write(std::string_view bytes) const {
+#if defined(CORO_LOOP_WINDOWS)
+    return ::send(write_end, bytes.data(), static_cast<int>(bytes.size()), 0);
+#else
+    return static_cast<long>(::write(write_end, bytes.data(), bytes.size()));
+#endif
+  }
+
+  cl::native_handle read_end = cl::invalid_handle;
+  cl::native_handle write_end = cl::invalid_handle;
+};
 
 // A deterministic byte pattern: byte i of a transfer.
 inline char pattern_byte(std::size_t i) noexcept { return static_cast<char>('a' + (i * 7 + i / 251) % 26); }

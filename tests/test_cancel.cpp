@@ -8,8 +8,7 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include "net_helpers.hpp"
 
 #include <array>
 #include <chrono>
@@ -40,22 +39,8 @@ cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
   co_return cancelled;
 }
 
-struct pipe_fds {
-  int read_end = -1;
-  int write_end = -1;
-  pipe_fds() {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
-    read_end = fds[0];
-    write_end = fds[1];
-  }
-  pipe_fds(const pipe_fds&) = delete;
-  pipe_fds& operator=(const pipe_fds&) = delete;
-  ~pipe_fds() {
-    ::close(read_end);
-    ::close(write_end);
-  }
-};
+// The pipe of the read_some cases: a socket pair on Windows.
+using pipe_fds = net_test::handle_pair;
 
 }  // namespace
 
@@ -384,7 +369,7 @@ TEST_CASE("cancel: cancelling a task parked in read_some leaves no parked operat
     CHECK(cancelled);
     CHECK(handle.cancelled());
     // The pipe still works for the next reader.
-    CHECK(::write(pipe.write_end, "x", 1) == 1);
+    CHECK(pipe.write("x") == 1);
     std::array<std::byte, 16> buffer{};
     std::size_t got = co_await cl::read_some(pipe.read_end, buffer);
     CHECK(got == 1);
@@ -498,7 +483,7 @@ TEST_CASE("cancel: a cancel arriving after a task's wait completed keeps the res
       cl::task_handle<void> reader;
       auto trigger = cl::create_task([&]() -> cl::task<void> {
         co_await cl::sleep(0ms);  // reader is parked now
-        CHECK(::write(pipe.write_end, "abc", 3) == 3);
+        CHECK(pipe.write("abc") == 3);
         // The loop polls the OS only every few iterations while it is busy:
         // yield until the poll has completed the read. This task was queued
         // before the reader was woken, so it runs first in that iteration.

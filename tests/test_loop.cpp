@@ -7,8 +7,7 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include "net_helpers.hpp"  // also the dup/dup2 declarations of either platform
 
 #include <algorithm>
 #include <atomic>
@@ -607,15 +606,13 @@ TEST_CASE("loop: close() discards callbacks and timers that never ran", "[loop]"
 // busy, but only for a bounded number of iterations: I/O that is ready must
 // not starve behind a task that yields forever.
 TEST_CASE("loop: ready I/O is noticed within a bounded number of iterations of a busy loop", "[loop]") {
-  int ends[2];
-  REQUIRE(::pipe(ends) == 0);
-  REQUIRE(::fcntl(ends[0], F_SETFL, ::fcntl(ends[0], F_GETFL) | O_NONBLOCK) == 0);
+  net_test::handle_pair ends;  // a pipe; a socket pair on Windows
   long spins_when_read = -1;
   long spins = 0;
   bool read_done = false;
   auto reader = [&]() -> cl::task<void> {
     std::byte byte{};
-    const std::size_t got = co_await cl::read_some(ends[0], std::span<std::byte>(&byte, 1));
+    const std::size_t got = co_await cl::read_some(ends.read_end, std::span<std::byte>(&byte, 1));
     CHECK(got == 1);
     spins_when_read = spins;
     read_done = true;
@@ -623,8 +620,7 @@ TEST_CASE("loop: ready I/O is noticed within a bounded number of iterations of a
   auto spinner = [&]() -> cl::task<void> {
     // Parked on the pipe first, then made readable while this task spins.
     co_await cl::sleep(0s);
-    const char byte = 'x';
-    REQUIRE(::write(ends[1], &byte, 1) == 1);
+    REQUIRE(ends.write("x") == 1);
     const long spins_at_write = spins;
     while (!read_done && spins < 100'000) {
       ++spins;
@@ -639,6 +635,4 @@ TEST_CASE("loop: ready I/O is noticed within a bounded number of iterations of a
     co_await cl::gather(std::move(read_task), std::move(spin_task));
   };
   cl::run(body());
-  ::close(ends[0]);
-  ::close(ends[1]);
 }

@@ -10,7 +10,11 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
+#if defined(CORO_LOOP_POSIX)
 #include <unistd.h>
+#else
+#include <io.h>  // dup, dup2, close
+#endif
 
 #include <algorithm>
 #include <chrono>
