@@ -8461,7 +8461,11 @@ inline void event_loop::close() {
 /// the main task (Python's KeyboardInterrupt): catch it in main() for a clean exit.
 class keyboard_interrupt : public std::runtime_error {
  public:
+#if defined(CORO_LOOP_WINDOWS)
+  keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by Ctrl+C") {}
+#else
   keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by SIGINT") {}
+#endif
 };
 
 #if defined(CORO_LOOP_POSIX)
