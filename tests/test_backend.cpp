@@ -1,16 +1,21 @@
-// tests/test_backend.cpp - the epoll backend driven through read_some,
-// write_some, wait_readable and wait_writable [backend].
+// tests/test_backend.cpp - the backend (epoll, kqueue, IOCP) driven through
+// read_some, write_some, wait_readable and wait_writable [backend].
 //
 // Pipes and socketpairs, non-blocking: a read parks until the peer writes; EOF;
 // OS errors as std::system_error; cancelling a parked operation; a write to a
 // full pipe parks until drained; release() drops the registration; many
-// descriptors at once.
+// descriptors at once. Windows has neither pipes the backend takes nor
+// socketpair: both are a loopback TCP connection there (net_helpers.hpp).
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
+#include "net_helpers.hpp"
+
+#if defined(CORO_LOOP_POSIX)
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -20,6 +25,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -31,23 +37,26 @@ namespace {
 // Two descriptors, non-blocking, closed on destruction. Call release() on the
 // loop's backend before they close (the tests do, and check the count).
 struct fd_pair {
-  int first = -1;   // read end of a pipe, or one end of a socketpair
-  int second = -1;  // write end of a pipe, or the other end
+  cl::native_handle first = cl::invalid_handle;   // read end of a pipe, or one end of a socketpair
+  cl::native_handle second = cl::invalid_handle;  // write end of a pipe, or the other end
   fd_pair(const fd_pair&) = delete;
   fd_pair& operator=(const fd_pair&) = delete;
-  fd_pair(fd_pair&& other) noexcept : first(other.first), second(other.second) { other.first = other.second = -1; }
+  fd_pair(fd_pair&& other) noexcept : first(other.first), second(other.second) {
+    other.first = other.second = cl::invalid_handle;
+  }
   ~fd_pair() {
     close_first();
     close_second();
   }
-  void close_first() {
-    if (first >= 0) ::close(first);
-    first = -1;
+  void close_first() { close_handle(first); }
+  void close_second() { close_handle(second); }
+#if defined(CORO_LOOP_WINDOWS)
+  static fd_pair pipe() { return socketpair(); }
+  static fd_pair socketpair() {
+    const auto [one, other] = net_test::detail::connected_sockets();
+    return fd_pair(one, other);
   }
-  void close_second() {
-    if (second >= 0) ::close(second);
-    second = -1;
-  }
+#else
   static fd_pair pipe() {
     int fds[2];
     REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
@@ -58,10 +67,29 @@ struct fd_pair {
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
     return fd_pair(fds[0], fds[1]);
   }
+#endif
 
  private:
-  fd_pair(int a, int b) : first(a), second(b) {}
+  fd_pair(cl::native_handle a, cl::native_handle b) : first(a), second(b) {}
+  static void close_handle(cl::native_handle& handle) {
+    if (handle == cl::invalid_handle) return;
+#if defined(CORO_LOOP_WINDOWS)
+    ::closesocket(handle);
+#else
+    ::close(handle);
+#endif
+    handle = cl::invalid_handle;
+  }
 };
+
+// Writes `text` with a plain OS call, behind the loop's back; the bytes written or -1.
+long write_raw(cl::native_handle handle, std::string_view text) {
+#if defined(CORO_LOOP_WINDOWS)
+  return ::send(handle, text.data(), static_cast<int>(text.size()), 0);
+#else
+  return static_cast<long>(::write(handle, text.data(), text.size()));
+#endif
+}
 
 std::span<const std::byte> bytes_of(const std::string& text) { return std::as_bytes(std::span(text)); }
 
@@ -69,7 +97,7 @@ std::string text_of(std::span<const std::byte> data) {
   return std::string(reinterpret_cast<const char*>(data.data()), data.size());
 }
 
-void release(int fd) { cl::get_running_loop().backend().release(fd); }
+void release(cl::native_handle fd) { cl::get_running_loop().backend().release(fd); }
 
 // Awaits `handle`; true when that threw cancelled_error.
 template <class T>
@@ -84,7 +112,7 @@ cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
 }
 
 // Reads until `count` bytes arrived or EOF.
-cl::task<std::string> read_exactly(int fd, std::size_t count) {
+cl::task<std::string> read_exactly(cl::native_handle fd, std::size_t count) {
   std::string out;
   std::array<std::byte, 4096> buffer{};
   while (out.size() < count) {
@@ -96,7 +124,7 @@ cl::task<std::string> read_exactly(int fd, std::size_t count) {
   co_return out;
 }
 
-cl::task<void> write_all(int fd, std::string data) {
+cl::task<void> write_all(cl::native_handle fd, std::string data) {
   std::size_t written = 0;
   while (written < data.size()) {
     written += co_await cl::write_some(fd, bytes_of(data).subspan(written));
@@ -144,7 +172,7 @@ TEST_CASE("backend: a read with data already waiting completes without parking",
   auto body = []() -> cl::task<void> {
     cl::event_loop& loop = cl::get_running_loop();
     fd_pair pipe = fd_pair::pipe();
-    REQUIRE(::write(pipe.second, "ready", 5) == 5);
+    REQUIRE(write_raw(pipe.second, "ready") == 5);
     std::array<std::byte, 3> small{};
     std::size_t got = co_await cl::read_some(pipe.first, small);
     CHECK(got == 3);
@@ -179,7 +207,7 @@ TEST_CASE("backend: read_some returns 0 at end of file", "[backend]") {
   SECTION("data, then end of file, on a socketpair") {
     auto body = []() -> cl::task<void> {
       fd_pair pair = fd_pair::socketpair();
-      REQUIRE(::write(pair.second, "tail", 4) == 4);
+      REQUIRE(write_raw(pair.second, "tail") == 4);
       pair.close_second();
       std::string all = co_await read_exactly(pair.first, 100);
       CHECK(all == "tail");
@@ -196,7 +224,7 @@ TEST_CASE("backend: OS errors are std::system_error naming the operation and the
   SECTION("reading a closed fd") {
     auto body = []() -> cl::task<void> {
       fd_pair pipe = fd_pair::pipe();
-      const int closed = pipe.first;
+      const cl::native_handle closed = pipe.first;
       pipe.close_first();
       std::array<std::byte, 4> buffer{};
       bool threw = false;
@@ -204,7 +232,13 @@ TEST_CASE("backend: OS errors are std::system_error naming the operation and the
         (void)co_await cl::read_some(closed, buffer);
       } catch (const std::system_error& error) {
         threw = true;
+#if defined(CORO_LOOP_WINDOWS)
+        // A closed SOCKET is no socket any more: Winsock says WSAENOTSOCK.
+        const bool bad_handle = error.code() == std::errc::bad_file_descriptor || error.code() == std::errc::not_a_socket;
+        CHECK(bad_handle);
+#else
         CHECK(error.code() == std::errc::bad_file_descriptor);
+#endif
         CHECK_THAT(error.what(), Catch::Matchers::ContainsSubstring("read"));
         CHECK_THAT(error.what(), Catch::Matchers::ContainsSubstring(std::to_string(closed)));
       }
@@ -213,6 +247,7 @@ TEST_CASE("backend: OS errors are std::system_error naming the operation and the
     };
     cl::run(body());
   }
+#if defined(CORO_LOOP_POSIX)
   SECTION("writing to a pipe whose read end is closed: EPIPE, no SIGPIPE") {
     auto body = []() -> cl::task<void> {
       fd_pair pipe = fd_pair::pipe();
@@ -230,6 +265,35 @@ TEST_CASE("backend: OS errors are std::system_error naming the operation and the
     };
     cl::run(body());
   }
+#else
+  SECTION("writing to a connection whose peer closed: a std::system_error (reset or broken pipe)") {
+    // TCP takes the first write after the peer's close (the peer answers it with
+    // RST); a later one fails. Bounded: 100 writes, a millisecond apart.
+    auto body = []() -> cl::task<void> {
+      fd_pair pipe = fd_pair::pipe();
+      pipe.close_first();
+      std::string data = "lost";
+      bool threw = false;
+      for (int attempt = 0; attempt < 100 && !threw; ++attempt) {
+        try {
+          (void)co_await cl::write_some(pipe.second, bytes_of(data));
+          co_await cl::sleep(1ms);
+        } catch (const std::system_error& error) {
+          threw = true;
+          INFO(error.what());
+          const bool peer_gone = error.code() == std::errc::connection_reset ||
+                                 error.code() == std::errc::broken_pipe ||
+                                 error.code() == std::errc::connection_aborted;
+          CHECK(peer_gone);
+          CHECK_THAT(error.what(), Catch::Matchers::ContainsSubstring("write"));
+        }
+      }
+      CHECK(threw);
+      release(pipe.second);
+    };
+    cl::run(body());
+  }
+#endif
   SECTION("a parked read whose fd was released (closed) fails with ECANCELED, not as a cancellation") {
     auto body = []() -> cl::task<void> {
       cl::event_loop& loop = cl::get_running_loop();
@@ -287,7 +351,7 @@ TEST_CASE("backend: cancelling a parked read throws cancelled_error in the reade
     CHECK(reader.cancelled());
     CHECK(loop.parked_operation_count() == 0);
     // Data written afterwards is still there for the next read: nothing consumed it.
-    REQUIRE(::write(pipe.second, "z", 1) == 1);
+    REQUIRE(write_raw(pipe.second, "z") == 1);
     std::string next = co_await read_exactly(pipe.first, 1);
     CHECK(next == "z");
     release(pipe.first);
@@ -300,8 +364,19 @@ TEST_CASE("backend: a write to a full pipe parks and resumes when the reader dra
   auto body = []() -> cl::task<void> {
     cl::event_loop& loop = cl::get_running_loop();
     fd_pair pipe = fd_pair::pipe();
+#if defined(CORO_LOOP_WINDOWS)
+    // A socket: small buffers fill fast, and an overlapped send of a megabyte stays
+    // pending while the reader reads nothing (Windows locks the pages, no copy).
+    const int buffer_size = 4096;
+    for (const cl::native_handle end : {pipe.first, pipe.second}) {
+      ::setsockopt(end, SOL_SOCKET, SO_SNDBUF, reinterpret_cast<const char*>(&buffer_size), sizeof buffer_size);
+      ::setsockopt(end, SOL_SOCKET, SO_RCVBUF, reinterpret_cast<const char*>(&buffer_size), sizeof buffer_size);
+    }
+    const int capacity = 1 << 20;
+#else
     ::fcntl(pipe.second, F_SETPIPE_SZ, 4096);  // best effort: a small pipe fills fast
     const int capacity = ::fcntl(pipe.second, F_GETPIPE_SZ);
+#endif
     REQUIRE(capacity > 0);
     const std::size_t total = static_cast<std::size_t>(capacity) * 4;
     std::string payload(total, '\0');
@@ -340,7 +415,7 @@ TEST_CASE("backend: release() drops the registration of a descriptor", "[backend
         co_return got;
       });
       co_await cl::sleep(0ms);
-      REQUIRE(::write(pipe->second, "ok", 2) == 2);
+      REQUIRE(write_raw(pipe->second, "ok") == 2);
       std::string got = co_await reader;
       CHECK(got == "ok");
     }
@@ -348,8 +423,8 @@ TEST_CASE("backend: release() drops the registration of a descriptor", "[backend
     loop.backend().release(a.first);
     CHECK(loop.registered_handle_count() == 1);
     loop.backend().release(a.first);  // twice: no-op
-    loop.backend().release(-1);       // unknown: no-op
-    loop.backend().release(100000);
+    loop.backend().release(cl::invalid_handle);  // unknown: no-op
+    loop.backend().release(static_cast<cl::native_handle>(100000));
     CHECK(loop.registered_handle_count() == 1);
     loop.backend().release(b.first);
     CHECK(loop.registered_handle_count() == 0);
@@ -360,7 +435,7 @@ TEST_CASE("backend: release() drops the registration of a descriptor", "[backend
     });
     co_await cl::sleep(0ms);
     CHECK(loop.registered_handle_count() == 1);
-    REQUIRE(::write(a.second, "new", 3) == 3);
+    REQUIRE(write_raw(a.second, "new") == 3);
     std::string again = co_await reader;
     CHECK(again == "new");
     loop.backend().release(a.first);
@@ -378,7 +453,7 @@ TEST_CASE("backend: wait_readable parks until the peer writes; wait_writable see
       co_await cl::wait_readable(pair.first);
       log.push_back("readable");
       char buffer[16];
-      ssize_t got = ::recv(pair.first, buffer, sizeof buffer, 0);  // "other code" reads
+      const auto got = ::recv(pair.first, buffer, static_cast<int>(sizeof buffer), 0);  // "other code" reads
       co_return std::string(buffer, got > 0 ? static_cast<std::size_t>(got) : 0);
     });
     co_await cl::sleep(10ms);
@@ -464,7 +539,7 @@ TEST_CASE("backend: 100 concurrent pipe pairs ping-pong bytes", "[backend]") {
       to_pong.push_back(fd_pair::pipe());
       to_ping.push_back(fd_pair::pipe());
     }
-    auto ping = [](int out, int in, int id) -> cl::task<int> {
+    auto ping = [](cl::native_handle out, cl::native_handle in, int id) -> cl::task<int> {
       int completed = 0;
       std::array<std::byte, 1> byte{};
       for (int round = 0; round < rounds; ++round) {
@@ -477,7 +552,7 @@ TEST_CASE("backend: 100 concurrent pipe pairs ping-pong bytes", "[backend]") {
       }
       co_return completed;
     };
-    auto pong = [](int in, int out) -> cl::task<int> {
+    auto pong = [](cl::native_handle in, cl::native_handle out) -> cl::task<int> {
       int echoed = 0;
       std::array<std::byte, 1> byte{};
       for (;;) {
@@ -539,7 +614,7 @@ TEST_CASE("backend: data and end of file arriving together: the read after the s
         }
       });
       co_await cl::sleep(0ms);  // the first read is parked now
-      CHECK(::write(pair.second, "abc", 3) == 3);
+      CHECK(write_raw(pair.second, "abc") == 3);
       pair.close_second();  // the end of file joins the data before the loop polls again
       co_await cl::timeout(5s, reader);
       CHECK(reader.done());
@@ -563,7 +638,7 @@ TEST_CASE("backend: a read after a short one waits for more and gets it, many ti
       }
     });
     for (int i = 0; i < 100; ++i) {
-      CHECK(::write(pair.second, "xyz", 3) == 3);  // each a short read for the reader
+      CHECK(write_raw(pair.second, "xyz") == 3);  // each a short read for the reader
       co_await cl::sleep(0ms);
       if (i % 7 == 0) co_await cl::sleep(1ms);  // sometimes the loop blocks in the poll first
     }

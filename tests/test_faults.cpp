@@ -25,10 +25,13 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "net_helpers.hpp"
 #include "test_support.hpp"
 
+#if defined(CORO_LOOP_POSIX)
 #include <netinet/in.h>
 #include <sys/socket.h>
+#endif
 
 #include <cerrno>
 #include <chrono>
@@ -192,8 +195,7 @@ cl::task<void> stop(fault_server& s) {
 // Makes the next close send RST instead of FIN (SO_LINGER with a zero timeout),
 // then closes at once.
 void reset(cl::stream& connection) {
-  const linger option{1, 0};
-  ::setsockopt(connection.handle(), SOL_SOCKET, SO_LINGER, &option, sizeof option);
+  net_test::reset_on_close(connection.handle());
   connection.abort();
 }
 

@@ -10,7 +10,9 @@
 
 #include "net_helpers.hpp"
 
+#if defined(CORO_LOOP_POSIX)
 #include <sys/socket.h>
+#endif
 
 #include <algorithm>
 #include <cctype>
@@ -1521,8 +1523,7 @@ TEST_CASE(
     s.act = [](cl::stream& connection, const seen_request& request, int, int index) -> cl::task<bool> {
       if (index >= 2) {
         if (request.target.rfind("/reset", 0) == 0) {  // an abortive close: the client reads ECONNRESET
-          linger abortive{1, 0};
-          ::setsockopt(connection.handle(), SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+          net_test::reset_on_close(connection.handle());
           connection.abort();
         }
         co_return false;

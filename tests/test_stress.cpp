@@ -19,7 +19,9 @@
 #include "net_helpers.hpp"
 #include "test_support.hpp"
 
+#if defined(CORO_LOOP_POSIX)
 #include <sys/socket.h>
+#endif
 
 #include <array>
 #include <chrono>
