@@ -17,6 +17,12 @@
 // macro's `(false) && (expr)` when it holds a co_await. Lambdas written
 // inside a co_await expression capture only references (GCC 12 destroys an
 // aggregate temporary with a non-trivial destructor twice there).
+//
+// Windows: no add_signal_handler; run() takes Ctrl+C through a console control
+// handler instead of SIGINT. The Ctrl+C cases send a real CTRL_C_EVENT
+// (GenerateConsoleCtrlEvent) after giving the process a console of its own, so
+// that nothing else gets it; the POSIX disposition cases have no counterpart there.
+// The CORO_LOOP_DEBUG child is started with CreateProcess.
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
@@ -32,12 +38,16 @@
 #include <thread>
 #include <vector>
 
+#if defined(CORO_LOOP_POSIX)
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 extern char** environ;
+#else
+#include <io.h>  // dup, dup2, close
+#endif
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
@@ -119,7 +129,7 @@ cl::task<int> compute() {
   co_return 5;
 }
 
-cl::task<bool> eventually(std::function<bool()> condition, cl::duration limit = 20s) {
+[[maybe_unused]] cl::task<bool> eventually(std::function<bool()> condition, cl::duration limit = 20s) {
   const auto deadline = cl::clock::now() + limit;
   while (!condition()) {
     if (cl::clock::now() > deadline) co_return false;
@@ -128,6 +138,7 @@ cl::task<bool> eventually(std::function<bool()> condition, cl::duration limit = 
   co_return true;
 }
 
+#if defined(CORO_LOOP_POSIX)
 void (*current_handler(int signal_number))(int) {
   struct sigaction current {};
   ::sigaction(signal_number, nullptr, &current);
@@ -154,6 +165,7 @@ class disposition_guard {
 
 std::atomic<int> own_handler_calls{0};
 void own_handler(int) { own_handler_calls.fetch_add(1); }
+#endif
 
 }  // namespace
 
@@ -394,6 +406,7 @@ TEST_CASE("debug child: blocks the loop under plain run()", "[.][debug_env_child
   cl::run(body());
 }
 
+#if defined(CORO_LOOP_POSIX)
 TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[debug]") {
   char self[4096] = {};
   const ssize_t length = ::readlink("/proc/self/exe", self, sizeof self - 1);
@@ -462,10 +475,65 @@ TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[
     }
   }
 }
+#else
+TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[debug]") {
+  char self[MAX_PATH] = {};
+  const DWORD length = ::GetModuleFileNameA(nullptr, self, sizeof self);
+  REQUIRE((length > 0 && length < sizeof self));
+  for (const char* value : {"1", "0"}) {
+    // The child inherits this process's environment, changed for the moment.
+    REQUIRE(::SetEnvironmentVariableA("CORO_LOOP_DEBUG", value));
+    SECURITY_ATTRIBUTES inheritable{};
+    inheritable.nLength = sizeof inheritable;
+    inheritable.bInheritHandle = TRUE;
+    HANDLE read_end = nullptr;
+    HANDLE write_end = nullptr;
+    REQUIRE(::CreatePipe(&read_end, &write_end, &inheritable, 0));
+    REQUIRE(::SetHandleInformation(read_end, HANDLE_FLAG_INHERIT, 0));  // the child gets the write end only
+    HANDLE null_output = ::CreateFileA("NUL", GENERIC_WRITE, FILE_SHARE_WRITE, &inheritable, OPEN_EXISTING, 0, nullptr);
+    STARTUPINFOA startup{};
+    startup.cb = sizeof startup;
+    startup.dwFlags = STARTF_USESTDHANDLES;
+    startup.hStdInput = nullptr;
+    startup.hStdOutput = null_output;
+    startup.hStdError = write_end;
+    std::string command_line = std::string("\"") + self + "\" [debug_env_child]";
+    PROCESS_INFORMATION child{};
+    const BOOL started = ::CreateProcessA(self, command_line.data(), nullptr, nullptr, TRUE, 0, nullptr, nullptr,
+                                          &startup, &child);
+    const DWORD start_error = ::GetLastError();
+    ::SetEnvironmentVariableA("CORO_LOOP_DEBUG", nullptr);
+    ::CloseHandle(write_end);  // the child's copy stays open until it exits: then reads end
+    if (null_output != INVALID_HANDLE_VALUE) ::CloseHandle(null_output);
+    INFO("CreateProcess error " << start_error);
+    REQUIRE(started);
+    std::string text;
+    char buffer[4096];
+    DWORD got = 0;
+    while (::ReadFile(read_end, buffer, sizeof buffer, &got, nullptr) && got > 0) text.append(buffer, got);
+    ::CloseHandle(read_end);
+    const DWORD waited = ::WaitForSingleObject(child.hProcess, 60'000);
+    DWORD exit_code = 1;
+    ::GetExitCodeProcess(child.hProcess, &exit_code);
+    ::CloseHandle(child.hThread);
+    ::CloseHandle(child.hProcess);
+    INFO("CORO_LOOP_DEBUG=" << value << ", child's stderr: " << text);
+    CHECK(waited == WAIT_OBJECT_0);
+    CHECK(exit_code == 0);
+    if (std::string(value) == "1") {
+      CHECK_THAT(text, ContainsSubstring("Executing <Task 'env-blocker'> took "));
+    } else {
+      CHECK(text.find("Executing") == std::string::npos);
+    }
+  }
+}
+#endif
 
 // ============================================================================
 // Signals
 // ============================================================================
+
+#if defined(CORO_LOOP_POSIX)
 
 TEST_CASE("signals: add_signal_handler runs the callback on the loop after raise() and kill()", "[signals]") {
   disposition_guard default_usr1(SIGUSR1, SIG_DFL);
@@ -732,3 +800,109 @@ TEST_CASE("signals: run() on a thread other than the main one does not claim SIG
   other.join();
   CHECK_FALSE(claimed.load());
 }
+#else   // Windows: Ctrl+C through the console
+
+namespace {
+
+// Ctrl+C to this process alone. A console of its own first: wine starts the
+// tests without one (GenerateConsoleCtrlEvent fails), and on Windows the
+// runner's console would pass the event to every process attached to it.
+bool own_console() {
+  static const bool ready = [] {
+    ::FreeConsole();
+    return ::AllocConsole() != 0;
+  }();
+  return ready;
+}
+
+// The console delivers the event on a thread of its own, soon after.
+void press_ctrl_c() { ::GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0); }
+
+}  // namespace
+
+TEST_CASE("signals: Ctrl+C inside run() cancels the main task: cleanup runs, run() throws keyboard_interrupt",
+          "[signals]") {
+  REQUIRE(own_console());
+  bool cleanup_ran = false;
+  bool after_sleep = false;
+  bool leftover_cleaned = false;
+  auto leftover = [&leftover_cleaned]() -> cl::task<void> {
+    try {
+      co_await cl::sleep(30s);
+    } catch (const cl::cancelled_error&) {
+      leftover_cleaned = true;
+      throw;
+    }
+  };
+  auto main_task = [&]() -> cl::task<int> {
+    auto other = cl::create_task(leftover());
+    co_await cl::sleep(0ms);
+    try {
+      press_ctrl_c();
+      co_await cl::sleep(30s);
+      after_sleep = true;
+    } catch (const cl::cancelled_error&) {
+      cleanup_ran = true;
+      throw;
+    }
+    co_return 1;
+  };
+  const auto start = cl::clock::now();
+  bool interrupted = false;
+  try {
+    cl::run(main_task());
+  } catch (const cl::keyboard_interrupt& error) {
+    interrupted = true;
+    CHECK_THAT(error.what(), ContainsSubstring("Ctrl+C"));
+  }
+  CHECK(interrupted);
+  CHECK(cleanup_ran);
+  CHECK_FALSE(after_sleep);
+  CHECK(leftover_cleaned);  // the other tasks are cancelled too, as asyncio.run does
+  CHECK(cl::clock::now() - start < 20s);
+}
+
+TEST_CASE("signals: the main task's cleanup after Ctrl+C may await before it rethrows", "[signals]") {
+  REQUIRE(own_console());
+  bool cleanup_done = false;
+  auto main_task = [&cleanup_done]() -> cl::task<void> {
+    bool cancelled = false;
+    try {
+      press_ctrl_c();
+      co_await cl::sleep(30s);
+    } catch (const cl::cancelled_error&) {
+      cancelled = true;
+    }
+    if (cancelled) {
+      co_await cl::sleep(2ms);  // asynchronous cleanup
+      cleanup_done = true;
+      throw cl::cancelled_error{};
+    }
+  };
+  CHECK_THROWS_AS(cl::run(main_task()), cl::keyboard_interrupt);
+  CHECK(cleanup_done);
+}
+
+TEST_CASE("signals: a main task that swallows the Ctrl+C cancellation returns normally from run()", "[signals]") {
+  REQUIRE(own_console());
+  auto main_task = []() -> cl::task<int> {
+    bool swallowed = false;
+    try {
+      press_ctrl_c();
+      co_await cl::sleep(30s);
+    } catch (const cl::cancelled_error&) {
+      swallowed = true;
+    }
+    co_await cl::sleep(1ms);  // later waits are not cancelled
+    co_return swallowed ? 7 : 0;
+  };
+  CHECK(cl::run(main_task()) == 7);
+  // And the next run() takes Ctrl+C again (unclaimed, it would end this process).
+  auto again = []() -> cl::task<void> {
+    press_ctrl_c();
+    co_await cl::sleep(30s);
+  };
+  CHECK_THROWS_AS(cl::run(again()), cl::keyboard_interrupt);
+}
+
+#endif  // CORO_LOOP_POSIX
