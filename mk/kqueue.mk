@@ -2,7 +2,7 @@
 # Makefile; issue 8, point 3).
 #
 #   make test-kqueue    every tests/test_*.cpp (and the two_tu program) built with
-#                       -DCORO_LOOP_BACKEND_KQUEUE -Itests/kqueue into build/kqueue-CXX
+#                       -DCORO_LOOP_BACKEND_KQUEUE -Itests/kqueue into build/kqueue-[SANITIZE-]CXX[-STDLIB]
 #                       and run like `make test`, plus the emulation's own test
 #                       (tests/kqueue/test_kqueue_emulation.cpp). Examples and the
 #                       consumer-project script are left to the native runs.
@@ -18,6 +18,6 @@ KQUEUE_FLAGS := -DCORO_LOOP_BACKEND_KQUEUE -Itests/kqueue
 .PHONY: test-kqueue
 test-kqueue:
 	+@$(MAKE) --no-print-directory test TEST_EXAMPLES= \
-	  BUILD=build/kqueue-$(if $(SANITIZE),$(SANITIZE)-)$(CXX_NAME) \
+	  BUILD=build/kqueue-$(if $(SANITIZE),$(SANITIZE)-)$(CXX_NAME)$(if $(STDLIB),-$(STDLIB)) \
 	  EXTRA_CXXFLAGS='$(strip $(EXTRA_CXXFLAGS) $(KQUEUE_FLAGS))' \
 	  EXTRA_TEST_SRCS=tests/kqueue/test_kqueue_emulation.cpp
