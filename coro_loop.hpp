@@ -8123,7 +8123,7 @@ inline std::string format_request(std::string_view method, const url& target, co
 
 inline bool is_connection_reset(const std::system_error& error) noexcept {
   const int code = error.code().value();
-  return error.code().category() == std::generic_category() &&
+  return error.code().category() == coro_loop::detail::os_error_category() &&
          (code == ECONNRESET || code == EPIPE || code == ECONNABORTED);
 }
 
