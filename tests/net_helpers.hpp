@@ -48,6 +48,24 @@ cl::task<bool> eventually(Condition condition, cl::duration limit = 10s) {
   co_return true;
 }
 
+// The loop's parked operations once those just cancelled or released have finished.
+// epoll and kqueue unpark an operation at once; IOCP cannot: a cancelled overlapped
+// operation owns its buffer until its completion packet arrives (CancelIoEx only
+// asks), so it stays parked until the loop has dequeued that packet. There this
+// waits for the count to come down to `expected`, bounded by `limit`; elsewhere it
+// answers at once, so the check stays as strict as it was.
+inline cl::task<std::size_t> parked_once_settled(std::size_t expected = 0, cl::duration limit = 5s) {
+  cl::event_loop& loop = cl::get_running_loop();
+#if defined(CORO_LOOP_BACKEND_IOCP)
+  const cl::time_point deadline = cl::clock::now() + limit;
+  while (loop.parked_operation_count() > expected && cl::clock::now() < deadline) co_await cl::sleep(1ms);
+#else
+  (void)expected;
+  (void)limit;
+#endif
+  co_return loop.parked_operation_count();
+}
+
 // A TCP port on 127.0.0.1 with no listener: bound to port 0, read, closed.
 inline std::uint16_t unused_port() {
   cl::socket probe = cl::socket::open(AF_INET, SOCK_STREAM);

@@ -621,6 +621,8 @@ int tcp_no_delay(cl::native_handle handle) {
   int value = -1;
   socklen_t length = sizeof value;
 #if defined(CORO_LOOP_WINDOWS)
+  // Winsock may write only one byte (a BOOLEAN) for TCP_NODELAY: start from zero.
+  value = 0;
   if (::getsockopt(handle, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<char*>(&value), &length) != 0) return -1;
 #else
   if (::getsockopt(handle, IPPROTO_TCP, TCP_NODELAY, &value, &length) != 0) return -1;

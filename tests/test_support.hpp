@@ -3,7 +3,7 @@
 // tasks, timers and the loop's I/O registrations return to where they were.
 // Included after catch.hpp and coro_loop.hpp; everything is inline. Linux: open fds
 // are counted in /proc/self/fd, the resident set size read from /proc/self/status.
-// Windows: open handles (sockets are handles) and the working set size.
+// Windows: open file, pipe and socket handles, and the working set size.
 #pragma once
 
 #if defined(CORO_LOOP_POSIX)
@@ -27,63 +27,61 @@ using namespace std::chrono_literals;
 
 #if defined(CORO_LOOP_WINDOWS)
 namespace detail {
-// NtQuerySystemInformation's SystemHandleInformation (class 16): one entry per open
-// handle of every process. Declared here: mingw's <winternl.h> does not describe it.
+// One entry of NtQuerySystemInformation's SystemExtendedHandleInformation (class 64):
+// every open handle of every process. Declared here: mingw's <winternl.h> does not
+// describe it. (The older class 16 truncates handle values to 16 bits.)
 struct system_handle_entry {
-  ULONG process_id;
-  UCHAR object_type;
-  UCHAR flags;
-  USHORT handle_value;
   PVOID object;
-  ACCESS_MASK granted_access;
-};
-struct system_handle_information {
-  ULONG count;
-  system_handle_entry entries[1];
+  ULONG_PTR process_id;
+  ULONG_PTR handle_value;
+  ULONG granted_access;
+  USHORT creator_back_trace_index;
+  USHORT object_type_index;
+  ULONG attributes;
+  ULONG reserved;
 };
 using query_system_information_function = LONG(WINAPI*)(int, void*, ULONG, ULONG*);
+}  // namespace detail
 
-// This process's entries in the system's handle table. Wine's GetProcessHandleCount
-// always answers 0, but wine implements this query; real Windows has both.
-inline std::size_t handle_table_count() {
+// What a file descriptor is on POSIX: this process's handles that are files, pipes or
+// sockets (GetFileType knows them). Threads, events and completion ports are left out,
+// as they have no descriptor on POSIX either: the thread pool's idle workers must not
+// count as a leak. Read from the system's handle table: GetProcessHandleCount counts
+// every kind (and under wine always answers 0).
+inline std::size_t open_fd_count() {
   const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
   if (ntdll == nullptr) return 0;
   // Through void(*)(): GCC allows that cast between unrelated function types.
-  const auto query = reinterpret_cast<query_system_information_function>(
+  const auto query = reinterpret_cast<detail::query_system_information_function>(
       reinterpret_cast<void (*)()>(::GetProcAddress(ntdll, "NtQuerySystemInformation")));
   if (query == nullptr) return 0;
-  constexpr int system_handle_information_class = 16;
+  constexpr int system_extended_handle_information = 64;
   constexpr LONG status_info_length_mismatch = static_cast<LONG>(0xC0000004L);
   std::string buffer(std::size_t{1} << 16, '\0');
   LONG status = 0;
-  // The table may grow between calls; a bounded number of retries with a doubled buffer.
+  // The table may grow between calls: a bounded number of tries, the buffer doubled each time.
   for (int attempt = 0; attempt < 16; ++attempt) {
     ULONG needed = 0;
-    status = query(system_handle_information_class, buffer.data(), static_cast<ULONG>(buffer.size()), &needed);
+    status = query(system_extended_handle_information, buffer.data(), static_cast<ULONG>(buffer.size()), &needed);
     if (status != status_info_length_mismatch) break;
     buffer.resize(buffer.size() * 2);
   }
   if (status != 0) return 0;
-  system_handle_information information{};
-  std::memcpy(&information.count, buffer.data(), sizeof information.count);
-  const std::size_t first_entry = offsetof(system_handle_information, entries);
-  const ULONG process_id = ::GetCurrentProcessId();
+  // The table: a ULONG_PTR count, a reserved ULONG_PTR, then the entries.
+  ULONG_PTR entries = 0;
+  std::memcpy(&entries, buffer.data(), sizeof entries);
+  const std::size_t first_entry = 2 * sizeof(ULONG_PTR);
+  const ULONG_PTR process_id = ::GetCurrentProcessId();
   std::size_t count = 0;
-  for (ULONG i = 0; i < information.count; ++i) {
-    system_handle_entry entry{};
+  for (ULONG_PTR i = 0; i < entries && first_entry + (i + 1) * sizeof(detail::system_handle_entry) <= buffer.size();
+       ++i) {
+    detail::system_handle_entry entry{};
     std::memcpy(&entry, buffer.data() + first_entry + i * sizeof entry, sizeof entry);
-    if (entry.process_id == process_id) ++count;
+    if (entry.process_id != process_id) continue;
+    if (::GetFileType(reinterpret_cast<HANDLE>(entry.handle_value)) == FILE_TYPE_UNKNOWN) continue;
+    ++count;
   }
   return count;
-}
-}  // namespace detail
-
-// Open handles of this process (sockets, events, threads, the completion port, ...):
-// what an fd count is on POSIX.
-inline std::size_t open_fd_count() {
-  DWORD count = 0;
-  if (::GetProcessHandleCount(::GetCurrentProcess(), &count) && count > 0) return count;
-  return detail::handle_table_count();
 }
 
 // The working set of this process in KiB (Windows' resident set size).
