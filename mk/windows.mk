@@ -28,6 +28,11 @@
 #   WINDOWS_TEST_TIMEOUT [600]  seconds per test binary
 #   WINDOWS_STRESS_OPS [100000] test_stress's operations (CORO_LOOP_STRESS_OPS; a value
 #                               in the environment wins), as under qemu: wine is slower
+#   WINDOWS_LOAD_CONNECTIONS [2000]  test_load's concurrent connections
+#                               (CORO_LOOP_LOAD_CONNECTIONS): under wine every socket is
+#                               also a Unix descriptor of wineserver, so 10,000
+#                               connections (20,000 sockets) exceed its RLIMIT_NOFILE
+#                               (20,000 here) and accept fails with EMFILE
 #   V=1, CATCH_ARGS             as for make test
 
 WINDOWS_CXX := x86_64-w64-mingw32-g++-posix
@@ -38,6 +43,7 @@ WINDOWS_LDLIBS := -lws2_32 -lmswsock
 WINDOWS_SKIPPED_TESTS := test_http_nginx
 WINDOWS_TEST_TIMEOUT ?= 600
 WINDOWS_STRESS_OPS ?= 100000
+WINDOWS_LOAD_CONNECTIONS ?= 2000
 WINDOWS_WINEPREFIX := $(WINDOWS_BUILD)/wineprefix
 WINDOWS_WINE_ENV := WINEPREFIX=$(CURDIR)/$(WINDOWS_WINEPREFIX) WINEDLLOVERRIDES=winedbg.exe=d WINEDEBUG=-all
 
@@ -67,6 +73,7 @@ test-windows: cross-deps
 	@set -f; TEST_LABEL='$(WINDOWS_BUILD)' TEST_TIMEOUT='$(WINDOWS_TEST_TIMEOUT)' \
 	  TEST_RUNNER='env $(WINDOWS_WINE_ENV) wine' \
 	  $(if $(WINDOWS_STRESS_OPS),CORO_LOOP_STRESS_OPS="$${CORO_LOOP_STRESS_OPS:-$(WINDOWS_STRESS_OPS)}") \
+	  $(if $(WINDOWS_LOAD_CONNECTIONS),CORO_LOOP_LOAD_CONNECTIONS="$${CORO_LOOP_LOAD_CONNECTIONS:-$(WINDOWS_LOAD_CONNECTIONS)}") \
 	  scripts/run-tests.sh $(WINDOWS_TEST_BINS) -- $(CATCH_ARGS)
 
 # The wine prefix, made once and waited for (wineserver -w) before the first test starts.
