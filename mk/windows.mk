@@ -25,7 +25,7 @@
 # tick about every 15.6 ms as Windows' do; the tests give Windows timing assertions slack.
 # Left out (WINDOWS_SKIPPED_TESTS): test_http_nginx (needs a host nginx next to the test),
 # and the examples and consumer-project scripts (POSIX shell around native binaries).
-#   WINDOWS_TEST_TIMEOUT [600]  seconds per test binary
+#   WINDOWS_TEST_TIMEOUT [300]  seconds per test binary (the slowest, test_net, takes 30-100 s)
 #   WINDOWS_STRESS_OPS [100000] test_stress's operations (CORO_LOOP_STRESS_OPS; a value
 #                               in the environment wins), as under qemu: wine is slower
 #   WINDOWS_LOAD_CONNECTIONS [2000]  test_load's concurrent connections
@@ -41,7 +41,7 @@ WINDOWS_CXXFLAGS := -std=c++20 -O1 -Wall -Wextra -Wpedantic -Werror -I. -isystem
 WINDOWS_LDFLAGS := -static
 WINDOWS_LDLIBS := -lws2_32 -lmswsock
 WINDOWS_SKIPPED_TESTS := test_http_nginx
-WINDOWS_TEST_TIMEOUT ?= 600
+WINDOWS_TEST_TIMEOUT ?= 300
 WINDOWS_STRESS_OPS ?= 100000
 WINDOWS_LOAD_CONNECTIONS ?= 2000
 WINDOWS_WINEPREFIX := $(WINDOWS_BUILD)/wineprefix
