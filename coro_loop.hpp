@@ -129,6 +129,12 @@
 #endif
 
 // Sanitizers must see every frame allocation, so recycling is off under them.
+// So is it with mingw-w64: winpthread runs thread_local destructors from its
+// own TLS clean-up, after the recycler's storage is gone, and a thread that
+// ran a loop never finished exiting (seen under wine).
+#if !defined(CORO_LOOP_NO_FRAME_RECYCLING) && defined(__MINGW32__)
+#define CORO_LOOP_NO_FRAME_RECYCLING 1
+#endif
 #if !defined(CORO_LOOP_NO_FRAME_RECYCLING)
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define CORO_LOOP_NO_FRAME_RECYCLING 1
@@ -281,27 +287,46 @@ namespace detail {
 struct windows_error_pair {
   int windows;
   int posix;
+  const char* text;  // ours: Windows' own message table is not complete everywhere (wine)
 };
 inline constexpr windows_error_pair windows_errors[] = {
-    {WSAECONNREFUSED, ECONNREFUSED},     {ERROR_CONNECTION_REFUSED, ECONNREFUSED},
-    {WSAECONNRESET, ECONNRESET},         {ERROR_NETNAME_DELETED, ECONNRESET},
-    {WSAECONNABORTED, ECONNABORTED},     {ERROR_CONNECTION_ABORTED, ECONNABORTED},
-    {WSAETIMEDOUT, ETIMEDOUT},           {ERROR_SEM_TIMEOUT, ETIMEDOUT},
-    {WSAENETUNREACH, ENETUNREACH},       {ERROR_NETWORK_UNREACHABLE, ENETUNREACH},
-    {WSAEHOSTUNREACH, EHOSTUNREACH},     {ERROR_HOST_UNREACHABLE, EHOSTUNREACH},
-    {ERROR_PORT_UNREACHABLE, ECONNREFUSED},
-    {WSAEADDRINUSE, EADDRINUSE},         {WSAEADDRNOTAVAIL, EADDRNOTAVAIL},
-    {WSAEAFNOSUPPORT, EAFNOSUPPORT},     {WSAEMSGSIZE, EMSGSIZE},
-    {ERROR_MORE_DATA, EMSGSIZE},         {WSAENOTCONN, ENOTCONN},
-    {WSAENOTSOCK, ENOTSOCK},             {WSAENOBUFS, ENOBUFS},
-    {WSAEINVAL, EINVAL},                 {ERROR_INVALID_PARAMETER, EINVAL},
-    {WSAEACCES, EACCES},                 {WSAEOPNOTSUPP, EOPNOTSUPP},
-    {WSAEWOULDBLOCK, EWOULDBLOCK},       {WSAEINPROGRESS, EINPROGRESS},
-    {WSAEALREADY, EALREADY},             {WSAESHUTDOWN, EPIPE},
-    {ERROR_BROKEN_PIPE, EPIPE},          {WSAEBADF, EBADF},
-    {ERROR_INVALID_HANDLE, EBADF},       {WSAEINTR, ECANCELED},
-    {ERROR_OPERATION_ABORTED, ECANCELED}, {WSA_OPERATION_ABORTED, ECANCELED},
-    {ERROR_NOT_ENOUGH_MEMORY, ENOMEM},   {WSAEMFILE, EMFILE},
+    {WSAECONNREFUSED, ECONNREFUSED, "Connection refused"},
+    {ERROR_CONNECTION_REFUSED, ECONNREFUSED, "Connection refused"},
+    {ERROR_PORT_UNREACHABLE, ECONNREFUSED, "Connection refused"},
+    {WSAECONNRESET, ECONNRESET, "Connection reset by peer"},
+    {ERROR_NETNAME_DELETED, ECONNRESET, "Connection reset by peer"},
+    {WSAECONNABORTED, ECONNABORTED, "Connection aborted"},
+    {ERROR_CONNECTION_ABORTED, ECONNABORTED, "Connection aborted"},
+    {WSAETIMEDOUT, ETIMEDOUT, "Connection timed out"},
+    {ERROR_SEM_TIMEOUT, ETIMEDOUT, "Connection timed out"},
+    {WSAENETUNREACH, ENETUNREACH, "Network is unreachable"},
+    {ERROR_NETWORK_UNREACHABLE, ENETUNREACH, "Network is unreachable"},
+    {WSAEHOSTUNREACH, EHOSTUNREACH, "No route to host"},
+    {ERROR_HOST_UNREACHABLE, EHOSTUNREACH, "No route to host"},
+    {WSAEADDRINUSE, EADDRINUSE, "Address already in use"},
+    {WSAEADDRNOTAVAIL, EADDRNOTAVAIL, "Cannot assign requested address"},
+    {WSAEAFNOSUPPORT, EAFNOSUPPORT, "Address family not supported"},
+    {WSAEMSGSIZE, EMSGSIZE, "Message too long"},
+    {ERROR_MORE_DATA, EMSGSIZE, "Message too long"},
+    {WSAENOTCONN, ENOTCONN, "Socket is not connected"},
+    {WSAENOTSOCK, ENOTSOCK, "Not a socket"},
+    {WSAENOBUFS, ENOBUFS, "No buffer space available"},
+    {WSAEINVAL, EINVAL, "Invalid argument"},
+    {ERROR_INVALID_PARAMETER, EINVAL, "Invalid argument"},
+    {WSAEACCES, EACCES, "Permission denied"},
+    {WSAEOPNOTSUPP, EOPNOTSUPP, "Operation not supported"},
+    {WSAEWOULDBLOCK, EWOULDBLOCK, "Operation would block"},
+    {WSAEINPROGRESS, EINPROGRESS, "Operation in progress"},
+    {WSAEALREADY, EALREADY, "Operation already in progress"},
+    {WSAESHUTDOWN, EPIPE, "Broken pipe"},
+    {ERROR_BROKEN_PIPE, EPIPE, "Broken pipe"},
+    {WSAEBADF, EBADF, "Bad file descriptor"},
+    {ERROR_INVALID_HANDLE, EBADF, "Bad file descriptor"},
+    {WSAEINTR, ECANCELED, "Operation canceled"},
+    {ERROR_OPERATION_ABORTED, ECANCELED, "Operation canceled"},
+    {WSA_OPERATION_ABORTED, ECANCELED, "Operation canceled"},
+    {ERROR_NOT_ENOUGH_MEMORY, ENOMEM, "Cannot allocate memory"},
+    {WSAEMFILE, EMFILE, "Too many open files"},
 };
 inline int posix_error_from_windows(unsigned long code) noexcept {
   for (const windows_error_pair& pair : windows_errors) {
@@ -309,16 +334,16 @@ inline int posix_error_from_windows(unsigned long code) noexcept {
   }
   return -static_cast<int>(code);
 }
-// errno values whose text comes from Windows' own message for the code they
-// stand for (mingw's strerror knows none of the socket errors), and negated
-// Windows codes. Compares equal to std::errc like the generic category.
+// errno values, with the texts above (mingw's strerror knows none of the
+// socket errors), and negated Windows codes, with Windows' text and number.
+// Compares equal to std::errc like the generic category.
 class windows_socket_category_type final : public std::error_category {
  public:
   const char* name() const noexcept override { return "coro_loop"; }
   std::string message(int code) const override {
-    if (code < 0) return std::system_category().message(-code);
+    if (code < 0) return std::system_category().message(-code) + " (Windows error " + std::to_string(-code) + ")";
     for (const windows_error_pair& pair : windows_errors) {
-      if (pair.posix == code) return std::system_category().message(pair.windows);
+      if (pair.posix == code) return pair.text;
     }
     return std::generic_category().message(code);
   }
@@ -1872,7 +1897,10 @@ class backend {
     }
     if (status == 0) return 0;
     const int error = ::WSAGetLastError();
-    return error == WSA_IO_PENDING ? 0 : posix_error_from_windows(static_cast<unsigned long>(error));
+    // A datagram larger than the buffer completes with a warning status, and
+    // warnings are queued to the port like successes: its packet will come.
+    if (error == WSA_IO_PENDING || (error == WSAEMSGSIZE && op.kind == io_kind::recv_from)) return 0;
+    return posix_error_from_windows(static_cast<unsigned long>(error));
   }
 
   // AcceptEx takes a socket made beforehand, of the listener's family.
@@ -5944,7 +5972,8 @@ class recv_from_awaiter : public socket_awaiter {
 }  // namespace detail
 
 inline detail::accept_awaiter socket::accept() {
-  return detail::accept_awaiter(handle_, "listener " + local_address().to_string());
+  // A server labels its listeners: no getsockname per connection then.
+  return detail::accept_awaiter(handle_, "listener " + (label_.empty() ? local_address().to_string() : label_));
 }
 inline detail::recv_from_awaiter socket::recv_from(std::span<char> buffer) {
   return detail::recv_from_awaiter(handle_, buffer, label());
@@ -6585,6 +6614,10 @@ task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t 
       auto accepting = server->listeners[index].accept();
       accepted = co_await accepting;
     } catch (const std::system_error& error) {
+      // A connection reset before it was accepted is skipped, as asyncio does
+      // (Windows' AcceptEx reports those; Linux's accept drops them).
+      const int code = error.code().value();
+      if (error.code().category() == os_error_category() && (code == ECONNABORTED || code == ECONNRESET)) continue;
       // Out of descriptors or memory: report and pause, as asyncio does,
       // instead of spinning on a listener that stays readable.
       std::fprintf(stderr, "coro_loop: accept failed: %s\n", error.what());
