@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 namespace cl = coro_loop;
@@ -365,6 +366,48 @@ TEST_CASE("backend: cancelling a parked read throws cancelled_error in the reade
     std::string next = co_await read_exactly(pipe.first, 1);
     CHECK(next == "z");
     release(pipe.first);
+    CHECK(loop.registered_handle_count() == 0);
+  };
+  cl::run(body());
+}
+
+// The data arrives while the loop is held up (a blocking sleep on the loop
+// thread), then the reader is cancelled. epoll/kqueue: the read had not run,
+// so it ends cancelled and the data is still in the socket. IOCP: Windows
+// finished the read before the cancel reached it, so the read returns the data
+// and the cancel comes at the reader's next suspension. Either way, no byte is lost.
+TEST_CASE("backend: a read the OS finished before the cancel keeps its data; otherwise the data stays unread",
+          "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    fd_pair pipe = fd_pair::socketpair();
+    std::vector<std::string> log;
+    auto reader = cl::create_task([&]() -> cl::task<void> {
+      std::array<std::byte, 16> buffer{};
+      const std::size_t got = co_await cl::read_some(pipe.first, buffer);
+      log.push_back("read " + text_of(std::span(buffer).first(got)));
+      co_await cl::sleep(0ms);  // the next suspension point: the cancel arrives here
+      log.push_back("after the next suspension");
+    });
+    co_await cl::sleep(20ms);
+    REQUIRE(loop.parked_operation_count() == 1);
+    REQUIRE(write_raw(pipe.second, "data") == 4);
+    std::this_thread::sleep_for(200ms);  // generous: the OS completes the read meanwhile (IOCP)
+    reader.cancel();
+    const bool cancelled = co_await ends_cancelled(reader);  // named: GCC 12 evaluates a co_await in CHECK twice
+    CHECK(cancelled);
+    CHECK(reader.cancelled());
+#if defined(CORO_LOOP_BACKEND_IOCP)
+    CHECK(log == std::vector<std::string>{"read data"});
+#else
+    CHECK(log.empty());
+    const std::string unread = co_await read_exactly(pipe.first, 4);
+    CHECK(unread == "data");
+#endif
+    const std::size_t parked = co_await net_test::parked_once_settled();
+    CHECK(parked == 0);
+    release(pipe.first);
+    release(pipe.second);
     CHECK(loop.registered_handle_count() == 0);
   };
   cl::run(body());
