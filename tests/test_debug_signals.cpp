@@ -680,11 +680,48 @@ TEST_CASE("signals: a signal handled by one loop cannot be taken by another", "[
   CHECK(current_handler(SIGUSR1) == SIG_DFL);
 }
 
-// --- SIGINT and run() ---
+#endif  // CORO_LOOP_POSIX
 
-TEST_CASE("signals: SIGINT inside run() cancels the main task: cleanup runs, run() throws keyboard_interrupt",
+// --- Ctrl+C and run(): SIGINT on POSIX, a console control event on Windows ---
+
+namespace {
+
+#if defined(CORO_LOOP_POSIX)
+const char* const interrupt_name = "SIGINT";
+// SIGINT at its default disposition for the test (so run() claims it), restored after.
+struct interrupt_setup {
+  disposition_guard default_sigint{SIGINT, SIG_DFL};
+  bool ready() const { return true; }
+};
+// run() must have claimed SIGINT, or raising it would end the test binary.
+void send_interrupt() {
+  REQUIRE(current_handler(SIGINT) != SIG_DFL);
+  ::raise(SIGINT);
+}
+#else
+const char* const interrupt_name = "Ctrl+C";
+// Ctrl+C to this process alone. A console of its own first: wine starts the
+// tests without one (GenerateConsoleCtrlEvent fails), and on Windows the
+// runner's console would pass the event to every process attached to it.
+struct interrupt_setup {
+  bool ready() const {
+    static const bool console = [] {
+      ::FreeConsole();
+      return ::AllocConsole() != 0;
+    }();
+    return console;
+  }
+};
+// The console delivers the event on a thread of its own, soon after.
+void send_interrupt() { ::GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0); }
+#endif
+
+}  // namespace
+
+TEST_CASE("signals: Ctrl+C (SIGINT) inside run() cancels the main task: cleanup runs, run() throws keyboard_interrupt",
           "[signals]") {
-  disposition_guard default_sigint(SIGINT, SIG_DFL);
+  const interrupt_setup setup;
+  REQUIRE(setup.ready());
   bool cleanup_ran = false;
   bool after_sleep = false;
   bool leftover_cleaned = false;
@@ -697,12 +734,10 @@ TEST_CASE("signals: SIGINT inside run() cancels the main task: cleanup runs, run
     }
   };
   auto main_task = [&]() -> cl::task<int> {
-    // run() must have claimed SIGINT, or raising it would end the test binary.
-    REQUIRE(current_handler(SIGINT) != SIG_DFL);
     auto other = cl::create_task(leftover());
     co_await cl::sleep(0ms);
     try {
-      ::raise(SIGINT);
+      send_interrupt();
       co_await cl::sleep(30s);
       after_sleep = true;
     } catch (const cl::cancelled_error&) {
@@ -717,24 +752,26 @@ TEST_CASE("signals: SIGINT inside run() cancels the main task: cleanup runs, run
     cl::run(main_task());
   } catch (const cl::keyboard_interrupt& error) {
     interrupted = true;
-    CHECK_THAT(error.what(), ContainsSubstring("SIGINT"));
+    CHECK_THAT(error.what(), ContainsSubstring(interrupt_name));
   }
   CHECK(interrupted);
   CHECK(cleanup_ran);
   CHECK_FALSE(after_sleep);
   CHECK(leftover_cleaned);  // the other tasks are cancelled too, as asyncio.run does
   CHECK(cl::clock::now() - start < 20s);
+#if defined(CORO_LOOP_POSIX)
   CHECK(current_handler(SIGINT) == SIG_DFL);  // given back
+#endif
 }
 
-TEST_CASE("signals: the main task's cleanup after SIGINT may await before it rethrows", "[signals]") {
-  disposition_guard default_sigint(SIGINT, SIG_DFL);
+TEST_CASE("signals: the main task's cleanup after Ctrl+C (SIGINT) may await before it rethrows", "[signals]") {
+  const interrupt_setup setup;
+  REQUIRE(setup.ready());
   bool cleanup_done = false;
   auto main_task = [&cleanup_done]() -> cl::task<void> {
-    REQUIRE(current_handler(SIGINT) != SIG_DFL);
     bool cancelled = false;
     try {
-      ::raise(SIGINT);
+      send_interrupt();
       co_await cl::sleep(30s);
     } catch (const cl::cancelled_error&) {
       cancelled = true;
@@ -749,13 +786,14 @@ TEST_CASE("signals: the main task's cleanup after SIGINT may await before it ret
   CHECK(cleanup_done);
 }
 
-TEST_CASE("signals: a main task that swallows the SIGINT cancellation returns normally from run()", "[signals]") {
-  disposition_guard default_sigint(SIGINT, SIG_DFL);
+TEST_CASE("signals: a main task that swallows the Ctrl+C (SIGINT) cancellation returns normally from run()",
+          "[signals]") {
+  const interrupt_setup setup;
+  REQUIRE(setup.ready());
   auto main_task = []() -> cl::task<int> {
-    REQUIRE(current_handler(SIGINT) != SIG_DFL);
     bool swallowed = false;
     try {
-      ::raise(SIGINT);
+      send_interrupt();
       co_await cl::sleep(30s);
     } catch (const cl::cancelled_error&) {
       swallowed = true;
@@ -764,6 +802,7 @@ TEST_CASE("signals: a main task that swallows the SIGINT cancellation returns no
     co_return swallowed ? 7 : 0;
   };
   CHECK(cl::run(main_task()) == 7);
+#if defined(CORO_LOOP_POSIX)
   CHECK(current_handler(SIGINT) == SIG_DFL);
   // And run() claims SIGINT again next time.
   auto again = []() -> cl::task<bool> {
@@ -771,7 +810,17 @@ TEST_CASE("signals: a main task that swallows the SIGINT cancellation returns no
     co_return current_handler(SIGINT) != SIG_DFL;
   };
   CHECK(cl::run(again()));
+#else
+  // And the next run() takes Ctrl+C again (unclaimed, it would end this process).
+  auto again = []() -> cl::task<void> {
+    send_interrupt();
+    co_await cl::sleep(30s);
+  };
+  CHECK_THROWS_AS(cl::run(again()), cl::keyboard_interrupt);
+#endif
 }
+
+#if defined(CORO_LOOP_POSIX)
 
 TEST_CASE("signals: run() leaves SIGINT alone when the program handles it", "[signals]") {
   disposition_guard own(SIGINT, &own_handler);
@@ -800,109 +849,4 @@ TEST_CASE("signals: run() on a thread other than the main one does not claim SIG
   other.join();
   CHECK_FALSE(claimed.load());
 }
-#else   // Windows: Ctrl+C through the console
-
-namespace {
-
-// Ctrl+C to this process alone. A console of its own first: wine starts the
-// tests without one (GenerateConsoleCtrlEvent fails), and on Windows the
-// runner's console would pass the event to every process attached to it.
-bool own_console() {
-  static const bool ready = [] {
-    ::FreeConsole();
-    return ::AllocConsole() != 0;
-  }();
-  return ready;
-}
-
-// The console delivers the event on a thread of its own, soon after.
-void press_ctrl_c() { ::GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0); }
-
-}  // namespace
-
-TEST_CASE("signals: Ctrl+C inside run() cancels the main task: cleanup runs, run() throws keyboard_interrupt",
-          "[signals]") {
-  REQUIRE(own_console());
-  bool cleanup_ran = false;
-  bool after_sleep = false;
-  bool leftover_cleaned = false;
-  auto leftover = [&leftover_cleaned]() -> cl::task<void> {
-    try {
-      co_await cl::sleep(30s);
-    } catch (const cl::cancelled_error&) {
-      leftover_cleaned = true;
-      throw;
-    }
-  };
-  auto main_task = [&]() -> cl::task<int> {
-    auto other = cl::create_task(leftover());
-    co_await cl::sleep(0ms);
-    try {
-      press_ctrl_c();
-      co_await cl::sleep(30s);
-      after_sleep = true;
-    } catch (const cl::cancelled_error&) {
-      cleanup_ran = true;
-      throw;
-    }
-    co_return 1;
-  };
-  const auto start = cl::clock::now();
-  bool interrupted = false;
-  try {
-    cl::run(main_task());
-  } catch (const cl::keyboard_interrupt& error) {
-    interrupted = true;
-    CHECK_THAT(error.what(), ContainsSubstring("Ctrl+C"));
-  }
-  CHECK(interrupted);
-  CHECK(cleanup_ran);
-  CHECK_FALSE(after_sleep);
-  CHECK(leftover_cleaned);  // the other tasks are cancelled too, as asyncio.run does
-  CHECK(cl::clock::now() - start < 20s);
-}
-
-TEST_CASE("signals: the main task's cleanup after Ctrl+C may await before it rethrows", "[signals]") {
-  REQUIRE(own_console());
-  bool cleanup_done = false;
-  auto main_task = [&cleanup_done]() -> cl::task<void> {
-    bool cancelled = false;
-    try {
-      press_ctrl_c();
-      co_await cl::sleep(30s);
-    } catch (const cl::cancelled_error&) {
-      cancelled = true;
-    }
-    if (cancelled) {
-      co_await cl::sleep(2ms);  // asynchronous cleanup
-      cleanup_done = true;
-      throw cl::cancelled_error{};
-    }
-  };
-  CHECK_THROWS_AS(cl::run(main_task()), cl::keyboard_interrupt);
-  CHECK(cleanup_done);
-}
-
-TEST_CASE("signals: a main task that swallows the Ctrl+C cancellation returns normally from run()", "[signals]") {
-  REQUIRE(own_console());
-  auto main_task = []() -> cl::task<int> {
-    bool swallowed = false;
-    try {
-      press_ctrl_c();
-      co_await cl::sleep(30s);
-    } catch (const cl::cancelled_error&) {
-      swallowed = true;
-    }
-    co_await cl::sleep(1ms);  // later waits are not cancelled
-    co_return swallowed ? 7 : 0;
-  };
-  CHECK(cl::run(main_task()) == 7);
-  // And the next run() takes Ctrl+C again (unclaimed, it would end this process).
-  auto again = []() -> cl::task<void> {
-    press_ctrl_c();
-    co_await cl::sleep(30s);
-  };
-  CHECK_THROWS_AS(cl::run(again()), cl::keyboard_interrupt);
-}
-
 #endif  // CORO_LOOP_POSIX
