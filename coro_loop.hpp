@@ -236,6 +236,19 @@ using clock = std::chrono::steady_clock;
 using time_point = clock::time_point;
 using duration = clock::duration;
 
+namespace detail {
+// now + delay, saturated: every deadline of the library is made here, because
+// now + delay itself overflows (undefined behaviour) for a delay near
+// duration::max(). Past the clock's range a deadline is time_point::max(),
+// which never comes ("max means forever"), or time_point::min().
+inline time_point deadline_after(duration delay) noexcept {
+  const duration now = clock::now().time_since_epoch();
+  if (delay > duration::zero() && now > duration::max() - delay) return time_point::max();
+  if (delay < duration::zero() && now < duration::min() - delay) return time_point::min();
+  return time_point(now + delay);
+}
+}  // namespace detail
+
 #if defined(CORO_LOOP_WINDOWS)
 /// What the backend works on: a SOCKET (Winsock) on Windows, a file descriptor on POSIX.
 using native_handle = std::uintptr_t;
@@ -1095,7 +1108,7 @@ callback_handle event_loop::call_at(time_point deadline, Callback&& callback) {
 
 template <class Callback>
 callback_handle event_loop::call_later(duration delay, Callback&& callback) {
-  return call_at(clock::now() + delay, std::forward<Callback>(callback));
+  return call_at(detail::deadline_after(delay), std::forward<Callback>(callback));
 }
 
 template <class Callback>
@@ -2066,8 +2079,12 @@ inline bool detail::loop_inbox::post(ready_node& node) noexcept {
 inline int event_loop::backend_timeout_ms() const noexcept {
   if (!ready_.empty() || stopping_ || inbox_->has_pending()) return 0;
   if (timers_.empty()) return -1;
-  auto wait = timers_.top()->deadline - clock::now();
-  if (wait <= duration::zero()) return 0;
+  // Compared before subtracting: a deadline of time_point::min() (a delay
+  // saturated downwards) minus now would overflow.
+  const time_point now = clock::now();
+  const time_point next = timers_.top()->deadline;
+  if (next <= now) return 0;
+  const duration wait = next - now;
   // Round up: waking a little late is fine, waking early spins.
   auto milliseconds = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
   return milliseconds > 86'400'000 ? 86'400'000 : static_cast<int>(milliseconds);
@@ -3023,7 +3040,7 @@ class sleep_awaiter : private cancellable_wait, private timer_node {
 /// for exactly one loop iteration. Cancellable: the timer leaves the heap at once.
 inline detail::sleep_awaiter sleep(duration delay) {
   if (delay <= duration::zero()) return detail::sleep_awaiter(time_point{}, true);
-  return detail::sleep_awaiter(clock::now() + delay, false);
+  return detail::sleep_awaiter(detail::deadline_after(delay), false);
 }
 /// Suspends the calling task until `deadline` on the loop's clock.
 inline detail::sleep_awaiter sleep_until(time_point deadline) { return detail::sleep_awaiter(deadline, false); }
@@ -3575,7 +3592,7 @@ task<wait_result<Handle>> wait(std::vector<Handle> tasks, return_when when = ret
   promises.reserve(tasks.size());
   for (const Handle& handle : tasks) promises.push_back(detail::task_ref_access::promise(handle));
   std::optional<time_point> deadline;
-  if (timeout) deadline = clock::now() + *timeout;
+  if (timeout) deadline = detail::deadline_after(*timeout);
   detail::condition_wait waiting(promises, when, deadline);
   co_await waiting;
   wait_result<Handle> result;
@@ -3609,7 +3626,7 @@ class as_completed : private detail::timer_node {
       promise->add_waiter(nodes_[i]);
     }
     if (timeout) {
-      deadline = clock::now() + *timeout;
+      deadline = detail::deadline_after(*timeout);
       fire = &on_deadline;
       loop_->add_timer(*this);
     }
@@ -3728,7 +3745,7 @@ class as_completed : private detail::timer_node {
 class timeout_scope : private detail::timer_node {
  public:
   /// A deadline `delay` from now.
-  explicit timeout_scope(duration delay) : when_(clock::now() + delay) {}
+  explicit timeout_scope(duration delay) : when_(detail::deadline_after(delay)) {}
   /// A deadline on the loop's clock; std::nullopt for none (until rescheduled).
   explicit timeout_scope(std::optional<time_point> when) : when_(when) {}
   /// Not copyable: its timer sits in the loop's heap. Destroying it disarms the deadline.
@@ -3755,7 +3772,7 @@ class timeout_scope : private detail::timer_node {
     }
   }
   /// Moves the deadline to `delay` from now; throws as the overload above.
-  void reschedule(duration delay) { reschedule(std::optional<time_point>(clock::now() + delay)); }
+  void reschedule(duration delay) { reschedule(std::optional<time_point>(detail::deadline_after(delay))); }
   /// True when the deadline passed while the work ran.
   bool expired() const noexcept { return state_ == state::expiring || state_ == state::expired; }
 
@@ -3814,6 +3831,13 @@ class timeout_scope : private detail::timer_node {
   }
   void arm() {
     if (!when_) return;
+    // A deadline already passed expires before the work's next step: the
+    // notice is queued now, ahead of whatever wakes the task later (asyncio
+    // call_soon()s the expiry then), so timeout(0ms, sleep(0ms)) expires.
+    if (*when_ <= clock::now()) {
+      queue_expiry_notice();
+      return;
+    }
     deadline = *when_;
     fire = &on_deadline;
     loop_->add_timer(*this);
@@ -3828,13 +3852,15 @@ class timeout_scope : private detail::timer_node {
     timeout_scope* scope;
   };
   static void on_deadline(detail::timer_node* timer) noexcept {
-    auto* self = static_cast<timeout_scope*>(timer);
+    static_cast<timeout_scope*>(timer)->queue_expiry_notice();
+  }
+  void queue_expiry_notice() noexcept {
     auto* notice = new (std::nothrow) expiry_notice();
     if (notice == nullptr) {
-      self->expire();
+      expire();
       return;
     }
-    notice->scope = self;
+    notice->scope = this;
     notice->run = [](detail::ready_node* node) noexcept {
       auto* arrived = static_cast<expiry_notice*>(node);
       if (arrived->scope != nullptr && detail::running_loop_slot() != nullptr) {
@@ -3845,8 +3871,8 @@ class timeout_scope : private detail::timer_node {
       }
       delete arrived;
     };
-    self->notice_ = notice;
-    self->loop_->schedule(*notice);
+    notice_ = notice;
+    loop_->schedule(*notice);
   }
   void expire() noexcept {
     state_ = state::expiring;
@@ -8049,7 +8075,7 @@ task<await_result_t<Awaitable>> within(Awaitable work, std::optional<time_point>
 }
 
 inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
-  return limit ? std::optional<time_point>(clock::now() + *limit) : std::nullopt;
+  return limit ? std::optional<time_point>(coro_loop::detail::deadline_after(*limit)) : std::nullopt;
 }
 
 // Whether a pooled connection can carry a request: nothing unread, and the
@@ -8436,7 +8462,7 @@ inline void event_loop::finish_pending_tasks(duration limit) {
   if (limit == duration::max()) {
     run_while([this] { return !pending_tasks_.empty(); });
   } else {
-    const time_point deadline = clock::now() + limit;
+    const time_point deadline = detail::deadline_after(limit);
     callback_handle wake_at_deadline = call_at(deadline, [] {});
     run_while([&] { return !pending_tasks_.empty() && clock::now() < deadline; });
     wake_at_deadline.cancel();

@@ -708,3 +708,116 @@ TEST_CASE("timeout: a timeout around a gather cancels every child, awaits their 
   CHECK(scoped_result == ending::timeout);
   CHECK(cleanup_done_when_raised);
 }
+
+// --- deadlines that saturate, deadlines already passed ---
+
+TEST_CASE("timeout: duration::max() means forever: the work runs on, other tasks are not starved", "[timeout]") {
+  // now + duration::max() would overflow (signed overflow: undefined, and in
+  // practice a deadline in the past or a loop frozen in one long poll).
+  auto body = []() -> cl::task<void> {
+    constexpr cl::duration forever_delay = cl::duration::max();
+    int ticks = 0;
+    auto ticker = [&]() -> cl::task<void> {
+      for (int i = 0; i < 5; ++i) {
+        co_await cl::sleep(2ms);
+        ++ticks;
+      }
+    };
+    auto sleeper = cl::create_task(cl::sleep(forever_delay));
+    auto under_timeout = cl::create_task(cl::timeout(forever_delay, value_after(5ms, 7)));
+    auto under_wait_for = cl::create_task(cl::wait_for(value_after(5ms, 8), forever_delay));
+    bool called_later = false;
+    cl::callback_handle later = cl::get_running_loop().call_later(forever_delay, [&] { called_later = true; });
+    cl::timeout_scope scope(forever_delay);
+    const cl::time_point start = cl::clock::now();
+    co_await cl::create_task(ticker);
+    CHECK(ticks == 5);
+    CHECK(cl::clock::now() - start < 10s);
+    CHECK(co_await under_timeout == 7);
+    CHECK(co_await under_wait_for == 8);
+    CHECK_FALSE(sleeper.done());
+    CHECK_FALSE(called_later);
+    REQUIRE(scope.when().has_value());
+    CHECK(*scope.when() == cl::time_point::max());
+    scope.reschedule(forever_delay);
+    CHECK(*scope.when() == cl::time_point::max());
+    sleeper.cancel();
+    later.cancel();
+    ending e = co_await ending_of(sleeper);
+    CHECK(name_of(e) == std::string("cancelled_error"));
+  };
+  cl::run(body());
+}
+
+TEST_CASE("timeout: a sleep of duration::max() does not hold the loop past the next real deadline", "[timeout]") {
+  auto body = []() -> cl::task<void> {
+    auto sleeper = cl::create_task(cl::sleep(cl::duration::max()));
+    co_await cl::sleep(0ms);  // the long sleep's timer is armed, and is the only one
+    const cl::time_point start = cl::clock::now();
+    co_await cl::sleep(20ms);
+    CHECK(cl::clock::now() - start < 10s);
+    const cl::time_point later = cl::clock::now();
+    bool called = false;
+    cl::get_running_loop().call_later(5ms, [&] { called = true; });
+    co_await until([&] { return called; });
+    CHECK(cl::clock::now() - later < 10s);
+    sleeper.cancel();
+    co_await finished(sleeper);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("timeout: a negative delay as large as it gets is a deadline in the past, not an overflow", "[timeout]") {
+  auto body = []() -> cl::task<void> {
+    ending e = co_await ending_of(cl::timeout(cl::duration::min(), value_after(10ms, 1)));
+    CHECK(name_of(e) == std::string("timeout_error"));
+    co_await cl::sleep(cl::duration::min());  // a yield, as any sleep(d <= 0)
+  };
+  cl::run(body());
+}
+
+TEST_CASE("timeout: a deadline already passed fires before the work's next step (asyncio)", "[timeout]") {
+  SECTION("timeout(0ms, sleep(0ms))") {
+    auto body = []() -> cl::task<ending> { co_return co_await ending_of(cl::timeout(0ms, cl::sleep(0ms))); };
+    CHECK(name_of(cl::run(body())) == std::string("timeout_error"));
+  }
+  SECTION("timeout_at(time() - 1s, sleep(0ms))") {
+    auto body = []() -> cl::task<ending> {
+      co_return co_await ending_of(cl::timeout_at(cl::get_running_loop().time() - 1s, cl::sleep(0ms)));
+    };
+    CHECK(name_of(cl::run(body())) == std::string("timeout_error"));
+  }
+  SECTION("wait_for(sleep(0ms), 0ms)") {
+    auto body = []() -> cl::task<ending> { co_return co_await ending_of(cl::wait_for(cl::sleep(0ms), 0ms)); };
+    CHECK(name_of(cl::run(body())) == std::string("timeout_error"));
+  }
+  SECTION("wait_for on a task_handle that is not done") {
+    auto body = []() -> cl::task<ending> {
+      auto handle = cl::create_task(value_after(1ms, 3));
+      ending e = co_await ending_of(cl::wait_for(handle, 0ms));
+      CHECK(handle.cancelled());
+      co_return e;
+    };
+    CHECK(name_of(cl::run(body())) == std::string("timeout_error"));
+  }
+  SECTION("work that completes without suspending still returns its value") {
+    auto body = []() -> cl::task<int> {
+      auto ready = []() -> cl::task<int> { co_return 5; };
+      int value = co_await cl::timeout(0ms, ready());
+      CHECK(timers_now() == 0);
+      co_return value;
+    };
+    CHECK(cl::run(body()) == 5);
+  }
+  SECTION("a reschedule to the past fires before the work's next step") {
+    auto body = []() -> cl::task<ending> {
+      cl::timeout_scope scope(forever);
+      auto work = [&]() -> cl::task<void> {
+        scope.reschedule(cl::get_running_loop().time() - 1ms);
+        co_await cl::sleep(0ms);
+      };
+      co_return co_await ending_of(scope.run(work()));
+    };
+    CHECK(name_of(cl::run(body())) == std::string("timeout_error"));
+  }
+}
