@@ -67,10 +67,14 @@
 // Differences from asyncio that matter (README.md has the whole table):
 //   - cancelled_error does not derive from std::exception, so catch (std::exception&)
 //     never swallows a cancellation (as Python's CancelledError is a BaseException).
-//   - A cancel that arrives while a task is not suspended in a cancellable wait is
-//     delivered at its next cancellable suspension point; a wait that already
-//     completed is never undone (no item, byte or permit is lost). A task that
-//     returns before such a point keeps its value (asyncio would cancel it).
+//   - A cancel that reaches a task after its wait was granted, before it resumed,
+//     wins as in asyncio: the wait throws cancelled_error and gives back what it
+//     was granted (a queue item to the front of the queue or the next getter,
+//     the lock or a permit to the next waiter). Where giving back would lose a
+//     result (bytes the OS already read, a gather's values, a put whose item the
+//     queue took) the wait returns it and the cancel is delivered at the next
+//     suspension point. A task that returns before such a point keeps its value
+//     (asyncio would cancel it).
 //   - task_handle objects must not outlive their event loop; run() guarantees every
 //     task is finished before it closes the loop.
 //   - Tasks are kept alive by the loop until they finish (asyncio keeps only a weak
@@ -2246,6 +2250,18 @@ class task_promise_base : public ready_node, public list_hook {
   // An interrupted wait completed anyway: the cancel it took is delivered at
   // the next cancellable suspension point instead.
   void deliver_cancel_later() noexcept { must_cancel_ = true; }
+  // For await_resume after a wait that was granted (a timer fired, an item,
+  // the lock or a permit handed over, a task finished): true when a cancel
+  // reached the task after the grant, before it resumed. That cancel wins, as
+  // in asyncio, and is consumed here: the awaiter gives back what it was
+  // granted and throws cancelled_error. Waits whose grant cannot go back
+  // without losing a result (bytes the OS read, a gather's values) do not ask:
+  // the result is returned and the cancel meets the next suspension point.
+  bool take_cancel_after_grant() noexcept {
+    if (!must_cancel_) return false;
+    must_cancel_ = false;
+    return true;
+  }
 
   // Called by a leaf awaiter in await_suspend. Returns false (do not suspend,
   // throw cancelled_error from await_resume) when a cancel is waiting to be
@@ -2745,7 +2761,10 @@ class task_handle : public task_ref {
       return true;
     }
     T await_resume() {
-      if (cancelled_before_wait_) throw cancelled_error{};
+      // A cancel after the target finished wins; its value stays in it.
+      if (cancelled_before_wait_ || (waiting_task_ != nullptr && waiting_task_->take_cancel_after_grant())) {
+        throw cancelled_error{};
+      }
       target_->mark_retrieved();
       if (target_->cancelled()) throw cancelled_error{};
       auto& promise = static_cast<detail::task_promise<T>&>(*target_);
@@ -3009,7 +3028,7 @@ class sleep_awaiter : private cancellable_wait, private timer_node {
     return true;
   }
   void await_resume() const {
-    if (cancelled_) throw cancelled_error{};
+    if (cancelled_ || (task_ != nullptr && task_->take_cancel_after_grant())) throw cancelled_error{};
   }
 
  private:
@@ -3271,7 +3290,11 @@ class children_watch : private cancellable_wait {
       if (cancel_siblings_) cancel_children();
     }
   }
+  // Once per watch: a second request would reach a child already cleaning
+  // up after the first (its cleanup's next wait would throw).
   void cancel_children() noexcept {
+    if (children_cancelled_) return;
+    children_cancelled_ = true;
     for (task_promise_base* child : children_) child->cancel();
   }
   static void on_child_done(completion_waiter* waiter) noexcept {
@@ -3296,6 +3319,7 @@ class children_watch : private cancellable_wait {
   std::size_t first_failure_ = none;
   bool cancel_siblings_;
   bool outer_cancelled_ = false;
+  bool children_cancelled_ = false;
 };
 
 template <class... Children>
@@ -3525,7 +3549,7 @@ class condition_wait : private cancellable_wait, private timer_node {
     return true;
   }
   void await_resume() const {
-    if (cancelled_) throw cancelled_error{};
+    if (cancelled_ || (task_ != nullptr && task_->take_cancel_after_grant())) throw cancelled_error{};
   }
 
  private:
@@ -3667,7 +3691,8 @@ class as_completed : private detail::timer_node {
       return true;
     }
     Handle await_resume() {
-      if (cancelled_) throw cancelled_error{};
+      // A cancel after a task finished wins; that task is handed out next time.
+      if (cancelled_ || (task_ != nullptr && task_->take_cancel_after_grant())) throw cancelled_error{};
       ++owner_->handed_out_;
       if (owner_->next_finished_ < owner_->finished_.size()) {
         return owner_->tasks_[owner_->finished_[owner_->next_finished_++]];
@@ -4204,8 +4229,9 @@ auto async_with(Opening opening, Body body)
 // 7. Synchronisation: event, lock, semaphore, condition, barrier, queues  >>sync
 //    Uses 3 and 5, and 6 for nothing but names. Every wait is FIFO-fair and
 //    cancellable; what a waker gives (an item, the lock, a permit) is handed
-//    straight to the first waiter, so nothing can be stolen or lost between
-//    the wake-up and the waiter's next step, and waiting allocates nothing.
+//    straight to the first waiter, so no newcomer can take it between the
+//    wake-up and the waiter's next step; a waiter cancelled in between gives
+//    it back to the next one. Waiting allocates nothing.
 // ============================================================================
 
 /// Thrown by queue operations after shutdown() (asyncio.QueueShutDown, 3.13).
@@ -4234,6 +4260,8 @@ namespace detail {
 // A task parked in a primitive's FIFO; lives in the awaiting frame. Whoever
 // grants the wait unlinks it and calls grant(); a cancel unlinks it and
 // resumes the task with cancelled_error; a frame destroyed mid-wait unlinks it.
+// A cancel that reaches the task after the grant, before it resumed, wins:
+// await_resume gives the grant back (throw_if_cancelled's `give_back`).
 class parked_waiter : public list_hook, private cancellable_wait {
  public:
   parked_waiter() noexcept = default;
@@ -4257,10 +4285,12 @@ class parked_waiter : public list_hook, private cancellable_wait {
     waiters.push_back(*this);
     return true;
   }
-  // Same, but a cancel cannot interrupt it (condition's re-acquire).
+  // Same, but a cancel cannot interrupt it (condition's re-acquire): it is
+  // delivered at the next suspension point, and the grant always stands.
   void park_uninterruptibly(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
     task_ = &current_task_for(operation);
     loop_ = &get_running_loop();
+    interruptible_ = false;
     task_->suspend_uninterruptibly(caller);
     waiters.push_back(*this);
   }
@@ -4268,7 +4298,23 @@ class parked_waiter : public list_hook, private cancellable_wait {
     intrusive_list::unlink(*this);
     task_->wake(*loop_);
   }
+  // await_resume's first step: cancelled_error when a cancel interrupted the
+  // wait, or reached the task between the grant and now; then `give_back()`
+  // first returns what was granted (the lock, a permit, an item).
+  template <class GiveBack>
+  void throw_if_cancelled(GiveBack give_back) const {
+    if (cancelled_) throw cancelled_error{};
+    if (task_ != nullptr && interruptible_ && task_->take_cancel_after_grant()) {
+      give_back();
+      throw cancelled_error{};
+    }
+  }
   void throw_if_cancelled() const {
+    throw_if_cancelled([] {});
+  }
+  // Only an interrupted wait throws: for a grant that cannot go back (a put
+  // whose item the queue took), the cancel meets the next suspension point.
+  void throw_if_interrupted() const {
     if (cancelled_) throw cancelled_error{};
   }
   bool cancelled() const noexcept { return cancelled_; }
@@ -4286,6 +4332,7 @@ class parked_waiter : public list_hook, private cancellable_wait {
   task_promise_base* task_ = nullptr;
   event_loop* loop_ = nullptr;
   bool cancelled_ = false;
+  bool interruptible_ = true;
 };
 
 inline void grant_all(intrusive_list& waiters) noexcept {
@@ -4402,7 +4449,9 @@ class lock {
       park_uninterruptibly(lock_->waiters_, caller, "lock::acquire");
       return true;
     }
-    void await_resume() const { throw_if_cancelled(); }
+    void await_resume() const {
+      throw_if_cancelled([this] { lock_->release(); });  // handed over, not taken: to the next waiter
+    }
 
    private:
     lock* lock_;
@@ -4458,7 +4507,9 @@ class semaphore {
       return true;
     }
     bool await_suspend(std::coroutine_handle<> caller) { return park(semaphore_->waiters_, caller, "semaphore::acquire"); }
-    void await_resume() const { throw_if_cancelled(); }
+    void await_resume() const {
+      throw_if_cancelled([this] { semaphore_->release(); });  // the permit was ours: pass it on
+    }
 
    private:
     semaphore* semaphore_;
@@ -4547,10 +4598,7 @@ class condition {
   /// Wakes up to `count` waiters (FIFO). The lock must be held.
   void notify(std::size_t count = 1) {
     if (!lock_->locked()) throw invalid_state_error("condition::notify: the lock is not held");
-    while (count-- > 0) {
-      detail::list_hook* first = waiters_.front();
-      if (first == nullptr) break;
-      detail::parked_waiter::from(*first).grant();
+    while (count-- > 0 && wake_first()) {
     }
   }
   /// Wakes every waiter. The lock must be held.
@@ -4562,11 +4610,21 @@ class condition {
     explicit notify_awaiter(condition& owner) noexcept : condition_(&owner) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> caller) { return park(condition_->waiters_, caller, "condition::wait"); }
-    void await_resume() const { throw_if_cancelled(); }
+    void await_resume() const {
+      // Notified, then cancelled before it resumed: the notification is not
+      // lost, the next waiter gets it (asyncio 3.13).
+      throw_if_cancelled([this] { condition_->wake_first(); });
+    }
 
    private:
     condition* condition_;
   };
+  bool wake_first() noexcept {
+    detail::list_hook* first = waiters_.front();
+    if (first == nullptr) return false;
+    detail::parked_waiter::from(*first).grant();
+    return true;
+  }
   class lock own_lock_;
   class lock* lock_;
   detail::intrusive_list waiters_;
@@ -4845,7 +4903,9 @@ class basic_queue {
     }
     bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->putters_, caller, "queue::put"); }
     void await_resume() const {
-      throw_if_cancelled();
+      // Granted means the queue took the item (a getter may have it already):
+      // the put has happened, so a later cancel meets the next suspension.
+      throw_if_interrupted();
       if (item_.has_value()) throw queue_shut_down();  // woken by shutdown, not by room
     }
 
@@ -4868,7 +4928,11 @@ class basic_queue {
     bool await_ready() const noexcept { return queue_->items_.size() != 0 || queue_->shut_down_; }
     bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->getters_, caller, "queue::get"); }
     T await_resume() {
-      throw_if_cancelled();
+      throw_if_cancelled([this] {
+        if (!item_.has_value()) return;
+        queue_->return_item(std::move(*item_));  // to the next getter, or first in line
+        item_.reset();
+      });
       if (item_.has_value()) {
         T item = std::move(*item_);
         item_.reset();

@@ -4,9 +4,9 @@
 // non-waiting forms, first-come first-served service of waiting getters and
 // putters, no lost wake-ups, cancellation at every waiting point, task_done /
 // join, shutdown, the three orders, move-only items, and a million items
-// through a bounded queue. A cancel that arrives after a wait was granted (an
-// item handed over) does not undo that wait: it is delivered at the task's
-// next suspension point, and no item is ever lost.
+// through a bounded queue. A cancel that reaches a getter after an item was
+// handed to it, before it resumed, wins (asyncio): the item goes back to the
+// front of the queue or to the next getter, so no item is ever lost.
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
@@ -513,39 +513,144 @@ TEST_CASE("queue: a cancelled put inserts nothing and leaves no waiter behind", 
   }
 }
 
-TEST_CASE("queue: a get cancelled right after an item was handed to it still returns the item", "[queue]") {
-  // The documented rule: a wait that was granted is not undone by a later
-  // cancel; the cancel arrives at the task's next suspension point.
-  auto body = []() -> cl::task<void> {
-    cl::queue<int> queue;
-    std::optional<int> got;
-    bool second_get_cancelled = false;
-    auto getter = [&]() -> cl::task<void> {
-      got = co_await queue.get();
-      try {
-        (void)co_await queue.get();  // the next suspension point: the cancel lands here
-      } catch (const cl::cancelled_error&) {
-        second_get_cancelled = true;
-        throw;
-      }
+TEST_CASE("queue: an item handed to a getter cancelled before it resumed goes back to the front of the queue",
+          "[queue]") {
+  // asyncio's rule: a cancel that reaches a task before it resumes wins, and
+  // the item it was handed is not lost: it goes back where a get finds it.
+  SECTION("a plain get") {
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      bool got_an_item = false;
+      auto getter = [&]() -> cl::task<void> {
+        (void)co_await queue.get();
+        got_an_item = true;
+      };
+      auto handle = cl::create_task(getter);
+      co_await yield();
+      queue.put_nowait(1);     // handed to the getter...
+      CHECK(handle.cancel());  // ...which is cancelled before it ran again
+      queue.put_nowait(2);
+      bool cancelled = co_await ends_cancelled(handle);
+      CHECK(cancelled);
+      CHECK_FALSE(got_an_item);
+      CHECK(queue.qsize() == 2);
+      CHECK(queue.get_nowait() == 1);  // first, ahead of the later put
+      CHECK(queue.get_nowait() == 2);
     };
-    auto handle = cl::create_task(getter);
-    co_await yield();
-    queue.put_nowait(1);      // handed to the getter...
-    CHECK(handle.cancel());   // ...which is cancelled before it ran again
-    bool cancelled = co_await ends_cancelled(handle);
-    CHECK(cancelled);
-    REQUIRE(got.has_value());
-    CHECK(*got == 1);
-    CHECK(second_get_cancelled);
-    queue.put_nowait(2);  // the cancelled second get took nothing
-    CHECK(queue.qsize() == 1);
-    CHECK(queue.get_nowait() == 2);
-  };
-  cl::run(body());
+    cl::run(body());
+  }
+  SECTION("the item goes straight to the next waiting getter") {
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      auto first = cl::create_task(get_one(queue));
+      auto second = cl::create_task(get_one(queue));
+      co_await yield();
+      queue.put_nowait(7);
+      CHECK(first.cancel());
+      bool first_cancelled = co_await ends_cancelled(first);
+      int second_got = co_await second;
+      CHECK(first_cancelled);
+      CHECK(second_got == 7);
+      CHECK(queue.empty());
+    };
+    cl::run(body());
+  }
+  SECTION("gather(q.get(), sleep(10s)) cancelled in the step the item arrives") {
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      auto outer = cl::create_task(cl::gather(queue.get(), cl::sleep(10s)));
+      co_await yield(2);  // the gather started its children, and they wait
+      queue.put_nowait(2);
+      CHECK(outer.cancel());
+      bool cancelled = co_await ends_cancelled(outer);
+      CHECK(cancelled);
+      CHECK(queue.qsize() == 1);
+      CHECK(queue.get_nowait() == 2);
+    };
+    cl::run(body());
+  }
+  SECTION("gather_settled(q.get(), sleep(10s)) cancelled in the step the item arrives") {
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      auto outer = cl::create_task(cl::gather_settled(queue.get(), cl::sleep(10s)));
+      co_await yield(2);  // the gather started its children, and they wait
+      queue.put_nowait(3);
+      CHECK(outer.cancel());
+      bool cancelled = co_await ends_cancelled(outer);
+      CHECK(cancelled);
+      CHECK(queue.qsize() == 1);
+      CHECK(queue.get_nowait() == 3);
+    };
+    cl::run(body());
+  }
+  SECTION("a task_group child cancelled in the step the item arrives") {
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      // The body returns at once: the join waits, and the outer cancel
+      // reaches the child through the group in the step the item arrives.
+      auto group_body = [&](cl::task_group& group) -> cl::task<void> {
+        group.create_task(get_one(queue));
+        co_return;
+      };
+      auto outer = cl::create_task(cl::with_task_group(group_body));
+      co_await yield(2);
+      queue.put_nowait(4);
+      CHECK(outer.cancel());
+      bool cancelled = co_await ends_cancelled(outer);
+      CHECK(cancelled);
+      CHECK(queue.qsize() == 1);
+      CHECK(queue.get_nowait() == 4);
+    };
+    cl::run(body());
+  }
+  SECTION("timeout_at expiring in the step the item arrives") {
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      const cl::time_point deadline = cl::clock::now() + 20ms;
+      // Armed before the getter's deadline, for the same instant: the put
+      // runs in the iteration the deadline passes, before the expiry notice,
+      // which then reaches a getter that was handed the item but not resumed.
+      bool put_done = false;
+      cl::get_running_loop().call_at(deadline, [&] {
+        queue.put_nowait(5);
+        put_done = true;
+      });
+      auto getter = cl::create_task(cl::timeout_at(deadline, queue.get()));
+      std::string outcome = co_await outcome_of(getter);
+      CHECK(put_done);
+      CHECK(outcome == "timeout");
+      CHECK(queue.qsize() == 1);
+      CHECK(queue.get_nowait() == 5);
+    };
+    cl::run(body());
+  }
+  SECTION("a getter that returns before a later suspension point still keeps what it took without waiting") {
+    // Work that completes without suspending keeps its value: the cancel is
+    // delivered at the next suspension point.
+    auto body = []() -> cl::task<void> {
+      cl::queue<int> queue;
+      queue.put_nowait(8);
+      std::optional<int> got;
+      auto getter = [&]() -> cl::task<void> {
+        cl::current_task().cancel();
+        got = co_await queue.get();  // an item is there: no suspension
+        co_await cl::sleep(0ms);     // the cancel lands here
+      };
+      auto handle = cl::create_task(getter);
+      bool cancelled = co_await ends_cancelled(handle);
+      CHECK(cancelled);
+      REQUIRE(got.has_value());
+      CHECK(*got == 8);
+      CHECK(queue.empty());
+    };
+    cl::run(body());
+  }
 }
 
 TEST_CASE("queue: a put cancelled right after its item was taken in still completes", "[queue]") {
+  // The put's grant is the insertion itself: its item is already in the
+  // queue (a getter may have it), so the put returns and the cancel arrives
+  // at the next suspension point, as for I/O the OS already performed.
   auto body = []() -> cl::task<void> {
     cl::queue<int> queue(1);
     queue.put_nowait(1);

@@ -238,27 +238,29 @@ TEST_CASE("event: a cancelled wait leaves the other waiters and set() working", 
     };
     cl::run(body());
   }
-  SECTION("cancelled in the step that set the event: the wait returns, the cancel comes next") {
+  SECTION("cancelled in the step that set the event, before it resumed: the wait ends cancelled (asyncio)") {
     auto body = []() -> cl::task<void> {
       cl::event event;
       std::vector<std::string> log;
       auto waiter = [&]() -> cl::task<void> {
-        co_await event.wait();
-        log.push_back("woke");
         try {
-          co_await cl::sleep(0ms);
+          co_await event.wait();
+          log.push_back("woke");
         } catch (const cl::cancelled_error&) {
-          log.push_back("cancelled at the next suspension");
+          log.push_back("cancelled at the wait");
           throw;
         }
       };
       auto handle = cl::create_task(waiter);
+      auto other = cl::create_task(event.wait());
       co_await yield();
       event.set();
       CHECK(handle.cancel());
       bool cancelled = co_await ends_cancelled(handle);
+      co_await other;  // the set reached every other waiter
       CHECK(cancelled);
-      CHECK(log == std::vector<std::string>{"woke", "cancelled at the next suspension"});
+      CHECK(log == std::vector<std::string>{"cancelled at the wait"});
+      CHECK(event.is_set());
     };
     cl::run(body());
   }
@@ -409,18 +411,17 @@ TEST_CASE("lock: a cancelled acquire never leaves the lock held", "[sync]") {
     };
     cl::run(body());
   }
-  SECTION("cancelled at the moment of hand-off: acquired, then cancelled at the next suspension") {
+  SECTION("cancelled at the moment of hand-off, before it resumed: the lock passes to the next waiter") {
     auto body = []() -> cl::task<void> {
       cl::lock lock;
       std::vector<std::string> log;
       auto worker = [&](std::string name) -> cl::task<void> {
-        auto guard = co_await lock.scoped();
-        log.push_back(name + " acquired");
         try {
-          co_await cl::sleep(0ms);
+          auto guard = co_await lock.scoped();
+          log.push_back(name + " acquired");
         } catch (const cl::cancelled_error&) {
-          log.push_back(name + " cancelled while holding");
-          throw;  // the guard releases on the way out
+          log.push_back(name + " cancelled at the acquire");
+          throw;
         }
       };
       co_await lock.acquire();
@@ -432,7 +433,22 @@ TEST_CASE("lock: a cancelled acquire never leaves the lock held", "[sync]") {
       bool cancelled = co_await ends_cancelled(first);
       co_await second;
       CHECK(cancelled);
-      CHECK(log == std::vector<std::string>{"first acquired", "first cancelled while holding", "second acquired"});
+      CHECK(log == std::vector<std::string>{"first cancelled at the acquire", "second acquired"});
+      CHECK_FALSE(lock.locked());
+    };
+    cl::run(body());
+  }
+  SECTION("cancelled at the moment of hand-off with nobody behind: the lock is free again") {
+    auto body = []() -> cl::task<void> {
+      cl::lock lock;
+      co_await lock.acquire();
+      auto waiter = cl::create_task(lock.acquire());
+      co_await yield();
+      lock.release();
+      CHECK(lock.locked());  // handed over, not yet taken
+      CHECK(waiter.cancel());
+      bool cancelled = co_await ends_cancelled(waiter);
+      CHECK(cancelled);
       CHECK_FALSE(lock.locked());
     };
     cl::run(body());
@@ -450,7 +466,7 @@ TEST_CASE("lock: a cancelled acquire never leaves the lock held", "[sync]") {
       co_await lock.acquire();
       auto handle = cl::create_task(worker);
       co_await yield();
-      go.set();  // granted: the cancel below cannot interrupt the event wait
+      go.set();  // granted, not resumed: the cancel below wins at the event wait
       CHECK(handle.cancel());
       bool cancelled = co_await ends_cancelled(handle);
       CHECK(cancelled);
@@ -686,7 +702,7 @@ TEST_CASE("semaphore: a cancelled acquire loses no permit", "[sync]") {
     };
     cl::run(body());
   }
-  SECTION("cancelled at the moment of hand-off: the guard gives the permit back") {
+  SECTION("cancelled at the moment of hand-off, before it resumed: the permit goes back") {
     auto body = []() -> cl::task<void> {
       cl::semaphore semaphore(1);
       co_await semaphore.acquire();
@@ -694,16 +710,37 @@ TEST_CASE("semaphore: a cancelled acquire loses no permit", "[sync]") {
       auto waiter = [&]() -> cl::task<void> {
         auto guard = co_await semaphore.scoped();
         log.push_back("acquired");
-        co_await cl::sleep(0ms);  // the cancel lands here
-        log.push_back("not reached");
       };
       auto handle = cl::create_task(waiter);
       co_await yield();
       semaphore.release();
+      CHECK(semaphore.value() == 0);  // handed over, not yet taken
       CHECK(handle.cancel());
       bool cancelled = co_await ends_cancelled(handle);
       CHECK(cancelled);
-      CHECK(log == std::vector<std::string>{"acquired"});
+      CHECK(log.empty());
+      CHECK(semaphore.value() == 1);
+    };
+    cl::run(body());
+  }
+  SECTION("cancelled at the moment of hand-off, ahead of another waiter: the permit goes to it") {
+    auto body = []() -> cl::task<void> {
+      cl::bounded_semaphore semaphore(1);
+      co_await semaphore.acquire();
+      std::vector<int> served;
+      auto waiter = [&](int id) -> cl::task<void> {
+        auto guard = co_await semaphore.scoped();
+        served.push_back(id);
+      };
+      auto first = cl::create_task(waiter, 1);
+      auto second = cl::create_task(waiter, 2);
+      co_await yield();
+      semaphore.release();
+      CHECK(first.cancel());
+      bool cancelled = co_await ends_cancelled(first);
+      co_await second;
+      CHECK(cancelled);
+      CHECK(served == std::vector<int>{2});
       CHECK(semaphore.value() == 1);
     };
     cl::run(body());
@@ -917,31 +954,33 @@ TEST_CASE("condition: a cancelled wait re-acquires the lock before cancelled_err
     };
     cl::run(body());
   }
-  SECTION("cancelled in the step that notified it: the wait returns, the cancel comes next") {
+  SECTION("cancelled in the step that notified it, before it resumed: cancelled, the lock held, and the "
+          "notification passed on") {
     auto body = []() -> cl::task<void> {
       cl::condition condition;
       std::vector<std::string> log;
-      auto waiter = [&]() -> cl::task<void> {
+      auto waiter = [&](std::string name) -> cl::task<void> {
         auto guard = co_await condition.scoped();
-        co_await condition.wait();
-        log.push_back(condition.locked() ? "notified, lock held" : "notified, lock free");
         try {
-          co_await cl::sleep(0ms);
+          co_await condition.wait();
+          log.push_back(name + " notified");
         } catch (const cl::cancelled_error&) {
-          log.push_back("cancelled at the next suspension");
+          log.push_back(name + (condition.locked() ? " cancelled, lock held" : " cancelled, lock free"));
           throw;
         }
       };
-      auto handle = cl::create_task(waiter);
-      co_await yield();
+      auto first = cl::create_task(waiter, std::string("first"));
+      auto second = cl::create_task(waiter, std::string("second"));
+      co_await yield(2);
       {
         auto guard = co_await condition.scoped();
-        condition.notify();
-        CHECK(handle.cancel());
+        condition.notify(1);  // to `first`...
+        CHECK(first.cancel());  // ...cancelled before it resumed: `second` gets the notification
       }
-      bool cancelled = co_await ends_cancelled(handle);
+      bool cancelled = co_await ends_cancelled(first);
+      co_await second;
       CHECK(cancelled);
-      CHECK(log == std::vector<std::string>{"notified, lock held", "cancelled at the next suspension"});
+      CHECK(log == std::vector<std::string>{"first cancelled, lock held", "second notified"});
       CHECK_FALSE(condition.locked());
     };
     cl::run(body());
