@@ -57,7 +57,7 @@
 //   address, socket, resolve(host, port)   addresses, raw sockets, DNS off the loop thread
 //   stream, open_connection(host, port), open_unix_connection(path)   buffered TCP / Unix streams
 //   start_server(handler, host, port), start_unix_server(handler, path), server
-//   datagram_endpoint, open_datagram_endpoint(host, port)   UDP
+//   datagram_endpoint, open_datagram_endpoint(host, port)   UDP: send_to, recv_from, recv_from_into
 //   http::client                  keep-alive pool; request/get/head/post/put/patch/del -> http::response
 //   http::response                status, headers, text(), body(), read_chunk(), raise_for_status()
 //   http::url, http::header_list, http::response_parser   URL parsing, fields, the RFC 9112 parser
@@ -6793,19 +6793,46 @@ class datagram_endpoint {
   /// Empty, or over a bound UDP socket (open_datagram_endpoint makes one).
   datagram_endpoint() noexcept = default;
   explicit datagram_endpoint(socket bound) noexcept : socket_(std::move(bound)) {}
+  /// Move-only; assigning closes the socket held before.
+  datagram_endpoint(datagram_endpoint&& other) noexcept
+      : socket_(std::move(other.socket_)),
+        receive_buffer_(std::move(other.receive_buffer_)),
+        borrower_(std::exchange(other.borrower_, nullptr)) {
+    if (borrower_ != nullptr) borrower_->owner_ = this;
+  }
+  datagram_endpoint& operator=(datagram_endpoint&& other) noexcept {
+    if (this != &other) {
+      if (borrower_ != nullptr) borrower_->owner_ = nullptr;
+      socket_ = std::move(other.socket_);
+      receive_buffer_ = std::move(other.receive_buffer_);
+      borrower_ = std::exchange(other.borrower_, nullptr);
+      if (borrower_ != nullptr) borrower_->owner_ = this;
+    }
+    return *this;
+  }
+  ~datagram_endpoint() {
+    if (borrower_ != nullptr) borrower_->owner_ = nullptr;
+  }
+
   /// Sends one datagram to `peer`.
   task<void> send_to(std::string_view data, address peer) {
     auto sending = socket_.send_to(std::span<const char>(data.data(), data.size()), peer);
     co_await sending;
   }
-  /// Receives one datagram (up to max_size bytes; longer ones are truncated).
+  /// Receives one datagram and its sender; one longer than max_size is truncated to
+  /// max_size bytes (the rest is lost, as with recvfrom). The string holds the datagram only.
   task<std::pair<std::string, address>> recv_from(std::size_t max_size = 65536) {
-    std::string data(max_size, '\0');
-    auto receiving = socket_.recv_from(std::span<char>(data.data(), data.size()));
+    // The OS writes into a buffer the endpoint keeps for its next receive and
+    // only the datagram is copied out: a kept 20-byte datagram must not hold
+    // max_size bytes.
+    buffer_loan loan(*this, max_size);
+    auto receiving = socket_.recv_from(std::span<char>(loan.data(), max_size));
     auto [size, sender] = co_await receiving;
-    data.resize(size);
-    co_return std::pair<std::string, address>(std::move(data), sender);
+    co_return std::pair<std::string, address>(std::string(loan.data(), size), sender);
   }
+  /// Receives one datagram into `buffer`: returns {bytes, sender}; one longer than
+  /// the buffer is truncated to buffer.size() bytes (asyncio's sock_recvfrom_into).
+  detail::recv_from_awaiter recv_from_into(std::span<char> buffer) { return socket_.recv_from(buffer); }
   /// The bound address (std::system_error once closed); close() is idempotent; raw() is the
   /// socket itself, for set_option or connect.
   address local_address() const { return socket_.local_address(); }
@@ -6813,7 +6840,37 @@ class datagram_endpoint {
   socket& raw() noexcept { return socket_; }
 
  private:
+  // The endpoint's receive buffer, lent to one receive at a time; a second
+  // receiver waiting at the same moment uses a buffer of its own. The
+  // endpoint's move or destruction redirects or cuts the loan, so a receive
+  // that ends later never gives the buffer back to a dead endpoint.
+  class buffer_loan {
+   public:
+    buffer_loan(datagram_endpoint& lender, std::size_t size) {
+      if (lender.borrower_ == nullptr) {
+        owner_ = &lender;
+        lender.borrower_ = this;
+        buffer_ = std::move(lender.receive_buffer_);
+      }
+      if (buffer_.size() < size) buffer_.resize(size);
+    }
+    buffer_loan(const buffer_loan&) = delete;
+    buffer_loan& operator=(const buffer_loan&) = delete;
+    ~buffer_loan() {
+      if (owner_ == nullptr) return;
+      owner_->receive_buffer_ = std::move(buffer_);
+      owner_->borrower_ = nullptr;
+    }
+    char* data() noexcept { return buffer_.data(); }
+
+   private:
+    friend class datagram_endpoint;
+    datagram_endpoint* owner_ = nullptr;  // null when the buffer is this receive's own
+    std::vector<char> buffer_;
+  };
   socket socket_;
+  std::vector<char> receive_buffer_;  // empty while lent
+  buffer_loan* borrower_ = nullptr;   // the receive holding receive_buffer_, if any
 };
 
 /// Opens a UDP endpoint bound to host:port (port 0: any free port).

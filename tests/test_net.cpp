@@ -10,6 +10,7 @@
 #include "coro_loop.hpp"
 
 #include "net_helpers.hpp"
+#include "test_support.hpp"
 
 #if defined(CORO_LOOP_POSIX)
 #include <netinet/in.h>
@@ -19,12 +20,16 @@
 #include <unistd.h>
 #endif
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -1035,6 +1040,155 @@ TEST_CASE("net: UDP round trip; recv_from returns the sender's address", "[net]"
     }
     CHECK(io_counts::now().registered == before.registered);
     CHECK(io_counts::now().parked == before.parked);
+  };
+  cl::run(body());
+}
+
+// Each kept datagram must cost about its own size: a string with room for the
+// largest datagram, per datagram, held 64 KiB for every byte received.
+TEST_CASE("net: UDP datagrams kept after recv_from cost their size, not the 64 KiB they could have been", "[net]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    {
+      cl::datagram_endpoint client = co_await cl::open_datagram_endpoint("127.0.0.1", 0);
+      cl::datagram_endpoint server = co_await cl::open_datagram_endpoint("127.0.0.1", 0);
+      const cl::address server_address = server.local_address();
+      constexpr int count = 10'000;
+      constexpr int batch = 32;  // well within the socket's receive buffer: none dropped
+      std::vector<std::string> kept;
+      kept.reserve(count);
+      const std::size_t rss_before = test_support::rss_kib();
+      for (int first = 0; first < count; first += batch) {
+        const int last = std::min(first + batch, count);
+        for (int i = first; i < last; ++i) {
+          co_await client.send_to(net_test::pattern(static_cast<std::size_t>(i), 16 + i % 100), server_address);
+        }
+        for (int i = first; i < last; ++i) {
+          auto [datagram, sender] = co_await cl::timeout(10s, server.recv_from());
+          kept.push_back(std::move(datagram));
+        }
+      }
+      const std::size_t rss_growth_kib = test_support::rss_kib() - std::min(rss_before, test_support::rss_kib());
+      INFO("RSS grew by " << rss_growth_kib / 1024 << " MiB for " << count << " datagrams of 16 to 115 bytes");
+      CHECK(rss_growth_kib < 50 * 1024);  // 64 KiB each would be 625 MiB
+      REQUIRE(kept.size() == static_cast<std::size_t>(count));
+      for (int i = 0; i < count; ++i) {
+        if (kept[static_cast<std::size_t>(i)] != net_test::pattern(static_cast<std::size_t>(i), 16 + i % 100)) {
+          FAIL("datagram " << i << " differs");
+        }
+      }
+    }
+    CHECK(io_counts::now().registered == before.registered);
+    CHECK(io_counts::now().parked == before.parked);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("net: UDP recv_from_into fills the caller's buffer and truncates a longer datagram to it", "[net]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    {
+      cl::datagram_endpoint client = co_await cl::open_datagram_endpoint("127.0.0.1", 0);
+      cl::datagram_endpoint server = co_await cl::open_datagram_endpoint("127.0.0.1", 0);
+      const cl::address server_address = server.local_address();
+      std::array<char, 16> buffer{};
+
+      co_await client.send_to("ping", server_address);
+      auto [size, sender] = co_await cl::timeout(10s, server.recv_from_into(buffer));
+      CHECK(std::string_view(buffer.data(), size) == "ping");
+      CHECK(sender.to_string() == client.local_address().to_string());
+
+      co_await client.send_to(net_test::pattern(0, 100), server_address);
+      auto [truncated, from] = co_await cl::timeout(10s, server.recv_from_into(buffer));
+      CHECK(truncated == buffer.size());
+      CHECK(std::string_view(buffer.data(), truncated) == net_test::pattern(0, buffer.size()));
+      (void)from;
+
+      // The rest of a truncated datagram is gone: the next receive gets the next one.
+      co_await client.send_to("next", server_address);
+      auto [next, next_sender] = co_await cl::timeout(10s, server.recv_from_into(buffer));
+      CHECK(std::string_view(buffer.data(), next) == "next");
+      (void)next_sender;
+
+      bool timed_out = false;
+      try {
+        (void)co_await cl::timeout(20ms, server.recv_from_into(buffer));
+      } catch (const cl::timeout_error&) {
+        timed_out = true;
+      }
+      CHECK(timed_out);
+      const std::size_t parked = co_await net_test::parked_once_settled(before.parked);
+      CHECK(parked == before.parked);
+    }
+    CHECK(io_counts::now().registered == before.registered);
+    CHECK(io_counts::now().parked == before.parked);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("net: UDP recv_from after a cancelled one, two at once, and one whose endpoint is destroyed", "[net]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    const io_counts before = io_counts::now();
+    {
+      cl::datagram_endpoint client = co_await cl::open_datagram_endpoint("127.0.0.1", 0);
+      cl::datagram_endpoint server = co_await cl::open_datagram_endpoint("127.0.0.1", 0);
+      const cl::address server_address = server.local_address();
+
+      bool timed_out = false;
+      try {
+        (void)co_await cl::timeout(20ms, server.recv_from());
+      } catch (const cl::timeout_error&) {
+        timed_out = true;
+      }
+      CHECK(timed_out);
+      co_await client.send_to("after the cancel", server_address);
+      auto [after_cancel, sender] = co_await cl::timeout(10s, server.recv_from());
+      CHECK(after_cancel == "after the cancel");
+      (void)sender;
+
+      // Two receivers waiting at once each get a whole datagram of their own.
+      auto receive_one = [](cl::datagram_endpoint& endpoint) -> cl::task<std::string> {
+        auto [datagram, from] = co_await endpoint.recv_from();
+        co_return datagram;
+      };
+      auto first = cl::create_task(receive_one, std::ref(server));
+      auto second = cl::create_task(receive_one, std::ref(server));
+      const bool both_parked = co_await eventually([&] { return loop.parked_operation_count() == before.parked + 2; });
+      CHECK(both_parked);
+      co_await client.send_to(std::string(300, 'a'), server_address);
+      co_await client.send_to(std::string(200, 'b'), server_address);
+      std::string got_first = co_await cl::timeout(10s, first);
+      std::string got_second = co_await cl::timeout(10s, second);
+      CHECK(got_first.size() + got_second.size() == 500);
+      CHECK((got_first == std::string(300, 'a') || got_first == std::string(200, 'b')));
+      CHECK((got_second == std::string(300, 'a') || got_second == std::string(200, 'b')));
+      CHECK(got_first != got_second);
+      co_await client.send_to("still fine", server_address);
+      auto [still, still_sender] = co_await cl::timeout(10s, server.recv_from());
+      CHECK(still == "still fine");
+      (void)still_sender;
+    }
+    {
+      // Destroying the endpoint closes its socket: the waiting receive fails
+      // with ECANCELED, and its buffer is not handed back to the dead endpoint.
+      auto endpoint = std::make_unique<cl::datagram_endpoint>(co_await cl::open_datagram_endpoint("127.0.0.1", 0));
+      auto receiving = cl::create_task(endpoint->recv_from());
+      const bool parked = co_await eventually([&] { return loop.parked_operation_count() == before.parked + 1; });
+      CHECK(parked);
+      endpoint.reset();
+      std::optional<std::error_code> error;
+      try {
+        (void)co_await cl::timeout(10s, receiving);
+      } catch (const std::system_error& caught) {
+        error = caught.code();
+      }
+      REQUIRE(error.has_value());
+      CHECK(*error == std::errc::operation_canceled);
+    }
+    const std::size_t parked = co_await net_test::parked_once_settled(before.parked);
+    CHECK(parked == before.parked);
+    CHECK(io_counts::now().registered == before.registered);
   };
   cl::run(body());
 }
