@@ -75,6 +75,8 @@
 //     task is finished before it closes the loop.
 //   - Tasks are kept alive by the loop until they finish (asyncio keeps only a weak
 //     reference): a fire-and-forget task is never collected mid-flight.
+//   - stream::read() to the end and read_exactly(n) stop at stream_options::max_read
+//     (64 MiB) with limit_overrun_error; asyncio's read(-1) and readexactly are unbounded.
 //
 // Windows (IOCP) in short: the same API on sockets, with errors as errno values
 // (std::errc compares as on POSIX). Absent, with a compile-time message: Unix
@@ -6050,19 +6052,23 @@ class incomplete_read_error : public std::runtime_error {
 };
 
 /// Thrown by read_until / read_line when the delimiter is not within the
-/// limit (asyncio.LimitOverrunError); consumed says how much was buffered.
+/// limit (asyncio.LimitOverrunError), and by read() to the end and read_exactly
+/// past stream_options::max_read; consumed says how much was buffered (and stays so).
 class limit_overrun_error : public std::runtime_error {
  public:
   limit_overrun_error(std::size_t consumed_bytes, std::size_t limit)
-      : std::runtime_error("coro_loop::limit_overrun_error: delimiter not found within " + std::to_string(limit) +
-                           " bytes"),
-        consumed(consumed_bytes) {}
+      : limit_overrun_error(consumed_bytes, "delimiter not found within " + std::to_string(limit) + " bytes") {}
+  /// `what` says which limit was passed and how to raise it.
+  limit_overrun_error(std::size_t consumed_bytes, const std::string& what)
+      : std::runtime_error("coro_loop::limit_overrun_error: " + what), consumed(consumed_bytes) {}
   std::size_t consumed;
 };
 
 /// Options of a stream (open_connection, start_server).
 struct stream_options {
   std::size_t limit = 64 * 1024;       // read_until / read_line give up past this (asyncio's limit)
+  std::size_t max_read = 64u << 20;    // read() to the end and read_exactly() give up past this;
+                                       // stream::npos: no limit (asyncio has none)
   std::size_t high_water = 64 * 1024;  // drain() waits while more than this is unsent...
   std::size_t low_water = 16 * 1024;   // ...until no more than this is
   std::size_t read_chunk = 64 * 1024;  // bytes asked of the OS per read
@@ -6091,15 +6097,26 @@ class stream_state {
   std::string_view buffered() const noexcept { return {input_.get() + input_begin_, input_end_ - input_begin_}; }
   void consume(std::size_t count) noexcept {
     input_begin_ += std::min(count, input_end_ - input_begin_);
-    if (input_begin_ == input_end_) input_begin_ = input_end_ = 0;
+    if (input_begin_ != input_end_) return;
+    input_begin_ = input_end_ = 0;
+    // A buffer grown for one large read (read_exactly(n), read() to the end)
+    // is not kept for the connection's lifetime; a read in flight writes into it.
+    if (input_capacity_ > 4 * options_.read_chunk && !reading_) {
+      input_.reset();
+      input_capacity_ = 0;
+    }
   }
   std::string take(std::size_t count) {
     std::string taken(buffered().substr(0, count));
     consume(taken.size());
     return taken;
   }
-  // Room for the next read, compacting or growing the buffer.
-  std::span<char> free_space() {
+  // Room for the next read, compacting or growing the buffer. Growth
+  // doubles, but stops at room for `needed` more bytes (or one read_chunk, if
+  // larger), and goes straight there once doubling comes within a read_chunk
+  // of it: a read bounded by max_read or by n allocates about that much, not
+  // twice it.
+  std::span<char> free_space(std::size_t needed = static_cast<std::size_t>(-1)) {
     if (input_capacity_ - input_end_ < options_.read_chunk / 4 + 1) {
       if (input_begin_ > 0) {
         std::memmove(input_.get(), input_.get() + input_begin_, input_end_ - input_begin_);
@@ -6109,7 +6126,9 @@ class stream_state {
       if (input_capacity_ - input_end_ < options_.read_chunk / 4 + 1) {
         // Uninitialised on purpose: zeroing 64 KiB per new connection cost
         // more than the rest of a short exchange.
-        const std::size_t capacity = std::max(input_capacity_ * 2, input_end_ + options_.read_chunk);
+        std::size_t capacity = std::max(input_capacity_ * 2, input_end_ + options_.read_chunk);
+        const std::size_t enough = std::max(needed, options_.read_chunk);
+        if (capacity - input_end_ + options_.read_chunk >= enough) capacity = input_end_ + enough;
         std::unique_ptr<char[]> grown(new char[capacity]);
         if (input_end_ > 0) std::memcpy(grown.get(), input_.get(), input_end_);
         input_ = std::move(grown);
@@ -6349,23 +6368,40 @@ class stream {
 
   // --- reading ---
   /// Up to n bytes (at least 1 unless at the end); empty at the end of the
-  /// stream. With no argument, everything until the end (asyncio's read(-1)).
+  /// stream. With no argument, everything until the end (asyncio's read(-1)),
+  /// but limit_overrun_error once more than max_read bytes came (they stay buffered).
   task<std::string> read(std::size_t n = npos) {
     detail::stream_state& state = get("read");
     if (n == 0) co_return std::string();
     if (n == npos) {
-      while (co_await fill() != 0) {
+      const std::size_t max_read = state.options_.max_read;
+      while (state.buffered().size() <= max_read) {
+        // One byte past max_read is enough to know it was exceeded.
+        const std::size_t room = max_read - state.buffered().size();
+        const std::size_t needed = room == npos ? npos : room + 1;
+        if (co_await read_more(needed, "read") == 0) co_return state.take(npos);
       }
-      co_return state.take(npos);
+      throw limit_overrun_error(state.buffered().size(),
+                                "stream::read: more than " + std::to_string(max_read) +
+                                    " bytes before the end of the stream (stream_options::max_read; raise it, or "
+                                    "read in parts with read(n))");
     }
-    if (state.buffered().empty()) co_await fill();
+    if (state.buffered().empty()) co_await read_more(npos, "read");
     co_return state.take(n);
   }
   /// Exactly n bytes; incomplete_read_error (with the partial data) if the stream ends first.
+  /// An n over max_read is refused at once with limit_overrun_error, nothing read.
   task<std::string> read_exactly(std::size_t n) {
     detail::stream_state& state = get("read_exactly");
+    if (n > state.options_.max_read) {
+      throw limit_overrun_error(state.buffered().size(),
+                                "stream::read_exactly: " + std::to_string(n) + " bytes asked for, more than " +
+                                    std::to_string(state.options_.max_read) + " (stream_options::max_read)");
+    }
     while (state.buffered().size() < n) {
-      if (co_await fill() == 0) throw incomplete_read_error(state.take(npos), n);
+      if (co_await read_more(n - state.buffered().size(), "read_exactly") == 0) {
+        throw incomplete_read_error(state.take(npos), n);
+      }
     }
     co_return state.take(n);
   }
@@ -6416,24 +6452,7 @@ class stream {
   }
   /// Reads more into the buffer; returns the bytes added, 0 at the end of the
   /// stream. One reader at a time (invalid_state_error otherwise).
-  task<std::size_t> fill() {
-    detail::stream_state& state = get("fill");
-    if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
-    if (state.eof_ || state.closed_) co_return 0;
-    state.reading_ = true;
-    struct reading_guard {
-      detail::stream_state* state;
-      ~reading_guard() { state->reading_ = false; }
-    } guard{&state};
-    detail::stream_recv receive(state, state.free_space());
-    const std::size_t received = co_await receive;
-    if (received == 0) {
-      state.eof_ = true;
-    } else {
-      state.filled(received);
-    }
-    co_return received;
-  }
+  task<std::size_t> fill() { return read_more(npos, "fill"); }
 
   // --- writing ---
   /// Buffers `data` and starts sending it; never waits. Throws the error of an
@@ -6487,6 +6506,25 @@ class stream {
   detail::stream_state& get(const char* operation) const {
     if (state_ == nullptr) throw invalid_state_error(std::string("stream::") + operation + ": empty (moved-from) stream");
     return *state_;
+  }
+  // fill(), with the buffer grown no further than `needed` more bytes ask.
+  task<std::size_t> read_more(std::size_t needed, const char* operation) {
+    detail::stream_state& state = get(operation);
+    if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
+    if (state.eof_ || state.closed_) co_return 0;
+    state.reading_ = true;
+    struct reading_guard {
+      detail::stream_state* state;
+      ~reading_guard() { state->reading_ = false; }
+    } guard{&state};
+    detail::stream_recv receive(state, state.free_space(needed));
+    const std::size_t received = co_await receive;
+    if (received == 0) {
+      state.eof_ = true;
+    } else {
+      state.filled(received);
+    }
+    co_return received;
   }
   std::unique_ptr<detail::stream_state> state_;
 };
