@@ -6643,11 +6643,14 @@ task<void> serve_connection([[maybe_unused]] std::unique_ptr<connection_entry> e
   }
 }
 
+// asyncio's ACCEPT_RETRY_DELAY.
+inline constexpr std::chrono::seconds accept_retry_delay{1};
+
 template <class Handler>
 task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t index, Handler handler) {
   for (;;) {
     std::pair<socket, address> accepted;
-    bool failed = false;
+    std::error_code failure;
     try {
       auto accepting = server->listeners[index].accept();
       accepted = co_await accepting;
@@ -6656,13 +6659,17 @@ task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t 
       // (Windows' AcceptEx reports those; Linux's accept drops them).
       const int code = error.code().value();
       if (error.code().category() == os_error_category() && (code == ECONNABORTED || code == ECONNRESET)) continue;
-      // Out of descriptors or memory: report and pause, as asyncio does,
-      // instead of spinning on a listener that stays readable.
-      std::fprintf(stderr, "coro_loop: accept failed: %s\n", error.what());
-      failed = true;
+      failure = error.code();
     }
-    if (failed) {
-      co_await sleep(std::chrono::milliseconds(100));
+    if (failure) {
+      // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or
+      // another failure of the listener itself: an immediate retry fails
+      // again while the connection waits in the backlog. Report once and
+      // pause, as asyncio does; closing the server cancels the pause.
+      std::fprintf(stderr, "coro_loop: accept failed on %s: %s; retrying in %d s\n",
+                   server->addresses[index].to_string().c_str(), failure.message().c_str(),
+                   static_cast<int>(accept_retry_delay.count()));
+      co_await sleep(accept_retry_delay);
       continue;
     }
     stream connection(std::move(accepted.first), accepted.second, server->options.stream);
@@ -6769,7 +6776,8 @@ server start_serving(std::vector<socket> listeners, Handler handler, server_opti
 /// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
 /// port 0 picks a free port) and runs handler(stream) for each
 /// connection in its own task (asyncio.start_server). A handler's exception is
-/// reported on stderr, never fatal. Throws std::system_error ("bind ...").
+/// reported on stderr, never fatal; so is a failed accept (out of descriptors):
+/// accepting pauses 1 s, then resumes. Throws std::system_error ("bind ...").
 template <class Handler>
   requires std::invocable<Handler&, stream>
 task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {

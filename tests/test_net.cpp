@@ -13,8 +13,10 @@
 #include "test_support.hpp"
 
 #if defined(CORO_LOOP_POSIX)
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -718,6 +720,114 @@ TEST_CASE("net: a handler's exception is logged on stderr and the server keeps s
   };
   cl::run(body());
 }
+
+#if defined(CORO_LOOP_POSIX)
+namespace {
+
+// Uses up this process's descriptors under a lowered RLIMIT_NOFILE, so that the
+// next accept fails with EMFILE. release() (and the destructor, on every path: a
+// failed REQUIRE included) closes them and restores the limit.
+class descriptor_exhaustion {
+ public:
+  descriptor_exhaustion() {
+    if (::getrlimit(RLIMIT_NOFILE, &saved_) != 0) throw std::system_error(errno, std::generic_category(), "getrlimit");
+  }
+  descriptor_exhaustion(const descriptor_exhaustion&) = delete;
+  descriptor_exhaustion& operator=(const descriptor_exhaustion&) = delete;
+  ~descriptor_exhaustion() { release(); }
+
+  // True once opening one more descriptor fails with EMFILE.
+  bool exhaust() {
+    rlimit lowered = saved_;
+    lowered.rlim_cur = static_cast<rlim_t>(test_support::open_fd_count() + 8);
+    if (lowered.rlim_cur >= saved_.rlim_cur || ::setrlimit(RLIMIT_NOFILE, &lowered) != 0) return false;
+    lowered_ = true;
+    for (int i = 0; i < 100'000; ++i) {
+      const int filler = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (filler < 0) return errno == EMFILE;
+      fillers_.push_back(filler);
+    }
+    return false;
+  }
+  void release() noexcept {
+    for (const int filler : fillers_) ::close(filler);
+    fillers_.clear();
+    if (lowered_) ::setrlimit(RLIMIT_NOFILE, &saved_);
+    lowered_ = false;
+  }
+
+ private:
+  rlimit saved_{};
+  bool lowered_ = false;
+  std::vector<int> fillers_;
+};
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++count;
+  return count;
+}
+
+}  // namespace
+
+// Out of descriptors, accept fails at once every time the listener is tried:
+// the server must pause (asyncio: one second) and say so once per pause, not
+// spin on it or fill the log, and resume once descriptors are free again.
+TEST_CASE("net: a server out of descriptors pauses accepting for a second, logging once per pause, then resumes",
+          "[net]") {
+  descriptor_exhaustion exhaustion;
+  auto body = [](descriptor_exhaustion& descriptors) -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    net_test::stderr_capture captured;
+    const test_support::resource_counts before = test_support::resource_counts::now();
+    {
+      cl::server server = co_await cl::start_server(&echo_lines, "127.0.0.1", 0);
+      const cl::address server_address = server.addresses().front();
+      // Made before the descriptors run out: a connect needs none of its own.
+      cl::socket first = cl::socket::open(AF_INET, SOCK_STREAM);
+      cl::socket second = cl::socket::open(AF_INET, SOCK_STREAM);
+
+      REQUIRE(descriptors.exhaust());
+      co_await cl::timeout(10s, first.connect(server_address));  // the kernel completes it; accept fails
+      co_await cl::sleep(1500ms);
+      const std::string log = captured.text();
+      descriptors.release();
+      INFO("stderr: " << log);
+      const std::size_t failures = count_of(log, "accept failed");
+      CHECK(failures >= 1);
+      CHECK(failures <= 3);  // one per second; pausing 100 ms logged about 15
+      CHECK(log.find("Too many open files") != std::string::npos);
+      CHECK(log.find("retrying in 1 s") != std::string::npos);
+
+      // The client that waited in the backlog is accepted after the pause, and served.
+      cl::stream client(std::move(first), server_address);
+      client.write("after the pause\n");
+      const std::string echoed = co_await cl::timeout(10s, client.read_line());
+      CHECK(echoed == "after the pause\n");
+      client.close();
+      co_await cl::timeout(10s, client.wait_closed());
+
+      // Closed while pausing: the accept loop ends at once, not when the second is over.
+      REQUIRE(descriptors.exhaust());
+      co_await cl::timeout(10s, second.connect(server_address));
+      const bool pausing =
+          co_await eventually([&] { return count_of(captured.text(), "accept failed") > failures; }, 5s);
+      CHECK(pausing);
+      const cl::time_point closing = cl::clock::now();
+      server.close();
+      const bool accept_loop_ended = co_await eventually(
+          [&] { return cl::all_tasks().size() == before.tasks && loop.timer_count() == before.timers; }, 5s);
+      const cl::duration took = cl::clock::now() - closing;
+      descriptors.release();
+      CHECK(accept_loop_ended);
+      CHECK(took < 500ms);
+      co_await cl::timeout(10s, server.wait_closed());
+    }
+    co_await test_support::expect_resources_back(before);
+  };
+  cl::run(body(exhaustion));
+}
+#endif  // CORO_LOOP_POSIX
 
 TEST_CASE("net: server close() stops accepting while an existing connection still works", "[net]") {
   auto body = []() -> cl::task<void> {
