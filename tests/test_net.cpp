@@ -1180,7 +1180,9 @@ TEST_CASE("net: UDP datagrams kept after recv_from cost their size, not the 64 K
       }
       const std::size_t rss_growth_kib = test_support::rss_kib() - std::min(rss_before, test_support::rss_kib());
       INFO("RSS grew by " << rss_growth_kib / 1024 << " MiB for " << count << " datagrams of 16 to 115 bytes");
-      CHECK(rss_growth_kib < 50 * 1024);  // 64 KiB each would be 625 MiB
+      // 64 KiB each would be 625 MiB. A sanitizer's quarantine keeps every freed
+      // frame of the 20,000 operations for a while: about 40 MiB under ASan.
+      CHECK(rss_growth_kib < (test_support::instrumented() ? 300 : 50) * std::size_t{1024});
       REQUIRE(kept.size() == static_cast<std::size_t>(count));
       for (int i = 0; i < count; ++i) {
         if (kept[static_cast<std::size_t>(i)] != net_test::pattern(static_cast<std::size_t>(i), 16 + i % 100)) {
