@@ -6097,11 +6097,12 @@ class stream_state {
   std::string_view buffered() const noexcept { return {input_.get() + input_begin_, input_end_ - input_begin_}; }
   void consume(std::size_t count) noexcept {
     input_begin_ += std::min(count, input_end_ - input_begin_);
-    if (input_begin_ != input_end_) return;
+    // A read in flight writes at input_end_: nothing moves while one is.
+    if (input_begin_ != input_end_ || reading_) return;
     input_begin_ = input_end_ = 0;
     // A buffer grown for one large read (read_exactly(n), read() to the end)
-    // is not kept for the connection's lifetime; a read in flight writes into it.
-    if (input_capacity_ > 4 * options_.read_chunk && !reading_) {
+    // is not kept for the connection's lifetime.
+    if (input_capacity_ > 4 * options_.read_chunk) {
       input_.reset();
       input_capacity_ = 0;
     }

@@ -445,3 +445,27 @@ TEST_CASE("stream: read_exactly over max_read is refused at once; up to it, it w
   };
   cl::run(body());
 }
+
+// A parked fill() writes after what was buffered when it started: consuming
+// everything meanwhile must not move where the next bytes are looked for.
+TEST_CASE("stream: consuming everything while another task's fill() waits keeps the bytes that fill brings", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    const io_counts before = io_counts::now();
+    auto [a, b] = net_test::stream_pair();
+    b.write("old bytes");
+    const std::size_t first = co_await cl::timeout(10s, a.fill());
+    CHECK(first == 9);
+    auto filler = [](cl::stream& from) -> cl::task<std::size_t> { co_return co_await from.fill(); };
+    auto filling = cl::create_task(filler, std::ref(a));
+    const bool parked = co_await eventually([&] { return loop.parked_operation_count() == before.parked + 1; });
+    CHECK(parked);
+    a.consume(a.buffered().size());
+    CHECK(a.buffered().empty());
+    b.write("new");
+    const std::size_t added = co_await cl::timeout(10s, filling);
+    CHECK(added == 3);
+    CHECK(a.buffered() == "new");
+  };
+  cl::run(body());
+}
