@@ -6508,7 +6508,8 @@ class stream {
     if (state_ == nullptr) throw invalid_state_error(std::string("stream::") + operation + ": empty (moved-from) stream");
     return *state_;
   }
-  // fill(), with the buffer grown no further than `needed` more bytes ask.
+  // fill(), growing the buffer no further than room for `needed` more bytes
+  // (free_space); `operation` names the caller in errors.
   task<std::size_t> read_more(std::size_t needed, const char* operation) {
     detail::stream_state& state = get(operation);
     if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
