@@ -57,7 +57,7 @@
 //   address, socket, resolve(host, port)   addresses, raw sockets, DNS off the loop thread
 //   stream, open_connection(host, port), open_unix_connection(path)   buffered TCP / Unix streams
 //   start_server(handler, host, port), start_unix_server(handler, path), server
-//   datagram_endpoint, open_datagram_endpoint(host, port)   UDP
+//   datagram_endpoint, open_datagram_endpoint(host, port)   UDP: send_to, recv_from, recv_from_into
 //   http::client                  keep-alive pool; request/get/head/post/put/patch/del -> http::response
 //   http::response                status, headers, text(), body(), read_chunk(), raise_for_status()
 //   http::url, http::header_list, http::response_parser   URL parsing, fields, the RFC 9112 parser
@@ -79,6 +79,8 @@
 //     task is finished before it closes the loop.
 //   - Tasks are kept alive by the loop until they finish (asyncio keeps only a weak
 //     reference): a fire-and-forget task is never collected mid-flight.
+//   - stream::read() to the end and read_exactly(n) stop at stream_options::max_read
+//     (64 MiB) with limit_overrun_error; asyncio's read(-1) and readexactly are unbounded.
 //
 // Windows (IOCP) in short: the same API on sockets, with errors as errno values
 // (std::errc compares as on POSIX). Absent, with a compile-time message: Unix
@@ -6140,19 +6142,23 @@ class incomplete_read_error : public std::runtime_error {
 };
 
 /// Thrown by read_until / read_line when the delimiter is not within the
-/// limit (asyncio.LimitOverrunError); consumed says how much was buffered.
+/// limit (asyncio.LimitOverrunError), and by read() to the end and read_exactly
+/// past stream_options::max_read; consumed says how much was buffered (and stays so).
 class limit_overrun_error : public std::runtime_error {
  public:
   limit_overrun_error(std::size_t consumed_bytes, std::size_t limit)
-      : std::runtime_error("coro_loop::limit_overrun_error: delimiter not found within " + std::to_string(limit) +
-                           " bytes"),
-        consumed(consumed_bytes) {}
+      : limit_overrun_error(consumed_bytes, "delimiter not found within " + std::to_string(limit) + " bytes") {}
+  /// `what` says which limit was passed and how to raise it.
+  limit_overrun_error(std::size_t consumed_bytes, const std::string& what)
+      : std::runtime_error("coro_loop::limit_overrun_error: " + what), consumed(consumed_bytes) {}
   std::size_t consumed;
 };
 
 /// Options of a stream (open_connection, start_server).
 struct stream_options {
   std::size_t limit = 64 * 1024;       // read_until / read_line give up past this (asyncio's limit)
+  std::size_t max_read = 64u << 20;    // read() to the end and read_exactly() give up past this;
+                                       // stream::npos: no limit (asyncio has none)
   std::size_t high_water = 64 * 1024;  // drain() waits while more than this is unsent...
   std::size_t low_water = 16 * 1024;   // ...until no more than this is
   std::size_t read_chunk = 64 * 1024;  // bytes asked of the OS per read
@@ -6181,15 +6187,27 @@ class stream_state {
   std::string_view buffered() const noexcept { return {input_.get() + input_begin_, input_end_ - input_begin_}; }
   void consume(std::size_t count) noexcept {
     input_begin_ += std::min(count, input_end_ - input_begin_);
-    if (input_begin_ == input_end_) input_begin_ = input_end_ = 0;
+    // A read in flight writes at input_end_: nothing moves while one is.
+    if (input_begin_ != input_end_ || reading_) return;
+    input_begin_ = input_end_ = 0;
+    // A buffer grown for one large read (read_exactly(n), read() to the end)
+    // is not kept for the connection's lifetime.
+    if (input_capacity_ > 4 * options_.read_chunk) {
+      input_.reset();
+      input_capacity_ = 0;
+    }
   }
   std::string take(std::size_t count) {
     std::string taken(buffered().substr(0, count));
     consume(taken.size());
     return taken;
   }
-  // Room for the next read, compacting or growing the buffer.
-  std::span<char> free_space() {
+  // Room for the next read, compacting or growing the buffer. Growth
+  // doubles, but stops at room for `needed` more bytes (or one read_chunk, if
+  // larger), and goes straight there once doubling comes within a read_chunk
+  // of it: a read bounded by max_read or by n allocates about that much, not
+  // twice it.
+  std::span<char> free_space(std::size_t needed = static_cast<std::size_t>(-1)) {
     if (input_capacity_ - input_end_ < options_.read_chunk / 4 + 1) {
       if (input_begin_ > 0) {
         std::memmove(input_.get(), input_.get() + input_begin_, input_end_ - input_begin_);
@@ -6199,7 +6217,9 @@ class stream_state {
       if (input_capacity_ - input_end_ < options_.read_chunk / 4 + 1) {
         // Uninitialised on purpose: zeroing 64 KiB per new connection cost
         // more than the rest of a short exchange.
-        const std::size_t capacity = std::max(input_capacity_ * 2, input_end_ + options_.read_chunk);
+        std::size_t capacity = std::max(input_capacity_ * 2, input_end_ + options_.read_chunk);
+        const std::size_t enough = std::max(needed, options_.read_chunk);
+        if (capacity - input_end_ + options_.read_chunk >= enough) capacity = input_end_ + enough;
         std::unique_ptr<char[]> grown(new char[capacity]);
         if (input_end_ > 0) std::memcpy(grown.get(), input_.get(), input_end_);
         input_ = std::move(grown);
@@ -6439,23 +6459,40 @@ class stream {
 
   // --- reading ---
   /// Up to n bytes (at least 1 unless at the end); empty at the end of the
-  /// stream. With no argument, everything until the end (asyncio's read(-1)).
+  /// stream. With no argument, everything until the end (asyncio's read(-1)),
+  /// but limit_overrun_error once more than max_read bytes came (they stay buffered).
   task<std::string> read(std::size_t n = npos) {
     detail::stream_state& state = get("read");
     if (n == 0) co_return std::string();
     if (n == npos) {
-      while (co_await fill() != 0) {
+      const std::size_t max_read = state.options_.max_read;
+      while (state.buffered().size() <= max_read) {
+        // One byte past max_read is enough to know it was exceeded.
+        const std::size_t room = max_read - state.buffered().size();
+        const std::size_t needed = room == npos ? npos : room + 1;
+        if (co_await read_more(needed, "read") == 0) co_return state.take(npos);
       }
-      co_return state.take(npos);
+      throw limit_overrun_error(state.buffered().size(),
+                                "stream::read: more than " + std::to_string(max_read) +
+                                    " bytes before the end of the stream (stream_options::max_read; raise it, or "
+                                    "read in parts with read(n))");
     }
-    if (state.buffered().empty()) co_await fill();
+    if (state.buffered().empty()) co_await read_more(npos, "read");
     co_return state.take(n);
   }
   /// Exactly n bytes; incomplete_read_error (with the partial data) if the stream ends first.
+  /// An n over max_read is refused at once with limit_overrun_error, nothing read.
   task<std::string> read_exactly(std::size_t n) {
     detail::stream_state& state = get("read_exactly");
+    if (n > state.options_.max_read) {
+      throw limit_overrun_error(state.buffered().size(),
+                                "stream::read_exactly: " + std::to_string(n) + " bytes asked for, more than " +
+                                    std::to_string(state.options_.max_read) + " (stream_options::max_read)");
+    }
     while (state.buffered().size() < n) {
-      if (co_await fill() == 0) throw incomplete_read_error(state.take(npos), n);
+      if (co_await read_more(n - state.buffered().size(), "read_exactly") == 0) {
+        throw incomplete_read_error(state.take(npos), n);
+      }
     }
     co_return state.take(n);
   }
@@ -6506,24 +6543,7 @@ class stream {
   }
   /// Reads more into the buffer; returns the bytes added, 0 at the end of the
   /// stream. One reader at a time (invalid_state_error otherwise).
-  task<std::size_t> fill() {
-    detail::stream_state& state = get("fill");
-    if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
-    if (state.eof_ || state.closed_) co_return 0;
-    state.reading_ = true;
-    struct reading_guard {
-      detail::stream_state* state;
-      ~reading_guard() { state->reading_ = false; }
-    } guard{&state};
-    detail::stream_recv receive(state, state.free_space());
-    const std::size_t received = co_await receive;
-    if (received == 0) {
-      state.eof_ = true;
-    } else {
-      state.filled(received);
-    }
-    co_return received;
-  }
+  task<std::size_t> fill() { return read_more(npos, "fill"); }
 
   // --- writing ---
   /// Buffers `data` and starts sending it; never waits. Throws the error of an
@@ -6577,6 +6597,26 @@ class stream {
   detail::stream_state& get(const char* operation) const {
     if (state_ == nullptr) throw invalid_state_error(std::string("stream::") + operation + ": empty (moved-from) stream");
     return *state_;
+  }
+  // fill(), growing the buffer no further than room for `needed` more bytes
+  // (free_space); `operation` names the caller in errors.
+  task<std::size_t> read_more(std::size_t needed, const char* operation) {
+    detail::stream_state& state = get(operation);
+    if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
+    if (state.eof_ || state.closed_) co_return 0;
+    state.reading_ = true;
+    struct reading_guard {
+      detail::stream_state* state;
+      ~reading_guard() { state->reading_ = false; }
+    } guard{&state};
+    detail::stream_recv receive(state, state.free_space(needed));
+    const std::size_t received = co_await receive;
+    if (received == 0) {
+      state.eof_ = true;
+    } else {
+      state.filled(received);
+    }
+    co_return received;
   }
   std::unique_ptr<detail::stream_state> state_;
 };
@@ -6695,11 +6735,14 @@ task<void> serve_connection([[maybe_unused]] std::unique_ptr<connection_entry> e
   }
 }
 
+// asyncio's ACCEPT_RETRY_DELAY.
+inline constexpr std::chrono::seconds accept_retry_delay{1};
+
 template <class Handler>
 task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t index, Handler handler) {
   for (;;) {
     std::pair<socket, address> accepted;
-    bool failed = false;
+    std::error_code failure;
     try {
       auto accepting = server->listeners[index].accept();
       accepted = co_await accepting;
@@ -6708,13 +6751,17 @@ task<void> accept_connections(std::shared_ptr<server_state> server, std::size_t 
       // (Windows' AcceptEx reports those; Linux's accept drops them).
       const int code = error.code().value();
       if (error.code().category() == os_error_category() && (code == ECONNABORTED || code == ECONNRESET)) continue;
-      // Out of descriptors or memory: report and pause, as asyncio does,
-      // instead of spinning on a listener that stays readable.
-      std::fprintf(stderr, "coro_loop: accept failed: %s\n", error.what());
-      failed = true;
+      failure = error.code();
     }
-    if (failed) {
-      co_await sleep(std::chrono::milliseconds(100));
+    if (failure) {
+      // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or
+      // another failure of the listener itself: an immediate retry fails
+      // again while the connection waits in the backlog. Report once and
+      // pause, as asyncio does; closing the server cancels the pause.
+      std::fprintf(stderr, "coro_loop: accept failed on %s: %s; retrying in %d s\n",
+                   server->addresses[index].to_string().c_str(), failure.message().c_str(),
+                   static_cast<int>(accept_retry_delay.count()));
+      co_await sleep(accept_retry_delay);
       continue;
     }
     stream connection(std::move(accepted.first), accepted.second, server->options.stream);
@@ -6821,7 +6868,8 @@ server start_serving(std::vector<socket> listeners, Handler handler, server_opti
 /// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
 /// port 0 picks a free port) and runs handler(stream) for each
 /// connection in its own task (asyncio.start_server). A handler's exception is
-/// reported on stderr, never fatal. Throws std::system_error ("bind ...").
+/// reported on stderr, never fatal; so is a failed accept (out of descriptors):
+/// accepting pauses 1 s, then resumes. Throws std::system_error ("bind ...").
 template <class Handler>
   requires std::invocable<Handler&, stream>
 task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {
@@ -6883,19 +6931,46 @@ class datagram_endpoint {
   /// Empty, or over a bound UDP socket (open_datagram_endpoint makes one).
   datagram_endpoint() noexcept = default;
   explicit datagram_endpoint(socket bound) noexcept : socket_(std::move(bound)) {}
+  /// Move-only; assigning closes the socket held before.
+  datagram_endpoint(datagram_endpoint&& other) noexcept
+      : socket_(std::move(other.socket_)),
+        receive_buffer_(std::move(other.receive_buffer_)),
+        borrower_(std::exchange(other.borrower_, nullptr)) {
+    if (borrower_ != nullptr) borrower_->owner_ = this;
+  }
+  datagram_endpoint& operator=(datagram_endpoint&& other) noexcept {
+    if (this != &other) {
+      if (borrower_ != nullptr) borrower_->owner_ = nullptr;
+      socket_ = std::move(other.socket_);
+      receive_buffer_ = std::move(other.receive_buffer_);
+      borrower_ = std::exchange(other.borrower_, nullptr);
+      if (borrower_ != nullptr) borrower_->owner_ = this;
+    }
+    return *this;
+  }
+  ~datagram_endpoint() {
+    if (borrower_ != nullptr) borrower_->owner_ = nullptr;
+  }
+
   /// Sends one datagram to `peer`.
   task<void> send_to(std::string_view data, address peer) {
     auto sending = socket_.send_to(std::span<const char>(data.data(), data.size()), peer);
     co_await sending;
   }
-  /// Receives one datagram (up to max_size bytes; longer ones are truncated).
+  /// Receives one datagram and its sender; one longer than max_size is truncated to
+  /// max_size bytes (the rest is lost, as with recvfrom). The string holds the datagram only.
   task<std::pair<std::string, address>> recv_from(std::size_t max_size = 65536) {
-    std::string data(max_size, '\0');
-    auto receiving = socket_.recv_from(std::span<char>(data.data(), data.size()));
+    // The OS writes into a buffer the endpoint keeps for its next receive and
+    // only the datagram is copied out: a kept 20-byte datagram must not hold
+    // max_size bytes.
+    buffer_loan loan(*this, max_size);
+    auto receiving = socket_.recv_from(std::span<char>(loan.data(), max_size));
     auto [size, sender] = co_await receiving;
-    data.resize(size);
-    co_return std::pair<std::string, address>(std::move(data), sender);
+    co_return std::pair<std::string, address>(std::string(loan.data(), size), sender);
   }
+  /// Receives one datagram into `buffer`: returns {bytes, sender}; one longer than
+  /// the buffer is truncated to buffer.size() bytes (asyncio's sock_recvfrom_into).
+  detail::recv_from_awaiter recv_from_into(std::span<char> buffer) { return socket_.recv_from(buffer); }
   /// The bound address (std::system_error once closed); close() is idempotent; raw() is the
   /// socket itself, for set_option or connect.
   address local_address() const { return socket_.local_address(); }
@@ -6903,7 +6978,37 @@ class datagram_endpoint {
   socket& raw() noexcept { return socket_; }
 
  private:
+  // The endpoint's receive buffer, lent to one receive at a time; a second
+  // receiver waiting at the same moment uses a buffer of its own. The
+  // endpoint's move or destruction redirects or cuts the loan, so a receive
+  // that ends later never gives the buffer back to a dead endpoint.
+  class buffer_loan {
+   public:
+    buffer_loan(datagram_endpoint& lender, std::size_t size) {
+      if (lender.borrower_ == nullptr) {
+        owner_ = &lender;
+        lender.borrower_ = this;
+        buffer_ = std::move(lender.receive_buffer_);
+      }
+      if (buffer_.size() < size) buffer_.resize(size);
+    }
+    buffer_loan(const buffer_loan&) = delete;
+    buffer_loan& operator=(const buffer_loan&) = delete;
+    ~buffer_loan() {
+      if (owner_ == nullptr) return;
+      owner_->receive_buffer_ = std::move(buffer_);
+      owner_->borrower_ = nullptr;
+    }
+    char* data() noexcept { return buffer_.data(); }
+
+   private:
+    friend class datagram_endpoint;
+    datagram_endpoint* owner_ = nullptr;  // null when the buffer is this receive's own
+    std::vector<char> buffer_;
+  };
   socket socket_;
+  std::vector<char> receive_buffer_;  // empty while lent
+  buffer_loan* borrower_ = nullptr;   // the receive holding receive_buffer_, if any
 };
 
 /// Opens a UDP endpoint bound to host:port (port 0: any free port).

@@ -6,10 +6,13 @@
 
 #include "net_helpers.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -21,6 +24,20 @@ using net_test::io_counts;
 namespace {
 
 cl::task<std::string> read_all(cl::stream& from) { co_return co_await from.read(); }
+
+// Writes `size` bytes of the pattern in 1 MiB blocks, waiting on drain(); then
+// closes `to` when asked to.
+cl::task<void> write_pattern(cl::stream& to, std::size_t size, bool close_after) {
+  constexpr std::size_t block = std::size_t{1} << 20;
+  for (std::size_t sent = 0; sent < size; sent += block) {
+    to.write(net_test::pattern(sent, std::min(block, size - sent)));
+    co_await to.drain();
+  }
+  if (close_after) {
+    to.close();
+    co_await to.wait_closed();
+  }
+}
 
 }  // namespace
 
@@ -291,6 +308,164 @@ TEST_CASE("stream: read(n) returns at most n bytes; a second concurrent reader i
     b.close();
     std::string rest = co_await cl::timeout(10s, reading);
     CHECK(rest == "tail");
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: read to the end obeys the default max_read of 64 MiB", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    constexpr std::size_t default_max_read = std::size_t{64} << 20;
+    CHECK(cl::stream_options{}.max_read == default_max_read);
+    auto [a, b] = net_test::stream_pair();
+    auto writing = cl::create_task(&write_pattern, std::ref(b), default_max_read + 1, true);
+    std::optional<cl::limit_overrun_error> overrun;
+    try {
+      (void)co_await cl::timeout(60s, a.read());
+    } catch (const cl::limit_overrun_error& error) {
+      overrun = error;
+    }
+    REQUIRE(overrun.has_value());
+    INFO("what(): " << overrun->what());
+    CHECK(std::string(overrun->what()).find(std::to_string(default_max_read)) != std::string::npos);
+    CHECK(std::string(overrun->what()).find("max_read") != std::string::npos);
+    CHECK(overrun->consumed == a.buffered().size());
+    CHECK(a.buffered().size() > default_max_read);
+    a.close();
+    co_await cl::timeout(60s, writing);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: read to the end stops past max_read with limit_overrun_error, and keeps what it buffered",
+          "[stream]") {
+  auto body = []() -> cl::task<void> {
+    constexpr std::size_t max_read = std::size_t{1} << 20;
+    cl::stream_options options;
+    options.max_read = max_read;
+    {
+      // A peer that keeps sending and never closes: read() gives up instead of growing.
+      auto [a, b] = net_test::stream_pair(options);
+      constexpr std::size_t sent = 8 * max_read;
+      auto writing = cl::create_task(&write_pattern, std::ref(b), sent, false);
+      std::optional<cl::limit_overrun_error> overrun;
+      try {
+        (void)co_await cl::timeout(30s, a.read());
+      } catch (const cl::limit_overrun_error& error) {
+        overrun = error;
+      }
+      REQUIRE(overrun.has_value());
+      const std::string what = overrun->what();
+      INFO("what(): " << what);
+      CHECK(what.find("stream::read: more than 1048576 bytes before the end of the stream") != std::string::npos);
+      CHECK(what.find("stream_options::max_read") != std::string::npos);
+      CHECK(a.buffered().size() > max_read);
+      CHECK(a.buffered().size() <= max_read + options.read_chunk);
+      CHECK(overrun->consumed == a.buffered().size());
+      // Nothing was lost: read(n) takes it all, in order, to the last byte.
+      std::size_t received = 0;
+      bool intact = true;
+      for (int i = 0; i < 100'000 && received < sent; ++i) {
+        const std::string part = co_await cl::timeout(30s, a.read(max_read / 2));
+        REQUIRE_FALSE(part.empty());
+        intact = intact && part == net_test::pattern(received, part.size());
+        received += part.size();
+      }
+      CHECK(intact);
+      CHECK(received == sent);
+      co_await cl::timeout(30s, writing);
+    }
+    {
+      // Exactly max_read bytes and the end: that is within the limit.
+      auto [a, b] = net_test::stream_pair(options);
+      auto writing = cl::create_task(&write_pattern, std::ref(b), max_read, true);
+      const std::string all = co_await cl::timeout(30s, a.read());
+      CHECK(all.size() == max_read);
+      CHECK(all == net_test::pattern(0, max_read));
+      co_await cl::timeout(30s, writing);
+    }
+    {
+      // stream::npos: no limit, as asyncio's read(-1).
+      cl::stream_options unbounded = options;
+      unbounded.max_read = cl::stream::npos;
+      auto [a, b] = net_test::stream_pair(unbounded);
+      auto writing = cl::create_task(&write_pattern, std::ref(b), 3 * max_read, true);
+      const std::string all = co_await cl::timeout(30s, a.read());
+      CHECK(all.size() == 3 * max_read);
+      co_await cl::timeout(30s, writing);
+    }
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: read_exactly over max_read is refused at once; up to it, it waits for every byte", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    constexpr std::size_t max_read = std::size_t{1} << 20;
+    cl::stream_options options;
+    options.max_read = max_read;
+    auto [a, b] = net_test::stream_pair(options);
+    b.write("head");
+    const std::size_t head = co_await cl::timeout(10s, a.fill());
+    CHECK(head == 4);
+
+    // Refused without waiting for data that will never come, nothing consumed.
+    std::optional<cl::limit_overrun_error> overrun;
+    try {
+      (void)co_await cl::timeout(10s, a.read_exactly(max_read + 1));
+    } catch (const cl::limit_overrun_error& error) {
+      overrun = error;
+    }
+    REQUIRE(overrun.has_value());
+    const std::string what = overrun->what();
+    INFO("what(): " << what);
+    CHECK(what.find("stream::read_exactly: 1048577 bytes asked for, more than 1048576 (stream_options::max_read)") !=
+          std::string::npos);
+    CHECK(overrun->consumed == 4);
+    CHECK(a.buffered() == "head");
+    // A length from the peer, however large, allocates nothing before it is refused.
+    bool huge_refused = false;
+    try {
+      (void)co_await a.read_exactly(std::size_t{1} << 40);
+    } catch (const cl::limit_overrun_error&) {
+      huge_refused = true;
+    }
+    CHECK(huge_refused);
+
+    // Exactly max_read (the "head" included) is fine.
+    auto writing = cl::create_task(&write_pattern, std::ref(b), max_read - 4, false);
+    const std::string all = co_await cl::timeout(30s, a.read_exactly(max_read));
+    CHECK(all.size() == max_read);
+    CHECK(all.substr(0, 4) == "head");
+    CHECK(all.substr(4) == net_test::pattern(0, max_read - 4));
+    co_await cl::timeout(30s, writing);
+
+    // read(n) with a huge n returns what there is, without reserving n.
+    b.write("tail");
+    const std::string tail = co_await cl::timeout(10s, a.read(std::size_t{1} << 40));
+    CHECK(tail == "tail");
+  };
+  cl::run(body());
+}
+
+// A parked fill() writes after what was buffered when it started: consuming
+// everything meanwhile must not move where the next bytes are looked for.
+TEST_CASE("stream: consuming everything while another task's fill() waits keeps the bytes that fill brings", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    const io_counts before = io_counts::now();
+    auto [a, b] = net_test::stream_pair();
+    b.write("old bytes");
+    const std::size_t first = co_await cl::timeout(10s, a.fill());
+    CHECK(first == 9);
+    auto filler = [](cl::stream& from) -> cl::task<std::size_t> { co_return co_await from.fill(); };
+    auto filling = cl::create_task(filler, std::ref(a));
+    const bool parked = co_await eventually([&] { return loop.parked_operation_count() == before.parked + 1; });
+    CHECK(parked);
+    a.consume(a.buffered().size());
+    CHECK(a.buffered().empty());
+    b.write("new");
+    const std::size_t added = co_await cl::timeout(10s, filling);
+    CHECK(added == 3);
+    CHECK(a.buffered() == "new");
   };
   cl::run(body());
 }
