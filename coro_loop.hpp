@@ -8179,11 +8179,23 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
     parser.start(method);
     bool any_byte = false;
     std::exception_ptr disconnected;
+    std::string send_failure;
     try {
       stream& connection = lease.connection;
-      connection.write(request_text);
-      if (connection.write_buffer_size() > 0) {
-        co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+      // A server may answer before it has read the whole body, then close
+      // (RFC 9112 9.6): the send fails with EPIPE or a reset, while its
+      // answer already waits in the socket. So a failed send only ends the
+      // sending; what the server sent is read before deciding it is gone.
+      try {
+        connection.write(request_text);
+        if (connection.write_buffer_size() > 0) {
+          co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+        } else {
+          connection.write({});  // a send that failed at once dropped the rest: this throws its error
+        }
+      } catch (const std::system_error& error) {
+        if (!is_connection_reset(error)) throw;
+        send_failure = error.what();
       }
       for (;;) {
         const std::size_t head_size = parser.parse_head(connection.buffered());
@@ -8197,7 +8209,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
         if (received == 0) {
           if (!any_byte && connection.buffered().empty()) {
             throw disconnected_error("http: the server closed the connection without responding to " + method + " " +
-                                     request.url);
+                                     request.url + (send_failure.empty() ? "" : " (" + send_failure + ")"));
           }
           parser.end_of_input();
         }
@@ -8216,7 +8228,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
       if (may_retry) continue;
       std::rethrow_exception(disconnected);
     }
-    response_access::context(result).reuse_allowed = !wants_close;
+    response_access::context(result).reuse_allowed = !wants_close && send_failure.empty();
     response_access::release_when_done(result);  // no body (HEAD, 204, 304, Content-Length: 0)
     co_return result;
   }

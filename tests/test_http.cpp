@@ -1880,6 +1880,99 @@ TEST_CASE("http: a server that never reads a large POST body: the client's send 
   cl::run(body());
 }
 
+#if defined(CORO_LOOP_POSIX)
+namespace {
+
+// How the early-answering server ends the connection after its response, with the
+// request body still arriving: every way makes Linux send RST (the body unread).
+enum class early_ending { close_unread, reset, shut_write_then_close };
+
+struct early_server {
+  early_ending ending = early_ending::close_unread;
+  int answered = 0;
+};
+
+// Reads only the request head, answers 501 at once and closes, as Python's
+// http.server answers a POST it has no handler for (RFC 9112 section 9.6).
+cl::task<void> answer_early(early_server& server, cl::stream connection) {
+  bool read_head = true;
+  try {
+    (void)co_await connection.read_until("\r\n\r\n");
+  } catch (const std::exception&) {
+    read_head = false;
+  }
+  if (read_head) {
+    try {
+      connection.write(
+          "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n"
+          "Connection: close\r\n\r\nnot implemented");
+      co_await connection.drain();
+      ++server.answered;
+      if (server.ending == early_ending::shut_write_then_close) connection.write_eof();
+      if (server.ending == early_ending::reset) net_test::reset_on_close(connection.handle());
+    } catch (const std::exception&) {
+    }
+  }
+  connection.close();
+  try {
+    co_await connection.wait_closed();
+  } catch (const std::exception&) {
+  }
+}
+
+}  // namespace
+
+// POSIX only: on Windows an arriving RST discards what the socket had received.
+TEST_CASE("http: a response sent while the request body is still being sent is returned, not lost to the reset",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    early_server state;
+    auto handler = [&state](cl::stream connection) { return answer_early(state, std::move(connection)); };
+    cl::server server = co_await cl::start_server(handler, "127.0.0.1", 0);
+    {
+      http::client_options options;
+      options.timeout.read = 10s;
+      http::client client(options);
+      const std::string payload(5 * 1024 * 1024, 'u');  // far more than the socket buffers hold
+      constexpr int tries = 100;
+      int returned_501 = 0;
+      std::string first_failure;
+      const std::string url = base_url(server) + "/upload";
+      const cl::time_point start = cl::clock::now();
+      for (int i = 0; i < tries; ++i) {
+        state.ending = static_cast<early_ending>(i % 3);
+        std::exception_ptr error;
+        int status = 0;
+        std::string text;
+        try {
+          cl::task<http::response> posting = client.post(url, payload);
+          http::response r = co_await cl::timeout(10s, std::move(posting));
+          status = r.status();
+          text = co_await cl::timeout(10s, r.text());
+        } catch (...) {
+          error = std::current_exception();
+        }
+        if (status == 501 && text == "not implemented") {
+          ++returned_501;
+        } else if (first_failure.empty()) {
+          first_failure = "try " + std::to_string(i) + ": status " + std::to_string(status) + ", " + describe(error);
+        }
+      }
+      INFO("first failure: " << first_failure);
+      CHECK(returned_501 == tries);
+      CHECK(state.answered == tries);
+      CHECK(seconds_since(start) < 60.0);
+      CHECK(client.active_connections() == 0);
+      CHECK(client.idle_connections() == 0);  // a connection whose send failed is never pooled
+    }
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+#endif  // CORO_LOOP_POSIX
+
 TEST_CASE("http: client.close() closes idle connections; a request after it throws invalid_state_error", "[http]") {
   auto body = []() -> cl::task<void> {
     const io_counts before = io_counts::now();
