@@ -6876,9 +6876,10 @@ class redirect_error : public error {
   using error::error;
 };
 
-/// A request that cannot be sent as asked: CR, LF or NUL in a method, a
-/// header or the URL, a header name that is not a token, a Content-Length or
-/// Transfer-Encoding set by hand. Nothing was sent.
+/// A request that cannot be sent as asked: a method or header name that is not
+/// a token; a control byte other than HTAB (CR, LF, NUL, ...) in a header value,
+/// client_options::user_agent and headers included, or in the URL; a
+/// Content-Length or Transfer-Encoding set by hand. Nothing was sent.
 class invalid_request_error : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
@@ -6999,7 +7000,8 @@ struct client_options {
   timeouts timeout;
   http::limits limits;
   header_list headers;             // sent with every request; a request's own fields replace same-named ones
-  /// Sent as User-Agent unless a header field sets one; empty: no User-Agent field.
+  /// Sent as User-Agent unless a header field sets one; empty: no User-Agent field. It and
+  /// headers pass the checks of a request's own fields (invalid_request_error, nothing sent).
   std::string user_agent = "coro_loop/" CORO_LOOP_VERSION;
   /// Follow 301, 302, 303, 307 and 308 up to max_redirects times (then redirect_error).
   bool follow_redirects = true;
@@ -8117,38 +8119,77 @@ inline bool is_idempotent(std::string_view method) noexcept {
          method == "TRACE";
 }
 
+// What an error message calls a byte a request head must not carry.
+inline std::string name_control_byte(unsigned char byte) {
+  if (byte == '\r') return "CR";
+  if (byte == '\n') return "LF";
+  if (byte == '\0') return "NUL";
+  if (byte == 0x7f) return "DEL";
+  static constexpr char hex[] = "0123456789abcdef";
+  return std::string("control byte 0x") + hex[byte >> 4] + hex[byte & 15];
+}
+
+// The request line: a method that is a token, a target of visible ASCII only
+// (url::parse percent-encodes spaces and non-ASCII and refuses control bytes).
+inline void check_request_line(std::string_view method, std::string_view target) {
+  if (!is_token(method)) {
+    throw invalid_request_error("http: method " + quote_bytes(method) + " is not a token (RFC 9110 9.1)");
+  }
+  const bool visible = std::all_of(target.begin(), target.end(), [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte > 0x20 && byte < 0x7f;
+  });
+  if (target.empty() || !visible) {
+    throw invalid_request_error("http: request target " + quote_bytes(target) + " is empty or not visible ASCII");
+  }
+}
+
+// The one check of every field a request head carries, whatever set it:
+// client_options::user_agent and headers, request_options::headers, the
+// client's own fields. A name is a token; a value holds HTAB, SP, visible
+// ASCII and obs-text only (RFC 9110 5.5). CR or LF would start a field or a
+// request of the caller's input's choosing; NUL and the other control bytes
+// are invalid, and servers disagree on what they mean.
 inline void check_field(std::string_view name, std::string_view value) {
   if (!is_token(name)) {
     throw invalid_request_error("http: header name " + quote_bytes(name) + " is not a token (RFC 9110 5.1)");
   }
   for (const char c : value) {
-    if (c == '\r' || c == '\n' || c == '\0') {
-      throw invalid_request_error("http: CR, LF or NUL in the value of header " + std::string(name) +
-                                  " (header injection)");
+    const auto byte = static_cast<unsigned char>(c);
+    if ((byte < 0x20 && byte != '\t') || byte == 0x7f) {
+      throw invalid_request_error("http: header value of " + std::string(name) + " contains " +
+                                  name_control_byte(byte) + ": " + quote_bytes(value));
     }
-  }
-  if (header_list::same_name(name, "Content-Length") || header_list::same_name(name, "Transfer-Encoding")) {
-    throw invalid_request_error("http: " + std::string(name) + " is set by the client from the body, not by hand");
   }
 }
 
-// The request head and body, as sent. The client's headers come first, a
-// request's own replace those of the same name.
+// The request head and body, as sent. The head is written here only, and
+// every byte of it passes check_request_line or check_field on the way, so no
+// option or field, present or future, can reach the server unchecked. The
+// client's headers come first, a request's own replace those of the same name.
 inline std::string format_request(std::string_view method, const url& target, const header_list& headers,
                                   const std::string& body, const client_options& options) {
+  check_request_line(method, target.target);
   std::string text;
   text.reserve(256 + body.size());
+  const auto add_field = [&text](std::string_view name, std::string_view value) {
+    check_field(name, value);
+    text.append(name).append(": ").append(value).append("\r\n");
+  };
   text.append(method).append(" ").append(target.target).append(" HTTP/1.1\r\n");
-  if (!headers.contains("Host")) text.append("Host: ").append(target.host_header()).append("\r\n");
-  if (!headers.contains("User-Agent") && !options.user_agent.empty()) {
-    text.append("User-Agent: ").append(options.user_agent).append("\r\n");
-  }
-  if (!headers.contains("Accept")) text.append("Accept: */*\r\n");
+  if (!headers.contains("Host")) add_field("Host", target.host_header());
+  if (!headers.contains("User-Agent") && !options.user_agent.empty()) add_field("User-Agent", options.user_agent);
+  if (!headers.contains("Accept")) add_field("Accept", "*/*");
   if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
-    text.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+    add_field("Content-Length", std::to_string(body.size()));
   }
-  if (!options.keep_alive && !headers.contains("Connection")) text.append("Connection: close\r\n");
-  for (const auto& [name, value] : headers) text.append(name).append(": ").append(value).append("\r\n");
+  if (!options.keep_alive && !headers.contains("Connection")) add_field("Connection", "close");
+  for (const auto& [name, value] : headers) {
+    if (header_list::same_name(name, "Content-Length") || header_list::same_name(name, "Transfer-Encoding")) {
+      throw invalid_request_error("http: " + std::string(name) + " is set by the client from the body, not by hand");
+    }
+    add_field(name, value);
+  }
   text.append("\r\n");
   text.append(body);
   return text;
@@ -8242,16 +8283,14 @@ inline bool is_redirect(int status) noexcept {
 
 inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
                                       std::string url_text, request_options options) {
-  if (!detail::is_token(method)) {
-    throw invalid_request_error("http: method " + detail::quote_bytes(method) + " is not a token");
-  }
   url target = url::parse(url_text);
+  // The method and fields are checked where the head is written
+  // (detail::format_request), before a connection is taken.
   header_list headers;
   for (const auto& [name, value] : pool->options.headers) {
     if (!options.headers.contains(name)) headers.add(name, value);
   }
   for (const auto& [name, value] : options.headers) headers.add(name, value);
-  for (const auto& [name, value] : headers) detail::check_field(name, value);
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
 
   const timeouts limits = options.timeout.value_or(pool->options.timeout);

@@ -812,6 +812,201 @@ TEST_CASE(
   cl::run(body());
 }
 
+namespace {
+
+// A server that only counts: connections, and every byte it receives. It answers the
+// first request head with an empty 200 and closes, so a request that gets through
+// ends at once (and is seen here) rather than waiting for a timeout.
+struct byte_counter {
+  int connections = 0;
+  std::string received;
+};
+
+cl::task<void> count_bytes(byte_counter& counter, cl::stream connection) {
+  ++counter.connections;
+  const std::size_t start = counter.received.size();
+  for (int i = 0; i < 1000; ++i) {
+    std::string piece;
+    try {
+      piece = co_await connection.read(64 * 1024);
+    } catch (const std::exception&) {
+    }
+    if (piece.empty()) break;
+    counter.received += piece;
+    if (counter.received.find("\r\n\r\n", start) != std::string::npos) {
+      connection.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+      break;
+    }
+  }
+  connection.close();
+  try {
+    co_await connection.wait_closed();
+  } catch (const std::exception&) {
+  }
+}
+
+// Every place a byte of a request head can come from, each fed one bad byte sequence.
+enum class head_input {
+  user_agent,
+  client_header_value,
+  client_header_name,
+  request_header_value,
+  request_header_name,
+  host_header,
+  authorization_header,
+  cookie_header,
+  user_agent_header,
+  method,
+  url_path,
+  url_query,
+  url_host,
+};
+
+struct head_input_case {
+  head_input input;
+  const char* label;
+  const char* expected;  // the error kind
+};
+
+// Sends one GET with `bad` placed in `input`; the error it ends with.
+cl::task<std::exception_ptr> send_with_bad_bytes(head_input input, std::string bad, std::uint16_t port) {
+  const std::string origin = "http://127.0.0.1:" + std::to_string(port);
+  http::client_options client_options;
+  client_options.timeout.total = 10s;
+  http::request_options request_options;
+  std::string method = "GET";
+  std::string url = origin + "/";
+  switch (input) {
+    case head_input::user_agent: client_options.user_agent = "agent/1" + bad; break;
+    case head_input::client_header_value: client_options.headers = {{"X-Client", "a" + bad + "b"}}; break;
+    case head_input::client_header_name: client_options.headers = {{"X-Cli" + bad + "ent", "v"}}; break;
+    case head_input::request_header_value: request_options.headers = {{"X-Request", "a" + bad + "b"}}; break;
+    case head_input::request_header_name: request_options.headers = {{"X-Req" + bad + "uest", "v"}}; break;
+    case head_input::host_header: request_options.headers = {{"Host", "example.com" + bad}}; break;
+    case head_input::authorization_header: request_options.headers = {{"Authorization", "Bearer t" + bad}}; break;
+    case head_input::cookie_header: request_options.headers = {{"Cookie", "a=1" + bad + "; b=2"}}; break;
+    case head_input::user_agent_header: request_options.headers = {{"User-Agent", "agent/2" + bad}}; break;
+    case head_input::method: method = "PO" + bad + "ST"; break;
+    case head_input::url_path: url = origin + "/a" + bad + "b"; break;
+    case head_input::url_query: url = origin + "/?q=a" + bad + "b"; break;
+    case head_input::url_host: url = "http://127.0.0.1" + bad + ":" + std::to_string(port) + "/"; break;
+  }
+  std::exception_ptr error;
+  try {
+    http::client client(client_options);
+    cl::task<http::response> sending = client.request(method, url, std::move(request_options));
+    http::response r = co_await cl::timeout(10s, std::move(sending));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  co_return error;
+}
+
+}  // namespace
+
+TEST_CASE("http: CR, LF, NUL or another control byte from any option or request field is refused before anything "
+          "is sent",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    byte_counter counter;
+    auto handler = [&counter](cl::stream connection) { return count_bytes(counter, std::move(connection)); };
+    cl::server server = co_await cl::start_server(handler, "127.0.0.1", 0);
+    const std::vector<head_input_case> inputs = {
+        {head_input::user_agent, "client_options::user_agent", "invalid_request_error"},
+        {head_input::client_header_value, "client_options::headers value", "invalid_request_error"},
+        {head_input::client_header_name, "client_options::headers name", "invalid_request_error"},
+        {head_input::request_header_value, "request_options::headers value", "invalid_request_error"},
+        {head_input::request_header_name, "request_options::headers name", "invalid_request_error"},
+        {head_input::host_header, "a Host field set by hand", "invalid_request_error"},
+        {head_input::authorization_header, "an Authorization field", "invalid_request_error"},
+        {head_input::cookie_header, "a Cookie field", "invalid_request_error"},
+        {head_input::user_agent_header, "a User-Agent field", "invalid_request_error"},
+        {head_input::method, "the method", "invalid_request_error"},
+        {head_input::url_path, "the URL's path", "url_error"},
+        {head_input::url_query, "the URL's query", "url_error"},
+        {head_input::url_host, "the URL's host", "url_error"},
+    };
+    // CR LF (a second field line), each alone, NUL, and the other control bytes
+    // RFC 9110 5.5 leaves out of a field value (only HTAB is allowed).
+    const std::vector<std::string> bad_bytes = {"\r\nX-Injected: yes", "\r\n", "\n", "\r", "\0"s,
+                                                "\x01",                "\x08", "\x0b", "\x1f", "\x7f"};
+    for (const head_input_case& input : inputs) {
+      for (const std::string& bad : bad_bytes) {
+        const int connections_before = counter.connections;
+        const std::size_t bytes_before = counter.received.size();
+        const std::exception_ptr error = co_await send_with_bad_bytes(input.input, bad, server.port());
+        UNSCOPED_INFO(input.label << " with " << http::detail::quote_bytes(bad));
+        CHECK_KIND(error, input.expected);
+        UNSCOPED_INFO(input.label << " with " << http::detail::quote_bytes(bad));
+        CHECK(counter.connections == connections_before);
+        UNSCOPED_INFO(input.label << " with " << http::detail::quote_bytes(bad) << ": the server received "
+                                  << http::detail::quote_bytes(counter.received.substr(bytes_before)));
+        CHECK(counter.received.size() == bytes_before);
+      }
+    }
+    {
+      const std::exception_ptr error =
+          co_await send_with_bad_bytes(head_input::user_agent, "\r\nX-Injected: yes", server.port());
+      UNSCOPED_INFO("what(): " << what_of(error));
+      CHECK(contains(what_of(error), "User-Agent"));
+      CHECK(contains(what_of(error), "CR"));
+      CHECK(contains(what_of(error), "\"agent/1\\r\\nX-Injected: yes\""));
+    }
+    co_await cl::sleep(20ms);  // a connection would have been accepted by now
+    CHECK(counter.connections == 0);
+    CHECK(counter.received.empty());
+
+    // HTAB and bytes of 0x80 and above (obs-text) are allowed in a field value, and sent as given.
+    {
+      http::client_options options;
+      options.user_agent = "agent\t1 \x80\xff";
+      options.headers = {{"X-Client", "a\tb"}};
+      http::client client(options);
+      http::request_options request_options;
+      request_options.headers = {{"X-Request", "caf\xc3\xa9"}};
+      cl::task<http::response> sending = client.get(base_url(server) + "/fine", std::move(request_options));
+      http::response r = co_await cl::timeout(10s, std::move(sending));
+      CHECK(r.status() == 200);
+    }
+    CHECK(counter.connections == 1);
+    CHECK(contains(counter.received, "\r\nUser-Agent: agent\t1 \x80\xff\r\n"));
+    CHECK(contains(counter.received, "\r\nX-Client: a\tb\r\n"));
+    CHECK(contains(counter.received, "\r\nX-Request: caf\xc3\xa9\r\n"));
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("http: a redirect to a Location with a control byte is redirect_error, and the target is not requested",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    script s;
+    s.act = reply([](const seen_request& request, int, int) -> std::string {
+      if (request.target == "/start") return "HTTP/1.1 302 Found\r\nLocation: /next\x01x\r\nContent-Length: 0\r\n\r\n";
+      if (request.target == "/tab") return "HTTP/1.1 302 Found\r\nLocation: /next\tx\r\nContent-Length: 0\r\n\r\n";
+      return ok_response("reached");
+    });
+    cl::server server = co_await start(s);
+    {
+      http::client client;
+      for (const char* path : {"/start", "/tab"}) {
+        const std::exception_ptr error = co_await failure_of(cl::timeout(10s, client.get(base_url(server) + path)));
+        UNSCOPED_INFO(path);
+        CHECK_KIND(error, "redirect_error");
+      }
+    }
+    REQUIRE(s.requests.size() == 2);
+    CHECK(s.requests[0].target == "/start");
+    CHECK(s.requests[1].target == "/tab");
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
 // =================================================================================
 // Responses
 // =================================================================================
