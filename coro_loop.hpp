@@ -7282,17 +7282,17 @@ class response {
   /// The rest of the body. protocol_error past limits.max_body, or when the
   /// body is malformed or cut short by the server closing; std::system_error
   /// when the connection is reset; timeout_error per the request's timeouts.
+  /// Holds at most limits.max_body and about 1 MiB while reading, whatever the framing.
   task<std::string> text() {
     std::string body_text;
     co_await read_rest(body_text);
     co_return body_text;
   }
-  /// The rest of the body, as bytes.
+  /// The rest of the body, as bytes (read into the vector itself: no copy).
   task<std::vector<std::byte>> body() {
-    std::string body_text;
-    co_await read_rest(body_text);
-    const auto* first = reinterpret_cast<const std::byte*>(body_text.data());
-    co_return std::vector<std::byte>(first, first + body_text.size());
+    std::vector<std::byte> body_bytes;
+    co_await read_rest(body_bytes);
+    co_return body_bytes;
   }
   /// The next piece of the body, at most max_bytes; empty at its end. No size limit.
   task<std::string> read_chunk(std::size_t max_bytes = 64 * 1024);
@@ -7305,8 +7305,9 @@ class response {
 
  private:
   friend class detail::response_access;
-  // Appends the rest of the body to `out`.
-  task<void> read_rest(std::string& out);
+  // Appends the rest of the body to `out` (a std::string or std::vector<std::byte>).
+  template <class Buffer>
+  task<void> read_rest(Buffer& out);
   // Reads and drops the body of a redirect when it is small; closes otherwise.
   task<void> discard_body(std::size_t at_most);
   // Waits for more bytes; false at the end of the stream (handled).
@@ -8387,8 +8388,46 @@ inline task<std::string> response::read_chunk(std::size_t max_bytes) {
   co_return std::string();
 }
 
-inline task<void> response::read_rest(std::string& out) {
-  if (const auto length = parser_.content_length(); length && *length <= context_.max_body) {
+namespace detail {
+
+// Makes room in `out` for `more` body bytes; the body is known to fit in
+// `limit` (max_body). A small body grows as a string does. Past 1 MiB (or
+// half the limit) the capacity goes to the limit at once: every regrowth
+// copies the body while the old and the new block are both alive, so the
+// last doubling below the limit held twice the limit (a 64 MiB body took
+// 128 MiB), and the blocks freed on the way may stay resident in the
+// allocator. Reserving the limit costs address space, not memory: its pages
+// are touched only as the body fills them. Where the allocator refuses the
+// limit (a huge max_body, a 32-bit address space) the doubling goes on.
+template <class Buffer>
+void reserve_body(Buffer& out, std::size_t more, std::size_t limit) {
+  const std::size_t needed = out.size() + more;
+  if (needed <= out.capacity()) return;
+  const std::size_t doubled = std::max(needed, out.capacity() * 2);
+  if (doubled > std::min<std::size_t>(limit / 2, 1024 * 1024)) {
+    try {
+      out.reserve(std::max(needed, limit));
+      return;
+    } catch (const std::bad_alloc&) {
+    } catch (const std::length_error&) {
+    }
+  }
+  out.reserve(doubled);
+}
+
+inline void append_body(std::string& out, std::string_view bytes) { out.append(bytes); }
+inline void append_body(std::vector<std::byte>& out, std::string_view bytes) {
+  const auto* first = reinterpret_cast<const std::byte*>(bytes.data());
+  out.insert(out.end(), first, first + bytes.size());
+}
+
+}  // namespace detail
+
+template <class Buffer>
+task<void> response::read_rest(Buffer& out) {
+  const std::optional<std::uint64_t> length = parser_.content_length();
+  if (parser_.body_framing() == response_parser::framing::length && !parser_.done() && length &&
+      *length <= context_.max_body) {
     out.reserve(static_cast<std::size_t>(*length));
   }
   try {
@@ -8400,7 +8439,8 @@ inline task<void> response::read_rest(std::string& out) {
         throw protocol_error("http: response body larger than limits.max_body (" + std::to_string(context_.max_body) +
                              " bytes) from " + context_.url);
       }
-      out.append(payload);
+      detail::reserve_body(out, payload.size(), context_.max_body);
+      detail::append_body(out, payload);
       lease_.connection.consume(consumed);
       if (consumed == 0 && !parser_.done()) co_await fill();
     }
@@ -8409,6 +8449,10 @@ inline task<void> response::read_rest(std::string& out) {
     throw;
   }
   release_when_done();
+  // A body that ended far below the reserved limit moves to a block of its
+  // own size, so a kept response costs what it holds. Only a body under half
+  // the limit moves: the copy then touches at most the limit too.
+  if (out.capacity() / 2 > out.size()) out.shrink_to_fit();
 }
 
 inline task<void> response::discard_body(std::size_t at_most) {
