@@ -9,6 +9,7 @@
 #include "coro_loop.hpp"
 
 #include "net_helpers.hpp"
+#include "test_support.hpp"
 
 #if defined(CORO_LOOP_POSIX)
 #include <sys/socket.h>
@@ -1594,20 +1595,6 @@ std::size_t status_kib(const char* field) {
 }
 #endif
 
-// Built with a sanitizer, or run under valgrind: freed memory is held back, so
-// resident sizes say nothing there.
-bool memory_is_instrumented() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  return true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-  return true;
-#endif
-#endif
-  const char* preload = std::getenv("LD_PRELOAD");
-  return preload != nullptr && std::strstr(preload, "vgpreload") != nullptr;
-}
-
 }  // namespace
 
 TEST_CASE("http: text() and body() of a body of limits.max_body take at most max_body and a few MiB, any framing",
@@ -1618,8 +1605,8 @@ TEST_CASE("http: text() and body() of a body of limits.max_body take at most max
     // run on a smaller body, for their results.
     bool measure = false;
 #if defined(__linux__)
-    measure = !memory_is_instrumented() && reset_peak_rss();
-    if (!memory_is_instrumented() && !measure) WARN("/proc/self/clear_refs is not writable: memory not measured");
+    measure = !test_support::instrumented() && reset_peak_rss();
+    if (!test_support::instrumented() && !measure) WARN("/proc/self/clear_refs is not writable: memory not measured");
 #endif
     http::client_options options;
     options.timeout.read = 10s;
