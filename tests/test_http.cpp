@@ -837,7 +837,10 @@ cl::task<void> count_bytes(byte_counter& counter, cl::stream connection) {
     if (piece.empty()) break;
     counter.received += piece;
     if (counter.received.find("\r\n\r\n", start) != std::string::npos) {
-      connection.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+      try {
+        connection.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+      } catch (const std::exception&) {
+      }
       break;
     }
   }
