@@ -7071,9 +7071,10 @@ class redirect_error : public error {
   using error::error;
 };
 
-/// A request that cannot be sent as asked: CR, LF or NUL in a method, a
-/// header or the URL, a header name that is not a token, a Content-Length or
-/// Transfer-Encoding set by hand. Nothing was sent.
+/// A request that cannot be sent as asked: a method or header name that is not
+/// a token; a control byte other than HTAB (CR, LF, NUL, ...) in a header value,
+/// client_options::user_agent and headers included, or in the URL; a
+/// Content-Length or Transfer-Encoding set by hand. Nothing was sent.
 class invalid_request_error : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
@@ -7194,7 +7195,8 @@ struct client_options {
   timeouts timeout;
   http::limits limits;
   header_list headers;             // sent with every request; a request's own fields replace same-named ones
-  /// Sent as User-Agent unless a header field sets one; empty: no User-Agent field.
+  /// Sent as User-Agent unless a header field sets one; empty: no User-Agent field. It and
+  /// headers pass the checks of a request's own fields (invalid_request_error, nothing sent).
   std::string user_agent = "coro_loop/" CORO_LOOP_VERSION;
   /// Follow 301, 302, 303, 307 and 308 up to max_redirects times (then redirect_error).
   bool follow_redirects = true;
@@ -7475,17 +7477,17 @@ class response {
   /// The rest of the body. protocol_error past limits.max_body, or when the
   /// body is malformed or cut short by the server closing; std::system_error
   /// when the connection is reset; timeout_error per the request's timeouts.
+  /// Holds at most limits.max_body and about 1 MiB while reading, whatever the framing.
   task<std::string> text() {
     std::string body_text;
     co_await read_rest(body_text);
     co_return body_text;
   }
-  /// The rest of the body, as bytes.
+  /// The rest of the body, as bytes (read into the vector itself: no copy).
   task<std::vector<std::byte>> body() {
-    std::string body_text;
-    co_await read_rest(body_text);
-    const auto* first = reinterpret_cast<const std::byte*>(body_text.data());
-    co_return std::vector<std::byte>(first, first + body_text.size());
+    std::vector<std::byte> body_bytes;
+    co_await read_rest(body_bytes);
+    co_return body_bytes;
   }
   /// The next piece of the body, at most max_bytes; empty at its end. No size limit.
   task<std::string> read_chunk(std::size_t max_bytes = 64 * 1024);
@@ -7498,8 +7500,9 @@ class response {
 
  private:
   friend class detail::response_access;
-  // Appends the rest of the body to `out`.
-  task<void> read_rest(std::string& out);
+  // Appends the rest of the body to `out` (a std::string or std::vector<std::byte>).
+  template <class Buffer>
+  task<void> read_rest(Buffer& out);
   // Reads and drops the body of a redirect when it is small; closes otherwise.
   task<void> discard_body(std::size_t at_most);
   // Waits for more bytes; false at the end of the stream (handled).
@@ -8312,38 +8315,77 @@ inline bool is_idempotent(std::string_view method) noexcept {
          method == "TRACE";
 }
 
+// What an error message calls a byte a request head must not carry.
+inline std::string name_control_byte(unsigned char byte) {
+  if (byte == '\r') return "CR";
+  if (byte == '\n') return "LF";
+  if (byte == '\0') return "NUL";
+  if (byte == 0x7f) return "DEL";
+  static constexpr char hex[] = "0123456789abcdef";
+  return std::string("control byte 0x") + hex[byte >> 4] + hex[byte & 15];
+}
+
+// The request line: a method that is a token, a target of visible ASCII only
+// (url::parse percent-encodes spaces and non-ASCII and refuses control bytes).
+inline void check_request_line(std::string_view method, std::string_view target) {
+  if (!is_token(method)) {
+    throw invalid_request_error("http: method " + quote_bytes(method) + " is not a token (RFC 9110 9.1)");
+  }
+  const bool visible = std::all_of(target.begin(), target.end(), [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte > 0x20 && byte < 0x7f;
+  });
+  if (target.empty() || !visible) {
+    throw invalid_request_error("http: request target " + quote_bytes(target) + " is empty or not visible ASCII");
+  }
+}
+
+// The one check of every field a request head carries, whatever set it:
+// client_options::user_agent and headers, request_options::headers, the
+// client's own fields. A name is a token; a value holds HTAB, SP, visible
+// ASCII and obs-text only (RFC 9110 5.5). CR or LF would start a field or a
+// request of the caller's input's choosing; NUL and the other control bytes
+// are invalid, and servers disagree on what they mean.
 inline void check_field(std::string_view name, std::string_view value) {
   if (!is_token(name)) {
     throw invalid_request_error("http: header name " + quote_bytes(name) + " is not a token (RFC 9110 5.1)");
   }
   for (const char c : value) {
-    if (c == '\r' || c == '\n' || c == '\0') {
-      throw invalid_request_error("http: CR, LF or NUL in the value of header " + std::string(name) +
-                                  " (header injection)");
+    const auto byte = static_cast<unsigned char>(c);
+    if ((byte < 0x20 && byte != '\t') || byte == 0x7f) {
+      throw invalid_request_error("http: header value of " + std::string(name) + " contains " +
+                                  name_control_byte(byte) + ": " + quote_bytes(value));
     }
-  }
-  if (header_list::same_name(name, "Content-Length") || header_list::same_name(name, "Transfer-Encoding")) {
-    throw invalid_request_error("http: " + std::string(name) + " is set by the client from the body, not by hand");
   }
 }
 
-// The request head and body, as sent. The client's headers come first, a
-// request's own replace those of the same name.
+// The request head and body, as sent. The head is written here only, and
+// every byte of it passes check_request_line or check_field on the way, so no
+// option or field, present or future, can reach the server unchecked. The
+// client's headers come first, a request's own replace those of the same name.
 inline std::string format_request(std::string_view method, const url& target, const header_list& headers,
                                   const std::string& body, const client_options& options) {
+  check_request_line(method, target.target);
   std::string text;
   text.reserve(256 + body.size());
+  const auto add_field = [&text](std::string_view name, std::string_view value) {
+    check_field(name, value);
+    text.append(name).append(": ").append(value).append("\r\n");
+  };
   text.append(method).append(" ").append(target.target).append(" HTTP/1.1\r\n");
-  if (!headers.contains("Host")) text.append("Host: ").append(target.host_header()).append("\r\n");
-  if (!headers.contains("User-Agent") && !options.user_agent.empty()) {
-    text.append("User-Agent: ").append(options.user_agent).append("\r\n");
-  }
-  if (!headers.contains("Accept")) text.append("Accept: */*\r\n");
+  if (!headers.contains("Host")) add_field("Host", target.host_header());
+  if (!headers.contains("User-Agent") && !options.user_agent.empty()) add_field("User-Agent", options.user_agent);
+  if (!headers.contains("Accept")) add_field("Accept", "*/*");
   if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
-    text.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+    add_field("Content-Length", std::to_string(body.size()));
   }
-  if (!options.keep_alive && !headers.contains("Connection")) text.append("Connection: close\r\n");
-  for (const auto& [name, value] : headers) text.append(name).append(": ").append(value).append("\r\n");
+  if (!options.keep_alive && !headers.contains("Connection")) add_field("Connection", "close");
+  for (const auto& [name, value] : headers) {
+    if (header_list::same_name(name, "Content-Length") || header_list::same_name(name, "Transfer-Encoding")) {
+      throw invalid_request_error("http: " + std::string(name) + " is set by the client from the body, not by hand");
+    }
+    add_field(name, value);
+  }
   text.append("\r\n");
   text.append(body);
   return text;
@@ -8374,11 +8416,23 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
     parser.start(method);
     bool any_byte = false;
     std::exception_ptr disconnected;
+    std::string send_failure;
     try {
       stream& connection = lease.connection;
-      connection.write(request_text);
-      if (connection.write_buffer_size() > 0) {
-        co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+      // A server may answer before it has read the whole body, then close
+      // (RFC 9112 9.6): the send fails with EPIPE or a reset, while its
+      // answer already waits in the socket. So a failed send only ends the
+      // sending; what the server sent is read before deciding it is gone.
+      try {
+        connection.write(request_text);
+        if (connection.write_buffer_size() > 0) {
+          co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+        } else {
+          connection.write({});  // a send that failed at once dropped the rest: this throws its error
+        }
+      } catch (const std::system_error& error) {
+        if (!is_connection_reset(error)) throw;
+        send_failure = error.what();
       }
       for (;;) {
         const std::size_t head_size = parser.parse_head(connection.buffered());
@@ -8392,7 +8446,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
         if (received == 0) {
           if (!any_byte && connection.buffered().empty()) {
             throw disconnected_error("http: the server closed the connection without responding to " + method + " " +
-                                     request.url);
+                                     request.url + (send_failure.empty() ? "" : " (" + send_failure + ")"));
           }
           parser.end_of_input();
         }
@@ -8411,7 +8465,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
       if (may_retry) continue;
       std::rethrow_exception(disconnected);
     }
-    response_access::context(result).reuse_allowed = !wants_close;
+    response_access::context(result).reuse_allowed = !wants_close && send_failure.empty();
     response_access::release_when_done(result);  // no body (HEAD, 204, 304, Content-Length: 0)
     co_return result;
   }
@@ -8425,16 +8479,14 @@ inline bool is_redirect(int status) noexcept {
 
 inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
                                       std::string url_text, request_options options) {
-  if (!detail::is_token(method)) {
-    throw invalid_request_error("http: method " + detail::quote_bytes(method) + " is not a token");
-  }
   url target = url::parse(url_text);
+  // The method and fields are checked where the head is written
+  // (detail::format_request), before a connection is taken.
   header_list headers;
   for (const auto& [name, value] : pool->options.headers) {
     if (!options.headers.contains(name)) headers.add(name, value);
   }
   for (const auto& [name, value] : options.headers) headers.add(name, value);
-  for (const auto& [name, value] : headers) detail::check_field(name, value);
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
 
   const timeouts limits = options.timeout.value_or(pool->options.timeout);
@@ -8531,8 +8583,46 @@ inline task<std::string> response::read_chunk(std::size_t max_bytes) {
   co_return std::string();
 }
 
-inline task<void> response::read_rest(std::string& out) {
-  if (const auto length = parser_.content_length(); length && *length <= context_.max_body) {
+namespace detail {
+
+// Makes room in `out` for `more` body bytes; the body is known to fit in
+// `limit` (max_body). A small body grows as a string does. Past 1 MiB (or
+// half the limit) the capacity goes to the limit at once: every regrowth
+// copies the body while the old and the new block are both alive, so the
+// last doubling below the limit held twice the limit (a 64 MiB body took
+// 128 MiB), and the blocks freed on the way may stay resident in the
+// allocator. Reserving the limit costs address space, not memory: its pages
+// are touched only as the body fills them. Where the allocator refuses the
+// limit (a huge max_body, a 32-bit address space) the doubling goes on.
+template <class Buffer>
+void reserve_body(Buffer& out, std::size_t more, std::size_t limit) {
+  const std::size_t needed = out.size() + more;
+  if (needed <= out.capacity()) return;
+  const std::size_t doubled = std::max(needed, out.capacity() * 2);
+  if (doubled > std::min<std::size_t>(limit / 2, 1024 * 1024)) {
+    try {
+      out.reserve(std::max(needed, limit));
+      return;
+    } catch (const std::bad_alloc&) {
+    } catch (const std::length_error&) {
+    }
+  }
+  out.reserve(doubled);
+}
+
+inline void append_body(std::string& out, std::string_view bytes) { out.append(bytes); }
+inline void append_body(std::vector<std::byte>& out, std::string_view bytes) {
+  const auto* first = reinterpret_cast<const std::byte*>(bytes.data());
+  out.insert(out.end(), first, first + bytes.size());
+}
+
+}  // namespace detail
+
+template <class Buffer>
+task<void> response::read_rest(Buffer& out) {
+  const std::optional<std::uint64_t> length = parser_.content_length();
+  if (parser_.body_framing() == response_parser::framing::length && !parser_.done() && length &&
+      *length <= context_.max_body) {
     out.reserve(static_cast<std::size_t>(*length));
   }
   try {
@@ -8544,7 +8634,8 @@ inline task<void> response::read_rest(std::string& out) {
         throw protocol_error("http: response body larger than limits.max_body (" + std::to_string(context_.max_body) +
                              " bytes) from " + context_.url);
       }
-      out.append(payload);
+      detail::reserve_body(out, payload.size(), context_.max_body);
+      detail::append_body(out, payload);
       lease_.connection.consume(consumed);
       if (consumed == 0 && !parser_.done()) co_await fill();
     }
@@ -8553,6 +8644,10 @@ inline task<void> response::read_rest(std::string& out) {
     throw;
   }
   release_when_done();
+  // A body that ended far below the reserved limit moves to a block of its
+  // own size, so a kept response costs what it holds. Only a body under half
+  // the limit moves: the copy then touches at most the limit too.
+  if (out.capacity() / 2 > out.size()) out.shrink_to_fit();
 }
 
 inline task<void> response::discard_body(std::size_t at_most) {

@@ -9,6 +9,7 @@
 #include "coro_loop.hpp"
 
 #include "net_helpers.hpp"
+#include "test_support.hpp"
 
 #if defined(CORO_LOOP_POSIX)
 #include <sys/socket.h>
@@ -19,6 +20,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -812,6 +815,204 @@ TEST_CASE(
   cl::run(body());
 }
 
+namespace {
+
+// A server that only counts: connections, and every byte it receives. It answers the
+// first request head with an empty 200 and closes, so a request that gets through
+// ends at once (and is seen here) rather than waiting for a timeout.
+struct byte_counter {
+  int connections = 0;
+  std::string received;
+};
+
+cl::task<void> count_bytes(byte_counter& counter, cl::stream connection) {
+  ++counter.connections;
+  const std::size_t start = counter.received.size();
+  for (int i = 0; i < 1000; ++i) {
+    std::string piece;
+    try {
+      piece = co_await connection.read(64 * 1024);
+    } catch (const std::exception&) {
+    }
+    if (piece.empty()) break;
+    counter.received += piece;
+    if (counter.received.find("\r\n\r\n", start) != std::string::npos) {
+      try {
+        connection.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+      } catch (const std::exception&) {
+      }
+      break;
+    }
+  }
+  connection.close();
+  try {
+    co_await connection.wait_closed();
+  } catch (const std::exception&) {
+  }
+}
+
+// Every place a byte of a request head can come from, each fed one bad byte sequence.
+enum class head_input {
+  user_agent,
+  client_header_value,
+  client_header_name,
+  request_header_value,
+  request_header_name,
+  host_header,
+  authorization_header,
+  cookie_header,
+  user_agent_header,
+  method,
+  url_path,
+  url_query,
+  url_host,
+};
+
+struct head_input_case {
+  head_input input;
+  const char* label;
+  const char* expected;  // the error kind
+};
+
+// Sends one GET with `bad` placed in `input`; the error it ends with.
+cl::task<std::exception_ptr> send_with_bad_bytes(head_input input, std::string bad, std::uint16_t port) {
+  const std::string origin = "http://127.0.0.1:" + std::to_string(port);
+  http::client_options client_options;
+  client_options.timeout.total = 10s;
+  http::request_options request_options;
+  std::string method = "GET";
+  std::string url = origin + "/";
+  switch (input) {
+    case head_input::user_agent: client_options.user_agent = "agent/1" + bad; break;
+    case head_input::client_header_value: client_options.headers = {{"X-Client", "a" + bad + "b"}}; break;
+    case head_input::client_header_name: client_options.headers = {{"X-Cli" + bad + "ent", "v"}}; break;
+    case head_input::request_header_value: request_options.headers = {{"X-Request", "a" + bad + "b"}}; break;
+    case head_input::request_header_name: request_options.headers = {{"X-Req" + bad + "uest", "v"}}; break;
+    case head_input::host_header: request_options.headers = {{"Host", "example.com" + bad}}; break;
+    case head_input::authorization_header: request_options.headers = {{"Authorization", "Bearer t" + bad}}; break;
+    case head_input::cookie_header: request_options.headers = {{"Cookie", "a=1" + bad + "; b=2"}}; break;
+    case head_input::user_agent_header: request_options.headers = {{"User-Agent", "agent/2" + bad}}; break;
+    case head_input::method: method = "PO" + bad + "ST"; break;
+    case head_input::url_path: url = origin + "/a" + bad + "b"; break;
+    case head_input::url_query: url = origin + "/?q=a" + bad + "b"; break;
+    case head_input::url_host: url = "http://127.0.0.1" + bad + ":" + std::to_string(port) + "/"; break;
+  }
+  std::exception_ptr error;
+  try {
+    http::client client(client_options);
+    cl::task<http::response> sending = client.request(method, url, std::move(request_options));
+    http::response r = co_await cl::timeout(10s, std::move(sending));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  co_return error;
+}
+
+}  // namespace
+
+TEST_CASE("http: CR, LF, NUL or another control byte from any option or request field is refused before anything "
+          "is sent",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    byte_counter counter;
+    auto handler = [&counter](cl::stream connection) { return count_bytes(counter, std::move(connection)); };
+    cl::server server = co_await cl::start_server(handler, "127.0.0.1", 0);
+    const std::vector<head_input_case> inputs = {
+        {head_input::user_agent, "client_options::user_agent", "invalid_request_error"},
+        {head_input::client_header_value, "client_options::headers value", "invalid_request_error"},
+        {head_input::client_header_name, "client_options::headers name", "invalid_request_error"},
+        {head_input::request_header_value, "request_options::headers value", "invalid_request_error"},
+        {head_input::request_header_name, "request_options::headers name", "invalid_request_error"},
+        {head_input::host_header, "a Host field set by hand", "invalid_request_error"},
+        {head_input::authorization_header, "an Authorization field", "invalid_request_error"},
+        {head_input::cookie_header, "a Cookie field", "invalid_request_error"},
+        {head_input::user_agent_header, "a User-Agent field", "invalid_request_error"},
+        {head_input::method, "the method", "invalid_request_error"},
+        {head_input::url_path, "the URL's path", "url_error"},
+        {head_input::url_query, "the URL's query", "url_error"},
+        {head_input::url_host, "the URL's host", "url_error"},
+    };
+    // CR LF (a second field line), each alone, NUL, and the other control bytes
+    // RFC 9110 5.5 leaves out of a field value (only HTAB is allowed).
+    const std::vector<std::string> bad_bytes = {"\r\nX-Injected: yes", "\r\n", "\n", "\r", "\0"s,
+                                                "\x01",                "\x08", "\x0b", "\x1f", "\x7f"};
+    for (const head_input_case& input : inputs) {
+      for (const std::string& bad : bad_bytes) {
+        const int connections_before = counter.connections;
+        const std::size_t bytes_before = counter.received.size();
+        const std::exception_ptr error = co_await send_with_bad_bytes(input.input, bad, server.port());
+        UNSCOPED_INFO(input.label << " with " << http::detail::quote_bytes(bad));
+        CHECK_KIND(error, input.expected);
+        UNSCOPED_INFO(input.label << " with " << http::detail::quote_bytes(bad));
+        CHECK(counter.connections == connections_before);
+        UNSCOPED_INFO(input.label << " with " << http::detail::quote_bytes(bad) << ": the server received "
+                                  << http::detail::quote_bytes(counter.received.substr(bytes_before)));
+        CHECK(counter.received.size() == bytes_before);
+      }
+    }
+    {
+      const std::exception_ptr error =
+          co_await send_with_bad_bytes(head_input::user_agent, "\r\nX-Injected: yes", server.port());
+      UNSCOPED_INFO("what(): " << what_of(error));
+      CHECK(contains(what_of(error), "User-Agent"));
+      CHECK(contains(what_of(error), "CR"));
+      CHECK(contains(what_of(error), "\"agent/1\\r\\nX-Injected: yes\""));
+    }
+    co_await cl::sleep(20ms);  // a connection would have been accepted by now
+    CHECK(counter.connections == 0);
+    CHECK(counter.received.empty());
+
+    // HTAB and bytes of 0x80 and above (obs-text) are allowed in a field value, and sent as given.
+    {
+      http::client_options options;
+      options.user_agent = "agent\t1 \x80\xff";
+      options.headers = {{"X-Client", "a\tb"}};
+      http::client client(options);
+      http::request_options request_options;
+      request_options.headers = {{"X-Request", "caf\xc3\xa9"}};
+      cl::task<http::response> sending = client.get(base_url(server) + "/fine", std::move(request_options));
+      http::response r = co_await cl::timeout(10s, std::move(sending));
+      CHECK(r.status() == 200);
+    }
+    CHECK(counter.connections == 1);
+    CHECK(contains(counter.received, "\r\nUser-Agent: agent\t1 \x80\xff\r\n"));
+    CHECK(contains(counter.received, "\r\nX-Client: a\tb\r\n"));
+    CHECK(contains(counter.received, "\r\nX-Request: caf\xc3\xa9\r\n"));
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("http: a redirect to a Location with a control byte is redirect_error, and the target is not requested",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    script s;
+    s.act = reply([](const seen_request& request, int, int) -> std::string {
+      if (request.target == "/start") return "HTTP/1.1 302 Found\r\nLocation: /next\x01x\r\nContent-Length: 0\r\n\r\n";
+      if (request.target == "/tab") return "HTTP/1.1 302 Found\r\nLocation: /next\tx\r\nContent-Length: 0\r\n\r\n";
+      return ok_response("reached");
+    });
+    cl::server server = co_await start(s);
+    {
+      http::client client;
+      for (const char* path : {"/start", "/tab"}) {
+        const std::exception_ptr error = co_await failure_of(cl::timeout(10s, client.get(base_url(server) + path)));
+        UNSCOPED_INFO(path);
+        CHECK_KIND(error, "redirect_error");
+      }
+    }
+    REQUIRE(s.requests.size() == 2);
+    CHECK(s.requests[0].target == "/start");
+    CHECK(s.requests[1].target == "/tab");
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
 // =================================================================================
 // Responses
 // =================================================================================
@@ -1308,6 +1509,146 @@ TEST_CASE("http: a body over limits.max_body: text() and body() throw protocol_e
       CHECK(bytes.size() == payload.size());
       CHECK(std::equal(bytes.begin(), bytes.end(), payload.begin(),
                        [](std::byte b, char c) { return b == static_cast<std::byte>(c); }));
+    }
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
+namespace {
+
+// Serves a body of `size` bytes, framed as the target says (/length, /chunked,
+// /close), in 256 KiB writes with a drain after each: the server's own memory
+// stays small beside the body.
+cl::task<void> serve_large_body(std::size_t size, cl::stream connection) {
+  try {
+    const std::string head = co_await connection.read_until("\r\n\r\n");
+    const bool chunked = head.rfind("GET /chunked ", 0) == 0;
+    const bool until_close = head.rfind("GET /close ", 0) == 0;
+    if (chunked) {
+      connection.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    } else if (until_close) {
+      connection.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+    } else {
+      connection.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n");
+    }
+    std::string piece(256 * 1024, '\0');
+    for (std::size_t sent = 0, index = 0; sent < size; sent += piece.size(), ++index) {
+      piece.assign(std::min(piece.size(), size - sent), static_cast<char>('a' + index % 26));
+      if (chunked) {
+        char size_line[32];
+        std::snprintf(size_line, sizeof size_line, "%zx\r\n", piece.size());
+        connection.write(size_line);
+      }
+      connection.write(piece);
+      if (chunked) connection.write("\r\n");
+      co_await connection.drain();
+    }
+    if (chunked) connection.write("0\r\n\r\n");
+    co_await connection.drain();
+  } catch (const std::exception&) {
+  }
+  connection.close();
+  try {
+    co_await connection.wait_closed();
+  } catch (const std::exception&) {
+  }
+}
+
+// Whether `bytes` is what serve_large_body sends, checked at every piece's start and end.
+template <class Bytes>
+bool is_large_body(const Bytes& bytes, std::size_t size) {
+  if (bytes.size() != size) return false;
+  const std::size_t piece = 256 * 1024;
+  for (std::size_t at = 0, index = 0; at < size; at += piece, ++index) {
+    const auto expected = static_cast<unsigned char>('a' + index % 26);
+    const std::size_t last = std::min(at + piece, size) - 1;
+    if (static_cast<unsigned char>(bytes[at]) != expected || static_cast<unsigned char>(bytes[last]) != expected) {
+      return false;
+    }
+  }
+  return true;
+}
+
+#if defined(__linux__)
+// The peak resident set size is reset to the current one by writing 5 to
+// /proc/self/clear_refs (Linux 4.0); false where that is not allowed.
+bool reset_peak_rss() {
+  std::FILE* clear_refs = std::fopen("/proc/self/clear_refs", "w");
+  if (clear_refs == nullptr) return false;
+  const bool written = std::fputs("5", clear_refs) >= 0;
+  return std::fclose(clear_refs) == 0 && written;
+}
+
+// A "VmRSS:" or "VmHWM:" line of /proc/self/status, in KiB.
+std::size_t status_kib(const char* field) {
+  std::FILE* status = std::fopen("/proc/self/status", "r");
+  if (status == nullptr) return 0;
+  char line[256];
+  std::size_t kib = 0;
+  while (std::fgets(line, sizeof line, status) != nullptr) {
+    if (std::strncmp(line, field, std::strlen(field)) == 0) {
+      kib = static_cast<std::size_t>(std::strtoull(line + std::strlen(field), nullptr, 10));
+      break;
+    }
+  }
+  std::fclose(status);
+  return kib;
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("http: text() and body() of a body of limits.max_body take at most max_body and a few MiB, any framing",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    // The peak is measured on Linux without instrumentation; elsewhere the same reads
+    // run on a smaller body, for their results.
+    bool measure = false;
+#if defined(__linux__)
+    measure = !test_support::instrumented() && reset_peak_rss();
+    if (!test_support::instrumented() && !measure) WARN("/proc/self/clear_refs is not writable: memory not measured");
+#endif
+    http::client_options options;
+    options.timeout.read = 10s;
+    if (!measure) options.limits.max_body = 4u << 20;
+    const std::size_t size = options.limits.max_body;  // the largest body text() accepts
+    auto handler = [size](cl::stream connection) { return serve_large_body(size, std::move(connection)); };
+    cl::server server = co_await cl::start_server(handler, "127.0.0.1", 0);
+    {
+      http::client client(options);
+      for (const char* path : {"/length", "/chunked", "/close"}) {
+        for (const bool as_bytes : {false, true}) {
+          const std::string url = base_url(server) + path;
+          http::response r = co_await cl::timeout(10s, client.get(url));
+          REQUIRE(r.status() == 200);
+          std::size_t growth_kib = 0;
+          bool read_well = false;
+#if defined(__linux__)
+          const bool measuring = measure && reset_peak_rss();
+          const std::size_t resident_kib = status_kib("VmRSS:");
+#endif
+          if (as_bytes) {
+            const std::vector<std::byte> bytes = co_await cl::timeout(60s, r.body());
+            read_well = is_large_body(bytes, size);
+          } else {
+            const std::string text = co_await cl::timeout(60s, r.text());
+            read_well = is_large_body(text, size);
+          }
+#if defined(__linux__)
+          if (measuring) growth_kib = status_kib("VmHWM:") - resident_kib;
+#endif
+          UNSCOPED_INFO(path << (as_bytes ? " body()" : " text()"));
+          CHECK(read_well);
+          if (measure) {
+            UNSCOPED_INFO(path << (as_bytes ? " body()" : " text()") << ": the peak resident size grew by "
+                               << growth_kib / 1024 << " MiB reading " << size / (1024 * 1024) << " MiB");
+            CHECK(growth_kib <= size / 1024 + 8 * 1024);
+          }
+        }
+      }
     }
     co_await stop(server);
     co_await expect_counts(before);
@@ -1879,6 +2220,99 @@ TEST_CASE("http: a server that never reads a large POST body: the client's send 
   };
   cl::run(body());
 }
+
+#if defined(CORO_LOOP_POSIX)
+namespace {
+
+// How the early-answering server ends the connection after its response, with the
+// request body still arriving: every way makes Linux send RST (the body unread).
+enum class early_ending { close_unread, reset, shut_write_then_close };
+
+struct early_server {
+  early_ending ending = early_ending::close_unread;
+  int answered = 0;
+};
+
+// Reads only the request head, answers 501 at once and closes, as Python's
+// http.server answers a POST it has no handler for (RFC 9112 section 9.6).
+cl::task<void> answer_early(early_server& server, cl::stream connection) {
+  bool read_head = true;
+  try {
+    (void)co_await connection.read_until("\r\n\r\n");
+  } catch (const std::exception&) {
+    read_head = false;
+  }
+  if (read_head) {
+    try {
+      connection.write(
+          "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n"
+          "Connection: close\r\n\r\nnot implemented");
+      co_await connection.drain();
+      ++server.answered;
+      if (server.ending == early_ending::shut_write_then_close) connection.write_eof();
+      if (server.ending == early_ending::reset) net_test::reset_on_close(connection.handle());
+    } catch (const std::exception&) {
+    }
+  }
+  connection.close();
+  try {
+    co_await connection.wait_closed();
+  } catch (const std::exception&) {
+  }
+}
+
+}  // namespace
+
+// POSIX only: on Windows an arriving RST discards what the socket had received.
+TEST_CASE("http: a response sent while the request body is still being sent is returned, not lost to the reset",
+          "[http]") {
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    early_server state;
+    auto handler = [&state](cl::stream connection) { return answer_early(state, std::move(connection)); };
+    cl::server server = co_await cl::start_server(handler, "127.0.0.1", 0);
+    {
+      http::client_options options;
+      options.timeout.read = 10s;
+      http::client client(options);
+      const std::string payload(5 * 1024 * 1024, 'u');  // far more than the socket buffers hold
+      constexpr int tries = 100;
+      int returned_501 = 0;
+      std::string first_failure;
+      const std::string url = base_url(server) + "/upload";
+      const cl::time_point start = cl::clock::now();
+      for (int i = 0; i < tries; ++i) {
+        state.ending = static_cast<early_ending>(i % 3);
+        std::exception_ptr error;
+        int status = 0;
+        std::string text;
+        try {
+          cl::task<http::response> posting = client.post(url, payload);
+          http::response r = co_await cl::timeout(10s, std::move(posting));
+          status = r.status();
+          text = co_await cl::timeout(10s, r.text());
+        } catch (...) {
+          error = std::current_exception();
+        }
+        if (status == 501 && text == "not implemented") {
+          ++returned_501;
+        } else if (first_failure.empty()) {
+          first_failure = "try " + std::to_string(i) + ": status " + std::to_string(status) + ", " + describe(error);
+        }
+      }
+      INFO("first failure: " << first_failure);
+      CHECK(returned_501 == tries);
+      CHECK(state.answered == tries);
+      CHECK(seconds_since(start) < 60.0);
+      CHECK(client.active_connections() == 0);
+      CHECK(client.idle_connections() == 0);  // a connection whose send failed is never pooled
+    }
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+#endif  // CORO_LOOP_POSIX
 
 TEST_CASE("http: client.close() closes idle connections; a request after it throws invalid_state_error", "[http]") {
   auto body = []() -> cl::task<void> {
