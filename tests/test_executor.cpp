@@ -18,6 +18,8 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "test_support.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -927,6 +929,47 @@ TEST_CASE("executor: a coroutine still pending when its loop closes: its concurr
   const bool done = pending.wait_for(5s);
   CHECK(done);
   if (done) CHECK_THROWS_AS(pending.get(), cl::cancelled_error);
+}
+
+TEST_CASE("executor: a coroutine whose start is still queued when its loop closes: its concurrent_future is "
+          "cancelled",
+          "[executor]") {
+  // The start was posted but the loop closed before running it: a thread
+  // blocked in get() must not wait forever.
+  cl::concurrent_future<int> queued;
+  {
+    cl::event_loop loop;
+    queued = cl::run_coroutine_threadsafe(add_later(1, 2), loop);
+    loop.close();
+  }
+  const bool done = queued.wait_for(5s);
+  REQUIRE(done);
+  CHECK_THROWS_AS(queued.get(), cl::cancelled_error);
+}
+
+TEST_CASE("executor: a coroutine still running when close() gives up on it: its concurrent_future is cancelled",
+          "[executor]") {
+  // close() (without run()) waits 1 s for the tasks it cancels; one that
+  // swallows every cancellation is left behind, and its future ends anyway.
+  auto stubborn = []() -> cl::task<void> {
+    for (int i = 0; i < 100; ++i) {
+      try {
+        co_await cl::sleep(10s);
+      } catch (const cl::cancelled_error&) {
+      }
+    }
+  };
+  cl::concurrent_future<void> running;
+  {
+    cl::event_loop loop;
+    running = cl::run_coroutine_threadsafe(stubborn(), loop);
+    loop.run_until_complete(cl::sleep(10ms));  // the task started and sleeps
+    test_support::stderr_capture capture;      // close() names the task it leaks
+    loop.close();
+  }
+  const bool done = running.wait_for(5s);
+  REQUIRE(done);
+  CHECK_THROWS_AS(running.get(), cl::cancelled_error);
 }
 
 TEST_CASE("executor: an empty concurrent_future throws invalid_state_error instead of dereferencing nothing",

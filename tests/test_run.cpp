@@ -6,7 +6,10 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
+#include "test_support.hpp"
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
@@ -331,4 +334,76 @@ TEST_CASE("run: sleep awaited outside a task throws invalid_state_error", "[run]
   });
   loop.run_forever();
   CHECK(threw);
+}
+
+// --- shutdown: every task is asked to stop, however late it started ---
+
+namespace {
+
+// Sleeps; when cancelled, starts `spawn_left` more tasks like itself (named
+// "straggler") from its cleanup, then ends cancelled.
+cl::task<void> spawning_cleanup(int spawn_left) {
+  try {
+    co_await cl::sleep(1h);
+  } catch (const cl::cancelled_error&) {
+    if (spawn_left > 0) {
+      cl::create_task(spawning_cleanup(spawn_left - 1), "straggler");
+      cl::create_task(cl::sleep(1h), "straggler");
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("run: tasks started by a cancelled task's cleanup during shutdown are cancelled too, round after round",
+          "[run]") {
+  // asyncio.run cancels the tasks it finds once; a task started by their
+  // cleanup would keep run() waiting (here for an hour).
+  auto body = []() -> cl::task<void> {
+    cl::create_task(spawning_cleanup(3));
+    co_await cl::sleep(0ms);  // it sleeps now
+  };
+  const cl::time_point start = cl::clock::now();
+  cl::run(body());
+  CHECK(cl::clock::now() - start < 30s);
+}
+
+TEST_CASE("run: in debug mode each task started during shutdown is reported by name", "[run]") {
+  auto body = []() -> cl::task<void> {
+    cl::create_task(spawning_cleanup(1));
+    co_await cl::sleep(0ms);
+  };
+  test_support::stderr_capture capture;
+  cl::run(body(), {.debug = true});
+  const std::string text = capture.text();
+  INFO(text);
+  CHECK(text.find("'straggler'") != std::string::npos);
+  CHECK(text.find("shutting down") != std::string::npos);
+}
+
+TEST_CASE("run: a coroutine another thread submits while run() shuts down is cancelled and its future ends",
+          "[run]") {
+  cl::concurrent_future<void> submitted;
+  auto body = [&]() -> cl::task<void> {
+    cl::event_loop& loop = cl::get_running_loop();
+    auto leftover = [&submitted, &loop]() -> cl::task<void> {
+      try {
+        co_await cl::sleep(1h);
+      } catch (const cl::cancelled_error&) {
+      }
+      // The cleanup waits for another thread, which submits a long sleep to this loop.
+      auto submit = [&submitted, &loop] { submitted = cl::run_coroutine_threadsafe(cl::sleep(1h), loop); };
+      co_await cl::to_thread(submit);
+      throw cl::cancelled_error{};
+    };
+    cl::create_task(leftover);
+    co_await cl::sleep(0ms);
+  };
+  const cl::time_point start = cl::clock::now();
+  cl::run(body());
+  CHECK(cl::clock::now() - start < 30s);
+  const bool done = submitted.wait_for(5s);
+  REQUIRE(done);
+  CHECK_THROWS_AS(submitted.get(), cl::cancelled_error);
 }

@@ -8,7 +8,9 @@
 
 #if defined(CORO_LOOP_POSIX)
 #include <dirent.h>
+#include <unistd.h>  // dup, dup2, close
 #else
+#include <io.h>  // dup, dup2, close
 #include <psapi.h>
 #endif
 
@@ -120,6 +122,47 @@ inline std::size_t rss_kib() {
   return kib;
 }
 #endif
+
+// Points fd 2 at a temporary file until text() (or the destructor): what the
+// library reports on stderr, read back by a test.
+class stderr_capture {
+ public:
+  stderr_capture() {
+    std::fflush(stderr);
+    file_ = std::tmpfile();
+    if (file_ == nullptr) return;
+    saved_ = ::dup(2);
+    if (saved_ >= 0) ::dup2(::fileno(file_), 2);
+  }
+  stderr_capture(const stderr_capture&) = delete;
+  stderr_capture& operator=(const stderr_capture&) = delete;
+  ~stderr_capture() {
+    restore();
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  // Restores stderr and returns what was written meanwhile.
+  std::string text() {
+    restore();
+    std::string captured;
+    if (file_ == nullptr) return captured;
+    std::fseek(file_, 0, SEEK_SET);
+    char buffer[4096];
+    std::size_t got = 0;
+    while ((got = std::fread(buffer, 1, sizeof buffer, file_)) > 0) captured.append(buffer, got);
+    return captured;
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  std::FILE* file_ = nullptr;
+  int saved_ = -1;
+};
 
 // Built with a sanitizer (ASan, TSan, MSan).
 constexpr bool sanitized() {

@@ -10,19 +10,17 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
-#if defined(CORO_LOOP_POSIX)
-#include <unistd.h>
-#else
-#include <io.h>  // dup, dup2, close
-#endif
+#include "test_support.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -31,46 +29,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Captures everything written to file descriptor 2 between construction and
-// text() (fprintf(stderr) included: stderr is unbuffered and flushed anyway).
-class stderr_capture {
- public:
-  stderr_capture() {
-    std::fflush(stderr);
-    file_ = std::tmpfile();
-    REQUIRE(file_ != nullptr);
-    saved_ = ::dup(2);
-    REQUIRE(saved_ >= 0);
-    REQUIRE(::dup2(::fileno(file_), 2) >= 0);
-  }
-  stderr_capture(const stderr_capture&) = delete;
-  stderr_capture& operator=(const stderr_capture&) = delete;
-  ~stderr_capture() {
-    restore();
-    if (file_ != nullptr) std::fclose(file_);
-  }
-  // Restores fd 2 and returns what was written meanwhile.
-  std::string text() {
-    restore();
-    std::string out;
-    std::rewind(file_);
-    char chunk[512];
-    std::size_t got = 0;
-    while ((got = std::fread(chunk, 1, sizeof chunk, file_)) > 0) out.append(chunk, got);
-    return out;
-  }
-
- private:
-  void restore() {
-    if (saved_ < 0) return;
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-    saved_ = -1;
-  }
-  std::FILE* file_ = nullptr;
-  int saved_ = -1;
-};
+using test_support::stderr_capture;
 
 cl::task<int> immediate(int value) { co_return value; }
 
@@ -637,4 +596,95 @@ TEST_CASE("task: no report when the exception was retrieved, or when the task wa
   }
   INFO("stderr: " << output);
   CHECK(output.find("never retrieved") == std::string::npos);
+}
+
+// --- misuse from the wrong thread, or after the loop closed ---
+
+TEST_CASE("task: a task_handle used from a thread that does not run its loop throws invalid_state_error",
+          "[task]") {
+  // The loop runs on a background thread; the handle is used (not copied)
+  // from this one. Without the check cancel() raced the loop (TSan) and was
+  // delivered only when the loop next woke.
+  cl::event_loop loop;
+  cl::task_handle<void> handle;
+  std::promise<void> started;
+  std::promise<void> checked;
+  std::shared_future<void> checked_future = checked.get_future().share();
+  std::thread runner([&] {
+    auto body = [&]() -> cl::task<void> {
+      handle = cl::create_task(cl::sleep(1h));
+      co_await cl::sleep(0ms);
+      started.set_value();
+      co_await cl::to_thread([checked_future] { checked_future.wait(); });
+      handle.cancel();
+      try {
+        co_await handle;
+      } catch (const cl::cancelled_error&) {
+      }
+    };
+    loop.run_until_complete(body());
+  });
+  started.get_future().wait();
+  std::string message;
+  try {
+    handle.cancel();
+  } catch (const cl::invalid_state_error& error) {
+    message = error.what();
+  }
+  CHECK(message.find("task_handle::cancel") != std::string::npos);
+  CHECK(message.find("call_soon_threadsafe") != std::string::npos);
+  CHECK_THROWS_AS(handle.uncancel(), cl::invalid_state_error);
+  CHECK_THROWS_AS(handle.set_name("other"), cl::invalid_state_error);
+  // A thread running a loop of its own is refused the same way.
+  auto from_other_loop = [&]() -> cl::task<bool> {
+    try {
+      handle.cancel();
+    } catch (const cl::invalid_state_error&) {
+      co_return true;
+    }
+    co_return false;
+  };
+  CHECK(cl::run(from_other_loop()));
+  checked.set_value();
+  runner.join();
+  CHECK(handle.cancelled());
+  CHECK_FALSE(handle.cancel());  // done: no loop is touched, any thread may ask
+  loop.close();
+}
+
+TEST_CASE("task: a task_handle whose loop closed without the task throws invalid_state_error instead of writing "
+          "into the freed loop",
+          "[task]") {
+  // close() (without run()) gives up on a task that swallows cancellation;
+  // the frame is left behind (reachable, not freed) and the handle refuses.
+  auto stubborn = []() -> cl::task<void> {
+    for (int i = 0; i < 100; ++i) {
+      try {
+        co_await cl::sleep(10s);
+      } catch (const cl::cancelled_error&) {
+      }
+    }
+  };
+  cl::task_handle<void> handle;
+  {
+    cl::event_loop loop;
+    auto start = [&]() -> cl::task<void> {
+      handle = cl::create_task(stubborn());
+      co_await cl::sleep(0ms);
+    };
+    loop.run_until_complete(start());
+    stderr_capture capture;
+    loop.close();
+    CHECK(capture.text().find("was still pending when its loop closed") != std::string::npos);
+  }
+  std::string message;
+  try {
+    handle.cancel();
+  } catch (const cl::invalid_state_error& error) {
+    message = error.what();
+  }
+  CHECK(message.find("event loop is closed") != std::string::npos);
+  CHECK_THROWS_AS(handle.set_name("late"), cl::invalid_state_error);
+  CHECK_THROWS_AS(handle.uncancel(), cl::invalid_state_error);
+  CHECK_FALSE(handle.done());
 }
