@@ -1812,6 +1812,32 @@ TEST_CASE("http: a stalled server ends in timeout_error (read, total, while read
 // Keep-alive and the pool
 // =================================================================================
 
+TEST_CASE("http: timeouts of duration::max() mean no deadline, not an overflow", "[http]") {
+  // now + duration::max() used to overflow into a deadline in the past: the
+  // request timed out at once.
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = reply([](const seen_request&, int, int) -> std::string {
+      return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    });
+    cl::server server = co_await start(s);
+    const std::string base = base_url(server);
+    {
+      http::client_options options;
+      options.timeout.total = cl::duration::max();
+      options.timeout.connect = cl::duration::max();
+      options.timeout.read = cl::duration::max();
+      http::client client(options);
+      std::string got = co_await cl::timeout(10s, fetch_text(client, base + "/"));
+      CHECK(got == "ok");
+      client.close();
+    }
+    server.close();
+    co_await server.wait_closed();
+  };
+  cl::run(body());
+}
+
 TEST_CASE("http: a kept-alive connection the server closed while idle is not used: GET and POST go to a new one",
           "[http]") {
   auto body = []() -> cl::task<void> {
