@@ -3947,12 +3947,13 @@ task<await_result_t<Awaitable>> wait_for(Awaitable awaitable, duration delay) {
 
 // --- 6.6 task_group ---
 
-/// Structured concurrency (asyncio.TaskGroup, 3.11-3.13 semantics). Children
-/// made by create_task run concurrently; the first child to fail with an error
-/// other than cancellation cancels the other children and the group's body;
-/// the join waits for every child and throws every error together as one
-/// exception_group. Cancelling the task that joins cancels the children, and
-/// the join rethrows cancelled_error once they are done.
+/// Structured concurrency (asyncio.TaskGroup, 3.11-3.13 semantics, plus 3.15's
+/// cancel()). Children made by create_task run concurrently; the first child to
+/// fail with an error other than cancellation cancels the other children and the
+/// group's body; the join waits for every child and throws every error together
+/// as one exception_group. Cancelling the task that joins cancels the children,
+/// and the join rethrows cancelled_error once they are done. cancel() ends the
+/// group early and without an error of its own.
 /// C++ has no async destructor: use with_task_group(body), which always joins;
 /// the explicit form must reach co_await join(error) on every path. A group
 /// destroyed with children still running terminates the program (they would
@@ -3962,6 +3963,7 @@ class task_group {
   /// Binds the group to the task running now (its body's task).
   task_group() : loop_(&get_running_loop()), parent_(loop_->current_task()) {
     if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
+    cancelling_at_entry_ = parent_->cancelling();
   }
   /// Not copyable. Destroying it with children running terminates (see above); destroying it
   /// unjoined with child errors reports on stderr how many were lost.
@@ -4002,9 +4004,17 @@ class task_group {
   /// Children not yet done.
   std::size_t size() const noexcept { return children_.size(); }
 
+  /// Cancels every child and, while it runs, the body; the join then ends without an error of
+  /// its own (asyncio 3.15's TaskGroup.cancel()). No-op once joined or shutting down.
+  void cancel() noexcept {
+    if (state_ == state::joined || aborting_) return;
+    cancelled_ = true;
+    shut_down();
+  }
+
   /// Waits for every child (asyncio's __aexit__). `body_error` is what the
   /// body threw, if anything: an error aborts the group and joins the errors,
-  /// a cancellation is rethrown after the children finish.
+  /// a cancellation is rethrown after the children finish (unless cancel() caused it).
   task<void> join(std::exception_ptr body_error = nullptr);
 
  private:
@@ -4039,6 +4049,16 @@ class task_group {
     aborting_ = true;
     children_.for_each([](detail::list_hook& hook) { static_cast<child_entry&>(hook).task->cancel(); });
   }
+  // The first failure, or cancel(): the children are cancelled, and so is the
+  // body while it runs (once: both callers come here only when not aborting
+  // yet); the join takes that request back.
+  void shut_down() noexcept {
+    abort();
+    if (state_ == state::open && !parent_->done()) {
+      parent_cancel_requested_ = true;
+      parent_->cancel();
+    }
+  }
   static void on_child_done(detail::ready_node* node) noexcept;
 
   event_loop* loop_;
@@ -4046,8 +4066,10 @@ class task_group {
   detail::intrusive_list children_;  // child_entry, still running
   std::vector<std::exception_ptr> errors_;
   join_wait* joiner_ = nullptr;
+  int cancelling_at_entry_ = 0;  // the body's task's cancelling() when the group began
   state state_ = state::open;
   bool aborting_ = false;
+  bool cancelled_ = false;  // cancel() shut the group down
   bool parent_cancel_requested_ = false;
   bool propagate_cancellation_ = false;
 };
@@ -4105,14 +4127,7 @@ inline void task_group::on_child_done(detail::ready_node* node) noexcept {
   if (child->has_exception() && !child->cancelled()) {
     child->mark_retrieved();
     group.errors_.push_back(child->exception());
-    if (!group.aborting_) {
-      group.abort();
-      // Cancel the body too, while it runs; the join takes the request back.
-      if (group.state_ == state::open && !group.parent_->done()) {
-        group.parent_cancel_requested_ = true;
-        group.parent_->cancel();
-      }
-    }
+    if (!group.aborting_) group.shut_down();
   }
   delete entry;
   child->release();
@@ -4135,9 +4150,15 @@ inline task<void> task_group::join(std::exception_ptr body_error) {
     co_await waiting;
   }
   state_ = state::joined;
-  // Our own cancel of the body is taken back; if no other request remains,
-  // the cancellation it caused is not propagated (asyncio).
-  if (parent_cancel_requested_ && parent_->uncancel() == 0) propagate_cancellation_ = false;
+  // Our own cancel of the body is taken back. Requests beyond those the task
+  // had when the group began are someone else's (an outer cancel, a timeout's
+  // expiry) and propagate, even when the join's wait, already shutting down,
+  // absorbed their delivery (gh-155433); otherwise the cancellation the group
+  // caused ends here. Counted from the entry value, not from zero (asyncio),
+  // as timeout_scope counts: a group run in cleanup after its task caught a
+  // cancel must not raise that old cancel again.
+  const int requests = parent_cancel_requested_ ? parent_->uncancel() : parent_->cancelling();
+  if (parent_cancel_requested_ || cancelled_) propagate_cancellation_ = requests > cancelling_at_entry_;
   if (body_error != nullptr) errors_.push_back(body_error);
   if (errors_.empty()) {
     if (propagate_cancellation_) throw cancelled_error{};
