@@ -4173,9 +4173,18 @@ inline task<void> task_group::join(std::exception_ptr body_error) {
   throw exception_group("unhandled errors in a task_group", std::move(errors_));
 }
 
+namespace detail {
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+}  // namespace detail
+
 /// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
 /// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
 /// Returns the body's value; throws exception_group or cancelled_error as join does.
+/// When group.cancel() ended the body before it returned a value: a std::optional
+/// body gives std::nullopt, any other type throws invalid_state_error.
 template <class Body>
   requires std::invocable<Body&, task_group&>
 auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
@@ -4197,10 +4206,25 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
   co_await group.join(body_error);
   if constexpr (std::is_void_v<value_type>) {
     co_return;
-  } else if constexpr (std::is_reference_v<value_type>) {
-    co_return value->get();
   } else {
-    co_return std::move(*value);
+    // The join returned without an error, so a missing value means the body
+    // threw the cancellation of group.cancel(). asyncio's `async with` has no
+    // value to lose; here the caller must be able to tell: std::optional says
+    // "none", other types have no honest stand-in.
+    if (!value) {
+      if constexpr (detail::is_optional<value_type>::value) {
+        value.emplace(std::nullopt);
+      } else {
+        throw invalid_state_error(
+            "with_task_group: cancel() ended the body before it returned a value; give the body a "
+            "std::optional or void result");
+      }
+    }
+    if constexpr (std::is_reference_v<value_type>) {
+      co_return value->get();
+    } else {
+      co_return std::move(*value);
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -1176,6 +1177,50 @@ TEST_CASE("task_group: cancel() while the body waits in the join: the join waits
   CHECK(a.cancelled);
   CHECK(b.cancelled);
   CHECK(children_done_when_returned);
+}
+
+TEST_CASE("task_group: with_task_group after cancel() ended the body early: std::nullopt for a std::optional body, "
+          "invalid_state_error for another type",
+          "[task_group]") {
+  std::optional<int> optional_result = 1;
+  bool optional_returned = false;
+  std::string message;
+  bool children_done_when_thrown = false;
+  probe child;
+  auto body = [&]() -> cl::task<void> {
+    auto optional_body = [&](cl::task_group& g) -> cl::task<std::optional<int>> {
+      g.create_task(value_after(forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+      co_return 2;
+    };
+    optional_result = co_await cl::with_task_group(optional_body);
+    optional_returned = true;
+
+    auto int_body = [&](cl::task_group& g) -> cl::task<int> {
+      g.create_task(guarded(child, forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+      co_return 2;
+    };
+    try {
+      (void)co_await cl::with_task_group(int_body);
+    } catch (const cl::invalid_state_error& e) {
+      message = e.what();
+      children_done_when_thrown = child.cleaned_up;
+    }
+    CHECK(cancelling_now() == 0);
+    CHECK_FALSE(co_await next_suspension_cancels());
+  };
+  cl::run(body());
+  CHECK(optional_returned);
+  CHECK_FALSE(optional_result.has_value());
+  INFO(message);
+  CHECK(contains(message, "with_task_group"));
+  CHECK(contains(message, "std::optional"));
+  CHECK(children_done_when_thrown);
 }
 
 TEST_CASE("task_group: the explicit form: join(body_error) with the body's cancellation from cancel() returns",
