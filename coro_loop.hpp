@@ -48,7 +48,7 @@
 //   wait(tasks, when), as_completed(tasks, timeout)   asyncio.wait / asyncio.as_completed
 //   timeout(d, aw), timeout_at(t, aw), wait_for(aw, d), timeout_scope   deadlines
 //   shield(aw)                    the caller's cancel does not reach aw
-//   task_group, with_task_group(body), exception_group   asyncio.TaskGroup
+//   task_group, with_task_group(body), exception_group   asyncio.TaskGroup, with 3.15's cancel()
 //   async_with(opening, body)     async with: body(resource), then always co_await resource.aclose()
 //   event, lock, semaphore, bounded_semaphore, condition, barrier   asyncio's primitives
 //   queue<T>, lifo_queue<T>, priority_queue<T>   bounded async queues (put/get/join/shutdown)
