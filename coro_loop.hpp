@@ -48,7 +48,7 @@
 //   wait(tasks, when), as_completed(tasks, timeout)   asyncio.wait / asyncio.as_completed
 //   timeout(d, aw), timeout_at(t, aw), wait_for(aw, d), timeout_scope   deadlines
 //   shield(aw)                    the caller's cancel does not reach aw
-//   task_group, with_task_group(body), exception_group   asyncio.TaskGroup
+//   task_group, with_task_group(body), exception_group   asyncio.TaskGroup, with 3.15's cancel()
 //   async_with(opening, body)     async with: body(resource), then always co_await resource.aclose()
 //   event, lock, semaphore, bounded_semaphore, condition, barrier   asyncio's primitives
 //   queue<T>, lifo_queue<T>, priority_queue<T>   bounded async queues (put/get/join/shutdown)
@@ -4020,12 +4020,13 @@ task<await_result_t<Awaitable>> wait_for(Awaitable awaitable, duration delay) {
 
 // --- 6.6 task_group ---
 
-/// Structured concurrency (asyncio.TaskGroup, 3.11-3.13 semantics). Children
-/// made by create_task run concurrently; the first child to fail with an error
-/// other than cancellation cancels the other children and the group's body;
-/// the join waits for every child and throws every error together as one
-/// exception_group. Cancelling the task that joins cancels the children, and
-/// the join rethrows cancelled_error once they are done.
+/// Structured concurrency (asyncio.TaskGroup, 3.11-3.13 semantics, plus 3.15's
+/// cancel()). Children made by create_task run concurrently; the first child to
+/// fail with an error other than cancellation cancels the other children and the
+/// group's body; the join waits for every child and throws every error together
+/// as one exception_group. Cancelling the task that joins cancels the children,
+/// and the join rethrows cancelled_error once they are done. cancel() ends the
+/// group early and without an error of its own.
 /// C++ has no async destructor: use with_task_group(body), which always joins;
 /// the explicit form must reach co_await join(error) on every path. A group
 /// destroyed with children still running terminates the program (they would
@@ -4035,6 +4036,7 @@ class task_group {
   /// Binds the group to the task running now (its body's task).
   task_group() : loop_(&get_running_loop()), parent_(loop_->current_task()) {
     if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
+    cancelling_at_entry_ = parent_->cancelling();
   }
   /// Not copyable. Destroying it with children running terminates (see above); destroying it
   /// unjoined with child errors reports on stderr how many were lost.
@@ -4075,9 +4077,17 @@ class task_group {
   /// Children not yet done.
   std::size_t size() const noexcept { return children_.size(); }
 
+  /// Cancels every child and, while it runs, the body; the join then ends without an error of
+  /// its own (asyncio 3.15's TaskGroup.cancel()). No-op once joined or shutting down.
+  void cancel() noexcept {
+    if (state_ == state::joined || aborting_) return;
+    cancelled_ = true;
+    shut_down();
+  }
+
   /// Waits for every child (asyncio's __aexit__). `body_error` is what the
   /// body threw, if anything: an error aborts the group and joins the errors,
-  /// a cancellation is rethrown after the children finish.
+  /// a cancellation is rethrown after the children finish (unless cancel() caused it).
   task<void> join(std::exception_ptr body_error = nullptr);
 
  private:
@@ -4112,6 +4122,16 @@ class task_group {
     aborting_ = true;
     children_.for_each([](detail::list_hook& hook) { static_cast<child_entry&>(hook).task->cancel(); });
   }
+  // The first failure, or cancel(): the children are cancelled, and so is the
+  // body while it runs (once: both callers come here only when not aborting
+  // yet); the join takes that request back.
+  void shut_down() noexcept {
+    abort();
+    if (state_ == state::open && !parent_->done()) {
+      parent_cancel_requested_ = true;
+      parent_->cancel();
+    }
+  }
   static void on_child_done(detail::ready_node* node) noexcept;
 
   event_loop* loop_;
@@ -4119,8 +4139,10 @@ class task_group {
   detail::intrusive_list children_;  // child_entry, still running
   std::vector<std::exception_ptr> errors_;
   join_wait* joiner_ = nullptr;
+  int cancelling_at_entry_ = 0;  // the body's task's cancelling() when the group began
   state state_ = state::open;
   bool aborting_ = false;
+  bool cancelled_ = false;  // cancel() shut the group down
   bool parent_cancel_requested_ = false;
   bool propagate_cancellation_ = false;
 };
@@ -4178,14 +4200,7 @@ inline void task_group::on_child_done(detail::ready_node* node) noexcept {
   if (child->has_exception() && !child->cancelled()) {
     child->mark_retrieved();
     group.errors_.push_back(child->exception());
-    if (!group.aborting_) {
-      group.abort();
-      // Cancel the body too, while it runs; the join takes the request back.
-      if (group.state_ == state::open && !group.parent_->done()) {
-        group.parent_cancel_requested_ = true;
-        group.parent_->cancel();
-      }
-    }
+    if (!group.aborting_) group.shut_down();
   }
   delete entry;
   child->release();
@@ -4208,9 +4223,15 @@ inline task<void> task_group::join(std::exception_ptr body_error) {
     co_await waiting;
   }
   state_ = state::joined;
-  // Our own cancel of the body is taken back; if no other request remains,
-  // the cancellation it caused is not propagated (asyncio).
-  if (parent_cancel_requested_ && parent_->uncancel() == 0) propagate_cancellation_ = false;
+  // Our own cancel of the body is taken back. Requests beyond those the task
+  // had when the group began are someone else's (an outer cancel, a timeout's
+  // expiry) and propagate, even when the join's wait, already shutting down,
+  // absorbed their delivery (gh-155433); otherwise the cancellation the group
+  // caused ends here. Counted from the entry value, not from zero (asyncio),
+  // as timeout_scope counts: a group run in cleanup after its task caught a
+  // cancel must not raise that old cancel again.
+  const int requests = parent_cancel_requested_ ? parent_->uncancel() : parent_->cancelling();
+  if (parent_cancel_requested_ || cancelled_) propagate_cancellation_ = requests > cancelling_at_entry_;
   if (body_error != nullptr) errors_.push_back(body_error);
   if (errors_.empty()) {
     if (propagate_cancellation_) throw cancelled_error{};
@@ -4225,9 +4246,18 @@ inline task<void> task_group::join(std::exception_ptr body_error) {
   throw exception_group("unhandled errors in a task_group", std::move(errors_));
 }
 
+namespace detail {
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+}  // namespace detail
+
 /// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
 /// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
 /// Returns the body's value; throws exception_group or cancelled_error as join does.
+/// When group.cancel() ended the body before it returned a value: a std::optional
+/// body gives std::nullopt, any other type throws invalid_state_error.
 template <class Body>
   requires std::invocable<Body&, task_group&>
 auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
@@ -4249,10 +4279,25 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
   co_await group.join(body_error);
   if constexpr (std::is_void_v<value_type>) {
     co_return;
-  } else if constexpr (std::is_reference_v<value_type>) {
-    co_return value->get();
   } else {
-    co_return std::move(*value);
+    // The join returned without an error, so a missing value means the body
+    // threw the cancellation of group.cancel(). asyncio's `async with` has no
+    // value to lose; here the caller must be able to tell: std::optional says
+    // "none", other types have no honest stand-in.
+    if (!value) {
+      if constexpr (detail::is_optional<value_type>::value) {
+        value.emplace(std::nullopt);
+      } else {
+        throw invalid_state_error(
+            "with_task_group: cancel() ended the body before it returned a value; give the body a "
+            "std::optional or void result");
+      }
+    }
+    if constexpr (std::is_reference_v<value_type>) {
+      co_return value->get();
+    } else {
+      co_return std::move(*value);
+    }
   }
 }
 

@@ -5,12 +5,15 @@
 // body; the join raises every error in one exception_group; cancelling the
 // parent cancels the children and the join re-raises cancelled_error; an
 // outer cancellation is never swallowed (3.13: after the exception_group the
-// parent's next suspension raises cancelled_error).
+// parent's next suspension raises cancelled_error). 3.15's cancel() ends the
+// group without an error of its own, yet lets an outer cancel or a timeout's
+// expiry through (gh-155433).
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
 #include <chrono>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -1024,6 +1027,514 @@ TEST_CASE("task_group: a task_group inside a timeout inside a task_group: the ou
   CHECK(inner_ending == "cancelled_error");
   CHECK(inner_child.cleaned_up);
   CHECK(errors == std::vector<std::string>{"outer child failed"});
+}
+
+// --- cancel(): ending the group early (asyncio 3.15) ---
+
+TEST_CASE("task_group: cancel() from the body ends the group without an error and cancels the running children",
+          "[task_group]") {
+  probe a;
+  probe b;
+  bool body_cancelled = false;
+  bool refused_after_cancel = false;
+  bool returned = false;
+  bool children_done_when_returned = false;
+  int cancelling_after = -1;
+  bool cancelled_later = true;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(a, forever, 1));
+      g.create_task(guarded(b, forever, 2, 10ms));
+      auto both_started = [&] { return a.started && b.started; };
+      co_await until(both_started);
+      g.cancel();
+      try {
+        g.create_task(value_after(1ms, 0));
+      } catch (const cl::invalid_state_error&) {
+        refused_after_cancel = true;
+      }
+      try {
+        co_await cl::sleep(forever);  // the body is cancelled too, as in asyncio
+      } catch (const cl::cancelled_error&) {
+        body_cancelled = true;
+        throw;
+      }
+    };
+    co_await cl::with_task_group(group_body);
+    returned = true;
+    children_done_when_returned = a.cleaned_up && b.cleaned_up;
+    cancelling_after = cancelling_now();
+    cancelled_later = co_await next_suspension_cancels();
+    CHECK(cl::all_tasks().size() == 1);
+  };
+  cl::run(body());
+  CHECK(body_cancelled);
+  CHECK(refused_after_cancel);
+  CHECK(returned);
+  CHECK(a.cancelled);
+  CHECK(b.cancelled);
+  CHECK_FALSE(a.finished);
+  CHECK(children_done_when_returned);
+  CHECK(cancelling_after == 0);
+  CHECK_FALSE(cancelled_later);
+}
+
+TEST_CASE("task_group: cancel() as the body's last act: the body's value comes back and the children are cancelled",
+          "[task_group]") {
+  probe child;
+  int value = 0;
+  bool child_done_when_returned = false;
+  int cancelling_after = -1;
+  bool cancelled_later = true;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<int> {
+      g.create_task(guarded(child, forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_return 42;  // no suspension after cancel(): the body finishes with its value
+    };
+    value = co_await cl::with_task_group(group_body);
+    child_done_when_returned = child.cleaned_up;
+    cancelling_after = cancelling_now();
+    cancelled_later = co_await next_suspension_cancels();
+  };
+  cl::run(body());
+  CHECK(value == 42);
+  CHECK(child.cancelled);
+  CHECK(child_done_when_returned);
+  CHECK(cancelling_after == 0);
+  CHECK_FALSE(cancelled_later);
+}
+
+TEST_CASE("task_group: cancel() from a child cancels the body inside co_await and its siblings; the group ends "
+          "without an error",
+          "[task_group]") {
+  probe sibling;
+  bool body_cancelled_in_nested_await = false;
+  bool returned = false;
+  bool sibling_done_when_returned = false;
+  bool cancelled_later = true;
+  auto body = [&]() -> cl::task<void> {
+    auto nested = [&]() -> cl::task<int> {
+      try {
+        co_return co_await value_after(forever, 1);
+      } catch (const cl::cancelled_error&) {
+        body_cancelled_in_nested_await = true;
+        throw;
+      }
+    };
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(sibling, forever, 1));
+      auto canceller = [&]() -> cl::task<void> {
+        auto sibling_started = [&] { return sibling.started; };
+        co_await until(sibling_started);
+        g.cancel();
+      };
+      g.create_task(canceller);
+      (void)co_await nested();
+    };
+    co_await cl::with_task_group(group_body);
+    returned = true;
+    sibling_done_when_returned = sibling.cleaned_up;
+    CHECK(cancelling_now() == 0);
+    cancelled_later = co_await next_suspension_cancels();
+  };
+  cl::run(body());
+  CHECK(body_cancelled_in_nested_await);
+  CHECK(returned);
+  CHECK(sibling.cancelled);
+  CHECK(sibling_done_when_returned);
+  CHECK_FALSE(cancelled_later);
+}
+
+TEST_CASE("task_group: cancel() while the body waits in the join: the join waits for the cancelled children and "
+          "returns",
+          "[task_group]") {
+  probe a;
+  probe b;
+  int value = 0;
+  bool children_done_when_returned = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<void> canceller_handle;
+    auto group_body = [&](cl::task_group& g) -> cl::task<int> {
+      g.create_task(guarded(a, forever, 1));
+      g.create_task(guarded(b, forever, 2, 10ms));
+      auto canceller = [&]() -> cl::task<void> {
+        co_await cl::sleep(2ms);  // the body has returned: the group is joining
+        g.cancel();
+      };
+      canceller_handle = g.create_task(canceller);
+      co_return 5;
+    };
+    value = co_await cl::with_task_group(group_body);
+    children_done_when_returned = a.cleaned_up && b.cleaned_up;
+    CHECK(canceller_handle.done());
+    CHECK(cancelling_now() == 0);
+    CHECK_FALSE(co_await next_suspension_cancels());
+  };
+  cl::run(body());
+  CHECK(value == 5);
+  CHECK(a.cancelled);
+  CHECK(b.cancelled);
+  CHECK(children_done_when_returned);
+}
+
+TEST_CASE("task_group: with_task_group after cancel() ended the body early: std::nullopt for a std::optional body, "
+          "invalid_state_error for another type",
+          "[task_group]") {
+  std::optional<int> optional_result = 1;
+  bool optional_returned = false;
+  std::string message;
+  bool children_done_when_thrown = false;
+  probe child;
+  auto body = [&]() -> cl::task<void> {
+    auto optional_body = [&](cl::task_group& g) -> cl::task<std::optional<int>> {
+      g.create_task(value_after(forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+      co_return 2;
+    };
+    optional_result = co_await cl::with_task_group(optional_body);
+    optional_returned = true;
+
+    auto int_body = [&](cl::task_group& g) -> cl::task<int> {
+      g.create_task(guarded(child, forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+      co_return 2;
+    };
+    try {
+      (void)co_await cl::with_task_group(int_body);
+    } catch (const cl::invalid_state_error& e) {
+      message = e.what();
+      children_done_when_thrown = child.cleaned_up;
+    }
+    CHECK(cancelling_now() == 0);
+    CHECK_FALSE(co_await next_suspension_cancels());
+  };
+  cl::run(body());
+  CHECK(optional_returned);
+  CHECK_FALSE(optional_result.has_value());
+  INFO(message);
+  CHECK(contains(message, "with_task_group"));
+  CHECK(contains(message, "std::optional"));
+  CHECK(children_done_when_thrown);
+}
+
+TEST_CASE("task_group: the explicit form: join(body_error) with the body's cancellation from cancel() returns",
+          "[task_group]") {
+  probe child;
+  bool body_cancelled = false;
+  bool joined = false;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_group g;
+    std::exception_ptr body_error;
+    try {
+      g.create_task(guarded(child, forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+    } catch (const cl::cancelled_error&) {
+      body_cancelled = true;
+      body_error = std::current_exception();
+    }
+    co_await g.join(body_error);
+    joined = true;
+    CHECK(cancelling_now() == 0);
+  };
+  cl::run(body());
+  CHECK(body_cancelled);
+  CHECK(joined);
+  CHECK(child.cleaned_up);
+}
+
+TEST_CASE("task_group: a child that failed before cancel(), or fails answering it, still raises the "
+          "exception_group",
+          "[task_group]") {
+  std::vector<std::string> failed_before;
+  std::vector<std::string> failed_answering;
+  probe quiet;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_handle<int> failing;
+    auto fail_first = [&](cl::task_group& g) -> cl::task<void> {
+      failing = g.create_task(fail_after(2ms, "failed before cancel()"));
+      g.create_task(value_after(forever, 1));
+      auto failing_done = [&] { return failing.done(); };
+      co_await until(failing_done);
+      g.cancel();  // the group has not handled the failure yet: its error still counts
+      co_await cl::sleep(forever);
+    };
+    try {
+      co_await cl::with_task_group(fail_first);
+    } catch (const cl::exception_group& e) {
+      failed_before = messages_of(e);
+    }
+    CHECK(cancelling_now() == 0);
+
+    auto fail_answering = [&](cl::task_group& g) -> cl::task<void> {
+      auto noisy = []() -> cl::task<void> {
+        bool cancelled = false;
+        try {
+          co_await cl::sleep(forever);
+        } catch (const cl::cancelled_error&) {
+          cancelled = true;
+        }
+        if (cancelled) throw std::runtime_error("cleanup failed");
+      };
+      g.create_task(noisy);
+      g.create_task(guarded(quiet, forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+    };
+    try {
+      co_await cl::with_task_group(fail_answering);
+    } catch (const cl::exception_group& e) {
+      failed_answering = messages_of(e);
+    }
+    CHECK(cancelling_now() == 0);
+    CHECK_FALSE(co_await next_suspension_cancels());
+  };
+  cl::run(body());
+  CHECK(failed_before == std::vector<std::string>{"failed before cancel()"});
+  CHECK(failed_answering == std::vector<std::string>{"cleanup failed"});
+  CHECK(quiet.cleaned_up);
+}
+
+TEST_CASE("task_group: cancel() inside a timeout whose deadline passes meanwhile: timeout_error still reaches the "
+          "caller (gh-155433)",
+          "[task_group]") {
+  // asyncio 3.15 swallowed the expiry: the join, already shutting down,
+  // absorbed the timeout's cancel, then took its own request back and found
+  // one left. Three moments: the deadline passes while a child cleans up
+  // after cancel(), just before cancel(), and just after it.
+  enum class moment { during_cleanup, before_cancel, after_cancel };
+  for (const moment when : {moment::during_cleanup, moment::before_cancel, moment::after_cancel}) {
+    INFO("moment " << static_cast<int>(when));
+    probe other;
+    bool cleaned_up = false;
+    bool raised_timeout = false;
+    bool cleaned_up_when_raised = false;
+    bool returned = false;
+    auto body = [&]() -> cl::task<void> {
+      cl::timeout_scope scope(std::nullopt);
+      auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+        auto slow_cleanup = [&]() -> cl::task<void> {
+          bool cancelled = false;
+          try {
+            co_await cl::sleep(forever);
+          } catch (const cl::cancelled_error&) {
+            cancelled = true;
+          }
+          if (!cancelled) co_return;
+          if (when == moment::during_cleanup) scope.reschedule(0ms);  // expires now
+          co_await cl::sleep(5ms);
+          cleaned_up = true;
+          throw cl::cancelled_error{};
+        };
+        g.create_task(slow_cleanup);
+        g.create_task(guarded(other, forever, 1));
+        auto started = [&] { return other.started; };
+        co_await until(started);
+        if (when == moment::before_cancel) scope.reschedule(0ms);
+        g.cancel();
+        if (when == moment::after_cancel) {
+          scope.reschedule(0ms);
+          co_await cl::sleep(forever);
+        }
+      };
+      auto work = cl::with_task_group(group_body);
+      try {
+        co_await scope.run(std::move(work));
+        returned = true;
+      } catch (const cl::timeout_error&) {
+        raised_timeout = true;
+        cleaned_up_when_raised = cleaned_up && other.cleaned_up;
+      }
+      CHECK(scope.expired());
+      CHECK(cancelling_now() == 0);
+      CHECK_FALSE(co_await next_suspension_cancels());
+      CHECK(cl::get_running_loop().timer_count() == 0);
+    };
+    cl::run(body());
+    CHECK(raised_timeout);
+    CHECK_FALSE(returned);
+    CHECK(cleaned_up_when_raised);
+  }
+}
+
+TEST_CASE("task_group: an outer cancel of the task running the group together with cancel(): cancelled_error "
+          "still propagates",
+          "[task_group]") {
+  // Three orders: the outer cancel arrives while the join waits for a child
+  // cleaning up after cancel(); in the same step just after cancel(); just
+  // before it (cancel() then finds the group shutting down). Each with the
+  // body waiting (cancelled with the group) and with the body returned (the
+  // group joining when cancel() comes).
+  enum class order { during_cleanup, cancel_then_outer, outer_then_cancel };
+  for (const bool body_waits : {true, false}) {
+    for (const order sequence : {order::during_cleanup, order::cancel_then_outer, order::outer_then_cancel}) {
+      INFO("body waits " << body_waits << ", order " << static_cast<int>(sequence));
+      probe slow;
+      bool raised = false;
+      bool returned = false;
+      bool children_done_when_raised = false;
+      auto body = [&]() -> cl::task<void> {
+        cl::task_handle<void> parent_handle;
+        auto parent = [&]() -> cl::task<void> {
+          auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+            g.create_task(guarded(slow, forever, 1, 20ms));
+            auto canceller = [&]() -> cl::task<void> {
+              auto started = [&] { return slow.started; };
+              co_await until(started);
+              if (sequence == order::outer_then_cancel) parent_handle.cancel();
+              g.cancel();
+              if (sequence == order::cancel_then_outer) parent_handle.cancel();
+            };
+            g.create_task(canceller);
+            if (body_waits) co_await cl::sleep(forever);
+          };
+          try {
+            co_await cl::with_task_group(group_body);
+            returned = true;
+          } catch (const cl::cancelled_error&) {
+            raised = true;
+            children_done_when_raised = slow.cleaned_up;
+            throw;
+          }
+        };
+        parent_handle = cl::create_task(parent());
+        if (sequence == order::during_cleanup) {
+          auto cleaning_up = [&] { return slow.cancelled; };
+          co_await until(cleaning_up);
+          CHECK_FALSE(slow.cleaned_up);
+          parent_handle.cancel();
+        }
+        co_await finished(parent_handle);
+        CHECK(parent_handle.cancelled());
+        CHECK(parent_handle.cancelling() == 1);  // the group took back its own request only
+      };
+      cl::run(body());
+      CHECK(raised);
+      CHECK_FALSE(returned);
+      CHECK(children_done_when_raised);
+    }
+  }
+}
+
+TEST_CASE("task_group: after cancel() the task's cancelling() is back to its value when the group began",
+          "[task_group]") {
+  // A task that caught a cancel without uncancel() (cleanup after a
+  // cancellation) runs a group and cancels it: the request left over from
+  // before is not an outer cancel of the group, as timeout_scope counts.
+  int before = -1;
+  int after = -1;
+  bool returned = false;
+  bool cancelled_later = true;
+  int fresh_before = -1;
+  int fresh_after = -1;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(value_after(forever, 1));
+      co_await cl::sleep(1ms);
+      g.cancel();
+      co_await cl::sleep(forever);
+    };
+    fresh_before = cancelling_now();
+    co_await cl::with_task_group(group_body);
+    fresh_after = cancelling_now();
+
+    cl::current_task().cancel();
+    try {
+      co_await cl::sleep(0ms);
+    } catch (const cl::cancelled_error&) {
+    }
+    before = cancelling_now();
+    co_await cl::with_task_group(group_body);
+    returned = true;
+    after = cancelling_now();
+    cancelled_later = co_await next_suspension_cancels();
+    cl::current_task().uncancel();
+  };
+  cl::run(body());
+  CHECK(fresh_before == 0);
+  CHECK(fresh_after == 0);
+  CHECK(before == 1);
+  CHECK(returned);
+  CHECK(after == 1);
+  CHECK_FALSE(cancelled_later);
+}
+
+TEST_CASE("task_group: cancel() twice, from the body and from a child, is one cancellation", "[task_group]") {
+  probe child;
+  int body_deliveries = 0;
+  bool second_await_cancelled = true;
+  bool returned = false;
+  auto body = [&]() -> cl::task<void> {
+    auto group_body = [&](cl::task_group& g) -> cl::task<void> {
+      g.create_task(guarded(child, forever, 1));
+      auto canceller = [&]() -> cl::task<void> {
+        co_await cl::sleep(1ms);
+        g.cancel();
+        g.cancel();
+      };
+      g.create_task(canceller);
+      try {
+        co_await cl::sleep(forever);
+      } catch (const cl::cancelled_error&) {
+        ++body_deliveries;
+      }
+      g.cancel();  // the group is already shutting down
+      second_await_cancelled = co_await next_suspension_cancels();
+    };
+    co_await cl::with_task_group(group_body);
+    returned = true;
+    CHECK(cancelling_now() == 0);
+  };
+  cl::run(body());
+  CHECK(body_deliveries == 1);
+  CHECK_FALSE(second_await_cancelled);
+  CHECK(returned);
+  CHECK(child.cleaned_up);
+}
+
+TEST_CASE("task_group: cancel() after the join is a no-op", "[task_group]") {
+  int value = 0;
+  std::string message;
+  bool cancelled_later = true;
+  bool after_error_cancelled_later = true;
+  auto body = [&]() -> cl::task<void> {
+    cl::task_group g;
+    auto child = g.create_task(value_after(1ms, 3));
+    co_await g.join();
+    g.cancel();
+    value = child.result();
+    CHECK_FALSE(child.cancelled());
+    CHECK(cancelling_now() == 0);
+    cancelled_later = co_await next_suspension_cancels();
+    try {
+      g.create_task(value_after(1ms, 0));
+    } catch (const cl::invalid_state_error& e) {
+      message = e.what();
+    }
+
+    cl::task_group failed;
+    failed.create_task(fail_after(1ms, "child failed"));
+    try {
+      co_await failed.join();
+    } catch (const cl::exception_group&) {
+    }
+    failed.cancel();
+    CHECK(cancelling_now() == 0);
+    after_error_cancelled_later = co_await next_suspension_cancels();
+  };
+  cl::run(body());
+  CHECK(value == 3);
+  CHECK_FALSE(cancelled_later);
+  CHECK(contains(message, "after join"));
+  CHECK_FALSE(after_error_cancelled_later);
 }
 
 // --- async_with: `async with` for a resource whose cleanup awaits ---
