@@ -16,7 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <future>
+#include <atomic>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -607,15 +607,14 @@ TEST_CASE("task: a task_handle used from a thread that does not run its loop thr
   // delivered only when the loop next woke.
   cl::event_loop loop;
   cl::task_handle<void> handle;
-  std::promise<void> started;
-  std::promise<void> checked;
-  std::shared_future<void> checked_future = checked.get_future().share();
+  std::atomic<bool> started{false};
+  std::atomic<bool> checked{false};
   std::thread runner([&] {
     auto body = [&]() -> cl::task<void> {
       handle = cl::create_task(cl::sleep(1h));
       co_await cl::sleep(0ms);
-      started.set_value();
-      co_await cl::to_thread([checked_future] { checked_future.wait(); });
+      started.store(true);
+      for (int i = 0; i < 60'000 && !checked.load(); ++i) co_await cl::sleep(1ms);
       handle.cancel();
       try {
         co_await handle;
@@ -624,7 +623,8 @@ TEST_CASE("task: a task_handle used from a thread that does not run its loop thr
     };
     loop.run_until_complete(body());
   });
-  started.get_future().wait();
+  for (int i = 0; i < 60'000 && !started.load(); ++i) std::this_thread::sleep_for(1ms);
+  REQUIRE(started.load());
   std::string message;
   try {
     handle.cancel();
@@ -645,7 +645,7 @@ TEST_CASE("task: a task_handle used from a thread that does not run its loop thr
     co_return false;
   };
   CHECK(cl::run(from_other_loop()));
-  checked.set_value();
+  checked.store(true);
   runner.join();
   CHECK(handle.cancelled());
   CHECK_FALSE(handle.cancel());  // done: no loop is touched, any thread may ask
