@@ -2212,10 +2212,24 @@ concept awaitable = has_member_co_await<A> || has_free_co_await<A> || is_awaiter
 struct completion_waiter {
   completion_waiter* next_waiter = nullptr;
   void (*notify)(completion_waiter* self) noexcept = nullptr;
-  // When set: called instead of notify if the task will never finish (its
-  // loop closed and left it behind), for a waiter that must end anyway: a
-  // concurrent_future another thread may be blocked on.
-  void (*discard)(completion_waiter* self) noexcept = nullptr;
+};
+
+// A waiter that must end even if the task never finishes (its loop closed and
+// left it behind): a concurrent_future another thread may be blocked on.
+// leave_behind() knows it by its notify function, so plain waiters stay two
+// pointers.
+class ending_waiter : public completion_waiter {
+ public:
+  using end_function = void (*)(ending_waiter* self, bool task_finished) noexcept;
+  explicit ending_waiter(end_function on_end) noexcept : on_end_(on_end) { notify = &on_finished; }
+  static void on_finished(completion_waiter* self) noexcept {
+    auto* waiter = static_cast<ending_waiter*>(self);
+    waiter->on_end_(waiter, true);
+  }
+  void left_behind() noexcept { on_end_(this, false); }
+
+ private:
+  end_function on_end_;
 };
 
 // The part of every task<T> promise that does not depend on T. A frame is
@@ -2347,9 +2361,9 @@ class task_promise_base : public ready_node, public list_hook {
     while (waiters_ != nullptr) {
       completion_waiter* waiter = waiters_;
       waiters_ = waiter->next_waiter;
-      if (waiter->discard != nullptr) {
+      if (waiter->notify == &ending_waiter::on_finished) {
         waiter->next_waiter = nullptr;
-        waiter->discard(waiter);
+        static_cast<ending_waiter*>(waiter)->left_behind();
       } else {
         waiter->next_waiter = kept;
         kept = waiter;
@@ -5669,16 +5683,14 @@ namespace detail {
 // the task on the loop's thread, then waits for it as a completion waiter and
 // records its outcome in the future's shared state. The future always ends:
 // cancelled when the loop closes before the start ran (the node is discarded)
-// or leaves the task unfinished (discard).
+// or leaves the task unfinished (an ending_waiter).
 template <class T, class Awaitable>
-class threadsafe_start final : public ready_node, public completion_waiter {
+class threadsafe_start final : public ready_node, public ending_waiter {
  public:
   using shared_state = typename concurrent_future<T>::shared_state;
   threadsafe_start(std::shared_ptr<shared_state> state, Awaitable awaitable)
-      : state_(std::move(state)), awaitable_(std::move(awaitable)) {
+      : ending_waiter(&on_task_end), state_(std::move(state)), awaitable_(std::move(awaitable)) {
     run = &start_on_loop;
-    notify = &on_task_done;
-    discard = &on_left_behind;
   }
 
  private:
@@ -5697,8 +5709,12 @@ class threadsafe_start final : public ready_node, public completion_waiter {
       self->finish(std::current_exception());
     }
   }
-  static void on_task_done(completion_waiter* waiter) noexcept {
+  static void on_task_end(ending_waiter* waiter, bool task_finished) noexcept {
     auto* self = static_cast<threadsafe_start*>(waiter);
+    if (!task_finished) {
+      self->finish(std::make_exception_ptr(cancelled_error{}));
+      return;
+    }
     task_promise_base& task = *task_ref_access::promise(self->task_);
     std::exception_ptr error;
     if (task.cancelled()) {
@@ -5720,9 +5736,6 @@ class threadsafe_start final : public ready_node, public completion_waiter {
       }
     }
     self->finish(error);
-  }
-  static void on_left_behind(completion_waiter* waiter) noexcept {
-    static_cast<threadsafe_start*>(waiter)->finish(std::make_exception_ptr(cancelled_error{}));
   }
   // Publishes the outcome (a value already stored, or `error`) and frees this node.
   void finish(std::exception_ptr error) noexcept {
