@@ -2506,6 +2506,117 @@ class task_promise_base : public ready_node, public list_hook {
   bool exception_retrieved_ = false;
 };
 
+// --- 5.1 The suspension protocol ---
+// Every awaiter that suspends a task keeps DESIGN's cancellation model the same
+// way, so the model is written here once and an awaiter says only what it
+// waits on. It derives from `suspension` and:
+//   await_suspend  calls suspend(caller, "what", &on_interrupt): false means a
+//                  cancel was already waiting (do not suspend; await_resume
+//                  throws); then links itself to what will grant the wait.
+//   the grant      calls resume(): the task runs on the next iteration.
+//   on_interrupt   is a cancel reaching the suspended task. It either stops
+//                  now (unlinks, then resume_cancelled()) or keeps waiting
+//                  (gather: the children finish first; mark_cancelled() then
+//                  resume() later); returns true either way. A completed
+//                  wait the cancel came too late for (the OS finished first)
+//                  calls deliver_cancel_later(): the result stands.
+//   await_resume   calls throw_if_cancelled(give_back): cancelled_error when
+//                  interrupted, or when a cancel reached the task between the
+//                  grant and now; that cancel wins (asyncio), so give_back()
+//                  first returns what was granted (the lock, a permit, an
+//                  item). A grant that cannot go back without losing a result
+//                  (bytes read, a gather's values) uses throw_if_interrupted().
+// The awaiter lives in the awaiting frame: waiting allocates nothing.
+
+// The running task, for whatever acts on it (an awaiter, a timeout scope); a
+// clear error outside any task.
+inline task_promise_base& current_task_for(const char* operation) {
+  task_promise_base* task = get_running_loop().current_task();
+  if (task == nullptr) throw invalid_state_error(std::string(operation) + ": must be awaited inside a task");
+  return *task;
+}
+
+class suspension : public cancellable_wait {
+ public:
+  suspension() noexcept = default;
+  // Awaiters move before they are awaited (into create_task, timeout, ...);
+  // the moved-to one starts afresh.
+  suspension(suspension&& other) noexcept : cancellable_wait(), interruptible_(other.interruptible_) {}
+  suspension& operator=(suspension&&) = delete;
+
+ protected:
+  using interrupt_function = bool (*)(cancellable_wait* self) noexcept;
+
+  bool suspend(std::coroutine_handle<> caller, const char* operation, interrupt_function on_interrupt) {
+    enter(operation);
+    if (!interruptible_) {
+      task_->suspend_uninterruptibly(caller);
+      return true;
+    }
+    interrupt = on_interrupt;
+    if (!task_->suspend_on(this, caller)) {
+      cancelled_ = true;
+      return false;
+    }
+    return true;
+  }
+  // Before suspend(): a cancel cannot interrupt this wait (condition's
+  // re-acquire); it meets the next suspension point, and the grant stands.
+  void make_uninterruptible() noexcept { interruptible_ = false; }
+  // After suspend() returned false: stay suspended anyway (the awaiter took the
+  // pending cancel as an interrupt and resumes the task itself later).
+  void keep_waiting(std::coroutine_handle<> caller) noexcept { (void)task_->suspend_on(this, caller); }
+  // suspend() succeeded but the wait is already over: do not suspend after all.
+  void not_suspending() noexcept { task_->stop_waiting(); }
+
+  void resume() noexcept { task_->wake(*loop_); }
+  void resume_cancelled() noexcept {
+    cancelled_ = true;
+    task_->wake(*loop_);
+  }
+  void mark_cancelled() noexcept { cancelled_ = true; }
+  // The task is already queued (sleep(0)): the interrupt only marks it.
+  void cancelled_while_queued() noexcept {
+    cancelled_ = true;
+    task_->stop_waiting();
+  }
+  void deliver_cancel_later() noexcept {
+    cancelled_ = false;
+    task_->deliver_cancel_later();
+  }
+
+  template <class GiveBack>
+  void throw_if_cancelled(GiveBack give_back) const {
+    if (cancelled_) throw cancelled_error{};
+    if (task_ != nullptr && interruptible_ && task_->take_cancel_after_grant()) {
+      give_back();
+      throw cancelled_error{};
+    }
+  }
+  void throw_if_cancelled() const {
+    throw_if_cancelled([] {});
+  }
+  void throw_if_interrupted() const {
+    if (cancelled_) throw cancelled_error{};
+  }
+
+  bool cancelled() const noexcept { return cancelled_; }
+  // Null until suspend(): an awaiter whose await_ready took the fast path has none.
+  task_promise_base* task() const noexcept { return task_; }
+  event_loop& loop() const noexcept { return *loop_; }
+  bool has_loop() const noexcept { return loop_ != nullptr; }
+
+ private:
+  void enter(const char* operation) {
+    task_ = &current_task_for(operation);
+    loop_ = running_loop_slot();
+  }
+  task_promise_base* task_ = nullptr;
+  event_loop* loop_ = nullptr;
+  bool cancelled_ = false;
+  bool interruptible_ = true;
+};
+
 // Symmetric transfer to `next`, unless the chain of transfers since the loop
 // last resumed this task is deep: then bounce through the ready queue.
 // GCC at -O0/-O1 and under sanitizers, and Clang 14, do not make symmetric
@@ -2822,9 +2933,9 @@ class task_handle : public task_ref {
 
   /// What co_await on a handle uses (see above). Throws invalid_state_error for an empty
   /// handle, or when it would have to wait outside a task.
-  class awaiter : private detail::cancellable_wait, private detail::completion_waiter {
+  class awaiter : private detail::completion_waiter, private detail::suspension {
    public:
-    explicit awaiter(detail::task_promise_base* target) noexcept : target_(target) {
+    explicit awaiter(detail::task_promise_base* target) : target_(target) {
       if (target_ == nullptr) throw_empty();
     }
     awaiter(const awaiter&) = delete;
@@ -2834,26 +2945,15 @@ class task_handle : public task_ref {
     }
     bool await_ready() const noexcept { return target_->done(); }
     bool await_suspend(std::coroutine_handle<> caller) {
-      event_loop& loop = get_running_loop();
-      waiting_task_ = loop.current_task();
-      if (waiting_task_ == nullptr) throw invalid_state_error("awaiting a task_handle outside a task");
       target_->check_loop_thread("awaiting a task_handle");
-      interrupt = &on_cancel;
-      if (!waiting_task_->suspend_on(this, caller)) {
-        cancelled_before_wait_ = true;
-        return false;
-      }
+      if (!suspend(caller, "awaiting a task_handle", &on_cancel)) return false;
       notify = &on_done;
       target_->add_waiter(*this);
       linked_ = true;
-      loop_ = &loop;
       return true;
     }
     T await_resume() {
-      // A cancel after the target finished wins; its value stays in it.
-      if (cancelled_before_wait_ || (waiting_task_ != nullptr && waiting_task_->take_cancel_after_grant())) {
-        throw cancelled_error{};
-      }
+      throw_if_cancelled();  // a cancel after the target finished wins; its value stays in it
       target_->mark_retrieved();
       if (target_->cancelled()) throw cancelled_error{};
       auto& promise = static_cast<detail::task_promise<T>&>(*target_);
@@ -2871,20 +2971,16 @@ class task_handle : public task_ref {
     // The awaiting task was cancelled: pass the cancel inward and keep
     // waiting; its outcome (usually cancelled_error) becomes ours.
     static bool on_cancel(detail::cancellable_wait* wait) noexcept {
-      auto* self = static_cast<awaiter*>(wait);
-      self->target_->cancel();
+      static_cast<awaiter*>(wait)->target_->cancel();
       return true;
     }
     static void on_done(detail::completion_waiter* waiter) noexcept {
       auto* self = static_cast<awaiter*>(waiter);
       self->linked_ = false;
-      self->waiting_task_->wake(*self->loop_);
+      self->resume();
     }
+    bool linked_ = false;  // first: it fills the protocol's tail
     detail::task_promise_base* target_;
-    detail::task_promise_base* waiting_task_ = nullptr;
-    event_loop* loop_ = nullptr;
-    bool linked_ = false;
-    bool cancelled_before_wait_ = false;
   };
   /// Any number of tasks may await one handle (a move-only result: only the first gets it).
   awaiter operator co_await() const { return awaiter(task_); }
@@ -3077,69 +3173,46 @@ void task_ref::add_done_callback(Callback callback) {
 
 namespace detail {
 
-// The running task, for a leaf awaiter; a clear error outside any task.
-inline task_promise_base& current_task_for(const char* operation) {
-  event_loop& loop = get_running_loop();
-  task_promise_base* task = loop.current_task();
-  if (task == nullptr) throw invalid_state_error(std::string(operation) + ": must be awaited inside a task");
-  return *task;
-}
-
 // sleep / sleep_until: one timer node in the awaiting frame.
-class sleep_awaiter : private cancellable_wait, private timer_node {
+class sleep_awaiter : private timer_node, private suspension {
  public:
   explicit sleep_awaiter(time_point deadline, bool yield_only) noexcept : yield_only_(yield_only) {
     this->deadline = deadline;
   }
   // Movable until awaited (create_task(sleep(d)) moves it into a frame).
-  sleep_awaiter(sleep_awaiter&& other) noexcept : yield_only_(other.yield_only_) { deadline = other.deadline; }
-  sleep_awaiter& operator=(sleep_awaiter&&) = delete;
+  sleep_awaiter(sleep_awaiter&& other) noexcept : timer_node(), suspension(), yield_only_(other.yield_only_) {
+    deadline = other.deadline;
+  }
   ~sleep_awaiter() {
     // The frame is being destroyed mid-sleep: take the timer out of the heap.
-    if (armed()) loop_->remove_timer(*this);
+    if (armed()) loop().remove_timer(*this);
   }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &current_task_for("sleep");
-    loop_ = &get_running_loop();
-    interrupt = &on_cancel;
-    if (!task_->suspend_on(this, caller)) {
-      cancelled_ = true;
-      return false;
-    }
+    if (!suspend(caller, "sleep", &on_cancel)) return false;
     if (yield_only_) {
-      // sleep(0): back of the ready queue, so it runs on the next iteration.
-      loop_->schedule(*task_);
+      loop().schedule(*task());  // sleep(0): back of the ready queue, so it runs on the next iteration
     } else {
       fire = &on_fire;
-      loop_->add_timer(*this);
+      loop().add_timer(*this);
     }
     return true;
   }
-  void await_resume() const {
-    if (cancelled_ || (task_ != nullptr && task_->take_cancel_after_grant())) throw cancelled_error{};
-  }
+  void await_resume() const { throw_if_cancelled(); }
 
  private:
-  static void on_fire(timer_node* timer) noexcept {
-    auto* self = static_cast<sleep_awaiter*>(timer);
-    self->task_->wake(*self->loop_);
-  }
+  static void on_fire(timer_node* timer) noexcept { static_cast<sleep_awaiter*>(timer)->resume(); }
   static bool on_cancel(cancellable_wait* wait) noexcept {
     auto* self = static_cast<sleep_awaiter*>(wait);
-    self->cancelled_ = true;
     if (self->yield_only_) {
-      self->task_->stop_waiting();  // already in the ready queue
-      return true;
+      self->cancelled_while_queued();
+    } else {
+      self->loop().remove_timer(*self);
+      self->resume_cancelled();
     }
-    self->loop_->remove_timer(*self);
-    self->task_->wake(*self->loop_);
     return true;
   }
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
   bool yield_only_;
-  bool cancelled_ = false;
 };
 
 }  // namespace detail
@@ -3306,75 +3379,106 @@ outcome<T> take_outcome(child<T>& c) {
   return outcome<T>(take_value(c));
 }
 
+// "Watch N tasks", written once for gather, wait and as_completed (a base of
+// each): one completion node per task not yet done, linked in the tasks
+// themselves, and `on_done(self, index)` as each finishes. Destroying the watch
+// unlinks what is left (the watcher may stop before the tasks do).
+class tasks_watch {
+ public:
+  using done_function = void (*)(tasks_watch* self, std::size_t index) noexcept;
+  tasks_watch(std::span<task_promise_base* const> tasks, done_function on_done) noexcept
+      : tasks_(tasks), on_done_(on_done) {}
+  tasks_watch(const tasks_watch&) = delete;
+  tasks_watch& operator=(const tasks_watch&) = delete;
+  ~tasks_watch() { stop_watching(); }
+
+  std::span<task_promise_base* const> watched() const noexcept { return tasks_; }
+  // Links a node to each task not yet done; returns how many were linked.
+  std::size_t start_watching() {
+    const std::span<task_promise_base* const> tasks = tasks_;
+    nodes_.resize(tasks.size());
+    std::size_t linked = 0;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+      if (tasks[i]->done()) continue;
+      nodes_[i].watch = this;
+      nodes_[i].index = i;
+      nodes_[i].notify = &on_task_done;
+      nodes_[i].linked = true;
+      tasks[i]->add_waiter(nodes_[i]);
+      ++linked;
+    }
+    return linked;
+  }
+  // Unlinks every node still linked: no more on_done calls.
+  void stop_watching() noexcept {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (!nodes_[i].linked) continue;
+      tasks_[i]->remove_waiter(nodes_[i]);
+      nodes_[i].linked = false;
+    }
+  }
+
+ private:
+  struct node : completion_waiter {
+    tasks_watch* watch = nullptr;
+    std::size_t index = 0;
+    bool linked = false;
+  };
+  static void on_task_done(completion_waiter* waiter) noexcept {
+    auto* done = static_cast<node*>(waiter);
+    done->linked = false;
+    done->watch->on_done_(done->watch, done->index);
+  }
+  std::span<task_promise_base* const> tasks_;
+  std::vector<node> nodes_;
+  done_function on_done_;
+};
+
 // Waits until every child is done. A cancel of the waiting task cancels every
 // child, still waits for all of them (a C++ frame must not outlive what its
 // children reference), then throws cancelled_error. With
 // cancel_siblings_on_failure (gather), the first child to fail cancels the
 // others. await_resume returns the index of the first child that failed, in
-// completion order, or `none`.
-class children_watch : private cancellable_wait {
+// completion order, or `none`. A cancel after every child finished does not
+// undo the gather: its values are returned and the cancel meets the next
+// suspension point (throwing would destroy them).
+class children_watch : private tasks_watch, private suspension {
  public:
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
 
   children_watch(std::span<task_promise_base* const> children, bool cancel_siblings_on_failure)
-      : children_(children), cancel_siblings_(cancel_siblings_on_failure) {}
-  children_watch(const children_watch&) = delete;
-  children_watch& operator=(const children_watch&) = delete;
-  ~children_watch() {
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      if (nodes_[i].linked) children_[i]->remove_waiter(nodes_[i]);
-    }
-  }
+      : tasks_watch(children, &on_child_done), cancel_siblings_(cancel_siblings_on_failure) {}
 
   bool await_ready() {
-    for (std::size_t i = 0; i < children_.size(); ++i) {
-      if (!children_[i]->done()) return false;
+    for (task_promise_base* child : watched()) {
+      if (!child->done()) return false;
     }
-    for (std::size_t i = 0; i < children_.size(); ++i) note_finished(i);
+    for (std::size_t i = 0; i < watched().size(); ++i) note_finished(i);
     return true;
   }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &current_task_for("gather");
-    loop_ = &get_running_loop();
-    interrupt = &on_interrupt;
-    nodes_.resize(children_.size());
-    for (std::size_t i = 0; i < children_.size(); ++i) {
-      if (children_[i]->done()) {
-        note_finished(i);
-        continue;
-      }
-      nodes_[i].owner = this;
-      nodes_[i].index = i;
-      nodes_[i].notify = &on_child_done;
-      nodes_[i].linked = true;
-      children_[i]->add_waiter(nodes_[i]);
-      ++remaining_;
+    if (!suspend(caller, "gather", &on_interrupt)) {
+      on_interrupt(this);  // the pending cancel interrupts at once; we still wait for the children
+      keep_waiting(caller);
     }
-    if (!task_->suspend_on(this, caller)) {
-      // A cancel was waiting for us: deliver it as if it had interrupted us.
-      on_interrupt(this);
-      (void)task_->suspend_on(this, caller);
+    for (std::size_t i = 0; i < watched().size(); ++i) {
+      if (watched()[i]->done()) note_finished(i);
     }
+    remaining_ = start_watching();
     if (remaining_ == 0) {
-      task_->suspend_uninterruptibly(caller);
+      not_suspending();
       return false;
     }
     return true;
   }
   std::size_t await_resume() const {
-    if (outer_cancelled_) throw cancelled_error{};
+    throw_if_interrupted();
     return first_failure_;
   }
 
  private:
-  struct child_node : completion_waiter {
-    children_watch* owner = nullptr;
-    std::size_t index = 0;
-    bool linked = false;
-  };
-
   void note_finished(std::size_t index) noexcept {
-    if (children_[index]->has_exception() && first_failure_ == none) {
+    if (watched()[index]->has_exception() && first_failure_ == none) {
       first_failure_ = index;
       if (cancel_siblings_) cancel_children();
     }
@@ -3384,31 +3488,24 @@ class children_watch : private cancellable_wait {
   void cancel_children() noexcept {
     if (children_cancelled_) return;
     children_cancelled_ = true;
-    for (task_promise_base* child : children_) child->cancel();
+    for (task_promise_base* child : watched()) child->cancel();
   }
-  static void on_child_done(completion_waiter* waiter) noexcept {
-    auto* node = static_cast<child_node*>(waiter);
-    children_watch& self = *node->owner;
-    node->linked = false;
-    self.note_finished(node->index);
-    if (--self.remaining_ == 0) self.task_->wake(*self.loop_);
+  static void on_child_done(tasks_watch* watch, std::size_t index) noexcept {
+    auto* self = static_cast<children_watch*>(watch);
+    self->note_finished(index);
+    if (--self->remaining_ == 0) self->resume();
   }
   static bool on_interrupt(cancellable_wait* wait) noexcept {
     auto* self = static_cast<children_watch*>(wait);
-    self->outer_cancelled_ = true;
+    self->mark_cancelled();
     self->cancel_children();
     return true;  // we resume once every child is done
   }
 
-  std::span<task_promise_base* const> children_;
-  std::vector<child_node> nodes_;
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
+  bool cancel_siblings_;
+  bool children_cancelled_ = false;
   std::size_t remaining_ = 0;
   std::size_t first_failure_ = none;
-  bool cancel_siblings_;
-  bool outer_cancelled_ = false;
-  bool children_cancelled_ = false;
 };
 
 template <class... Children>
@@ -3521,8 +3618,9 @@ task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> ga
 
 namespace detail {
 // Waits for a task without passing a cancel on: an interrupt stops the wait
-// (the caller gets cancelled_error) and the task runs on.
-class shield_wait : private cancellable_wait, private completion_waiter {
+// (the caller gets cancelled_error) and the task runs on. A cancel after the
+// task finished returns its value (shield owns it: throwing would destroy it).
+class shield_wait : private completion_waiter, private suspension {
  public:
   explicit shield_wait(task_promise_base* target) noexcept : target_(target) {}
   shield_wait(const shield_wait&) = delete;
@@ -3532,41 +3630,29 @@ class shield_wait : private cancellable_wait, private completion_waiter {
   }
   bool await_ready() const noexcept { return target_->done(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &current_task_for("shield");
-    loop_ = &get_running_loop();
-    interrupt = &on_interrupt;
-    if (!task_->suspend_on(this, caller)) {
-      cancelled_ = true;
-      return false;
-    }
+    if (!suspend(caller, "shield", &on_interrupt)) return false;
     notify = &on_done;
     target_->add_waiter(*this);
     linked_ = true;
     return true;
   }
-  void await_resume() const {
-    if (cancelled_) throw cancelled_error{};
-  }
+  void await_resume() const { throw_if_interrupted(); }
 
  private:
   static void on_done(completion_waiter* waiter) noexcept {
     auto* self = static_cast<shield_wait*>(waiter);
     self->linked_ = false;
-    self->task_->wake(*self->loop_);
+    self->resume();
   }
   static bool on_interrupt(cancellable_wait* wait) noexcept {
     auto* self = static_cast<shield_wait*>(wait);
     self->target_->remove_waiter(*self);
     self->linked_ = false;
-    self->cancelled_ = true;
-    self->task_->wake(*self->loop_);
+    self->resume_cancelled();
     return true;
   }
+  bool linked_ = false;  // first: it fills the protocol's tail
   task_promise_base* target_;
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
-  bool linked_ = false;
-  bool cancelled_ = false;
 };
 }  // namespace detail
 
@@ -3605,90 +3691,57 @@ struct wait_result {
 namespace detail {
 // Waits until `condition` holds over the watched tasks, or a deadline; a
 // cancel stops the wait without touching the tasks (asyncio.wait).
-class condition_wait : private cancellable_wait, private timer_node {
+class condition_wait : private tasks_watch, private timer_node, private suspension {
  public:
   condition_wait(std::span<task_promise_base* const> tasks, return_when when, std::optional<time_point> deadline)
-      : tasks_(tasks), when_(when), deadline_(deadline) {}
-  condition_wait(const condition_wait&) = delete;
-  condition_wait& operator=(const condition_wait&) = delete;
-  ~condition_wait() { unlink_all(); }
+      : tasks_watch(tasks, &on_task_done), when_(when), deadline_(deadline) {}
+  ~condition_wait() {
+    if (armed()) loop().remove_timer(*this);
+  }
 
   bool await_ready() const noexcept { return satisfied(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &current_task_for("wait");
-    loop_ = &get_running_loop();
-    interrupt = &on_interrupt;
-    if (!task_->suspend_on(this, caller)) {
-      cancelled_ = true;
-      return false;
-    }
-    nodes_.resize(tasks_.size());
-    for (std::size_t i = 0; i < tasks_.size(); ++i) {
-      if (tasks_[i]->done()) continue;
-      nodes_[i].owner = this;
-      nodes_[i].notify = &on_task_done;
-      nodes_[i].linked = true;
-      tasks_[i]->add_waiter(nodes_[i]);
-    }
+    if (!suspend(caller, "wait", &on_interrupt)) return false;
+    start_watching();
     if (deadline_) {
       deadline = *deadline_;
       fire = &on_deadline;
-      loop_->add_timer(*this);
+      loop().add_timer(*this);
     }
     return true;
   }
-  void await_resume() const {
-    if (cancelled_ || (task_ != nullptr && task_->take_cancel_after_grant())) throw cancelled_error{};
-  }
+  void await_resume() const { throw_if_cancelled(); }  // the tasks keep their results
 
  private:
-  struct task_node : completion_waiter {
-    condition_wait* owner = nullptr;
-    bool linked = false;
-  };
   bool satisfied() const noexcept {
     std::size_t done = 0;
-    for (task_promise_base* task : tasks_) {
+    for (task_promise_base* task : watched()) {
       if (!task->done()) continue;
       ++done;
       if (when_ == return_when::first_completed) return true;
       if (when_ == return_when::first_exception && task->has_exception() && !task->cancelled()) return true;
     }
-    return done == tasks_.size();
-  }
-  void unlink_all() noexcept {
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      if (nodes_[i].linked) {
-        tasks_[i]->remove_waiter(nodes_[i]);
-        nodes_[i].linked = false;
-      }
-    }
-    if (armed()) loop_->remove_timer(*this);
+    return done == watched().size();
   }
   void finish() noexcept {
-    unlink_all();
-    task_->wake(*loop_);
+    stop_watching();
+    if (armed()) loop().remove_timer(*this);
+    resume();
   }
-  static void on_task_done(completion_waiter* waiter) noexcept {
-    auto* node = static_cast<task_node*>(waiter);
-    node->linked = false;
-    if (node->owner->satisfied()) node->owner->finish();
+  static void on_task_done(tasks_watch* watch, std::size_t) noexcept {
+    auto* self = static_cast<condition_wait*>(watch);
+    if (self->satisfied()) self->finish();
   }
   static void on_deadline(timer_node* timer) noexcept { static_cast<condition_wait*>(timer)->finish(); }
   static bool on_interrupt(cancellable_wait* wait) noexcept {
     auto* self = static_cast<condition_wait*>(wait);
-    self->cancelled_ = true;
+    self->mark_cancelled();
     self->finish();
     return true;
   }
 
-  std::span<task_promise_base* const> tasks_;
-  std::vector<task_node> nodes_;
   return_when when_;
   std::optional<time_point> deadline_;
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
-  bool cancelled_ = false;
 };
 }  // namespace detail
 
@@ -3725,19 +3778,12 @@ class as_completed : private detail::timer_node {
   /// Starts watching `tasks` on the running loop (invalid_state_error without one); tasks
   /// already done come out first, in the order given.
   explicit as_completed(std::vector<Handle> tasks, std::optional<duration> timeout = std::nullopt)
-      : tasks_(std::move(tasks)), nodes_(tasks_.size()), loop_(&get_running_loop()) {
+      : tasks_(std::move(tasks)), promises_(promises_of(tasks_)), watch_(promises_, &on_task_done, this),
+        loop_(&get_running_loop()) {
     for (std::size_t i = 0; i < tasks_.size(); ++i) {
-      detail::task_promise_base* promise = detail::task_ref_access::promise(tasks_[i]);
-      nodes_[i].owner = this;
-      nodes_[i].index = i;
-      if (promise->done()) {
-        finished_.push_back(i);
-        continue;
-      }
-      nodes_[i].notify = &on_task_done;
-      nodes_[i].linked = true;
-      promise->add_waiter(nodes_[i]);
+      if (promises_[i]->done()) finished_.push_back(i);
     }
+    watch_.start_watching();
     if (timeout) {
       deadline = detail::deadline_after(*timeout);
       fire = &on_deadline;
@@ -3748,9 +3794,6 @@ class as_completed : private detail::timer_node {
   as_completed(const as_completed&) = delete;
   as_completed& operator=(const as_completed&) = delete;
   ~as_completed() {
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      if (nodes_[i].linked) detail::task_ref_access::promise(tasks_[i])->remove_waiter(nodes_[i]);
-    }
     if (armed()) loop_->remove_timer(*this);
   }
   /// Tasks not yet handed out by next().
@@ -3759,7 +3802,7 @@ class as_completed : private detail::timer_node {
   bool empty() const noexcept { return size() == 0; }
 
   /// What next() returns: co_await it for the next Handle. One awaiting task at a time.
-  class next_awaiter : private detail::cancellable_wait {
+  class next_awaiter : private detail::suspension {
    public:
     explicit next_awaiter(as_completed& owner) noexcept : owner_(&owner) {}
     bool await_ready() const {
@@ -3770,18 +3813,12 @@ class as_completed : private detail::timer_node {
       if (owner_->waiter_ != nullptr) {
         throw invalid_state_error("as_completed::next: another task is already waiting on it");
       }
-      task_ = &detail::current_task_for("as_completed");
-      interrupt = &on_interrupt;
-      if (!task_->suspend_on(this, caller)) {
-        cancelled_ = true;
-        return false;
-      }
+      if (!suspend(caller, "as_completed", &on_interrupt)) return false;
       owner_->waiter_ = this;
       return true;
     }
     Handle await_resume() {
-      // A cancel after a task finished wins; that task is handed out next time.
-      if (cancelled_ || (task_ != nullptr && task_->take_cancel_after_grant())) throw cancelled_error{};
+      throw_if_cancelled();  // a cancel after a task finished wins; it is handed out next time
       ++owner_->handed_out_;
       if (owner_->next_finished_ < owner_->finished_.size()) {
         return owner_->tasks_[owner_->finished_[owner_->next_finished_++]];
@@ -3796,49 +3833,49 @@ class as_completed : private detail::timer_node {
     static bool on_interrupt(detail::cancellable_wait* wait) noexcept {
       auto* self = static_cast<next_awaiter*>(wait);
       self->owner_->waiter_ = nullptr;
-      self->cancelled_ = true;
-      self->task_->wake(*self->owner_->loop_);
+      self->resume_cancelled();
       return true;
     }
-    void resume() noexcept {
+    void wake() noexcept {
       owner_->waiter_ = nullptr;
-      task_->wake(*owner_->loop_);
+      resume();
     }
     as_completed* owner_;
-    detail::task_promise_base* task_ = nullptr;
-    bool cancelled_ = false;
   };
   /// The next task to finish. Past the deadline, the tasks done before it come
   /// first, then one timeout_error per task that was not (asyncio.as_completed).
   next_awaiter next() noexcept { return next_awaiter(*this); }
 
  private:
-  struct task_node : detail::completion_waiter {
-    as_completed* owner = nullptr;
-    std::size_t index = 0;
-    bool linked = false;
+  // The watch of the tasks; it knows its as_completed.
+  struct watch : detail::tasks_watch {
+    watch(std::span<detail::task_promise_base* const> tasks, done_function on_done, as_completed* owner) noexcept
+        : tasks_watch(tasks, on_done), owner(owner) {}
+    as_completed* owner;
   };
-  static void on_task_done(detail::completion_waiter* waiter) noexcept {
-    auto* node = static_cast<task_node*>(waiter);
-    node->linked = false;
-    node->owner->finished_.push_back(node->index);
-    if (node->owner->waiter_ != nullptr) node->owner->waiter_->resume();
+  static std::vector<detail::task_promise_base*> promises_of(const std::vector<Handle>& tasks) {
+    std::vector<detail::task_promise_base*> promises;
+    promises.reserve(tasks.size());
+    for (const Handle& task : tasks) promises.push_back(detail::task_ref_access::promise(task));
+    return promises;
+  }
+  static void on_task_done(detail::tasks_watch* done, std::size_t index) noexcept {
+    as_completed* self = static_cast<watch*>(done)->owner;
+    self->finished_.push_back(index);
+    if (self->waiter_ != nullptr) self->waiter_->wake();
   }
   // asyncio drops every task not done at the deadline: one finishing later
   // is never handed out.
   static void on_deadline(detail::timer_node* timer) noexcept {
     auto* self = static_cast<as_completed*>(timer);
     self->expired_ = true;
-    for (std::size_t i = 0; i < self->nodes_.size(); ++i) {
-      if (!self->nodes_[i].linked) continue;
-      detail::task_ref_access::promise(self->tasks_[i])->remove_waiter(self->nodes_[i]);
-      self->nodes_[i].linked = false;
-    }
-    if (self->waiter_ != nullptr) self->waiter_->resume();
+    self->watch_.stop_watching();
+    if (self->waiter_ != nullptr) self->waiter_->wake();
   }
 
   std::vector<Handle> tasks_;
-  std::vector<task_node> nodes_;
+  std::vector<detail::task_promise_base*> promises_;
+  watch watch_;
   std::vector<std::size_t> finished_;  // indexes, in completion order
   std::size_t next_finished_ = 0;
   std::size_t handed_out_ = 0;
@@ -4163,7 +4200,7 @@ class task_group {
 
 // The join's wait: resumes when no child is left. A cancel of the joining task
 // aborts the group (once) and keeps waiting: children must finish first.
-class task_group::join_wait : private detail::cancellable_wait {
+class task_group::join_wait : private detail::suspension {
  public:
   explicit join_wait(task_group& group) noexcept : group_(&group) {}
   join_wait(const join_wait&) = delete;
@@ -4173,19 +4210,18 @@ class task_group::join_wait : private detail::cancellable_wait {
   }
   bool await_ready() const noexcept { return group_->children_.empty(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &detail::current_task_for("task_group::join");
-    interrupt = &on_interrupt;
-    if (!task_->suspend_on(this, caller)) {
-      on_interrupt(this);
-      (void)task_->suspend_on(this, caller);
+    if (!suspend(caller, "task_group::join", &on_interrupt)) {
+      on_interrupt(this);  // the pending cancel aborts the group; the children finish first
+      keep_waiting(caller);
     }
     group_->joiner_ = this;
     return true;
   }
+  // Cancellation is the join's to report (after the children), not the wait's.
   void await_resume() const noexcept {}
-  void resume() noexcept {
+  void wake() noexcept {
     group_->joiner_ = nullptr;
-    task_->wake(*group_->loop_);
+    resume();
   }
 
  private:
@@ -4198,7 +4234,6 @@ class task_group::join_wait : private detail::cancellable_wait {
     return true;
   }
   task_group* group_;
-  detail::task_promise_base* task_ = nullptr;
 };
 
 inline void task_group::on_child_done(detail::ready_node* node) noexcept {
@@ -4218,7 +4253,7 @@ inline void task_group::on_child_done(detail::ready_node* node) noexcept {
   }
   delete entry;
   child->release();
-  if (group.children_.empty() && group.joiner_ != nullptr) group.joiner_->resume();
+  if (group.children_.empty() && group.joiner_ != nullptr) group.joiner_->wake();
 }
 
 inline task<void> task_group::join(std::exception_ptr body_error) {
@@ -4395,13 +4430,12 @@ namespace detail {
 // grants the wait unlinks it and calls grant(); a cancel unlinks it and
 // resumes the task with cancelled_error; a frame destroyed mid-wait unlinks it.
 // A cancel that reaches the task after the grant, before it resumed, wins:
-// await_resume gives the grant back (throw_if_cancelled's `give_back`).
-class parked_waiter : public list_hook, private cancellable_wait {
+// the primitive's await_resume gives the grant back (throw_if_cancelled).
+class parked_waiter : public list_hook, protected suspension {
  public:
   parked_waiter() noexcept = default;
-  // Awaiters move before they are awaited (into create_task, timeout, ...);
-  // a moved-to waiter starts unlinked.
-  parked_waiter(parked_waiter&&) noexcept : list_hook(), cancellable_wait() {}
+  // A moved-to waiter starts unlinked (see suspension).
+  parked_waiter(parked_waiter&&) noexcept : list_hook(), suspension() {}
   parked_waiter(const parked_waiter&) = delete;
   parked_waiter& operator=(const parked_waiter&) = delete;
   ~parked_waiter() { intrusive_list::unlink(*this); }
@@ -4409,49 +4443,14 @@ class parked_waiter : public list_hook, private cancellable_wait {
   // Links this waiter at the back of `waiters` and suspends; false (do not
   // suspend, await_resume throws) when a cancel was waiting to be delivered.
   bool park(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
-    task_ = &current_task_for(operation);
-    loop_ = &get_running_loop();
-    interrupt = &on_interrupt;
-    if (!task_->suspend_on(this, caller)) {
-      cancelled_ = true;
-      return false;
-    }
+    if (!suspend(caller, operation, &on_interrupt)) return false;
     waiters.push_back(*this);
     return true;
   }
-  // Same, but a cancel cannot interrupt it (condition's re-acquire): it is
-  // delivered at the next suspension point, and the grant always stands.
-  void park_uninterruptibly(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
-    task_ = &current_task_for(operation);
-    loop_ = &get_running_loop();
-    interruptible_ = false;
-    task_->suspend_uninterruptibly(caller);
-    waiters.push_back(*this);
-  }
   void grant() noexcept {
     intrusive_list::unlink(*this);
-    task_->wake(*loop_);
+    resume();
   }
-  // await_resume's first step: cancelled_error when a cancel interrupted the
-  // wait, or reached the task between the grant and now; then `give_back()`
-  // first returns what was granted (the lock, a permit, an item).
-  template <class GiveBack>
-  void throw_if_cancelled(GiveBack give_back) const {
-    if (cancelled_) throw cancelled_error{};
-    if (task_ != nullptr && interruptible_ && task_->take_cancel_after_grant()) {
-      give_back();
-      throw cancelled_error{};
-    }
-  }
-  void throw_if_cancelled() const {
-    throw_if_cancelled([] {});
-  }
-  // Only an interrupted wait throws: for a grant that cannot go back (a put
-  // whose item the queue took), the cancel meets the next suspension point.
-  void throw_if_interrupted() const {
-    if (cancelled_) throw cancelled_error{};
-  }
-  bool cancelled() const noexcept { return cancelled_; }
 
   static parked_waiter& from(list_hook& hook) noexcept { return static_cast<parked_waiter&>(hook); }
 
@@ -4459,14 +4458,9 @@ class parked_waiter : public list_hook, private cancellable_wait {
   static bool on_interrupt(cancellable_wait* wait) noexcept {
     auto* self = static_cast<parked_waiter*>(wait);
     intrusive_list::unlink(*self);
-    self->cancelled_ = true;
-    self->task_->wake(*self->loop_);
+    self->resume_cancelled();
     return true;
   }
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
-  bool cancelled_ = false;
-  bool interruptible_ = true;
 };
 
 inline void grant_all(intrusive_list& waiters) noexcept {
@@ -4571,25 +4565,21 @@ class lock {
   /// not end the wait: it is delivered at the next suspension point.
   class acquire_awaiter : private detail::parked_waiter {
    public:
-    explicit acquire_awaiter(lock& owner, bool interruptible = true) noexcept
-        : lock_(&owner), interruptible_(interruptible) {}
+    explicit acquire_awaiter(lock& owner, bool interruptible = true) noexcept : lock_(&owner) {
+      if (!interruptible) make_uninterruptible();
+    }
     bool await_ready() noexcept {
       if (lock_->locked_ || !lock_->waiters_.empty()) return false;
       lock_->locked_ = true;
       return true;
     }
-    bool await_suspend(std::coroutine_handle<> caller) {
-      if (interruptible_) return park(lock_->waiters_, caller, "lock::acquire");
-      park_uninterruptibly(lock_->waiters_, caller, "lock::acquire");
-      return true;
-    }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(lock_->waiters_, caller, "lock::acquire"); }
     void await_resume() const {
       throw_if_cancelled([this] { lock_->release(); });  // handed over, not taken: to the next waiter
     }
 
    private:
     lock* lock_;
-    bool interruptible_;
   };
   /// Waits for the lock (co_await lock.acquire(); ... lock.release();).
   acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
@@ -5425,36 +5415,33 @@ class executor_job final : public pool_job, public ready_node {
 };
 
 template <class Result, class Work>
-class executor_job<Result, Work>::awaiter : private cancellable_wait {
+class executor_job<Result, Work>::awaiter : private suspension {
  public:
   awaiter(thread_pool& pool, Work work)
       : pool_(&pool), job_(new executor_job(std::move(work), get_running_loop().inbox())) {}
-  awaiter(awaiter&& other) noexcept : pool_(other.pool_), job_(std::exchange(other.job_, nullptr)) {}
+  awaiter(awaiter&& other) noexcept : suspension(), pool_(other.pool_), job_(std::exchange(other.job_, nullptr)) {}
   awaiter& operator=(awaiter&&) = delete;
   ~awaiter() { leave(); }
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &current_task_for("to_thread");
-    loop_ = &get_running_loop();
-    interrupt = &on_interrupt;
-    if (!task_->suspend_on(this, caller)) {
-      cancelled_ = true;
-      return false;
-    }
+    if (!suspend(caller, "to_thread", &on_interrupt)) return false;
     job_->awaiter_ = this;
     try {
       pool_->enqueue(*job_);  // a worker may finish it at once, but the
                               // completion only runs on this thread, later
     } catch (...) {
-      task_->stop_waiting();  // refused (shut down): nothing to wait for
+      not_suspending();  // refused (shut down): nothing to wait for
       throw;
     }
     submitted_ = true;
     return true;
   }
+  // A cancel after the value was delivered returns it (the work is done) and
+  // meets the next suspension point.
   Result await_resume() {
-    if (cancelled_ || job_->dropped_by_pool_) throw cancelled_error{};
+    throw_if_interrupted();
+    if (job_->dropped_by_pool_) throw cancelled_error{};
     if (job_->error_ != nullptr) std::rethrow_exception(job_->error_);
     if constexpr (std::is_void_v<Result>) {
       return;
@@ -5469,8 +5456,11 @@ class executor_job<Result, Work>::awaiter : private cancellable_wait {
   friend class executor_job;
   void on_complete() noexcept {
     delivered_ = true;
-    if (cancel_when_delivered_) cancelled_ = true;
-    task_->wake(*loop_);
+    if (cancel_when_delivered_) {
+      resume_cancelled();
+    } else {
+      resume();
+    }
   }
   // Cancel: a queued job leaves the queue; a running one is abandoned to its
   // worker (the result will be dropped); a completed one is about to be
@@ -5478,10 +5468,9 @@ class executor_job<Result, Work>::awaiter : private cancellable_wait {
   static bool on_interrupt(cancellable_wait* wait) noexcept {
     auto* self = static_cast<awaiter*>(wait);
     if (self->detach_from_job()) {
-      self->cancelled_ = true;
-      self->task_->wake(*self->loop_);
+      self->resume_cancelled();
     } else {
-      self->cancel_when_delivered_ = true;
+      self->cancel_when_delivered_ = true;  // its completion is in flight: on_complete resumes us
     }
     return true;
   }
@@ -5504,7 +5493,7 @@ class executor_job<Result, Work>::awaiter : private cancellable_wait {
       delete job_;
       return;
     }
-    if (cancelled_) {  // removed from the queue: ours to free
+    if (cancelled()) {  // removed from the queue: ours to free
       delete job_;
       return;
     }
@@ -5515,14 +5504,12 @@ class executor_job<Result, Work>::awaiter : private cancellable_wait {
     job_->awaiter_ = nullptr;  // completed, delivery in flight: it frees itself
   }
 
-  thread_pool* pool_;
-  executor_job* job_;
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
+  // The flags first: they fill the protocol's tail.
   bool submitted_ = false;
   bool delivered_ = false;
-  bool cancelled_ = false;
   bool cancel_when_delivered_ = false;
+  thread_pool* pool_;
+  executor_job* job_;
 };
 
 template <class Result, class Work>
@@ -5789,7 +5776,7 @@ namespace detail {
 // One backend operation awaited by a task; the operation lives in the frame.
 // Cancelling asks the backend to cancel and waits for its confirmation, so the
 // buffer is never released while the OS may still write to it (IOCP).
-class io_awaiter : private cancellable_wait, protected io_operation {
+class io_awaiter : protected io_operation, private suspension {
  public:
   // `label` (the peer, "127.0.0.1:8080") names the operation in errors; it
   // must outlive the await. Without one, errors name the descriptor.
@@ -5810,20 +5797,14 @@ class io_awaiter : private cancellable_wait, protected io_operation {
   }
   io_awaiter& operator=(io_awaiter&&) = delete;
   ~io_awaiter() {
-    if (loop_ != nullptr && parked) loop_->backend().abandon(*this);
+    if (has_loop() && parked) loop().backend().abandon(*this);
   }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    task_ = &current_task_for(name_);
-    loop_ = &get_running_loop();
-    interrupt = &on_cancel;
-    if (!task_->suspend_on(this, caller)) {
-      cancelled_ = true;
-      return false;
-    }
+    if (!suspend(caller, name_, &on_cancel)) return false;
     complete = &on_complete;
-    if (loop_->backend().start(*this)) {
-      task_->suspend_uninterruptibly(caller);
+    if (loop().backend().start(*this)) {
+      not_suspending();
       return false;
     }
     return true;
@@ -5832,15 +5813,17 @@ class io_awaiter : private cancellable_wait, protected io_operation {
   // task was cancelled, or a std::system_error naming the operation and the
   // descriptor; ECANCELED when the descriptor was released (closed) while the
   // operation waited: nobody cancelled the task, so it is not a cancellation.
+  // A cancel after the OS completed it returns the result (the bytes were
+  // moved) and meets the next suspension point.
   std::size_t await_resume() const {
-    if (cancelled_) throw cancelled_error{};
+    throw_if_interrupted();
     if (error != 0) throw_error();
     return static_cast<std::size_t>(result);
   }
 
  protected:
   // True when the awaiting task's cancel (not the OS) ended the operation.
-  bool cancelled_by_task() const noexcept { return cancelled_; }
+  bool cancelled_by_task() const noexcept { return cancelled(); }
   void relabel(const std::string* label) noexcept { label_ = label; }
   [[noreturn]] void throw_error() const {
     std::string what = std::string(name_) + " " + (label_ != nullptr ? *label_ : handle_label(handle));
@@ -5851,27 +5834,20 @@ class io_awaiter : private cancellable_wait, protected io_operation {
  private:
   static void on_complete(io_operation* operation) noexcept {
     auto* self = static_cast<io_awaiter*>(operation);
-    if (self->cancelled_ && self->error != ECANCELED) {
-      // The OS finished the operation before the cancel reached it (IOCP):
-      // its result stands (no byte is lost) and the cancel is delivered at
-      // the task's next suspension point.
-      self->cancelled_ = false;
-      self->task_->deliver_cancel_later();
-    }
-    self->task_->wake(*self->loop_);
+    // The OS finished the operation before the cancel reached it (IOCP):
+    // its result stands (no byte is lost).
+    if (self->cancelled() && self->error != ECANCELED) self->deliver_cancel_later();
+    self->resume();
   }
   static bool on_cancel(cancellable_wait* wait) noexcept {
     auto* self = static_cast<io_awaiter*>(wait);
-    self->cancelled_ = true;
+    self->mark_cancelled();
     // Completes with ECANCELED, or with the result when the OS finished first.
-    self->loop_->backend().cancel(*self);
+    self->loop().backend().cancel(*self);
     return true;
   }
   const char* name_;
   const std::string* label_;
-  task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
-  bool cancelled_ = false;
 };
 
 }  // namespace detail
