@@ -3330,6 +3330,50 @@ class outcome {
 
 namespace detail {
 
+// Calls callable(args...), awaits what it returns, and keeps the value or
+// the exception of either step: for what must run its own epilogue whatever
+// happened (leave a timeout scope, join a group, aclose a resource) before
+// the outcome propagates. `args` live in the awaiting frame.
+template <class Callable, class... Args>
+auto settle(Callable callable, Args&... args)
+    -> task<outcome<await_result_t<std::invoke_result_t<Callable&, Args&...>>>> {
+  using value_type = await_result_t<std::invoke_result_t<Callable&, Args&...>>;
+  try {
+    auto inner = std::invoke(callable, args...);
+    if constexpr (std::is_void_v<value_type>) {
+      co_await std::move(inner);
+      co_return outcome<value_type>(std::monostate{});
+    } else if constexpr (std::is_reference_v<value_type>) {
+      value_type value = co_await std::move(inner);
+      co_return outcome<value_type>(std::ref(value));
+    } else {
+      value_type value = co_await std::move(inner);
+      co_return outcome<value_type>(std::move(value));
+    }
+  } catch (...) {
+    co_return outcome<value_type>(std::current_exception());
+  }
+}
+// settle()'s callable for an awaitable already at hand: hands it over.
+struct pass_awaitable {
+  template <class Awaitable>
+  Awaitable&& operator()(Awaitable& awaitable) const noexcept {
+    return std::move(awaitable);
+  }
+};
+// What an outcome holds, as the task that made it would return it (void, a
+// reference, a value), or its exception rethrown.
+template <class T>
+T unwrap(outcome<T>&& result) {
+  if constexpr (std::is_void_v<T>) {
+    (void)std::move(result).value();
+  } else if constexpr (std::is_reference_v<T>) {
+    return std::move(result).value().get();
+  } else {
+    return std::move(result).value();
+  }
+}
+
 // A child of gather / shield: a task we spawned (ours to empty) or a handle
 // the caller passed in (copied out when the value is copyable).
 template <class T>
@@ -3931,29 +3975,11 @@ class timeout_scope : private detail::timer_node {
   template <class Awaitable>
     requires detail::awaitable<Awaitable>
   task<await_result_t<Awaitable>> run(Awaitable awaitable) {
-    using value_type = await_result_t<Awaitable>;
     enter();
-    std::exception_ptr error;
-    std::optional<detail::stored_value_t<value_type>> value;
-    try {
-      if constexpr (std::is_void_v<value_type>) {
-        co_await std::move(awaitable);
-        value.emplace();
-      } else {
-        value.emplace(co_await std::move(awaitable));
-      }
-    } catch (...) {
-      error = std::current_exception();
-    }
-    leave(error);
-    if (error != nullptr) std::rethrow_exception(error);
-    if constexpr (std::is_void_v<value_type>) {
-      co_return;
-    } else if constexpr (std::is_reference_v<value_type>) {
-      co_return value->get();
-    } else {
-      co_return std::move(*value);
-    }
+    auto settling = detail::settle(detail::pass_awaitable{}, awaitable);
+    outcome<await_result_t<Awaitable>> result = co_await settling;
+    if (std::exception_ptr expired = leave(result.error())) std::rethrow_exception(expired);
+    co_return detail::unwrap(std::move(result));
   }
 
  private:
@@ -3966,19 +3992,21 @@ class timeout_scope : private detail::timer_node {
     state_ = state::active;
     arm();
   }
-  // Converts the cancellation our own expiry caused into timeout_error: only
-  // when no other cancel request is outstanding (asyncio 3.11's rule).
-  void leave(std::exception_ptr& error) {
+  // Converts the cancellation our own expiry caused into timeout_error (the
+  // result, else null): only when no other cancel request is outstanding
+  // (asyncio 3.11's rule).
+  std::exception_ptr leave(const std::exception_ptr& error) {
     disarm();
     disown_notice();  // the work ended before the expiry was acted on
     if (state_ != state::expiring) {
       state_ = state::finished;
-      return;
+      return nullptr;
     }
     state_ = state::expired;
     if (task_->uncancel() <= cancelling_at_entry_ && detail::is_cancellation(error)) {
-      error = std::make_exception_ptr(timeout_error());
+      return std::make_exception_ptr(timeout_error());
     }
+    return nullptr;
   }
   void arm() {
     if (!when_) return;
@@ -4312,20 +4340,10 @@ template <class Body>
 auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
   using value_type = await_result_t<std::invoke_result_t<Body&, task_group&>>;
   task_group group;
-  std::exception_ptr body_error;
-  std::optional<detail::stored_value_t<value_type>> value;
-  try {
-    auto inner = std::invoke(body, group);
-    if constexpr (std::is_void_v<value_type>) {
-      co_await std::move(inner);
-      value.emplace();
-    } else {
-      value.emplace(co_await std::move(inner));
-    }
-  } catch (...) {
-    body_error = std::current_exception();
-  }
-  co_await group.join(body_error);
+  auto settling = detail::settle(std::ref(body), group);
+  outcome<value_type> result = co_await settling;
+  auto joining = group.join(result.error());
+  co_await joining;  // raises what the body threw, if it must propagate
   if constexpr (std::is_void_v<value_type>) {
     co_return;
   } else {
@@ -4333,20 +4351,16 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
     // threw the cancellation of group.cancel(). asyncio's `async with` has no
     // value to lose; here the caller must be able to tell: std::optional says
     // "none", other types have no honest stand-in.
-    if (!value) {
+    if (!result.has_value()) {
       if constexpr (detail::is_optional<value_type>::value) {
-        value.emplace(std::nullopt);
+        co_return std::nullopt;
       } else {
         throw invalid_state_error(
             "with_task_group: cancel() ended the body before it returned a value; give the body a "
             "std::optional or void result");
       }
     }
-    if constexpr (std::is_reference_v<value_type>) {
-      co_return value->get();
-    } else {
-      co_return std::move(*value);
-    }
+    co_return detail::unwrap(std::move(result));
   }
 }
 
@@ -4366,32 +4380,14 @@ auto async_with(Opening opening, Body body)
     -> task<await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>> {
   using value_type = await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>;
   auto resource = co_await std::move(opening);
-  std::exception_ptr error;
-  std::optional<detail::stored_value_t<value_type>> value;
-  try {
-    auto inner = std::invoke(body, resource);
-    if constexpr (std::is_void_v<value_type>) {
-      co_await std::move(inner);
-      value.emplace();
-    } else {
-      value.emplace(co_await std::move(inner));
-    }
-  } catch (...) {
-    error = std::current_exception();
-  }
+  auto settling = detail::settle(std::ref(body), resource);
+  outcome<value_type> result = co_await settling;
   try {
     co_await resource.aclose();
   } catch (...) {
-    if (error == nullptr || detail::is_cancellation(std::current_exception())) error = std::current_exception();
+    if (result.has_value() || detail::is_cancellation(std::current_exception())) throw;
   }
-  if (error != nullptr) std::rethrow_exception(error);
-  if constexpr (std::is_void_v<value_type>) {
-    co_return;
-  } else if constexpr (std::is_reference_v<value_type>) {
-    co_return value->get();
-  } else {
-    co_return std::move(*value);
-  }
+  co_return detail::unwrap(std::move(result));
 }
 
 // ============================================================================
@@ -5375,12 +5371,12 @@ class executor_job final : public pool_job, public ready_node {
     try {
       if constexpr (std::is_void_v<Result>) {
         self->work_();
-        self->value_.emplace();
+        self->outcome_.emplace(std::monostate{});
       } else {
-        self->value_.emplace(self->work_());
+        self->outcome_.emplace(self->work_());
       }
     } catch (...) {
-      self->error_ = std::current_exception();
+      self->outcome_.emplace(std::current_exception());
     }
     self->finish_on_worker();
   }
@@ -5408,8 +5404,7 @@ class executor_job final : public pool_job, public ready_node {
 
   Work work_;
   std::shared_ptr<loop_inbox> inbox_;
-  std::optional<stored_value_t<Result>> value_;
-  std::exception_ptr error_;
+  std::optional<outcome<Result>> outcome_;  // set by the worker that ran it
   awaiter* awaiter_ = nullptr;  // loop thread only; null once the awaiter is gone
   bool dropped_by_pool_ = false;
 };
@@ -5442,14 +5437,7 @@ class executor_job<Result, Work>::awaiter : private suspension {
   Result await_resume() {
     throw_if_interrupted();
     if (job_->dropped_by_pool_) throw cancelled_error{};
-    if (job_->error_ != nullptr) std::rethrow_exception(job_->error_);
-    if constexpr (std::is_void_v<Result>) {
-      return;
-    } else if constexpr (std::is_reference_v<Result>) {
-      return job_->value_->get();
-    } else {
-      return std::move(*job_->value_);
-    }
+    return unwrap(std::move(*job_->outcome_));
   }
 
  private:
@@ -5587,12 +5575,7 @@ class concurrent_future {
     check("get");
     std::unique_lock<std::mutex> guard(state_->mutex);
     state_->finished.wait(guard, [&] { return state_->done; });
-    if (state_->error != nullptr) std::rethrow_exception(state_->error);
-    if constexpr (std::is_void_v<T>) {
-      return std::monostate{};
-    } else {
-      return *state_->value;
-    }
+    return state_->result->value();  // a copy: get() may be called again
   }
   /// Waits up to `limit`; true when done.
   bool wait_for(duration limit) const {
@@ -5619,8 +5602,7 @@ class concurrent_future {
     std::mutex mutex;
     std::condition_variable finished;
     bool done = false;
-    std::optional<detail::stored_value_t<T>> value;
-    std::exception_ptr error;
+    std::optional<outcome<T>> result;  // set once, with done
     std::shared_ptr<detail::loop_inbox> inbox;
     task_ref task;  // loop thread only
   };
@@ -5714,9 +5696,9 @@ class threadsafe_start final : public ready_node, public ending_waiter {
       try {
         std::lock_guard<std::mutex> guard(self->state_->mutex);
         if constexpr (std::is_void_v<T>) {
-          self->state_->value.emplace();
+          self->state_->result.emplace(std::monostate{});
         } else {
-          self->state_->value.emplace(static_cast<task_promise<T>&>(task).result_reference());
+          self->state_->result.emplace(static_cast<task_promise<T>&>(task).result_reference());
         }
       } catch (...) {
         error = std::current_exception();  // the value's copy threw
@@ -5728,7 +5710,7 @@ class threadsafe_start final : public ready_node, public ending_waiter {
   void finish(std::exception_ptr error) noexcept {
     {
       std::lock_guard<std::mutex> guard(state_->mutex);
-      if (error != nullptr) state_->error = std::move(error);
+      if (error != nullptr) state_->result.emplace(std::move(error));
       state_->done = true;
       state_->finished.notify_all();
     }
