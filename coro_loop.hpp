@@ -24,7 +24,7 @@
 //   5 tasks              >>tasks       6 combinators      >>combine
 //   7 synchronisation    >>sync        8 executors        >>exec
 //   9 networking         >>net         10 HTTP/1.1 client >>http
-//   11 run(), signals    >>run
+//   11 event_loop, signals, run()   >>run
 //
 // Public names, one line each (all in namespace coro_loop):
 //   task<T>                       lazy coroutine type; co_await it to run it inline
@@ -36,7 +36,7 @@
 //   sleep(d), sleep_until(t)      suspend; sleep(0) yields for exactly one loop iteration
 //   run(aw, options)              asyncio.run: fresh loop, run aw, cancel leftovers, close
 //   event_loop                    call_soon, call_later, call_at, call_soon_threadsafe,
-//                                 run_forever, stop, run_until_complete, time, close
+//                                 run_forever, stop, run_until_complete, time, close, release
 //   get_running_loop()            the loop running on this thread (throws when none)
 //   callback_handle               cancellable result of call_soon / call_later / call_at
 //   read_some(fd, buf), write_some(fd, buf)   awaitable I/O on a non-blocking POSIX fd
@@ -719,11 +719,12 @@ inline void deallocate_frame(void* pointer, [[maybe_unused]] std::size_t size) n
 
 // ============================================================================
 // 3. Event loop core: ready queue, timers, callbacks, the current loop  >>loop
-//    Uses 2. The backend (4) is reached through a pointer so that this
-//    section reads before it; the loop's backend-driving members follow 4.
+//    Uses 2. detail::loop_core is the loop the layers below the public
+//    event_loop (11) reach: scheduling, timers, the current task, the inbox,
+//    the backend. The backend (4) is reached through a pointer so that this
+//    section reads before it; the core's backend-driving members follow 4.
 // ============================================================================
 
-class callback_handle_access;
 class task_ref;
 class thread_pool;
 
@@ -731,19 +732,19 @@ namespace detail {
 
 class backend;
 class task_promise_base;
-class signal_watch;
+class loop_core;
 
 // The running loop of this thread. Read through a non-inlined function:
 // Clang may cache a thread_local's address across a suspension point, and a
 // coroutine may resume on another thread.
-CORO_LOOP_NOINLINE inline event_loop*& running_loop_slot() noexcept {
-  static thread_local event_loop* loop = nullptr;
+CORO_LOOP_NOINLINE inline loop_core*& running_loop_slot() noexcept {
+  static thread_local loop_core* loop = nullptr;
   return loop;
 }
 // The loop that lives on this thread, running or not: a socket closed outside
 // a running loop still drops its registration there.
-CORO_LOOP_NOINLINE inline event_loop*& thread_loop_slot() noexcept {
-  static thread_local event_loop* loop = nullptr;
+CORO_LOOP_NOINLINE inline loop_core*& thread_loop_slot() noexcept {
+  static thread_local loop_core* loop = nullptr;
   return loop;
 }
 
@@ -758,6 +759,8 @@ class callback_node : public ready_node, public timer_node {
     if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
   }
   bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+  // callback_handle::cancel.
+  inline void cancel() noexcept;
   // A call_at deadline: the heap's reference moves to the ready queue.
   inline static void fire_from_heap(timer_node* timer) noexcept;
 
@@ -770,8 +773,7 @@ class callback_node : public ready_node, public timer_node {
   ~callback_node() = default;
 
  private:
-  friend class coro_loop::event_loop;
-  friend class coro_loop::callback_handle_access;
+  friend class loop_core;
   // Runs from the ready queue; the queue's reference is released afterwards.
   // A throwing callback is reported and the loop goes on, as in asyncio.
   static void run_callback(ready_node* node) noexcept {
@@ -793,7 +795,7 @@ class callback_node : public ready_node, public timer_node {
   destroy_function destroy_;
   std::atomic<int> references_{1};
   std::atomic<bool> cancelled_{false};
-  event_loop* loop_ = nullptr;
+  loop_core* loop_ = nullptr;
 };
 
 template <class Callback>
@@ -822,7 +824,7 @@ struct cancellable_wait {
 // may post after the loop is gone: posting to a closed inbox fails cleanly.
 class loop_inbox {
  public:
-  explicit loop_inbox(event_loop* loop) noexcept : loop_(loop) {}
+  explicit loop_inbox(loop_core* loop) noexcept : loop_(loop) {}
   loop_inbox(const loop_inbox&) = delete;
   loop_inbox& operator=(const loop_inbox&) = delete;
 
@@ -849,7 +851,7 @@ class loop_inbox {
   ready_queue queue_;  // guarded by mutex_
   std::atomic<bool> pending_{false};
   bool closed_ = false;  // guarded by mutex_
-  event_loop* loop_;     // guarded by mutex_: the backend's wake-up is reached through it
+  loop_core* loop_;      // guarded by mutex_: the backend's wake-up is reached through it
 };
 
 // "<Task 'name'>" for a task step, "a callback" otherwise (debug mode).
@@ -877,14 +879,16 @@ class callback_handle {
     if (node_ != nullptr) node_->release();
   }
   /// Prevents the callback from running; a no-op when it already ran.
-  inline void cancel() noexcept;
+  void cancel() noexcept {
+    if (node_ != nullptr) node_->cancel();
+  }
   /// True once cancel() was called.
   bool cancelled() const noexcept { return node_ != nullptr && node_->cancelled(); }
   /// The deadline of a call_later / call_at callback.
   time_point when() const noexcept { return node_ != nullptr ? node_->deadline : time_point{}; }
 
  private:
-  friend class event_loop;
+  friend class detail::loop_core;
   explicit callback_handle(detail::callback_node* node) noexcept : node_(node) {}
   detail::callback_node* node_ = nullptr;
 };
@@ -898,139 +902,94 @@ struct run_options {
   std::chrono::milliseconds slow_callback_duration{100};
 };
 
-/// The event loop: one per thread, driven by run_forever / run_until_complete
-/// or, usually, by run(). Not thread-safe except call_soon_threadsafe.
-class event_loop {
+namespace detail {
+
+// The loop's machinery: the ready queue, the timer heap, the tasks, the inbox
+// other threads post through, the backend. Each layer below the public
+// event_loop (11) reaches the loop through this; event_loop adds what users
+// call (running, closing, signals) on top of it.
+class loop_core {
  public:
-  /// Creates a stopped loop with its own epoll/kqueue descriptor (std::system_error when the
-  /// OS refuses); debug mode starts as CORO_LOOP_DEBUG says. The destructor close()s it,
-  /// swallowing errors. Not copyable: tasks, handles and timers point into it.
-  event_loop();
-  ~event_loop();
-  event_loop(const event_loop&) = delete;
-  event_loop& operator=(const event_loop&) = delete;
+  loop_core(const loop_core&) = delete;
+  loop_core& operator=(const loop_core&) = delete;
 
-  /// The loop's clock (steady_clock), the time base of call_at and sleep_until.
-  time_point time() const noexcept { return clock::now(); }
-
-  /// call_soon, call_later, call_at: loop thread only; invalid_state_error when called from
-  /// another thread while the loop runs, or on a closed loop.
-  /// Runs `callback` on a later iteration, after those already scheduled (FIFO).
+  // --- callbacks (event_loop's call_soon, call_later, call_at, call_soon_threadsafe)
   template <class Callback>
   callback_handle call_soon(Callback&& callback);
-  /// Runs `callback` after `delay` (or at once on the next iteration when <= 0).
   template <class Callback>
   callback_handle call_later(duration delay, Callback&& callback);
-  /// Runs `callback` at `deadline` on the loop's clock; FIFO among equal deadlines.
   template <class Callback>
   callback_handle call_at(time_point deadline, Callback&& callback);
-  /// Any thread: schedules `callback` and wakes the loop if it is blocked.
-  /// Throws invalid_state_error when the loop is closed.
   template <class Callback>
   callback_handle call_soon_threadsafe(Callback&& callback);
 
-  /// Runs until stop(). Throws invalid_state_error when this thread already runs a loop.
-  void run_forever();
-  /// Asks run_forever to return after the current iteration.
-  void stop() noexcept { stopping_ = true; }
-  /// Runs `awaitable` as a task until it finishes; returns its value or rethrows.
-  template <class Awaitable>
-  decltype(auto) run_until_complete(Awaitable&& awaitable);
-  /// True inside run_forever / run_until_complete; is_closed() once close() has finished.
+  // --- what tasks, combinators and I/O use
+  // The task whose step is running, or null inside a plain callback.
+  task_promise_base* current_task() const noexcept { return current_task_; }
+  // Queues `node` for the next batch; loop thread only (other threads post through inbox()).
+  void schedule(ready_node& node) noexcept { ready_.push_back(node); }
+  // Arms / disarms a timer node; it fires on the loop thread once its deadline has passed.
+  void add_timer(timer_node& node) { timers_.push(node); }
+  void remove_timer(timer_node& node) noexcept { timers_.remove(node); }
+  class backend& backend() noexcept { return *backend_; }
+  // The door other threads post through; outlives the loop while shared.
+  const std::shared_ptr<loop_inbox>& inbox() const noexcept { return inbox_; }
+  // Counts a symmetric transfer; false when the chain is deep enough that the
+  // next hop must bounce through the ready queue (see transfer_to in 5).
+  bool count_transfer() noexcept { return ++transfer_depth_ <= CORO_LOOP_MAX_TRANSFER_DEPTH; }
+  bool debug() const noexcept { return options_.debug; }
   bool is_running() const noexcept { return running_; }
   bool is_closed() const noexcept { return closed_; }
-  /// Releases the backend. Tasks still pending are cancelled and given up to
-  /// 1 s to finish (none when another loop runs in this thread); the frames
-  /// of those that did not finish are named on stderr and leaked, never freed
-  /// under a waiter (asyncio warns "Task was destroyed but it is pending").
-  /// Prefer run(), which finishes them.
-  void close();
-  /// Debug mode (asyncio's get_debug / set_debug): see run_options::debug.
-  bool debug() const noexcept { return options_.debug; }
-  void set_debug(bool enabled) noexcept { options_.debug = enabled; }
-  /// In debug mode, a step longer than this is reported (asyncio's slow_callback_duration).
-  void set_slow_callback_duration(std::chrono::milliseconds limit) noexcept { options_.slow_callback_duration = limit; }
-
-  /// Runs `callback` on this loop each time signal `signal_number` arrives
-  /// (POSIX; through a self-pipe, so the callback runs as a normal callback).
-  /// Replaces an earlier handler of this loop; throws std::invalid_argument for
-  /// SIGKILL/SIGSTOP or a bad number, invalid_state_error when another loop
-  /// handles that signal. POSIX only: absent on Windows (run() handles Ctrl+C
-  /// there through SetConsoleCtrlHandler).
-#if defined(CORO_LOOP_POSIX)
-  template <class Callback>
-  void add_signal_handler(int signal_number, Callback callback);
-  /// Restores the signal's previous disposition; false when none was set here.
-  bool remove_signal_handler(int signal_number);
-#else
-  template <class Callback>
-  void add_signal_handler(int, Callback) {
-    static_assert(detail::posix_only<Callback>,
-                  "coro_loop: add_signal_handler is POSIX only; on Windows run() turns Ctrl+C into keyboard_interrupt");
-  }
-#endif
-
-  /// asyncio's loop.run_in_executor: `pool` null means the default pool (see to_thread).
-  template <class Callable, class... Args>
-  auto run_in_executor(thread_pool* pool, Callable&& callable, Args&&... args);
-
-  /// Introspection, for tests and leak checks: armed timers, tasks not yet done,
-  /// descriptors known to the backend, I/O operations parked in the backend.
-  std::size_t timer_count() const noexcept { return timers_.size(); }
-  std::size_t pending_task_count() const noexcept { return pending_tasks_.size(); }
-  inline std::size_t registered_handle_count() const noexcept;  // not counting the loop's own
-  inline std::size_t parked_operation_count() const noexcept;
-
-  // --- for the library's own awaitables (stable, but not the everyday API) ---
-  /// The task whose step is running, or null inside a plain callback.
-  detail::task_promise_base* current_task() const noexcept { return current_task_; }
-  /// Queues `node` for the next batch; loop thread only (other threads post through inbox()).
-  void schedule(detail::ready_node& node) noexcept { ready_.push_back(node); }
-  /// Arms / disarms a timer node; it fires on the loop thread once its deadline has passed.
-  void add_timer(detail::timer_node& node) { timers_.push(node); }
-  void remove_timer(detail::timer_node& node) noexcept { timers_.remove(node); }
-  /// The I/O backend (section 4), e.g. to release(fd) before closing an fd used with read_some.
-  detail::backend& backend() noexcept { return *backend_; }
-  /// The door other threads post through; outlives the loop while shared.
-  const std::shared_ptr<detail::loop_inbox>& inbox() const noexcept { return inbox_; }
-  /// Cancels the pending tasks and runs until they finish (or `limit` passes).
-  void finish_pending_tasks(duration limit);
-  /// Any thread: true while another thread runs this loop.
+  // Any thread: true while another thread runs this loop.
   bool runs_on_another_thread() const noexcept {
     const std::thread::id runner = running_thread_.load(std::memory_order_relaxed);
     return runner != std::thread::id{} && runner != std::this_thread::get_id();
   }
-  /// Counts a symmetric transfer; false when the chain is deep enough that the
-  /// next hop must bounce through the ready queue (see transfer_to in 5).
-  bool count_transfer() noexcept { return ++transfer_depth_ <= CORO_LOOP_MAX_TRANSFER_DEPTH; }
+  // The tasks started and not yet done, in the order they started.
+  intrusive_list& pending_tasks() noexcept { return pending_tasks_; }
+  std::uint64_t next_task_number() const noexcept { return next_task_number_; }
+  bool has_ready() const noexcept { return !ready_.empty(); }
 
- private:
-  friend class detail::task_promise_base;
-  friend class callback_handle;
-  template <class T>
-  friend class task_handle;
-  friend std::vector<task_ref> all_tasks();
-  template <class Callback>
-  static detail::callback_node* make_callback(Callback&& callback);
-  void check_thread(const char* operation) const;
-  friend class detail::loop_inbox;
-  void wake_backend() noexcept;
+  // --- running
+  // Runs iterations while keep_running() holds, as this thread's running loop.
   template <class KeepRunning>
   void run_while(KeepRunning keep_running);
   // Refuses a closed loop, a running one, or a thread already running a loop.
   void check_can_run() const {
     if (closed_) throw invalid_state_error("event_loop: the loop is closed");
     if (running_) throw invalid_state_error("event_loop: this loop is already running");
-    if (detail::running_loop_slot() != nullptr) {
+    if (running_loop_slot() != nullptr) {
       throw invalid_state_error("event_loop: another loop is running in this thread");
     }
   }
+
+ protected:
+  loop_core();
+  ~loop_core();
+  void check_thread(const char* operation) const;
+
+  ready_queue ready_;
+  timer_heap timers_;
+  std::unique_ptr<class backend> backend_;
+  intrusive_list pending_tasks_;  // every task started and not yet done
+  std::shared_ptr<loop_inbox> inbox_;  // what other threads post to
+  run_options options_{};
+  bool running_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+
+ private:
+  friend class task_promise_base;  // a task's step sets current_task_ and numbers itself
+  friend class loop_inbox;         // wakes the backend
+  template <class Callback>
+  static callback_node* make_callback(Callback&& callback);
+  void wake_backend() noexcept;
   // One iteration: poll I/O (when idle, blocking until I/O or the next
   // timer), fire due timers, run the ready batch. Only inside run_while: a
   // task step run without a running loop discards itself.
   void run_once();
   void run_ready_batch();
-  void run_timed(detail::ready_node* node);
+  void run_timed(ready_node* node);
   int backend_timeout_ms() const noexcept;
 
   // While ready work keeps the loop busy, the OS is asked for I/O (a
@@ -1039,29 +998,16 @@ class event_loop {
   // two tasks). I/O waits at most this many short batches.
   static constexpr unsigned busy_iterations_per_poll = 32;
 
-  detail::ready_queue ready_;
   unsigned busy_iterations_since_poll_ = 0;
-  detail::timer_heap timers_;
-  std::unique_ptr<detail::backend> backend_;
-  detail::intrusive_list pending_tasks_;  // every task started and not yet done
-  std::shared_ptr<detail::loop_inbox> inbox_;  // what other threads post to
-#if defined(CORO_LOOP_POSIX)
-  std::unique_ptr<detail::signal_watch> signals_;  // made by the first add_signal_handler
-#endif
-  // The handle and the parked read of the signal pipe, which are the loop's own.
-  std::size_t own_io_count() const noexcept;
   // The thread running the loop, or none: read by other threads (a misused
   // task_handle, call_soon) to refuse them, hence atomic.
   std::atomic<std::thread::id> running_thread_{};
-  run_options options_{};
-  detail::task_promise_base* current_task_ = nullptr;
+  task_promise_base* current_task_ = nullptr;
   std::uint64_t next_task_number_ = 1;
   unsigned transfer_depth_ = 0;
-  bool running_ = false;
-  bool stopping_ = false;
-  bool closed_ = false;
-
 };
+
+}  // namespace detail
 
 namespace detail {
 // Debug mode as seen from code without a loop reference: the running loop's
@@ -1074,35 +1020,56 @@ inline bool debug_from_environment() noexcept {
   return enabled;
 }
 inline bool debug_enabled() noexcept {
-  event_loop* loop = running_loop_slot();
+  loop_core* loop = running_loop_slot();
   return loop != nullptr ? loop->debug() : debug_from_environment();
+}
+
+// The loop running on this thread, for the layers below event_loop;
+// invalid_state_error when there is none.
+inline loop_core& running_core() {
+  loop_core* loop = running_loop_slot();
+  if (loop == nullptr) throw invalid_state_error("coro_loop: no running event loop in this thread");
+  return *loop;
 }
 }  // namespace detail
 
 /// The loop running on this thread; throws invalid_state_error when there is none.
-inline event_loop& get_running_loop() {
-  event_loop* loop = detail::running_loop_slot();
-  if (loop == nullptr) throw invalid_state_error("coro_loop: no running event loop in this thread");
-  return *loop;
-}
+/// (Defined with event_loop, in 11.)
+inline event_loop& get_running_loop();
 
-// --- 3.1 event_loop: callbacks ---
+namespace detail {
+// The core of a public loop, for functions of the layers below that take an
+// event_loop& (run_coroutine_threadsafe). Defined with event_loop, in 11.
+inline loop_core& core_of(event_loop& loop) noexcept;
+}  // namespace detail
+
+// --- 3.1 loop_core: callbacks ---
 
 inline void detail::callback_node::fire_from_heap(timer_node* timer) noexcept {
   auto* self = static_cast<callback_node*>(timer);
   self->loop_->schedule(*self);
 }
 
-template <class Callback>
-detail::callback_node* event_loop::make_callback(Callback&& callback) {
-  static_assert(std::is_invocable_v<std::decay_t<Callback>&>, "a loop callback takes no arguments");
-  return new detail::callback_of<std::decay_t<Callback>>(std::forward<Callback>(callback));
+// A timer still in the heap leaves it now, so no dead entry lingers; the
+// heap's reference goes with it. Ready-queue entries are skipped when run.
+inline void detail::callback_node::cancel() noexcept {
+  if (cancelled_.exchange(true, std::memory_order_acq_rel)) return;
+  if (armed()) {
+    loop_->remove_timer(*this);
+    release();
+  }
 }
 
 template <class Callback>
-callback_handle event_loop::call_soon(Callback&& callback) {
+detail::callback_node* detail::loop_core::make_callback(Callback&& callback) {
+  static_assert(std::is_invocable_v<std::decay_t<Callback>&>, "a loop callback takes no arguments");
+  return new callback_of<std::decay_t<Callback>>(std::forward<Callback>(callback));
+}
+
+template <class Callback>
+callback_handle detail::loop_core::call_soon(Callback&& callback) {
   check_thread("call_soon");
-  detail::callback_node* node = make_callback(std::forward<Callback>(callback));
+  callback_node* node = make_callback(std::forward<Callback>(callback));
   node->loop_ = this;
   node->retain();  // one reference for the loop, one for the handle
   ready_.push_back(*node);
@@ -1110,25 +1077,25 @@ callback_handle event_loop::call_soon(Callback&& callback) {
 }
 
 template <class Callback>
-callback_handle event_loop::call_at(time_point deadline, Callback&& callback) {
+callback_handle detail::loop_core::call_at(time_point deadline, Callback&& callback) {
   check_thread("call_at");
-  detail::callback_node* node = make_callback(std::forward<Callback>(callback));
+  callback_node* node = make_callback(std::forward<Callback>(callback));
   node->loop_ = this;
   node->deadline = deadline;
-  node->fire = &detail::callback_node::fire_from_heap;
+  node->fire = &callback_node::fire_from_heap;
   node->retain();
   timers_.push(*node);
   return callback_handle(node);
 }
 
 template <class Callback>
-callback_handle event_loop::call_later(duration delay, Callback&& callback) {
-  return call_at(detail::deadline_after(delay), std::forward<Callback>(callback));
+callback_handle detail::loop_core::call_later(duration delay, Callback&& callback) {
+  return call_at(deadline_after(delay), std::forward<Callback>(callback));
 }
 
 template <class Callback>
-callback_handle event_loop::call_soon_threadsafe(Callback&& callback) {
-  detail::callback_node* node = make_callback(std::forward<Callback>(callback));
+callback_handle detail::loop_core::call_soon_threadsafe(Callback&& callback) {
+  callback_node* node = make_callback(std::forward<Callback>(callback));
   node->loop_ = this;
   node->retain();
   if (!inbox_->post(*node)) {
@@ -1139,22 +1106,23 @@ callback_handle event_loop::call_soon_threadsafe(Callback&& callback) {
   return callback_handle(node);
 }
 
-/// Internal: how callback_handle::cancel reaches a callback's node; not for users.
-class callback_handle_access {
- public:
-  static void cancel(detail::callback_node* node) noexcept {
-    if (node->cancelled_.exchange(true, std::memory_order_acq_rel)) return;
-    // A timer still in the heap leaves it now, so no dead entry lingers; the
-    // heap's reference goes with it. Ready-queue entries are skipped when run.
-    if (node->armed()) {
-      node->loop_->remove_timer(*node);
-      node->release();
+template <class KeepRunning>
+void detail::loop_core::run_while(KeepRunning keep_running) {
+  check_can_run();
+  loop_core*& slot = running_loop_slot();
+  slot = this;
+  running_ = true;
+  running_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  struct restore {
+    loop_core* loop;
+    ~restore() {
+      loop->running_ = false;
+      loop->running_thread_.store(std::thread::id{}, std::memory_order_relaxed);
+      loop->stopping_ = false;
+      running_loop_slot() = nullptr;
     }
-  }
-};
-
-inline void callback_handle::cancel() noexcept {
-  if (node_ != nullptr) callback_handle_access::cancel(node_);
+  } restore_on_exit{this};
+  while (keep_running()) run_once();
 }
 
 // ============================================================================
@@ -2037,42 +2005,23 @@ class backend {
 }  // namespace detail
 #endif  // CORO_LOOP_BACKEND_IOCP
 
-// --- 4.9 event_loop: the members that drive the backend ---
+// --- 4.9 loop_core: the members that drive the backend ---
 
-inline event_loop::event_loop()
-    : backend_(std::make_unique<detail::backend>()), inbox_(std::make_shared<detail::loop_inbox>(this)) {
-  if (detail::thread_loop_slot() == nullptr) detail::thread_loop_slot() = this;
-  options_.debug = detail::debug_from_environment();
-}
-
-inline event_loop::~event_loop() {
-  try {
-    close();
-  } catch (...) {
-  }
+inline detail::loop_core::loop_core()
+    : backend_(std::make_unique<class backend>()), inbox_(std::make_shared<loop_inbox>(this)) {
+  if (thread_loop_slot() == nullptr) thread_loop_slot() = this;
+  options_.debug = debug_from_environment();
 }
 
-inline std::size_t event_loop::own_io_count() const noexcept {
-#if defined(CORO_LOOP_POSIX)
-  return signals_ != nullptr ? 1 : 0;
-#else
-  return 0;
-#endif
-}
-inline std::size_t event_loop::registered_handle_count() const noexcept {
-  if (backend_ == nullptr) return 0;
-  return backend_->registered_count() - own_io_count();
-}
-inline std::size_t event_loop::parked_operation_count() const noexcept {
-  if (backend_ == nullptr) return 0;
-  return backend_->parked_count() - own_io_count();
+inline detail::loop_core::~loop_core() {
+  if (thread_loop_slot() == this) thread_loop_slot() = nullptr;
 }
 
-inline void event_loop::wake_backend() noexcept {
+inline void detail::loop_core::wake_backend() noexcept {
   if (backend_ != nullptr) backend_->wake();
 }
 
-inline void event_loop::check_thread(const char* operation) const {
+inline void detail::loop_core::check_thread(const char* operation) const {
   if (closed_) throw invalid_state_error(std::string(operation) + ": the event loop is closed");
   if (runs_on_another_thread()) {
     throw invalid_state_error(std::string(operation) +
@@ -2091,7 +2040,7 @@ inline bool detail::loop_inbox::post(ready_node& node) noexcept {
   return true;
 }
 
-inline int event_loop::backend_timeout_ms() const noexcept {
+inline int detail::loop_core::backend_timeout_ms() const noexcept {
   if (!ready_.empty() || stopping_ || inbox_->has_pending()) return 0;
   if (timers_.empty()) return -1;
   // Compared before subtracting: a deadline of time_point::min() (a delay
@@ -2105,7 +2054,7 @@ inline int event_loop::backend_timeout_ms() const noexcept {
   return milliseconds > 86'400'000 ? 86'400'000 : static_cast<int>(milliseconds);
 }
 
-inline void event_loop::run_once() {
+inline void detail::loop_core::run_once() {
   int timeout_ms = backend_timeout_ms();
   if (timeout_ms != 0) {
     busy_iterations_since_poll_ = 0;
@@ -2118,7 +2067,7 @@ inline void event_loop::run_once() {
   if (!timers_.empty()) {
     const time_point now = clock::now();
     while (!timers_.empty() && timers_.top()->deadline <= now) {
-      detail::timer_node* timer = timers_.pop();
+      timer_node* timer = timers_.pop();
       timer->fire(timer);
     }
   }
@@ -2127,11 +2076,11 @@ inline void event_loop::run_once() {
 
 // Runs the nodes that were ready when the batch began; what they schedule
 // runs on the next iteration, so sleep(0) yields exactly one iteration.
-inline void event_loop::run_ready_batch() {
+inline void detail::loop_core::run_ready_batch() {
   if (ready_.empty()) return;
-  detail::ready_node* last = ready_.back();
+  ready_node* last = ready_.back();
   for (;;) {
-    detail::ready_node* node = ready_.pop_front();
+    ready_node* node = ready_.pop_front();
     const bool was_last = node == last;
     if (options_.debug) {
       run_timed(node);
@@ -2144,9 +2093,9 @@ inline void event_loop::run_ready_batch() {
 
 // Debug mode: one step that holds the loop past slow_callback_duration is
 // named (the guide's pitfall 1: blocking code in a coroutine).
-inline void event_loop::run_timed(detail::ready_node* node) {
+inline void detail::loop_core::run_timed(ready_node* node) {
   // Named before it runs: a task that finishes may free itself.
-  std::string what = detail::describe_ready_node(node);
+  std::string what = describe_ready_node(node);
   const time_point start = clock::now();
   node->run(node);
   const duration took = clock::now() - start;
@@ -2173,7 +2122,7 @@ namespace detail {
 template <class Callback>
 class done_callback;
 template <class Awaitable>
-auto spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name);
 struct task_ref_access;
 template <class T>
 struct is_task_handle : std::false_type {};
@@ -2311,7 +2260,7 @@ class task_promise_base : public ready_node, public list_hook {
     resume_point_ = resume_point;
   }
   // The wait is over (completed or interrupted): run the task's next step.
-  void wake(event_loop& loop) noexcept {
+  void wake(loop_core& loop) noexcept {
     current_wait_ = nullptr;
     loop.schedule(*this);
   }
@@ -2340,7 +2289,7 @@ class task_promise_base : public ready_node, public list_hook {
   // of a data race or a write into the freed loop. A done task touches no
   // loop and passes. Cheap: one atomic load and the running loop's slot.
   void check_loop_thread(const char* operation) const {
-    event_loop* loop = loop_.load(std::memory_order_acquire);
+    loop_core* loop = loop_.load(std::memory_order_acquire);
     if (loop == nullptr) {
       if (state_ == state::done) return;
       throw invalid_state_error(std::string(operation) +
@@ -2389,7 +2338,7 @@ class task_promise_base : public ready_node, public list_hook {
   bool has_exception() const noexcept { return exception_ != nullptr; }
 
   // Makes a created frame a scheduled task of `loop` and queues its first step.
-  void start_as_task(event_loop& loop, std::coroutine_handle<> self) {
+  void start_as_task(loop_core& loop, std::coroutine_handle<> self) {
     loop_.store(&loop, std::memory_order_relaxed);
     root_frame_ = self;
     resume_point_ = self;
@@ -2422,7 +2371,6 @@ class task_promise_base : public ready_node, public list_hook {
 
   template <class Promise>
   friend struct final_awaiter;
-  friend class coro_loop::event_loop;
   friend class coro_loop::task_ref;
   template <class U>
   friend class coro_loop::task;
@@ -2432,7 +2380,7 @@ class task_promise_base : public ready_node, public list_hook {
   // One step of a scheduled task: resume it where it last suspended.
   static void step(ready_node* node) noexcept {
     auto* self = static_cast<task_promise_base*>(node);
-    event_loop* loop = running_loop_slot();
+    loop_core* loop = running_loop_slot();
     if (loop == nullptr) return;  // discarded at close; close() accounts for pending tasks
     if (!self->started_ && self->must_cancel_) {
       // Cancelled before its first step: the body never runs (asyncio).
@@ -2453,7 +2401,7 @@ class task_promise_base : public ready_node, public list_hook {
 
   // The scheduled task's coroutine has ended (or never started): publish the
   // outcome, wake the waiters in the order they came, drop the loop's reference.
-  void finish(event_loop& loop) noexcept {
+  void finish(loop_core& loop) noexcept {
     // A cancel that arrived after the task's last suspension point is not
     // delivered: the value it returned stands (asyncio would discard it, but
     // that value may hold an item the task took without waiting).
@@ -2486,11 +2434,11 @@ class task_promise_base : public ready_node, public list_hook {
   // Its loop while pending; null once done, or once its loop closed without
   // it (then state_ is not done). Atomic: a handle misused on another thread
   // reads it to refuse, instead of racing.
-  std::atomic<event_loop*> loop_{nullptr};
+  std::atomic<loop_core*> loop_{nullptr};
   std::coroutine_handle<> root_frame_{};    // this frame, to destroy once done and released
   std::coroutine_handle<> resume_point_{};  // the innermost frame of the chain, resumed by step()
   cancellable_wait* current_wait_ = nullptr;
-  // (the list_hook base links the task into event_loop::pending_tasks_ until done)
+  // (the list_hook base links the task into its loop's pending tasks until done)
   completion_waiter* waiters_ = nullptr;   // newest first; notified oldest first
   std::string* name_ = nullptr;            // allocated only by set_name
   std::uint64_t number_ = 0;               // "Task-<number>" when unnamed
@@ -2531,7 +2479,7 @@ class task_promise_base : public ready_node, public list_hook {
 // The running task, for whatever acts on it (an awaiter, a timeout scope); a
 // clear error outside any task.
 inline task_promise_base& current_task_for(const char* operation) {
-  task_promise_base* task = get_running_loop().current_task();
+  task_promise_base* task = running_core().current_task();
   if (task == nullptr) throw invalid_state_error(std::string(operation) + ": must be awaited inside a task");
   return *task;
 }
@@ -2603,7 +2551,7 @@ class suspension : public cancellable_wait {
   bool cancelled() const noexcept { return cancelled_; }
   // Null until suspend(): an awaiter whose await_ready took the fast path has none.
   task_promise_base* task() const noexcept { return task_; }
-  event_loop& loop() const noexcept { return *loop_; }
+  loop_core& loop() const noexcept { return *loop_; }
   bool has_loop() const noexcept { return loop_ != nullptr; }
 
  private:
@@ -2612,7 +2560,7 @@ class suspension : public cancellable_wait {
     loop_ = running_loop_slot();
   }
   task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
+  loop_core* loop_ = nullptr;
   bool cancelled_ = false;
   bool interruptible_ = true;
 };
@@ -2622,7 +2570,7 @@ class suspension : public cancellable_wait {
 // GCC at -O0/-O1 and under sanitizers, and Clang 14, do not make symmetric
 // transfer a tail call, so an unbounded chain would overflow the stack.
 inline std::coroutine_handle<> transfer_to(std::coroutine_handle<> next) noexcept {
-  event_loop* loop = running_loop_slot();
+  loop_core* loop = running_loop_slot();
   if (loop != nullptr && !loop->count_transfer()) {
     if (task_promise_base* task = loop->current_task(); task != nullptr) {
       task->suspend_uninterruptibly(next);
@@ -2788,7 +2736,7 @@ class [[nodiscard]] task {
   template <class U>
   friend class task_handle;
   template <class Awaitable>
-  friend auto detail::spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name);
   explicit task(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
   void destroy() noexcept {
     if (frame_) {
@@ -2890,7 +2838,6 @@ class task_ref {
   void add_done_callback(Callback callback);
 
  protected:
-  friend class event_loop;
   friend task_ref current_task() noexcept;
   friend std::vector<task_ref> all_tasks();
   template <class Callback>
@@ -2987,7 +2934,7 @@ class task_handle : public task_ref {
 
  private:
   template <class Awaitable>
-  friend auto detail::spawn(event_loop& loop, Awaitable&& awaitable, std::string name);
+  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name);
   explicit task_handle(detail::task_promise_base* task) noexcept : task_ref(task) {}
   detail::task_promise<T>& promise() const noexcept { return static_cast<detail::task_promise<T>&>(get()); }
 };
@@ -3052,7 +2999,7 @@ struct is_task<task<T>> : std::true_type {};
 
 namespace detail {
 template <class Awaitable>
-auto spawn(event_loop& loop, Awaitable&& awaitable, std::string name) {
+auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name) {
   using value_type = await_result_t<Awaitable>;
   task<value_type> body;
   if constexpr (detail::is_task<std::remove_cvref_t<Awaitable>>::value && std::is_rvalue_reference_v<Awaitable&&>) {
@@ -3078,7 +3025,7 @@ auto spawn(event_loop& loop, Awaitable&& awaitable, std::string name) {
 template <class Awaitable>
   requires detail::awaitable<Awaitable>
 auto create_task(Awaitable&& awaitable, std::string name = {}) {
-  return detail::spawn(get_running_loop(), std::forward<Awaitable>(awaitable), std::move(name));
+  return detail::spawn(detail::running_core(), std::forward<Awaitable>(awaitable), std::move(name));
 }
 
 /// Starts `callable(args...)` (which returns an awaitable) as a task, moving the
@@ -3093,15 +3040,15 @@ auto create_task(Callable&& callable, Args&&... args) {
 
 /// The task running now, or an empty task_ref in a plain callback or without a loop.
 inline task_ref current_task() noexcept {
-  event_loop* loop = detail::running_loop_slot();
+  detail::loop_core* loop = detail::running_loop_slot();
   return task_ref(loop != nullptr ? loop->current_task() : nullptr);
 }
 
 /// Every task of the running loop that is not done yet.
 inline std::vector<task_ref> all_tasks() {
   std::vector<task_ref> tasks;
-  event_loop& loop = get_running_loop();
-  loop.pending_tasks_.for_each([&](detail::list_hook& hook) {
+  detail::loop_core& loop = detail::running_core();
+  loop.pending_tasks().for_each([&](detail::list_hook& hook) {
     tasks.push_back(task_ref(static_cast<detail::task_promise_base*>(&hook)));
   });
   return tasks;
@@ -3117,7 +3064,7 @@ struct task_ref_access {
 template <class Callback>
 class done_callback final : public completion_waiter, public ready_node {
  public:
-  done_callback(task_promise_base* task, Callback callback, event_loop& loop)
+  done_callback(task_promise_base* task, Callback callback, loop_core& loop)
       : task_(task), callback_(std::move(callback)), loop_(&loop) {
     task_->retain();
     notify = [](completion_waiter* waiter) noexcept {
@@ -3149,14 +3096,14 @@ class done_callback final : public completion_waiter, public ready_node {
  private:
   task_promise_base* task_;
   Callback callback_;
-  event_loop* loop_;
+  loop_core* loop_;
 };
 }  // namespace detail
 
 template <class Callback>
 void task_ref::add_done_callback(Callback callback) {
   checked("add_done_callback").check_loop_thread("task_handle::add_done_callback");
-  event_loop& loop = get_running_loop();
+  detail::loop_core& loop = detail::running_core();
   auto* node = new detail::done_callback<Callback>(task_, std::move(callback), loop);
   if (task_->done()) {
     loop.schedule(*node);
@@ -3164,6 +3111,45 @@ void task_ref::add_done_callback(Callback callback) {
     task_->add_waiter(*node);
   }
 }
+
+namespace detail {
+// Cancels every pending task of `loop` and runs it until they finish, as
+// asyncio.run does before closing (run() and event_loop::close); past
+// `limit`, tasks still running are left to close(), which names them. In
+// rounds: a cancelled task's cleanup, or another thread, may start new tasks
+// meanwhile; each round cancels the tasks started since the last one (task
+// numbers only grow), so the loop never waits on a task it has not asked to
+// stop. Debug mode names those stragglers.
+inline void finish_tasks(loop_core& loop, duration limit) {
+  if (loop.pending_tasks().empty()) return;
+  const time_point deadline = deadline_after(limit);
+  callback_handle wake_at_deadline;
+  if (deadline != time_point::max()) wake_at_deadline = loop.call_at(deadline, [] {});
+  std::uint64_t first_uncancelled = 0;
+  while (!loop.pending_tasks().empty() && clock::now() < deadline) {
+    const bool straggling = first_uncancelled != 0;
+    loop.pending_tasks().for_each([&](list_hook& hook) {
+      auto& task = static_cast<task_promise_base&>(hook);
+      if (task.number() < first_uncancelled) return;
+      if (straggling && loop.debug()) {
+        std::fprintf(stderr, "coro_loop: task '%s' was started while the loop was shutting down; cancelling it\n",
+                     task.name().c_str());
+      }
+      task.cancel();
+    });
+    first_uncancelled = loop.next_task_number();
+    loop.run_while([&] {
+      return !loop.pending_tasks().empty() && loop.next_task_number() == first_uncancelled &&
+             clock::now() < deadline;
+    });
+  }
+  wake_at_deadline.cancel();
+  // The tasks' ends scheduled done-callbacks: give them a few iterations
+  // rather than discarding them.
+  int iterations = 0;
+  loop.run_while([&] { return loop.has_ready() && iterations++ < 16; });
+}
+}  // namespace detail
 
 // ============================================================================
 // 6. Combinators: sleep, gather, wait, as_completed, timeout, shield,
@@ -3388,7 +3374,7 @@ auto make_child(Awaitable&& awaitable) {
   if constexpr (is_task_handle<decayed>::value) {
     return child<typename is_task_handle<decayed>::result_type>{awaitable, false};
   } else {
-    return child<await_result_t<Awaitable>>{spawn(get_running_loop(), std::forward<Awaitable>(awaitable), {}), true};
+    return child<await_result_t<Awaitable>>{spawn(running_core(), std::forward<Awaitable>(awaitable), {}), true};
   }
 }
 
@@ -3823,7 +3809,7 @@ class as_completed : private detail::timer_node {
   /// already done come out first, in the order given.
   explicit as_completed(std::vector<Handle> tasks, std::optional<duration> timeout = std::nullopt)
       : tasks_(std::move(tasks)), promises_(promises_of(tasks_)), watch_(promises_, &on_task_done, this),
-        loop_(&get_running_loop()) {
+        loop_(&detail::running_core()) {
     for (std::size_t i = 0; i < tasks_.size(); ++i) {
       if (promises_[i]->done()) finished_.push_back(i);
     }
@@ -3923,7 +3909,7 @@ class as_completed : private detail::timer_node {
   std::vector<std::size_t> finished_;  // indexes, in completion order
   std::size_t next_finished_ = 0;
   std::size_t handed_out_ = 0;
-  event_loop* loop_;
+  detail::loop_core* loop_;
   next_awaiter* waiter_ = nullptr;
   bool expired_ = false;
 };
@@ -3987,7 +3973,7 @@ class timeout_scope : private detail::timer_node {
   void enter() {
     if (state_ != state::created) throw invalid_state_error("timeout_scope::run: a scope runs once");
     task_ = &detail::current_task_for("timeout");
-    loop_ = &get_running_loop();
+    loop_ = &detail::running_core();
     cancelling_at_entry_ = task_->cancelling();
     state_ = state::active;
     arm();
@@ -4067,7 +4053,7 @@ class timeout_scope : private detail::timer_node {
   std::optional<time_point> when_;
   expiry_notice* notice_ = nullptr;
   detail::task_promise_base* task_ = nullptr;
-  event_loop* loop_ = nullptr;
+  detail::loop_core* loop_ = nullptr;
   int cancelling_at_entry_ = 0;
   state state_ = state::created;
 };
@@ -4113,7 +4099,7 @@ task<await_result_t<Awaitable>> wait_for(Awaitable awaitable, duration delay) {
 class task_group {
  public:
   /// Binds the group to the task running now (its body's task).
-  task_group() : loop_(&get_running_loop()), parent_(loop_->current_task()) {
+  task_group() : loop_(&detail::running_core()), parent_(loop_->current_task()) {
     if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
     cancelling_at_entry_ = parent_->cancelling();
   }
@@ -4213,7 +4199,7 @@ class task_group {
   }
   static void on_child_done(detail::ready_node* node) noexcept;
 
-  event_loop* loop_;
+  detail::loop_core* loop_;
   detail::task_promise_base* parent_;
   detail::intrusive_list children_;  // child_entry, still running
   std::vector<std::exception_ptr> errors_;
@@ -5413,7 +5399,7 @@ template <class Result, class Work>
 class executor_job<Result, Work>::awaiter : private suspension {
  public:
   awaiter(thread_pool& pool, Work work)
-      : pool_(&pool), job_(new executor_job(std::move(work), get_running_loop().inbox())) {}
+      : pool_(&pool), job_(new executor_job(std::move(work), running_core().inbox())) {}
   awaiter(awaiter&& other) noexcept : suspension(), pool_(other.pool_), job_(std::exchange(other.job_, nullptr)) {}
   awaiter& operator=(awaiter&&) = delete;
   ~awaiter() { leave(); }
@@ -5733,19 +5719,13 @@ auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
   using value_type = await_result_t<Awaitable>;
   using future_type = concurrent_future<value_type>;
   auto state = std::make_shared<typename future_type::shared_state>();
-  state->inbox = loop.inbox();
+  state->inbox = detail::core_of(loop).inbox();
   auto* start = new detail::threadsafe_start<value_type, Awaitable>(state, std::move(awaitable));
-  if (!loop.inbox()->post(*start)) {
+  if (!state->inbox->post(*start)) {
     delete start;
     throw invalid_state_error("run_coroutine_threadsafe: the event loop is closed");
   }
   return future_type(std::move(state));
-}
-
-template <class Callable, class... Args>
-auto event_loop::run_in_executor(thread_pool* pool, Callable&& callable, Args&&... args) {
-  return coro_loop::run_in_executor(pool != nullptr ? *pool : detail::default_pool(),
-                                    std::forward<Callable>(callable), std::forward<Args>(args)...);
 }
 
 // ============================================================================
@@ -5838,7 +5818,7 @@ class io_awaiter : protected io_operation, private suspension {
 /// socket; on Windows a socket only); returns 0 at end of file. Throws
 /// std::system_error naming the fd.
 /// The fd must stay open until the read finishes; call
-/// get_running_loop().backend().release(fd) before closing it.
+/// get_running_loop().release(fd) before closing it.
 inline detail::io_awaiter read_some(native_handle handle, std::span<std::byte> buffer) noexcept {
   return detail::io_awaiter(detail::io_kind::read, handle, buffer.data(), buffer.size(), "read");
 }
@@ -6158,7 +6138,7 @@ class socket {
 #endif
   }
   void forget_registration() noexcept {
-    if (event_loop* loop = detail::thread_loop_slot(); loop != nullptr && !loop->is_closed()) {
+    if (detail::loop_core* loop = detail::thread_loop_slot(); loop != nullptr && !loop->is_closed()) {
       loop->backend().release(handle_);
     }
   }
@@ -6418,7 +6398,7 @@ class stream_state {
   bool closed_ = false;
 
  private:
-  static event_loop& event_loop_of() { return get_running_loop(); }
+  static loop_core& event_loop_of() { return running_core(); }
   // Sends from the buffer until it is empty or the OS would block; a parked
   // send finishes in on_sent, on the loop thread, with no task involved.
   // Bytes in flight stay in in_flight_, which nothing else touches while a
@@ -6476,7 +6456,7 @@ class stream_state {
   }
   void shut_write_side() noexcept { ::shutdown(socket_.handle(), shut_write); }
   void abandon_send() noexcept {
-    if (event_loop* loop = thread_loop_slot(); loop != nullptr && !loop->is_closed()) loop->backend().abandon(send_);
+    if (loop_core* loop = thread_loop_slot(); loop != nullptr && !loop->is_closed()) loop->backend().abandon(send_);
     sending_ = false;
   }
   void finish_close() noexcept {
@@ -8404,7 +8384,7 @@ inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
 // since the last read, as of its last poll, saves the probe's syscall.
 inline bool still_open(const stream& connection, bool retry_covers_stale) noexcept {
   if (!connection || connection.is_closing() || !connection.buffered().empty() || connection.at_eof()) return false;
-  if (event_loop* loop = coro_loop::detail::thread_loop_slot();
+  if (coro_loop::detail::loop_core* loop = coro_loop::detail::thread_loop_slot();
       retry_covers_stale && loop != nullptr && loop->backend().read_would_block(connection.handle())) {
     return true;
   }
@@ -8815,159 +8795,12 @@ inline task<void> response::discard_body(std::size_t at_most) {
 }  // namespace http
 
 // ============================================================================
-// 11. run_until_complete, closing a loop, run()  >>run
-//    Uses everything above: the entry points of a program.
+// 11. The event loop, signals, run()  >>run
+//    Uses everything above: the public event_loop over detail::loop_core (3),
+//    its signal handlers, and run(), the entry point of a program.
 // ============================================================================
 
-template <class KeepRunning>
-void event_loop::run_while(KeepRunning keep_running) {
-  check_can_run();
-  event_loop*& slot = detail::running_loop_slot();
-  slot = this;
-  running_ = true;
-  running_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-  struct restore {
-    event_loop* loop;
-    ~restore() {
-      loop->running_ = false;
-      loop->running_thread_.store(std::thread::id{}, std::memory_order_relaxed);
-      loop->stopping_ = false;
-      detail::running_loop_slot() = nullptr;
-    }
-  } restore_on_exit{this};
-  while (keep_running()) run_once();
-}
-
-inline void event_loop::run_forever() {
-  run_while([this] { return !stopping_; });
-}
-
-template <class Awaitable>
-decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
-  using value_type = await_result_t<Awaitable>;
-  check_can_run();
-  auto handle = [&] {
-    if constexpr (detail::is_task_handle<std::remove_cvref_t<Awaitable>>::value) {
-      return awaitable;
-    } else {
-      return detail::spawn<Awaitable>(*this, std::forward<Awaitable>(awaitable), {});
-    }
-  }();
-  run_while([&] { return !handle.done() && !stopping_; });
-  if (!handle.done()) throw invalid_state_error("run_until_complete: the loop stopped before the awaitable finished");
-  if constexpr (std::is_void_v<value_type>) {
-    handle.result();
-  } else if constexpr (std::is_reference_v<value_type>) {
-    return handle.result();
-  } else {
-    value_type value = std::move(handle.result());
-    return value;
-  }
-}
-
-namespace detail {
-// The frames close() leaves behind stay reachable from here: they are leaked
-// on purpose (freeing one under a waiter would be worse), and leak checkers
-// (valgrind, LeakSanitizer) must not report them as lost.
-inline void keep_left_behind(task_promise_base& task) {
-  static std::mutex mutex;
-  static intrusive_list left_behind;
-  std::lock_guard<std::mutex> guard(mutex);
-  left_behind.push_back(task);  // its list_hook, free since it left pending_tasks_
-}
-}  // namespace detail
-
-// Cancels every pending task and runs the loop until they finish, as
-// asyncio.run does before closing; with a limit, tasks still running after
-// it are reported and their frames leaked (never freed under a waiter).
-inline void event_loop::finish_pending_tasks(duration limit) {
-  if (pending_tasks_.empty()) return;
-  const time_point deadline = detail::deadline_after(limit);
-  callback_handle wake_at_deadline;
-  if (deadline != time_point::max()) wake_at_deadline = call_at(deadline, [] {});
-  // In rounds: a cancelled task's cleanup, or another thread, may start new
-  // tasks meanwhile. Each round cancels the tasks started since the last one
-  // (task numbers only grow), so the loop never waits on a task it has not
-  // asked to stop. Stragglers are named in debug mode.
-  std::uint64_t first_uncancelled = 0;
-  while (!pending_tasks_.empty() && clock::now() < deadline) {
-    const bool straggling = first_uncancelled != 0;
-    pending_tasks_.for_each([&](detail::list_hook& hook) {
-      auto& task = static_cast<detail::task_promise_base&>(hook);
-      if (task.number() < first_uncancelled) return;
-      if (straggling && options_.debug) {
-        std::fprintf(stderr, "coro_loop: task '%s' was started while the loop was shutting down; cancelling it\n",
-                     task.name().c_str());
-      }
-      task.cancel();
-    });
-    first_uncancelled = next_task_number_;
-    run_while([&] {
-      return !pending_tasks_.empty() && next_task_number_ == first_uncancelled && clock::now() < deadline;
-    });
-  }
-  wake_at_deadline.cancel();
-  // The tasks' ends scheduled done-callbacks (a concurrent_future's, say):
-  // give them a few iterations rather than discarding them.
-  int iterations = 0;
-  run_while([&] { return !ready_.empty() && iterations++ < 16; });
-}
-
-inline void event_loop::close() {
-  if (closed_) return;
-  if (running_) throw invalid_state_error("close: the event loop is running");
-  if (!pending_tasks_.empty() && detail::running_loop_slot() == nullptr) {
-    try {
-      finish_pending_tasks(std::chrono::seconds(1));
-    } catch (...) {
-    }
-  }
-  pending_tasks_.for_each([](detail::list_hook& hook) {
-    auto& task = static_cast<detail::task_promise_base&>(hook);
-    std::fprintf(stderr, "coro_loop: task '%s' was still pending when its loop closed; its frame is leaked\n",
-                 task.name().c_str());
-    detail::intrusive_list::unlink(hook);
-    task.retain();
-    task.leave_behind();
-    detail::keep_left_behind(task);
-  });
-  detail::ready_queue posted_late;
-  inbox_->close(posted_late);
-  ready_.splice_back(posted_late);
-  // A ready node run without a running loop discards itself (see ready_node);
-  // another loop may be running in this thread, so hide it meanwhile.
-  event_loop* running_here = std::exchange(detail::running_loop_slot(), nullptr);
-  while (!ready_.empty()) {
-    detail::ready_node* node = ready_.pop_front();
-    node->run(node);
-  }
-  detail::running_loop_slot() = running_here;
-  while (!timers_.empty()) {
-    detail::timer_node* timer = timers_.pop();
-    // A callback's reference goes with it; other timers (a sleep in a leaked
-    // frame) are only taken out of the heap.
-    if (timer->fire == &detail::callback_node::fire_from_heap) static_cast<detail::callback_node*>(timer)->release();
-  }
-  closed_ = true;
-#if defined(CORO_LOOP_POSIX)
-  signals_.reset();
-#endif
-  backend_.reset();
-  if (detail::thread_loop_slot() == this) detail::thread_loop_slot() = nullptr;
-}
-
 // --- 11.1 Signals (POSIX): a self-pipe per loop ---
-
-/// Thrown by run() when Ctrl+C (SIGINT; on Windows also Ctrl+Break) cancelled
-/// the main task (Python's KeyboardInterrupt): catch it in main() for a clean exit.
-class keyboard_interrupt : public std::runtime_error {
- public:
-#if defined(CORO_LOOP_WINDOWS)
-  keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by Ctrl+C") {}
-#else
-  keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by SIGINT") {}
-#endif
-};
 
 #if defined(CORO_LOOP_POSIX)
 
@@ -9013,7 +8846,7 @@ inline bool open_non_blocking_pipe(int (&ends)[2]) noexcept {
 // and each signal's callback and previous disposition.
 class signal_watch : private io_operation {
  public:
-  explicit signal_watch(event_loop& loop) : loop_(&loop) {
+  explicit signal_watch(loop_core& loop) : loop_(&loop) {
     int ends[2];
     if (!open_non_blocking_pipe(ends)) throw_system_error(errno, "pipe for signal handlers");
     read_end_ = ends[0];
@@ -9112,7 +8945,7 @@ class signal_watch : private io_operation {
     }
   }
 
-  event_loop* loop_;
+  loop_core* loop_;
   int read_end_ = -1;
   int write_end_ = -1;
   unsigned char bytes_[64] = {};
@@ -9120,21 +8953,238 @@ class signal_watch : private io_operation {
 };
 
 }  // namespace detail
+#endif  // CORO_LOOP_POSIX
 
-template <class Callback>
-void event_loop::add_signal_handler(int signal_number, Callback callback) {
-  check_thread("add_signal_handler");
-  if (signals_ == nullptr) signals_ = std::make_unique<detail::signal_watch>(*this);
-  signals_->add(signal_number, std::function<void()>(std::move(callback)));
+// --- 11.2 event_loop ---
+
+/// The event loop (asyncio's loop): one per thread, driven by run_forever /
+/// run_until_complete or, usually, by run(). Loop thread only, except
+/// call_soon_threadsafe.
+class event_loop : private detail::loop_core {
+ public:
+  /// Creates a stopped loop with its own epoll/kqueue descriptor (std::system_error when the
+  /// OS refuses); debug mode starts as CORO_LOOP_DEBUG says. The destructor close()s it,
+  /// swallowing errors. Not copyable: tasks, handles and timers point into it.
+  event_loop() = default;
+  ~event_loop() {
+    try {
+      close();
+    } catch (...) {
+    }
+  }
+  event_loop(const event_loop&) = delete;
+  event_loop& operator=(const event_loop&) = delete;
+
+  /// The loop's clock (steady_clock), the time base of call_at and sleep_until.
+  time_point time() const noexcept { return clock::now(); }
+
+  /// call_soon(cb): runs `cb` on a later iteration, after those already scheduled (FIFO).
+  /// call_later(delay, cb), call_at(deadline, cb): after `delay` (at once on the next
+  /// iteration when <= 0), or at `deadline` on the loop's clock; FIFO among equal deadlines.
+  /// All three: loop thread only; invalid_state_error from another thread while the loop
+  /// runs, or on a closed loop. Each returns a callback_handle that can cancel the call.
+  using loop_core::call_at;
+  using loop_core::call_later;
+  using loop_core::call_soon;
+  /// Any thread: schedules `callback` and wakes the loop if it is blocked.
+  /// Throws invalid_state_error when the loop is closed.
+  using loop_core::call_soon_threadsafe;
+
+  /// Runs until stop(). Throws invalid_state_error when this thread already runs a loop.
+  void run_forever() {
+    run_while([this] { return !stopping_; });
+  }
+  /// Asks run_forever to return after the current iteration.
+  void stop() noexcept { stopping_ = true; }
+  /// Runs `awaitable` as a task until it finishes; returns its value or rethrows.
+  template <class Awaitable>
+  decltype(auto) run_until_complete(Awaitable&& awaitable);
+  /// True inside run_forever / run_until_complete; is_closed() once close() has finished.
+  using loop_core::is_closed;
+  using loop_core::is_running;
+  /// Releases the backend. Tasks still pending are cancelled and given up to
+  /// 1 s to finish (none when another loop runs in this thread); the frames
+  /// of those that did not finish are named on stderr and leaked, never freed
+  /// under a waiter (asyncio warns "Task was destroyed but it is pending").
+  /// Prefer run(), which finishes them.
+  void close();
+  /// Debug mode (asyncio's get_debug / set_debug): see run_options::debug.
+  using loop_core::debug;
+  void set_debug(bool enabled) noexcept { options_.debug = enabled; }
+  /// In debug mode, a step longer than this is reported (asyncio's slow_callback_duration).
+  void set_slow_callback_duration(std::chrono::milliseconds limit) noexcept { options_.slow_callback_duration = limit; }
+
+  /// Runs `callback` on this loop each time signal `signal_number` arrives
+  /// (POSIX; through a self-pipe, so the callback runs as a normal callback).
+  /// Replaces an earlier handler of this loop; throws std::invalid_argument for
+  /// SIGKILL/SIGSTOP or a bad number, invalid_state_error when another loop
+  /// handles that signal. POSIX only: absent on Windows (run() handles Ctrl+C
+  /// there through SetConsoleCtrlHandler).
+#if defined(CORO_LOOP_POSIX)
+  template <class Callback>
+  void add_signal_handler(int signal_number, Callback callback) {
+    check_thread("add_signal_handler");
+    if (signals_ == nullptr) signals_ = std::make_unique<detail::signal_watch>(core());
+    signals_->add(signal_number, std::function<void()>(std::move(callback)));
+  }
+  /// Restores the signal's previous disposition; false when none was set here.
+  bool remove_signal_handler(int signal_number) {
+    if (signals_ == nullptr) return false;
+    const bool removed = signals_->remove(signal_number);
+    if (signals_->empty()) signals_.reset();
+    return removed;
+  }
+#else
+  template <class Callback>
+  void add_signal_handler(int, Callback) {
+    static_assert(detail::posix_only<Callback>,
+                  "coro_loop: add_signal_handler is POSIX only; on Windows run() turns Ctrl+C into keyboard_interrupt");
+  }
+#endif
+
+  /// asyncio's loop.run_in_executor: `pool` null means the default pool (see to_thread).
+  template <class Callable, class... Args>
+  auto run_in_executor(thread_pool* pool, Callable&& callable, Args&&... args) {
+    return coro_loop::run_in_executor(pool != nullptr ? *pool : detail::default_pool(),
+                                      std::forward<Callable>(callable), std::forward<Args>(args)...);
+  }
+
+  /// Releases `handle`'s registration with the backend: call it before closing a
+  /// descriptor used with read_some / write_some / wait_readable (kqueue and epoll need it).
+  void release(native_handle handle) noexcept {
+    if (backend_ != nullptr) backend_->release(handle);
+  }
+
+  /// Introspection, for tests and leak checks: armed timers, tasks not yet done,
+  /// descriptors known to the backend, I/O operations parked in the backend
+  /// (the loop's own signal pipe not counted).
+  std::size_t timer_count() const noexcept { return timers_.size(); }
+  std::size_t pending_task_count() const noexcept { return pending_tasks_.size(); }
+  std::size_t registered_handle_count() const noexcept {
+    return backend_ == nullptr ? 0 : backend_->registered_count() - own_io_count();
+  }
+  std::size_t parked_operation_count() const noexcept {
+    return backend_ == nullptr ? 0 : backend_->parked_count() - own_io_count();
+  }
+
+ private:
+  friend detail::loop_core& detail::core_of(event_loop& loop) noexcept;
+  friend event_loop& get_running_loop();
+  detail::loop_core& core() noexcept { return *this; }
+  // The handle and the parked read of the signal pipe, which are the loop's own.
+  std::size_t own_io_count() const noexcept {
+#if defined(CORO_LOOP_POSIX)
+    return signals_ != nullptr ? 1 : 0;
+#else
+    return 0;
+#endif
+  }
+
+#if defined(CORO_LOOP_POSIX)
+  std::unique_ptr<detail::signal_watch> signals_;  // made by the first add_signal_handler
+#endif
+};
+
+inline event_loop& get_running_loop() {
+  // Every running loop is an event_loop: loop_core is only ever its base.
+  return static_cast<event_loop&>(detail::running_core());
 }
 
-inline bool event_loop::remove_signal_handler(int signal_number) {
-  if (signals_ == nullptr) return false;
-  const bool removed = signals_->remove(signal_number);
-  if (signals_->empty()) signals_.reset();
-  return removed;
+inline detail::loop_core& detail::core_of(event_loop& loop) noexcept { return loop; }
+
+template <class Awaitable>
+decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
+  using value_type = await_result_t<Awaitable>;
+  check_can_run();
+  auto handle = [&] {
+    if constexpr (detail::is_task_handle<std::remove_cvref_t<Awaitable>>::value) {
+      return awaitable;
+    } else {
+      return detail::spawn<Awaitable>(core(), std::forward<Awaitable>(awaitable), {});
+    }
+  }();
+  run_while([&] { return !handle.done() && !stopping_; });
+  if (!handle.done()) throw invalid_state_error("run_until_complete: the loop stopped before the awaitable finished");
+  if constexpr (std::is_void_v<value_type>) {
+    handle.result();
+  } else if constexpr (std::is_reference_v<value_type>) {
+    return handle.result();
+  } else {
+    value_type value = std::move(handle.result());
+    return value;
+  }
 }
 
+namespace detail {
+// The frames close() leaves behind stay reachable from here: they are leaked
+// on purpose (freeing one under a waiter would be worse), and leak checkers
+// (valgrind, LeakSanitizer) must not report them as lost.
+inline void keep_left_behind(task_promise_base& task) {
+  static std::mutex mutex;
+  static intrusive_list left_behind;
+  std::lock_guard<std::mutex> guard(mutex);
+  left_behind.push_back(task);  // its list_hook, free since it left pending_tasks_
+}
+}  // namespace detail
+
+inline void event_loop::close() {
+  if (closed_) return;
+  if (running_) throw invalid_state_error("close: the event loop is running");
+  if (!pending_tasks_.empty() && detail::running_loop_slot() == nullptr) {
+    try {
+      detail::finish_tasks(core(), std::chrono::seconds(1));
+    } catch (...) {
+    }
+  }
+  pending_tasks_.for_each([](detail::list_hook& hook) {
+    auto& task = static_cast<detail::task_promise_base&>(hook);
+    std::fprintf(stderr, "coro_loop: task '%s' was still pending when its loop closed; its frame is leaked\n",
+                 task.name().c_str());
+    detail::intrusive_list::unlink(hook);
+    task.retain();
+    task.leave_behind();
+    detail::keep_left_behind(task);
+  });
+  detail::ready_queue posted_late;
+  inbox_->close(posted_late);
+  ready_.splice_back(posted_late);
+  // A ready node run without a running loop discards itself (see ready_node);
+  // another loop may be running in this thread, so hide it meanwhile.
+  detail::loop_core* running_here = std::exchange(detail::running_loop_slot(), nullptr);
+  while (!ready_.empty()) {
+    detail::ready_node* node = ready_.pop_front();
+    node->run(node);
+  }
+  detail::running_loop_slot() = running_here;
+  while (!timers_.empty()) {
+    detail::timer_node* timer = timers_.pop();
+    // A callback's reference goes with it; other timers (a sleep in a leaked
+    // frame) are only taken out of the heap.
+    if (timer->fire == &detail::callback_node::fire_from_heap) static_cast<detail::callback_node*>(timer)->release();
+  }
+  closed_ = true;
+#if defined(CORO_LOOP_POSIX)
+  signals_.reset();
+#endif
+  backend_.reset();
+  if (detail::thread_loop_slot() == &core()) detail::thread_loop_slot() = nullptr;
+}
+
+
+// --- 11.3 run() ---
+
+/// Thrown by run() when Ctrl+C (SIGINT; on Windows also Ctrl+Break) cancelled
+/// the main task (Python's KeyboardInterrupt): catch it in main() for a clean exit.
+class keyboard_interrupt : public std::runtime_error {
+ public:
+#if defined(CORO_LOOP_WINDOWS)
+  keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by Ctrl+C") {}
+#else
+  keyboard_interrupt() : std::runtime_error("coro_loop::keyboard_interrupt: interrupted by SIGINT") {}
+#endif
+};
+
+#if defined(CORO_LOOP_POSIX)
 namespace detail {
 inline bool is_main_thread() noexcept {
 #if defined(__linux__)
@@ -9165,7 +9215,7 @@ inline void release_keyboard_interrupt(event_loop& loop) { loop.remove_signal_ha
 #endif  // CORO_LOOP_POSIX
 
 #if defined(CORO_LOOP_WINDOWS)
-// --- 11.2 Ctrl+C on Windows: a console control handler ---
+// Ctrl+C on Windows: a console control handler.
 // Windows runs console control handlers on a thread of their own; the one
 // installed here posts run()'s callback to the loop that claimed Ctrl+C (the
 // first run() in the process: there is no "main thread" rule to copy).
@@ -9242,13 +9292,13 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
     ~finish_on_exit() {
       try {
         detail::release_keyboard_interrupt(loop);
-        loop.finish_pending_tasks(duration::max());
+        detail::finish_tasks(detail::core_of(loop), duration::max());
       } catch (...) {
       }
       loop.close();
     }
   } finish{loop};
-  auto main_task = detail::spawn(loop, std::forward<Awaitable>(awaitable), {});
+  auto main_task = detail::spawn(detail::core_of(loop), std::forward<Awaitable>(awaitable), {});
   detail::claim_keyboard_interrupt(loop, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
     interrupted = true;
     detail::release_keyboard_interrupt(loop);  // the next Ctrl+C is the default one

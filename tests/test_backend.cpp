@@ -98,7 +98,7 @@ std::string text_of(std::span<const std::byte> data) {
   return std::string(reinterpret_cast<const char*>(data.data()), data.size());
 }
 
-void release(cl::native_handle fd) { cl::get_running_loop().backend().release(fd); }
+void release(cl::native_handle fd) { cl::get_running_loop().release(fd); }
 
 // Awaits `handle`; true when that threw cancelled_error.
 template <class T>
@@ -470,13 +470,13 @@ TEST_CASE("backend: release() drops the registration of a descriptor", "[backend
       CHECK(got == "ok");
     }
     CHECK(loop.registered_handle_count() == 2);
-    loop.backend().release(a.first);
+    loop.release(a.first);
     CHECK(loop.registered_handle_count() == 1);
-    loop.backend().release(a.first);  // twice: no-op
-    loop.backend().release(cl::invalid_handle);  // unknown: no-op
-    loop.backend().release(static_cast<cl::native_handle>(100000));
+    loop.release(a.first);  // twice: no-op
+    loop.release(cl::invalid_handle);  // unknown: no-op
+    loop.release(static_cast<cl::native_handle>(100000));
     CHECK(loop.registered_handle_count() == 1);
-    loop.backend().release(b.first);
+    loop.release(b.first);
     CHECK(loop.registered_handle_count() == 0);
     // A released fd can be used again: it registers anew.
     auto reader = cl::create_task([&]() -> cl::task<std::string> {
@@ -488,7 +488,7 @@ TEST_CASE("backend: release() drops the registration of a descriptor", "[backend
     REQUIRE(write_raw(a.second, "new") == 3);
     std::string again = co_await reader;
     CHECK(again == "new");
-    loop.backend().release(a.first);
+    loop.release(a.first);
     CHECK(loop.registered_handle_count() == 0);
   };
   cl::run(body());

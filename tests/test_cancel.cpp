@@ -380,7 +380,7 @@ TEST_CASE("cancel: cancelling a task parked in read_some leaves no parked operat
     std::size_t got = co_await cl::read_some(pipe.read_end, buffer);
     CHECK(got == 1);
     CHECK(loop.parked_operation_count() == 0);
-    loop.backend().release(pipe.read_end);
+    loop.release(pipe.read_end);
     CHECK(loop.registered_handle_count() == 0);
   };
   cl::run(body());
@@ -518,7 +518,7 @@ TEST_CASE("cancel: a cancel arriving after a task's wait completed, before it re
       CHECK(cancelled);
       CHECK(log == std::vector<std::string>{"cancel", "read 3", "cancelled at next wait"});
       CHECK(cl::get_running_loop().parked_operation_count() == 0);
-      cl::get_running_loop().backend().release(pipe.read_end);
+      cl::get_running_loop().release(pipe.read_end);
     };
     cl::run(body());
   }

@@ -515,7 +515,7 @@ TEST_CASE("executor: a cancel that arrives after the job completed but before de
     door->open();
     // Hold the loop (deliberately blocking) until the completion is in its inbox.
     cl::event_loop& loop = cl::get_running_loop();
-    REQUIRE(eventually_blocking([&loop] { return loop.inbox()->has_pending(); }));
+    REQUIRE(eventually_blocking([&loop] { return cl::detail::core_of(loop).inbox()->has_pending(); }));
     CHECK(waiting.cancel());
     bool cancelled = false;
     try {
