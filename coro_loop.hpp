@@ -1154,6 +1154,15 @@ void detail::loop_core::run_while(KeepRunning keep_running) {
 //       runs the completions of the operations that finished.
 //   std::size_t registered_count() / parked_count()
 //       Handles known to the OS queue / operations parked: for leak checks.
+//   bool read_would_block(native_handle handle) const noexcept
+//       True only when a read of the byte stream `handle` is known to find
+//       nothing (the last read took all there was and the OS has reported
+//       nothing since, as of the last poll); false when not known. Lets the
+//       layers above skip a syscall (a pooled HTTP connection's check).
+// And one constant:
+//   accept_scratch_bytes
+//       The buffer an accept operation must lend the backend (AcceptEx writes
+//       both addresses there); 0 where the OS needs none.
 
 namespace detail {
 
@@ -1218,6 +1227,9 @@ struct io_operation {
 // system call per operation. The OS queue itself is the Derived class's
 // (4.2 epoll, 4.3 kqueue): watch(handle), unwatch(handle), wake(), poll().
 namespace detail {
+
+// An accept needs no buffer of its own here (see the contract above).
+inline constexpr std::size_t accept_scratch_bytes = 0;
 
 // A send that never raises SIGPIPE where the flag exists; elsewhere (macOS)
 // the process-wide SIG_IGN below covers it.
@@ -1739,6 +1751,7 @@ inline const winsock_library& winsock() {
 // the accept operation supplies.
 inline constexpr std::size_t accept_address_space = sizeof(sockaddr_storage) + 16;
 inline constexpr std::size_t accept_buffer_size = 2 * accept_address_space;
+inline constexpr std::size_t accept_scratch_bytes = accept_buffer_size;
 
 class backend {
  public:
@@ -6147,13 +6160,25 @@ class socket {
 };
 
 namespace detail {
+// Room an accept operation lends the backend (accept_scratch_bytes, 4):
+// nothing on the readiness backends.
+template <std::size_t Bytes>
+struct accept_scratch {
+  alignas(sockaddr_storage) char bytes[Bytes];
+  void* data() noexcept { return bytes; }
+};
+template <>
+struct accept_scratch<0> {
+  void* data() noexcept { return nullptr; }
+};
+
 class accept_awaiter : public socket_awaiter {
  public:
   accept_awaiter(native_handle listener, std::string label)
       : socket_awaiter(io_kind::accept, listener, nullptr, 0, "accept", coro_loop::address{}, std::move(label)) {
-    use_address_buffer();
+    lend_scratch();
   }
-  accept_awaiter(accept_awaiter&& other) noexcept : socket_awaiter(std::move(other)) { use_address_buffer(); }
+  accept_awaiter(accept_awaiter&& other) noexcept : socket_awaiter(std::move(other)) { lend_scratch(); }
   std::pair<socket, coro_loop::address> await_resume() {
     const std::size_t handle = socket_awaiter::await_resume();
     socket accepted = socket::adopt_non_blocking(static_cast<native_handle>(handle));
@@ -6163,16 +6188,11 @@ class accept_awaiter : public socket_awaiter {
   }
 
  private:
-#if defined(CORO_LOOP_BACKEND_IOCP)
-  // AcceptEx writes both addresses here before the peer's is copied out.
-  void use_address_buffer() noexcept {
-    buffer = address_buffer_;
-    length = sizeof address_buffer_;
+  void lend_scratch() noexcept {
+    buffer = scratch_.data();
+    length = accept_scratch_bytes;
   }
-  alignas(sockaddr_storage) char address_buffer_[accept_buffer_size];
-#else
-  void use_address_buffer() noexcept {}
-#endif
+  [[no_unique_address]] accept_scratch<accept_scratch_bytes> scratch_;
 };
 class recv_from_awaiter : public socket_awaiter {
  public:
@@ -6297,6 +6317,7 @@ class stream_state {
     send_.kind = io_kind::send;
     send_.handle = socket_.handle();
     send_.complete = &on_sent;
+    send_.stream = this;
     label_ = socket_.label();
   }
   stream_state(const stream_state&) = delete;
@@ -6435,7 +6456,7 @@ class stream_state {
     return true;
   }
   static void on_sent(io_operation* operation) noexcept {
-    auto* self = reinterpret_cast<stream_state*>(reinterpret_cast<char*>(operation) - offset_of_send());
+    stream_state* self = static_cast<send_operation*>(operation)->stream;
     self->sending_ = false;
     if (!self->sent(*operation)) return;
     try {
@@ -6449,7 +6470,6 @@ class stream_state {
     grant_all(drain_waiters_);
     if (closing_) finish_close();
   }
-  static std::size_t offset_of_send() noexcept;
   void after_flush() {
     if (eof_written_) shut_write_side();
     if (closing_) finish_close();
@@ -6480,21 +6500,13 @@ class stream_state {
   std::vector<char> in_flight_;  // what the current send reads from
   std::size_t in_flight_begin_ = 0;
 
- public:
-  io_operation send_;  // the background send (public only for offset_of_send)
-
- private:
+  // The background send; its completion finds the stream through it.
+  struct send_operation : io_operation {
+    stream_state* stream = nullptr;
+  } send_;
   bool sending_ = false;
   bool eof_written_ = false;
 };
-
-inline std::size_t stream_state::offset_of_send() noexcept {
-  // offsetof on a non-standard-layout class is only conditionally supported;
-  // measure the member on a suitably aligned buffer instead.
-  alignas(stream_state) static const char probe[sizeof(stream_state)] = {};
-  const auto* state = reinterpret_cast<const stream_state*>(probe);
-  return static_cast<std::size_t>(reinterpret_cast<const char*>(&state->send_) - probe);
-}
 
 // A recv into the stream's buffer. close() cancels it: that reads as the end
 // of the stream, while the task's own cancel stays cancelled_error.
