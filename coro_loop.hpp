@@ -4391,7 +4391,7 @@ auto async_with(Opening opening, Body body)
 
 // ============================================================================
 // 7. Synchronisation: event, lock, semaphore, condition, barrier, queues  >>sync
-//    Uses 3 and 5, and 6 for nothing but names. Every wait is FIFO-fair and
+//    Uses 3 and 5 (the suspension protocol). Every wait is FIFO-fair and
 //    cancellable; what a waker gives (an item, the lock, a permit) is handed
 //    straight to the first waiter, so no newcomer can take it between the
 //    wake-up and the waiter's next step; a waiter cancelled in between gives
@@ -5140,7 +5140,7 @@ using priority_queue = basic_queue<T, detail::priority_items<T, Compare>>;
 // ============================================================================
 // 8. Executors: thread_pool, to_thread, run_in_executor,
 //    run_coroutine_threadsafe  >>exec
-//    Uses 3 (the loop's inbox) and 5 (tasks). In C++ threads run in
+//    Uses 3 (the loop's inbox), 5 (tasks) and 6 (outcome). In C++ threads run in
 //    parallel, so this pool serves asyncio's ThreadPoolExecutor and
 //    ProcessPoolExecutor alike.
 // ============================================================================
@@ -5743,7 +5743,9 @@ auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
 
 // ============================================================================
 // 9. Networking: awaitable operations on handles  >>net
-//    Uses 4 (the backend's operations) and 5 (tasks).
+//    Uses 4 (the backend's contract), 5 (tasks), 6 (sleep: accept's back-off),
+//    7 (a stream's waiters park like the primitives') and 8 (resolve runs on
+//    the thread pool).
 // ============================================================================
 
 namespace detail {
