@@ -543,6 +543,40 @@ class intrusive_list {
   list_hook sentinel_;
 };
 
+// A counted reference to a T with retain()/release(): what callback_handle
+// and task_ref hold. Copies share, the last one releases; T decides what a
+// count costs (atomic for callbacks, which cross threads; plain for tasks).
+template <class T>
+class counted_ref {
+ public:
+  counted_ref() noexcept = default;
+  // Takes over a reference the caller already counted.
+  static counted_ref adopt(T* target) noexcept { return counted_ref(target); }
+  // Counts a new reference.
+  static counted_ref share(T* target) noexcept {
+    if (target != nullptr) target->retain();
+    return counted_ref(target);
+  }
+  counted_ref(const counted_ref& other) noexcept : counted_ref(share(other.target_)) {}
+  counted_ref(counted_ref&& other) noexcept : target_(std::exchange(other.target_, nullptr)) {}
+  counted_ref& operator=(counted_ref other) noexcept {
+    std::swap(target_, other.target_);
+    return *this;
+  }
+  ~counted_ref() {
+    if (target_ != nullptr) target_->release();
+  }
+  T* get() const noexcept { return target_; }
+  T* operator->() const noexcept { return target_; }
+  T& operator*() const noexcept { return *target_; }
+  bool operator==(std::nullptr_t) const noexcept { return target_ == nullptr; }
+  friend bool operator==(const counted_ref& a, const counted_ref& b) noexcept { return a.target_ == b.target_; }
+
+ private:
+  explicit counted_ref(T* target) noexcept : target_(target) {}
+  T* target_ = nullptr;
+};
+
 // Recovers the object that embeds `Member` as a base class.
 template <class Owner, class Member>
 Owner& owner_of(Member& member) noexcept {
@@ -867,17 +901,6 @@ class callback_handle {
   /// Copies share the callback (an atomic count, so any thread may hold one); an empty
   /// (default) handle's cancel() does nothing and its cancelled() is false.
   callback_handle() noexcept = default;
-  callback_handle(const callback_handle& other) noexcept : node_(other.node_) {
-    if (node_ != nullptr) node_->retain();
-  }
-  callback_handle(callback_handle&& other) noexcept : node_(std::exchange(other.node_, nullptr)) {}
-  callback_handle& operator=(callback_handle other) noexcept {
-    std::swap(node_, other.node_);
-    return *this;
-  }
-  ~callback_handle() {
-    if (node_ != nullptr) node_->release();
-  }
   /// Prevents the callback from running; a no-op when it already ran.
   void cancel() noexcept {
     if (node_ != nullptr) node_->cancel();
@@ -889,8 +912,10 @@ class callback_handle {
 
  private:
   friend class detail::loop_core;
-  explicit callback_handle(detail::callback_node* node) noexcept : node_(node) {}
-  detail::callback_node* node_ = nullptr;
+  // Takes the reference call_soon & co counted for the handle.
+  explicit callback_handle(detail::callback_node* node) noexcept
+      : node_(detail::counted_ref<detail::callback_node>::adopt(node)) {}
+  detail::counted_ref<detail::callback_node> node_;
 };
 
 /// Options of run() and event_loop::run_until_complete.
@@ -2794,17 +2819,6 @@ class task_ref {
   /// only). A default task_ref is empty: done(), cancelled() and cancel() are false and
   /// cancelling() 0 there; the other members throw invalid_state_error.
   task_ref() noexcept = default;
-  task_ref(const task_ref& other) noexcept : task_(other.task_) {
-    if (task_ != nullptr) task_->retain();
-  }
-  task_ref(task_ref&& other) noexcept : task_(std::exchange(other.task_, nullptr)) {}
-  task_ref& operator=(task_ref other) noexcept {
-    std::swap(task_, other.task_);
-    return *this;
-  }
-  ~task_ref() {
-    if (task_ != nullptr) task_->release();
-  }
   /// False when empty; == tells whether two handles refer to the same task.
   explicit operator bool() const noexcept { return task_ != nullptr; }
   friend bool operator==(const task_ref& a, const task_ref& b) noexcept { return a.task_ == b.task_; }
@@ -2856,9 +2870,8 @@ class task_ref {
   template <class Callback>
   friend class detail::done_callback;
   friend struct detail::task_ref_access;
-  explicit task_ref(detail::task_promise_base* task) noexcept : task_(task) {
-    if (task_ != nullptr) task_->retain();
-  }
+  explicit task_ref(detail::task_promise_base* task) noexcept
+      : task_(detail::counted_ref<detail::task_promise_base>::share(task)) {}
   detail::task_promise_base& get() const noexcept { return *task_; }
   detail::task_promise_base& checked(const char* what) const {
     if (task_ == nullptr) throw invalid_state_error(std::string("task_ref::") + what + ": empty handle");
@@ -2867,7 +2880,7 @@ class task_ref {
   void check_done(const char* what) const {
     if (!checked(what).done()) throw invalid_state_error(std::string("task_ref::") + what + ": the task is not done");
   }
-  detail::task_promise_base* task_ = nullptr;
+  detail::counted_ref<detail::task_promise_base> task_;
 };
 
 /// The handle of a task made by create_task (asyncio.Task). Copyable; awaiting
@@ -2943,7 +2956,7 @@ class task_handle : public task_ref {
     detail::task_promise_base* target_;
   };
   /// Any number of tasks may await one handle (a move-only result: only the first gets it).
-  awaiter operator co_await() const { return awaiter(task_); }
+  awaiter operator co_await() const { return awaiter(task_.get()); }
 
  private:
   template <class Awaitable>
@@ -3070,7 +3083,7 @@ inline std::vector<task_ref> all_tasks() {
 namespace detail {
 // The library's own access to the task behind a handle.
 struct task_ref_access {
-  static task_promise_base* promise(const task_ref& handle) noexcept { return handle.task_; }
+  static task_promise_base* promise(const task_ref& handle) noexcept { return handle.task_.get(); }
 };
 
 // A done-callback: runs through the ready queue, never synchronously (asyncio).
@@ -3117,7 +3130,7 @@ template <class Callback>
 void task_ref::add_done_callback(Callback callback) {
   checked("add_done_callback").check_loop_thread("task_handle::add_done_callback");
   detail::loop_core& loop = detail::running_core();
-  auto* node = new detail::done_callback<Callback>(task_, std::move(callback), loop);
+  auto* node = new detail::done_callback<Callback>(task_.get(), std::move(callback), loop);
   if (task_->done()) {
     loop.schedule(*node);
   } else {
@@ -4481,6 +4494,27 @@ class [[nodiscard]] release_guard {
   Owner* owner_;
 };
 
+// acquire() of a lock or a semaphore: takes what is free now
+// (Owner::take_if_free), else parks in Owner's FIFO; a grant that a cancel
+// beat goes on to the next waiter (Owner's own release()). With
+// `interruptible` false (condition's re-acquire) a cancel does not end the
+// wait: it is delivered at the next suspension point.
+template <class Owner>
+class acquire_wait : private parked_waiter {
+ public:
+  explicit acquire_wait(Owner& owner, bool interruptible = true) noexcept : owner_(&owner) {
+    if (!interruptible) make_uninterruptible();
+  }
+  bool await_ready() noexcept { return owner_->take_if_free(); }
+  bool await_suspend(std::coroutine_handle<> caller) { return park(owner_->waiters_, caller, Owner::acquire_name); }
+  void await_resume() const {
+    throw_if_cancelled([this] { owner_->Owner::release(); });
+  }
+
+ private:
+  Owner* owner_;
+};
+
 // An acquire whose result is a release_guard.
 template <class Owner, class Acquire>
 class scoped_acquire : public Acquire {
@@ -4556,26 +4590,8 @@ class lock {
     }
   }
 
-  /// What acquire() returns. With `interruptible` false (condition's re-acquire) a cancel does
-  /// not end the wait: it is delivered at the next suspension point.
-  class acquire_awaiter : private detail::parked_waiter {
-   public:
-    explicit acquire_awaiter(lock& owner, bool interruptible = true) noexcept : lock_(&owner) {
-      if (!interruptible) make_uninterruptible();
-    }
-    bool await_ready() noexcept {
-      if (lock_->locked_ || !lock_->waiters_.empty()) return false;
-      lock_->locked_ = true;
-      return true;
-    }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(lock_->waiters_, caller, "lock::acquire"); }
-    void await_resume() const {
-      throw_if_cancelled([this] { lock_->release(); });  // handed over, not taken: to the next waiter
-    }
-
-   private:
-    lock* lock_;
-  };
+  /// What acquire() returns.
+  using acquire_awaiter = detail::acquire_wait<lock>;
   /// Waits for the lock (co_await lock.acquire(); ... lock.release();).
   acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
 
@@ -4588,6 +4604,13 @@ class lock {
 
  private:
   friend class condition;
+  friend class detail::acquire_wait<lock>;
+  static constexpr const char* acquire_name = "lock::acquire";
+  bool take_if_free() noexcept {
+    if (locked_ || !waiters_.empty()) return false;
+    locked_ = true;
+    return true;
+  }
   detail::list_hook* list_hook_front() const noexcept { return waiters_.front(); }
   detail::intrusive_list waiters_;
   bool locked_ = false;
@@ -4617,22 +4640,8 @@ class semaphore {
     }
   }
 
-  class acquire_awaiter : private detail::parked_waiter {
-   public:
-    explicit acquire_awaiter(semaphore& owner) noexcept : semaphore_(&owner) {}
-    bool await_ready() noexcept {
-      if (semaphore_->value_ == 0 || !semaphore_->waiters_.empty()) return false;
-      --semaphore_->value_;
-      return true;
-    }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(semaphore_->waiters_, caller, "semaphore::acquire"); }
-    void await_resume() const {
-      throw_if_cancelled([this] { semaphore_->release(); });  // the permit was ours: pass it on
-    }
-
-   private:
-    semaphore* semaphore_;
-  };
+  /// What acquire() returns.
+  using acquire_awaiter = detail::acquire_wait<semaphore>;
   /// Waits for a permit (co_await sem.acquire(); ... sem.release();).
   acquire_awaiter acquire() noexcept { return acquire_awaiter(*this); }
 
@@ -4645,6 +4654,15 @@ class semaphore {
  protected:
   std::size_t value_;
   detail::intrusive_list waiters_;
+
+ private:
+  friend class detail::acquire_wait<semaphore>;
+  static constexpr const char* acquire_name = "semaphore::acquire";
+  bool take_if_free() noexcept {
+    if (value_ == 0 || !waiters_.empty()) return false;
+    --value_;
+    return true;
+  }
 };
 
 /// A semaphore that refuses to be released past its initial value
@@ -4845,39 +4863,40 @@ namespace detail {
 // The three orders a queue can keep its items in. Each offers push (a put),
 // push_next (an item that must come out next: one handed to a getter that
 // never took it), take, size and clear.
-template <class T>
-class fifo_items {
+// First in, first out (a deque, taken from the front), or last in, first out
+// (a vector, taken from the back).
+template <class T, bool FirstInFirstOut>
+class sequence_items {
  public:
   void push(T&& item) { items_.push_back(std::move(item)); }
-  void push_next(T&& item) { items_.push_front(std::move(item)); }
+  void push_next(T&& item) {
+    if constexpr (FirstInFirstOut) {
+      items_.push_front(std::move(item));
+    } else {
+      items_.push_back(std::move(item));
+    }
+  }
   T take() {
-    T item = std::move(items_.front());
-    items_.pop_front();
-    return item;
+    if constexpr (FirstInFirstOut) {
+      T item = std::move(items_.front());
+      items_.pop_front();
+      return item;
+    } else {
+      T item = std::move(items_.back());
+      items_.pop_back();
+      return item;
+    }
   }
   std::size_t size() const noexcept { return items_.size(); }
   void clear() noexcept { items_.clear(); }
 
  private:
-  std::deque<T> items_;
+  std::conditional_t<FirstInFirstOut, std::deque<T>, std::vector<T>> items_;
 };
-
 template <class T>
-class lifo_items {
- public:
-  void push(T&& item) { items_.push_back(std::move(item)); }
-  void push_next(T&& item) { items_.push_back(std::move(item)); }
-  T take() {
-    T item = std::move(items_.back());
-    items_.pop_back();
-    return item;
-  }
-  std::size_t size() const noexcept { return items_.size(); }
-  void clear() noexcept { items_.clear(); }
-
- private:
-  std::vector<T> items_;
-};
+using fifo_items = sequence_items<T, true>;
+template <class T>
+using lifo_items = sequence_items<T, false>;
 
 // A binary heap on a vector, so a move-only item can be moved out of the top
 // (std::priority_queue only exposes it as const).
