@@ -6719,6 +6719,19 @@ class stream {
   }
   /// True once the end of the stream was read and nothing is buffered.
   bool at_eof() const noexcept { return state_ != nullptr && state_->eof_ && state_->buffered().empty(); }
+  /// Whether the peer may have sent bytes, the end of the stream or an error that no read
+  /// took yet (buffered() aside); asks the OS without waiting. With `as_of_last_poll`, a
+  /// backend that knows the last read drained the socket says no without a system call,
+  /// blind to what arrived since its last poll: for callers that can recover from that.
+  bool input_pending(bool as_of_last_poll = false) const noexcept {
+    if (state_ == nullptr) return false;
+    const native_handle connection = state_->socket_.handle();
+    if (auto* loop = detail::thread_loop_slot();
+        as_of_last_poll && loop != nullptr && loop->backend().read_would_block(connection)) {
+      return false;
+    }
+    return detail::ready_now(connection, true);
+  }
 
   /// The bytes read but not yet consumed (zero-copy access for parsers).
   std::string_view buffered() const noexcept { return state_ != nullptr ? state_->buffered() : std::string_view(); }
@@ -8440,19 +8453,13 @@ inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
 }
 
 // Whether a pooled connection can carry a request: nothing unread, and the
-// server has not closed it (the socket is not readable). A server that
-// closes after this check is covered by the retry of idempotent requests;
-// for them (`retry_covers_stale`) the backend's word that nothing arrived
-// since the last read, as of its last poll, saves the probe's syscall.
+// server has not closed it, reset it or sent something unasked since. A
+// server that closes after this check is covered by the retry of idempotent
+// requests; for them (`retry_covers_stale`) the loop's last poll is recent
+// enough, which saves a system call per request.
 inline bool still_open(const stream& connection, bool retry_covers_stale) noexcept {
   if (!connection || connection.is_closing() || !connection.buffered().empty() || connection.at_eof()) return false;
-  if (event_loop* loop = coro_loop::detail::thread_loop_slot();
-      retry_covers_stale && loop != nullptr && loop->backend().read_would_block(connection.handle())) {
-    return true;
-  }
-  // Readable with nothing buffered means the server closed it, reset it or
-  // sent something unasked: the connection cannot carry a request.
-  return !coro_loop::detail::ready_now(connection.handle(), true);
+  return !connection.input_pending(retry_covers_stale);
 }
 
 inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
