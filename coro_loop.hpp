@@ -7516,10 +7516,49 @@ class client;
 
 namespace detail {
 
+// The waits that have a timeout of their own, besides the whole request's.
+enum class wait_step : std::uint8_t { connect, read };
+
+// A request's timeouts as deadlines, the one place they are read: the total
+// deadline is fixed when the request starts, a connect or read deadline when
+// that step starts (the read timeout bounds each wait for bytes, the connect
+// timeout the wait for a pool slot and the connect together).
+class request_deadlines {
+ public:
+  // A started step: the deadline of its own timeout, if it has one.
+  struct step {
+    wait_step kind;
+    std::optional<time_point> deadline;
+  };
+
+  request_deadlines() = default;
+  explicit request_deadlines(const timeouts& limits) noexcept : limits_(limits), total_(after(limits.total)) {}
+
+  // Starts a connect or read step now.
+  step connect() const noexcept { return {wait_step::connect, after(limits_.connect)}; }
+  step read() const noexcept { return {wait_step::read, after(limits_.read)}; }
+  // Awaits `work` under the nearer of the step's deadline and the total one,
+  // and names the one that fired, with its timeout, in the timeout_error
+  // ("read timeout (500 ms) waiting for <url>"). With neither, no timer is armed.
+  template <class Awaitable>
+  task<await_result_t<Awaitable>> within(Awaitable work, step current, const std::string& url) const;
+
+ private:
+  static std::optional<time_point> after(std::optional<duration> limit) noexcept {
+    return limit ? std::optional<time_point>(coro_loop::detail::deadline_after(*limit)) : std::nullopt;
+  }
+  static std::string describe(duration limit) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
+    return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
+  }
+
+  timeouts limits_;
+  std::optional<time_point> total_;
+};
+
 // What one request runs under; its response keeps it for reading the body.
 struct request_context {
-  std::optional<time_point> total_deadline;
-  timeouts limits;
+  request_deadlines deadlines;
   std::size_t max_body = 0;
   bool reuse_allowed = true;  // false when either side asked for "Connection: close"
   std::string url;
@@ -8420,36 +8459,21 @@ inline void response_parser::end_of_input() {
 
 namespace detail {
 
-inline std::string describe(duration limit) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
-  return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
-}
-
-// Awaits `work` under the nearer of the request's total deadline and
-// `step_deadline` (the connect or read timeout), and names the one that
-// fired in the timeout_error. With neither, no timer is armed.
-enum class wait_step : std::uint8_t { connect, read };
 template <class Awaitable>
-task<await_result_t<Awaitable>> within(Awaitable work, std::optional<time_point> step_deadline, wait_step step,
-                                       const request_context& context) {
-  const std::optional<time_point> total = context.total_deadline;
-  if (!total && !step_deadline) co_return co_await std::move(work);
-  const bool step_is_nearer = step_deadline && (!total || *step_deadline < *total);
-  timeout_scope scope(step_is_nearer ? step_deadline : total);
+task<await_result_t<Awaitable>> request_deadlines::within(Awaitable work, step current, const std::string& url) const {
+  if (!total_ && !current.deadline) co_return co_await std::move(work);
+  const bool step_is_nearer = current.deadline && (!total_ || *current.deadline < *total_);
+  timeout_scope scope(step_is_nearer ? current.deadline : total_);
   try {
     co_return co_await scope.run(std::move(work));
   } catch (const timeout_error&) {
     if (!scope.expired()) throw;
     const std::string which =
-        !step_is_nearer            ? "total timeout (" + describe(*context.limits.total) + ")"
-        : step == wait_step::read ? "read timeout (" + describe(*context.limits.read) + ")"
-                                   : "connect timeout (" + describe(*context.limits.connect) + ")";
-    throw timeout_error("http: " + which + " waiting for " + context.url);
+        !step_is_nearer                   ? "total timeout (" + describe(*limits_.total) + ")"
+        : current.kind == wait_step::read ? "read timeout (" + describe(*limits_.read) + ")"
+                                          : "connect timeout (" + describe(*limits_.connect) + ")";
+    throw timeout_error("http: " + which + " waiting for " + url);
   }
-}
-
-inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
-  return limit ? std::optional<time_point>(coro_loop::detail::deadline_after(*limit)) : std::nullopt;
 }
 
 // Whether a pooled connection can carry a request: nothing unread, and the
@@ -8466,7 +8490,7 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
                                                  const request_context& request, bool fresh, bool retry_covers_stale) {
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
   pool->sweep_idle(clock::now());
-  const std::optional<time_point> connect_deadline = deadline_after(request.limits.connect);
+  const request_deadlines::step connect = request.deadlines.connect();
   host_pool& host = pool->hosts[target.host + ":" + std::to_string(target.port)];
   if (pool->options.limit_per_host > 0 && host.in_use_limit == nullptr) {
     host.in_use_limit = std::make_unique<semaphore>(pool->options.limit_per_host);
@@ -8474,11 +8498,11 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
   // Per host first, then the total, so a host at its own limit never holds a
   // total permit another host could use.
   if (host.in_use_limit != nullptr) {
-    co_await within(host.in_use_limit->acquire(), connect_deadline, wait_step::connect, request);
+    co_await request.deadlines.within(host.in_use_limit->acquire(), connect, request.url);
   }
   if (pool->in_use_limit != nullptr) {
     try {
-      co_await within(pool->in_use_limit->acquire(), connect_deadline, wait_step::connect, request);
+      co_await request.deadlines.within(pool->in_use_limit->acquire(), connect, request.url);
     } catch (...) {
       if (host.in_use_limit != nullptr) host.in_use_limit->release();
       throw;
@@ -8501,7 +8525,7 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
   }
   stream_options options;
   lease.connection =
-      co_await within(open_connection(target.host, target.port, options), connect_deadline, wait_step::connect, request);
+      co_await request.deadlines.within(open_connection(target.host, target.port, options), connect, request.url);
   ++pool->opened;
   co_return lease;
 }
@@ -8622,7 +8646,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
       try {
         connection.write(request_text);
         if (connection.write_buffer_size() > 0) {
-          co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+          co_await request.deadlines.within(connection.drain(), request.deadlines.read(), request.url);
         } else {
           connection.write({});  // a send that failed at once dropped the rest: this throws its error
         }
@@ -8638,7 +8662,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
           break;
         }
         const std::size_t received =
-            co_await within(connection.fill(), deadline_after(request.limits.read), wait_step::read, request);
+            co_await request.deadlines.within(connection.fill(), request.deadlines.read(), request.url);
         if (received == 0) {
           if (!any_byte && connection.buffered().empty()) {
             throw disconnected_error("http: the server closed the connection without responding to " + method + " " +
@@ -8685,9 +8709,8 @@ inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, 
   for (const auto& [name, value] : options.headers) headers.add(name, value);
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
 
-  const timeouts limits = options.timeout.value_or(pool->options.timeout);
-  detail::request_context request{detail::deadline_after(limits.total), limits, pool->options.limits.max_body, true,
-                                  target.to_string()};
+  detail::request_context request{detail::request_deadlines(options.timeout.value_or(pool->options.timeout)),
+                                  pool->options.limits.max_body, true, target.to_string()};
   const bool follow = options.follow_redirects.value_or(pool->options.follow_redirects);
   const int max_redirects = options.max_redirects.value_or(pool->options.max_redirects);
   std::string body = std::move(options.body);
@@ -8749,8 +8772,8 @@ inline void response::finish_from_buffer() noexcept {
 }
 
 inline task<bool> response::fill() {
-  const std::size_t received = co_await detail::within(lease_.connection.fill(), detail::deadline_after(context_.limits.read),
-                                                       detail::wait_step::read, context_);
+  const std::size_t received =
+      co_await context_.deadlines.within(lease_.connection.fill(), context_.deadlines.read(), context_.url);
   if (received > 0) co_return true;
   parser_.end_of_input();
   co_return false;
