@@ -7666,8 +7666,6 @@ class connection_lease {
   bool counted_ = false;
 };
 
-class response_access;
-
 }  // namespace detail
 
 /// A response whose head has arrived. It holds its connection until the body
@@ -7740,7 +7738,14 @@ class response {
   }
 
  private:
-  friend class detail::response_access;
+  // Responses are made by their client only: client::send_request builds one
+  // from its parts once the final head is in; client::perform, following
+  // redirects, gives it the history and drops a redirect's body.
+  friend class client;
+  response(detail::connection_lease lease, response_parser parser, detail::request_context context)
+      : lease_(std::move(lease)), parser_(std::move(parser)), context_(std::move(context)) {
+    release_when_done();  // no body (HEAD, 204, 304, Content-Length: 0)
+  }
   // Appends the rest of the body to `out` (a std::string or std::vector<std::byte>).
   template <class Buffer>
   task<void> read_rest(Buffer& out);
@@ -7853,24 +7858,17 @@ class client {
   // while the request runs (its pool lives on in the request).
   static task<response> perform(std::shared_ptr<detail::pool_state> pool, std::string method, std::string url,
                                 request_options options);
+  // One exchange on one connection, up to the final head: one per redirect.
+  static task<response> send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
+                                     const header_list& headers, const std::string& body,
+                                     const detail::request_context& request);
 
   std::shared_ptr<detail::pool_state> pool_;
 };
 
-namespace detail {
-
-// The parts of a response the request code fills in.
-class response_access {
- public:
-  static connection_lease& lease(response& r) noexcept { return r.lease_; }
-  static response_parser& parser(response& r) noexcept { return r.parser_; }
-  static request_context& context(response& r) noexcept { return r.context_; }
-  static std::vector<std::string>& history(response& r) noexcept { return r.history_; }
-  static void release_when_done(response& r) noexcept { r.release_when_done(); }
-  static task<void> discard_body(response& r, std::size_t at_most) { return r.discard_body(at_most); }
-};
-
 // --- 10.6 Implementation: text helpers ---
+
+namespace detail {
 
 // tchar of RFC 9110: the bytes allowed in a token (method, field name).
 inline bool is_token_char(char c) noexcept {
@@ -8617,22 +8615,26 @@ inline bool is_connection_reset(const std::system_error& error) noexcept {
          (code == ECONNRESET || code == EPIPE || code == ECONNABORTED);
 }
 
+inline bool is_redirect(int status) noexcept {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+}  // namespace detail
+
 // One exchange on one connection: send, then read up to the final head. A
 // reused connection the server had closed is retried once, on a new one,
 // for idempotent methods when no byte of the response had arrived.
-inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string method, url target,
-                                          const header_list& headers, const std::string& body,
-                                          const request_context& request) {
-  const std::string request_text = format_request(method, target, headers, body, pool->options);
-  const bool wants_close = !pool->options.keep_alive || list_has_token(headers, "Connection", "close");
+inline task<response> client::send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
+                                           const header_list& headers, const std::string& body,
+                                           const detail::request_context& request) {
+  const std::string request_text = detail::format_request(method, target, headers, body, pool->options);
+  const bool wants_close = !pool->options.keep_alive || detail::list_has_token(headers, "Connection", "close");
+  const bool idempotent = detail::is_idempotent(method);
   for (int attempt = 0;; ++attempt) {
-    response result;
-    connection_lease& lease = response_access::lease(result);
-    response_parser& parser = response_access::parser(result);
-    response_access::context(result) = request;
-    lease = co_await acquire_connection(pool, target, request, attempt > 0, attempt == 0 && is_idempotent(method));
-    const bool may_retry = lease.reused && attempt == 0 && is_idempotent(method);
-    parser = response_parser(pool->options.limits);
+    detail::connection_lease lease =
+        co_await detail::acquire_connection(pool, target, request, attempt > 0, attempt == 0 && idempotent);
+    const bool may_retry = lease.reused && attempt == 0 && idempotent;
+    response_parser parser(pool->options.limits);
     parser.start(method);
     bool any_byte = false;
     std::exception_ptr disconnected;
@@ -8651,7 +8653,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
           connection.write({});  // a send that failed at once dropped the rest: this throws its error
         }
       } catch (const std::system_error& error) {
-        if (!is_connection_reset(error)) throw;
+        if (!detail::is_connection_reset(error)) throw;
         send_failure = error.what();
       }
       for (;;) {
@@ -8675,7 +8677,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
     } catch (const disconnected_error&) {
       disconnected = std::current_exception();
     } catch (const std::system_error& error) {
-      if (any_byte || !is_connection_reset(error)) throw;
+      if (any_byte || !detail::is_connection_reset(error)) throw;
       disconnected = std::make_exception_ptr(disconnected_error(
           "http: the connection was reset before a response to " + method + " " + request.url + " (" + error.what() +
           ")"));
@@ -8685,17 +8687,11 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
       if (may_retry) continue;
       std::rethrow_exception(disconnected);
     }
-    response_access::context(result).reuse_allowed = !wants_close && send_failure.empty();
-    response_access::release_when_done(result);  // no body (HEAD, 204, 304, Content-Length: 0)
-    co_return result;
+    detail::request_context context = request;
+    context.reuse_allowed = !wants_close && send_failure.empty();
+    co_return response(std::move(lease), std::move(parser), std::move(context));
   }
 }
-
-inline bool is_redirect(int status) noexcept {
-  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
-}
-
-}  // namespace detail
 
 inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
                                       std::string url_text, request_options options) {
@@ -8717,10 +8713,10 @@ inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, 
   std::vector<std::string> history;
   for (int redirects = 0;; ++redirects) {
     request.url = target.to_string();
-    response result = co_await detail::send_request(pool, method, target, headers, body, request);
+    response result = co_await send_request(pool, method, target, headers, body, request);
     const std::optional<std::string_view> location = result.headers().get("Location");
     if (!follow || !detail::is_redirect(result.status()) || !location) {
-      detail::response_access::history(result) = std::move(history);
+      result.history_ = std::move(history);
       co_return result;
     }
     if (redirects >= max_redirects) {
@@ -8748,7 +8744,7 @@ inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, 
       headers.erase("Cookie");
       if (headers.contains("Host")) headers.set("Host", next.host_header());
     }
-    co_await detail::response_access::discard_body(result, 64 * 1024);
+    co_await result.discard_body(64 * 1024);
     history.push_back(request.url);
     target = std::move(next);
   }
