@@ -7591,6 +7591,10 @@ struct pool_state {
   time_point last_sweep = clock::now();
   bool closed = false;
 
+  // An idle connection older than keep_alive_timeout is not reused.
+  bool too_old(const idle_connection& connection, time_point now) const noexcept {
+    return now - connection.since >= options.keep_alive_timeout;
+  }
   // Closes idle connections past keep_alive_timeout, for every host, at most
   // once per timeout: a client that talked to many hosts does not keep their
   // sockets open until it is closed.
@@ -7598,9 +7602,7 @@ struct pool_state {
     if (now - last_sweep < options.keep_alive_timeout) return;
     last_sweep = now;
     for (auto& [key, host] : hosts) {
-      idle -= std::erase_if(host.idle, [&](const idle_connection& each) {
-        return now - each.since >= options.keep_alive_timeout;
-      });
+      idle -= std::erase_if(host.idle, [&](const idle_connection& each) { return too_old(each, now); });
     }
   }
 };
@@ -8514,8 +8516,7 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
     idle_connection candidate = std::move(host.idle.back());
     host.idle.pop_back();
     --pool->idle;
-    if (now - candidate.since < pool->options.keep_alive_timeout &&
-        still_open(candidate.connection, retry_covers_stale)) {
+    if (!pool->too_old(candidate, now) && still_open(candidate.connection, retry_covers_stale)) {
       lease.connection = std::move(candidate.connection);
       lease.reused = true;
       co_return lease;
