@@ -7796,12 +7796,13 @@ class client {
   task<response> request(std::string method, std::string url, request_options options) {
     return perform(pool_for("request"), std::move(method), std::move(url), std::move(options));
   }
-  // Overloads rather than `request_options options = {}`: GCC 12 destroys a
-  // defaulted aggregate argument twice when the call sits in a co_await.
+  // Each method takes the URL alone (or with a body), or the URL and options.
+  // The short forms are overloads rather than `request_options options = {}`:
+  // GCC 12 destroys a defaulted argument twice when the call sits in a co_await.
   task<response> request(std::string method, std::string url) {
     return request(std::move(method), std::move(url), request_options());
   }
-  /// GET and HEAD; the overloads without options use request_options().
+  /// GET, HEAD and DELETE (del: delete is a keyword).
   task<response> get(std::string url, request_options options) {
     return request("GET", std::move(url), std::move(options));
   }
@@ -7810,29 +7811,23 @@ class client {
     return request("HEAD", std::move(url), std::move(options));
   }
   task<response> head(std::string url) { return request("HEAD", std::move(url), request_options()); }
-  /// DELETE (delete is a keyword).
   task<response> del(std::string url, request_options options) {
     return request("DELETE", std::move(url), std::move(options));
   }
   task<response> del(std::string url) { return request("DELETE", std::move(url), request_options()); }
-  /// POST, PUT and PATCH send `body` (any bytes) with its Content-Length.
-  task<response> post(std::string url, std::string body, request_options options) {
-    options.body = std::move(body);
+  /// POST, PUT and PATCH send `body` (any bytes), or options.body, with its Content-Length.
+  task<response> post(std::string url, request_options options) {
     return request("POST", std::move(url), std::move(options));
   }
-  task<response> post(std::string url, std::string body) { return post(std::move(url), std::move(body), request_options()); }
-  task<response> put(std::string url, std::string body, request_options options) {
-    options.body = std::move(body);
+  task<response> post(std::string url, std::string body) { return post(std::move(url), with_body(std::move(body))); }
+  task<response> put(std::string url, request_options options) {
     return request("PUT", std::move(url), std::move(options));
   }
-  task<response> put(std::string url, std::string body) { return put(std::move(url), std::move(body), request_options()); }
-  task<response> patch(std::string url, std::string body, request_options options) {
-    options.body = std::move(body);
+  task<response> put(std::string url, std::string body) { return put(std::move(url), with_body(std::move(body))); }
+  task<response> patch(std::string url, request_options options) {
     return request("PATCH", std::move(url), std::move(options));
   }
-  task<response> patch(std::string url, std::string body) {
-    return patch(std::move(url), std::move(body), request_options());
-  }
+  task<response> patch(std::string url, std::string body) { return patch(std::move(url), with_body(std::move(body))); }
 
   /// Closes the idle connections; those in use close when their response
   /// ends. Later requests throw invalid_state_error. Idempotent.
@@ -7852,6 +7847,11 @@ class client {
   std::size_t connections_opened() const noexcept { return pool_ != nullptr ? pool_->opened : 0; }
 
  private:
+  static request_options with_body(std::string body) {
+    request_options options;
+    options.body = std::move(body);
+    return options;
+  }
   std::shared_ptr<detail::pool_state> pool_for(const char* operation) const {
     if (pool_ == nullptr) throw invalid_state_error(std::string("http::client::") + operation + ": moved-from client");
     return pool_;
