@@ -16,6 +16,8 @@
 //                                            bounce through the ready queue [64]
 //   CORO_LOOP_NO_FRAME_RECYCLING             allocate every coroutine frame with
 //                                            operator new (on by default under sanitizers)
+//   CORO_LOOP_NO_HTTP                        leave out the HTTP client (section 10):
+//                                            a program without it compiles faster [HTTP in]
 // Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()).
 //
 // Contents (search ">>name" to jump):
@@ -6690,6 +6692,19 @@ class stream {
   }
   /// True once the end of the stream was read and nothing is buffered.
   bool at_eof() const noexcept { return state_ != nullptr && state_->eof_ && state_->buffered().empty(); }
+  /// Whether the peer may have sent bytes, the end of the stream or an error that no read
+  /// took yet (buffered() aside); asks the OS without waiting. With `as_of_last_poll`, a
+  /// backend that knows the last read drained the socket says no without a system call,
+  /// blind to what arrived since its last poll: for callers that can recover from that.
+  bool input_pending(bool as_of_last_poll = false) const noexcept {
+    if (state_ == nullptr) return false;
+    const native_handle connection = state_->socket_.handle();
+    if (auto* loop = detail::thread_loop_slot();
+        as_of_last_poll && loop != nullptr && loop->backend().read_would_block(connection)) {
+      return false;
+    }
+    return detail::ready_now(connection, true);
+  }
 
   /// The bytes read but not yet consumed (zero-copy access for parsers).
   std::string_view buffered() const noexcept { return state_ != nullptr ? state_->buffered() : std::string_view(); }
@@ -7182,10 +7197,13 @@ inline task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uin
 
 // ============================================================================
 // 10. HTTP/1.1 client  >>http
-//    Uses 6 (timeouts), 7 (semaphores) and 9 (streams). Plain http:// only:
+//    Uses 2 (deadlines, errors), 5 (tasks), 6 (timeout_scope), 7 (semaphores)
+//    and 9 (streams); never the loop (3) or a backend (4). Plain http:// only:
 //    TLS is not built in. Framing follows RFC 9112, redirects RFC 9110.
+//    Left out where CORO_LOOP_NO_HTTP is defined.
 // ============================================================================
 
+#if !defined(CORO_LOOP_NO_HTTP)
 namespace http {
 
 // --- 10.1 Errors ---
@@ -7474,10 +7492,49 @@ class client;
 
 namespace detail {
 
+// The waits that have a timeout of their own, besides the whole request's.
+enum class wait_step : std::uint8_t { connect, read };
+
+// A request's timeouts as deadlines, the one place they are read: the total
+// deadline is fixed when the request starts, a connect or read deadline when
+// that step starts (the read timeout bounds each wait for bytes, the connect
+// timeout the wait for a pool slot and the connect together).
+class request_deadlines {
+ public:
+  // A started step: the deadline of its own timeout, if it has one.
+  struct step {
+    wait_step kind;
+    std::optional<time_point> deadline;
+  };
+
+  request_deadlines() = default;
+  explicit request_deadlines(const timeouts& limits) noexcept : limits_(limits), total_(after(limits.total)) {}
+
+  // Starts a connect or read step now.
+  step connect() const noexcept { return {wait_step::connect, after(limits_.connect)}; }
+  step read() const noexcept { return {wait_step::read, after(limits_.read)}; }
+  // Awaits `work` under the nearer of the step's deadline and the total one,
+  // and names the one that fired, with its timeout, in the timeout_error
+  // ("read timeout (500 ms) waiting for <url>"). With neither, no timer is armed.
+  template <class Awaitable>
+  task<await_result_t<Awaitable>> within(Awaitable work, step current, const std::string& url) const;
+
+ private:
+  static std::optional<time_point> after(std::optional<duration> limit) noexcept {
+    return limit ? std::optional<time_point>(coro_loop::detail::deadline_after(*limit)) : std::nullopt;
+  }
+  static std::string describe(duration limit) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
+    return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
+  }
+
+  timeouts limits_;
+  std::optional<time_point> total_;
+};
+
 // What one request runs under; its response keeps it for reading the body.
 struct request_context {
-  std::optional<time_point> total_deadline;
-  timeouts limits;
+  request_deadlines deadlines;
   std::size_t max_body = 0;
   bool reuse_allowed = true;  // false when either side asked for "Connection: close"
   std::string url;
@@ -7510,6 +7567,10 @@ struct pool_state {
   time_point last_sweep = clock::now();
   bool closed = false;
 
+  // An idle connection older than keep_alive_timeout is not reused.
+  bool too_old(const idle_connection& connection, time_point now) const noexcept {
+    return now - connection.since >= options.keep_alive_timeout;
+  }
   // Closes idle connections past keep_alive_timeout, for every host, at most
   // once per timeout: a client that talked to many hosts does not keep their
   // sockets open until it is closed.
@@ -7517,9 +7578,7 @@ struct pool_state {
     if (now - last_sweep < options.keep_alive_timeout) return;
     last_sweep = now;
     for (auto& [key, host] : hosts) {
-      idle -= std::erase_if(host.idle, [&](const idle_connection& each) {
-        return now - each.since >= options.keep_alive_timeout;
-      });
+      idle -= std::erase_if(host.idle, [&](const idle_connection& each) { return too_old(each, now); });
     }
   }
 };
@@ -7584,8 +7643,6 @@ class connection_lease {
   host_pool* host_ = nullptr;
   bool counted_ = false;
 };
-
-class response_access;
 
 }  // namespace detail
 
@@ -7659,7 +7716,14 @@ class response {
   }
 
  private:
-  friend class detail::response_access;
+  // Responses are made by their client only: client::send_request builds one
+  // from its parts once the final head is in; client::perform, following
+  // redirects, gives it the history and drops a redirect's body.
+  friend class client;
+  response(detail::connection_lease lease, response_parser parser, detail::request_context context)
+      : lease_(std::move(lease)), parser_(std::move(parser)), context_(std::move(context)) {
+    release_when_done();  // no body (HEAD, 204, 304, Content-Length: 0)
+  }
   // Appends the rest of the body to `out` (a std::string or std::vector<std::byte>).
   template <class Buffer>
   task<void> read_rest(Buffer& out);
@@ -7708,12 +7772,13 @@ class client {
   task<response> request(std::string method, std::string url, request_options options) {
     return perform(pool_for("request"), std::move(method), std::move(url), std::move(options));
   }
-  // Overloads rather than `request_options options = {}`: GCC 12 destroys a
-  // defaulted aggregate argument twice when the call sits in a co_await.
+  // Each method takes the URL alone (or with a body), or the URL and options.
+  // The short forms are overloads rather than `request_options options = {}`:
+  // GCC 12 destroys a defaulted argument twice when the call sits in a co_await.
   task<response> request(std::string method, std::string url) {
     return request(std::move(method), std::move(url), request_options());
   }
-  /// GET and HEAD; the overloads without options use request_options().
+  /// GET, HEAD and DELETE (del: delete is a keyword).
   task<response> get(std::string url, request_options options) {
     return request("GET", std::move(url), std::move(options));
   }
@@ -7722,29 +7787,23 @@ class client {
     return request("HEAD", std::move(url), std::move(options));
   }
   task<response> head(std::string url) { return request("HEAD", std::move(url), request_options()); }
-  /// DELETE (delete is a keyword).
   task<response> del(std::string url, request_options options) {
     return request("DELETE", std::move(url), std::move(options));
   }
   task<response> del(std::string url) { return request("DELETE", std::move(url), request_options()); }
-  /// POST, PUT and PATCH send `body` (any bytes) with its Content-Length.
-  task<response> post(std::string url, std::string body, request_options options) {
-    options.body = std::move(body);
+  /// POST, PUT and PATCH send `body` (any bytes), or options.body, with its Content-Length.
+  task<response> post(std::string url, request_options options) {
     return request("POST", std::move(url), std::move(options));
   }
-  task<response> post(std::string url, std::string body) { return post(std::move(url), std::move(body), request_options()); }
-  task<response> put(std::string url, std::string body, request_options options) {
-    options.body = std::move(body);
+  task<response> post(std::string url, std::string body) { return post(std::move(url), with_body(std::move(body))); }
+  task<response> put(std::string url, request_options options) {
     return request("PUT", std::move(url), std::move(options));
   }
-  task<response> put(std::string url, std::string body) { return put(std::move(url), std::move(body), request_options()); }
-  task<response> patch(std::string url, std::string body, request_options options) {
-    options.body = std::move(body);
+  task<response> put(std::string url, std::string body) { return put(std::move(url), with_body(std::move(body))); }
+  task<response> patch(std::string url, request_options options) {
     return request("PATCH", std::move(url), std::move(options));
   }
-  task<response> patch(std::string url, std::string body) {
-    return patch(std::move(url), std::move(body), request_options());
-  }
+  task<response> patch(std::string url, std::string body) { return patch(std::move(url), with_body(std::move(body))); }
 
   /// Closes the idle connections; those in use close when their response
   /// ends. Later requests throw invalid_state_error. Idempotent.
@@ -7764,6 +7823,11 @@ class client {
   std::size_t connections_opened() const noexcept { return pool_ != nullptr ? pool_->opened : 0; }
 
  private:
+  static request_options with_body(std::string body) {
+    request_options options;
+    options.body = std::move(body);
+    return options;
+  }
   std::shared_ptr<detail::pool_state> pool_for(const char* operation) const {
     if (pool_ == nullptr) throw invalid_state_error(std::string("http::client::") + operation + ": moved-from client");
     return pool_;
@@ -7772,24 +7836,17 @@ class client {
   // while the request runs (its pool lives on in the request).
   static task<response> perform(std::shared_ptr<detail::pool_state> pool, std::string method, std::string url,
                                 request_options options);
+  // One exchange on one connection, up to the final head: one per redirect.
+  static task<response> send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
+                                     const header_list& headers, const std::string& body,
+                                     const detail::request_context& request);
 
   std::shared_ptr<detail::pool_state> pool_;
 };
 
-namespace detail {
-
-// The parts of a response the request code fills in.
-class response_access {
- public:
-  static connection_lease& lease(response& r) noexcept { return r.lease_; }
-  static response_parser& parser(response& r) noexcept { return r.parser_; }
-  static request_context& context(response& r) noexcept { return r.context_; }
-  static std::vector<std::string>& history(response& r) noexcept { return r.history_; }
-  static void release_when_done(response& r) noexcept { r.release_when_done(); }
-  static task<void> discard_body(response& r, std::size_t at_most) { return r.discard_body(at_most); }
-};
-
 // --- 10.6 Implementation: text helpers ---
+
+namespace detail {
 
 // tchar of RFC 9110: the bytes allowed in a token (method, field name).
 inline bool is_token_char(char c) noexcept {
@@ -8378,59 +8435,38 @@ inline void response_parser::end_of_input() {
 
 namespace detail {
 
-inline std::string describe(duration limit) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
-  return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
-}
-
-// Awaits `work` under the nearer of the request's total deadline and
-// `step_deadline` (the connect or read timeout), and names the one that
-// fired in the timeout_error. With neither, no timer is armed.
-enum class wait_step : std::uint8_t { connect, read };
 template <class Awaitable>
-task<await_result_t<Awaitable>> within(Awaitable work, std::optional<time_point> step_deadline, wait_step step,
-                                       const request_context& context) {
-  const std::optional<time_point> total = context.total_deadline;
-  if (!total && !step_deadline) co_return co_await std::move(work);
-  const bool step_is_nearer = step_deadline && (!total || *step_deadline < *total);
-  timeout_scope scope(step_is_nearer ? step_deadline : total);
+task<await_result_t<Awaitable>> request_deadlines::within(Awaitable work, step current, const std::string& url) const {
+  if (!total_ && !current.deadline) co_return co_await std::move(work);
+  const bool step_is_nearer = current.deadline && (!total_ || *current.deadline < *total_);
+  timeout_scope scope(step_is_nearer ? current.deadline : total_);
   try {
     co_return co_await scope.run(std::move(work));
   } catch (const timeout_error&) {
     if (!scope.expired()) throw;
     const std::string which =
-        !step_is_nearer            ? "total timeout (" + describe(*context.limits.total) + ")"
-        : step == wait_step::read ? "read timeout (" + describe(*context.limits.read) + ")"
-                                   : "connect timeout (" + describe(*context.limits.connect) + ")";
-    throw timeout_error("http: " + which + " waiting for " + context.url);
+        !step_is_nearer                   ? "total timeout (" + describe(*limits_.total) + ")"
+        : current.kind == wait_step::read ? "read timeout (" + describe(*limits_.read) + ")"
+                                          : "connect timeout (" + describe(*limits_.connect) + ")";
+    throw timeout_error("http: " + which + " waiting for " + url);
   }
-}
-
-inline std::optional<time_point> deadline_after(std::optional<duration> limit) {
-  return limit ? std::optional<time_point>(coro_loop::detail::deadline_after(*limit)) : std::nullopt;
 }
 
 // Whether a pooled connection can carry a request: nothing unread, and the
-// server has not closed it (the socket is not readable). A server that
-// closes after this check is covered by the retry of idempotent requests;
-// for them (`retry_covers_stale`) the backend's word that nothing arrived
-// since the last read, as of its last poll, saves the probe's syscall.
+// server has not closed it, reset it or sent something unasked since. A
+// server that closes after this check is covered by the retry of idempotent
+// requests; for them (`retry_covers_stale`) the loop's last poll is recent
+// enough, which saves a system call per request.
 inline bool still_open(const stream& connection, bool retry_covers_stale) noexcept {
   if (!connection || connection.is_closing() || !connection.buffered().empty() || connection.at_eof()) return false;
-  if (coro_loop::detail::loop_core* loop = coro_loop::detail::thread_loop_slot();
-      retry_covers_stale && loop != nullptr && loop->backend().read_would_block(connection.handle())) {
-    return true;
-  }
-  // Readable with nothing buffered means the server closed it, reset it or
-  // sent something unasked: the connection cannot carry a request.
-  return !coro_loop::detail::ready_now(connection.handle(), true);
+  return !connection.input_pending(retry_covers_stale);
 }
 
 inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
                                                  const request_context& request, bool fresh, bool retry_covers_stale) {
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
   pool->sweep_idle(clock::now());
-  const std::optional<time_point> connect_deadline = deadline_after(request.limits.connect);
+  const request_deadlines::step connect = request.deadlines.connect();
   host_pool& host = pool->hosts[target.host + ":" + std::to_string(target.port)];
   if (pool->options.limit_per_host > 0 && host.in_use_limit == nullptr) {
     host.in_use_limit = std::make_unique<semaphore>(pool->options.limit_per_host);
@@ -8438,11 +8474,11 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
   // Per host first, then the total, so a host at its own limit never holds a
   // total permit another host could use.
   if (host.in_use_limit != nullptr) {
-    co_await within(host.in_use_limit->acquire(), connect_deadline, wait_step::connect, request);
+    co_await request.deadlines.within(host.in_use_limit->acquire(), connect, request.url);
   }
   if (pool->in_use_limit != nullptr) {
     try {
-      co_await within(pool->in_use_limit->acquire(), connect_deadline, wait_step::connect, request);
+      co_await request.deadlines.within(pool->in_use_limit->acquire(), connect, request.url);
     } catch (...) {
       if (host.in_use_limit != nullptr) host.in_use_limit->release();
       throw;
@@ -8456,8 +8492,7 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
     idle_connection candidate = std::move(host.idle.back());
     host.idle.pop_back();
     --pool->idle;
-    if (now - candidate.since < pool->options.keep_alive_timeout &&
-        still_open(candidate.connection, retry_covers_stale)) {
+    if (!pool->too_old(candidate, now) && still_open(candidate.connection, retry_covers_stale)) {
       lease.connection = std::move(candidate.connection);
       lease.reused = true;
       co_return lease;
@@ -8465,7 +8500,7 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
   }
   stream_options options;
   lease.connection =
-      co_await within(open_connection(target.host, target.port, options), connect_deadline, wait_step::connect, request);
+      co_await request.deadlines.within(open_connection(target.host, target.port, options), connect, request.url);
   ++pool->opened;
   co_return lease;
 }
@@ -8557,22 +8592,26 @@ inline bool is_connection_reset(const std::system_error& error) noexcept {
          (code == ECONNRESET || code == EPIPE || code == ECONNABORTED);
 }
 
+inline bool is_redirect(int status) noexcept {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+}  // namespace detail
+
 // One exchange on one connection: send, then read up to the final head. A
 // reused connection the server had closed is retried once, on a new one,
 // for idempotent methods when no byte of the response had arrived.
-inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string method, url target,
-                                          const header_list& headers, const std::string& body,
-                                          const request_context& request) {
-  const std::string request_text = format_request(method, target, headers, body, pool->options);
-  const bool wants_close = !pool->options.keep_alive || list_has_token(headers, "Connection", "close");
+inline task<response> client::send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
+                                           const header_list& headers, const std::string& body,
+                                           const detail::request_context& request) {
+  const std::string request_text = detail::format_request(method, target, headers, body, pool->options);
+  const bool wants_close = !pool->options.keep_alive || detail::list_has_token(headers, "Connection", "close");
+  const bool idempotent = detail::is_idempotent(method);
   for (int attempt = 0;; ++attempt) {
-    response result;
-    connection_lease& lease = response_access::lease(result);
-    response_parser& parser = response_access::parser(result);
-    response_access::context(result) = request;
-    lease = co_await acquire_connection(pool, target, request, attempt > 0, attempt == 0 && is_idempotent(method));
-    const bool may_retry = lease.reused && attempt == 0 && is_idempotent(method);
-    parser = response_parser(pool->options.limits);
+    detail::connection_lease lease =
+        co_await detail::acquire_connection(pool, target, request, attempt > 0, attempt == 0 && idempotent);
+    const bool may_retry = lease.reused && attempt == 0 && idempotent;
+    response_parser parser(pool->options.limits);
     parser.start(method);
     bool any_byte = false;
     std::exception_ptr disconnected;
@@ -8586,12 +8625,12 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
       try {
         connection.write(request_text);
         if (connection.write_buffer_size() > 0) {
-          co_await within(connection.drain(), deadline_after(request.limits.read), wait_step::read, request);
+          co_await request.deadlines.within(connection.drain(), request.deadlines.read(), request.url);
         } else {
           connection.write({});  // a send that failed at once dropped the rest: this throws its error
         }
       } catch (const std::system_error& error) {
-        if (!is_connection_reset(error)) throw;
+        if (!detail::is_connection_reset(error)) throw;
         send_failure = error.what();
       }
       for (;;) {
@@ -8602,7 +8641,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
           break;
         }
         const std::size_t received =
-            co_await within(connection.fill(), deadline_after(request.limits.read), wait_step::read, request);
+            co_await request.deadlines.within(connection.fill(), request.deadlines.read(), request.url);
         if (received == 0) {
           if (!any_byte && connection.buffered().empty()) {
             throw disconnected_error("http: the server closed the connection without responding to " + method + " " +
@@ -8615,7 +8654,7 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
     } catch (const disconnected_error&) {
       disconnected = std::current_exception();
     } catch (const std::system_error& error) {
-      if (any_byte || !is_connection_reset(error)) throw;
+      if (any_byte || !detail::is_connection_reset(error)) throw;
       disconnected = std::make_exception_ptr(disconnected_error(
           "http: the connection was reset before a response to " + method + " " + request.url + " (" + error.what() +
           ")"));
@@ -8625,17 +8664,11 @@ inline task<response> send_request(std::shared_ptr<pool_state> pool, std::string
       if (may_retry) continue;
       std::rethrow_exception(disconnected);
     }
-    response_access::context(result).reuse_allowed = !wants_close && send_failure.empty();
-    response_access::release_when_done(result);  // no body (HEAD, 204, 304, Content-Length: 0)
-    co_return result;
+    detail::request_context context = request;
+    context.reuse_allowed = !wants_close && send_failure.empty();
+    co_return response(std::move(lease), std::move(parser), std::move(context));
   }
 }
-
-inline bool is_redirect(int status) noexcept {
-  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
-}
-
-}  // namespace detail
 
 inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
                                       std::string url_text, request_options options) {
@@ -8649,19 +8682,18 @@ inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, 
   for (const auto& [name, value] : options.headers) headers.add(name, value);
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
 
-  const timeouts limits = options.timeout.value_or(pool->options.timeout);
-  detail::request_context request{detail::deadline_after(limits.total), limits, pool->options.limits.max_body, true,
-                                  target.to_string()};
+  detail::request_context request{detail::request_deadlines(options.timeout.value_or(pool->options.timeout)),
+                                  pool->options.limits.max_body, true, target.to_string()};
   const bool follow = options.follow_redirects.value_or(pool->options.follow_redirects);
   const int max_redirects = options.max_redirects.value_or(pool->options.max_redirects);
   std::string body = std::move(options.body);
   std::vector<std::string> history;
   for (int redirects = 0;; ++redirects) {
     request.url = target.to_string();
-    response result = co_await detail::send_request(pool, method, target, headers, body, request);
+    response result = co_await send_request(pool, method, target, headers, body, request);
     const std::optional<std::string_view> location = result.headers().get("Location");
     if (!follow || !detail::is_redirect(result.status()) || !location) {
-      detail::response_access::history(result) = std::move(history);
+      result.history_ = std::move(history);
       co_return result;
     }
     if (redirects >= max_redirects) {
@@ -8689,7 +8721,7 @@ inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, 
       headers.erase("Cookie");
       if (headers.contains("Host")) headers.set("Host", next.host_header());
     }
-    co_await detail::response_access::discard_body(result, 64 * 1024);
+    co_await result.discard_body(64 * 1024);
     history.push_back(request.url);
     target = std::move(next);
   }
@@ -8713,8 +8745,8 @@ inline void response::finish_from_buffer() noexcept {
 }
 
 inline task<bool> response::fill() {
-  const std::size_t received = co_await detail::within(lease_.connection.fill(), detail::deadline_after(context_.limits.read),
-                                                       detail::wait_step::read, context_);
+  const std::size_t received =
+      co_await context_.deadlines.within(lease_.connection.fill(), context_.deadlines.read(), context_.url);
   if (received > 0) co_return true;
   parser_.end_of_input();
   co_return false;
@@ -8826,6 +8858,7 @@ inline task<void> response::discard_body(std::size_t at_most) {
 }
 
 }  // namespace http
+#endif  // !CORO_LOOP_NO_HTTP
 
 // ============================================================================
 // 11. The event loop, signals, run()  >>run
