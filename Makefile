@@ -12,7 +12,7 @@
 #   make valgrind       the default configuration's tests under valgrind memcheck
 #   make demo           build and run $(DEMO_PROGRAMS), each under a "== name ==" heading
 #   make tests, make examples   build only those
-#   make deps           install what the tests need (scripts/install-test-deps.sh)
+#   make deps           install what the tests need (scripts/install-deps.sh test)
 #   make fuzz           build the libFuzzer target tests/fuzz/http_response_fuzz.cpp (clang++,
 #                       ASan+UBSan) as build/fuzz/http_response_fuzz and run it on one core for
 #                       FUZZ_SECONDS from tests/fuzz/http_response_seeds/ (+ _crashes/) and the
@@ -54,7 +54,7 @@
 #   JOBS                parallel compiles when make itself was not given -j [2]
 #   FUZZ_SECONDS        how long `make fuzz` runs [600]; FUZZ_MAX_LEN its largest input [4096]
 #   FUZZ_CXX            `make fuzz`'s compiler [clang++] (libFuzzer needs clang; deps:
-#                       scripts/install-fuzz-deps.sh); FUZZ_ARGS more libFuzzer options
+#                       scripts/install-deps.sh fuzz); FUZZ_ARGS more libFuzzer options
 #   V=1                 print whole compiler command lines
 #   PREFIX              make install's root [/usr/local]; DESTDIR a staging directory put
 #                       before every path, not written into the files [none]; INCLUDEDIR,
@@ -217,7 +217,7 @@ demo-programs: $(DEMO_BINS)
 	@:
 
 deps:
-	@CXX='$(CXX)' STDLIB='$(STDLIB)' scripts/install-test-deps.sh
+	@CXX='$(CXX)' STDLIB='$(STDLIB)' scripts/install-deps.sh test
 
 # Build with -k so one broken file does not hide the others: whatever did not build
 # is reported as FAIL by scripts/run-tests.sh.
@@ -272,7 +272,7 @@ FUZZ_CXXFLAGS := -std=c++20 -O1 -g -Wall -Wextra -Wpedantic -Werror -fno-omit-fr
   -fsanitize=fuzzer,address,undefined -fno-sanitize=function -fno-sanitize-recover=all -I.
 FUZZ_CORPORA := $(FUZZ_BUILD)/corpus tests/fuzz/http_response_seeds $(wildcard tests/fuzz/http_response_crashes)
 fuzz:
-	@FUZZ_CXX='$(FUZZ_CXX)' scripts/install-fuzz-deps.sh
+	@FUZZ_CXX='$(FUZZ_CXX)' scripts/install-deps.sh fuzz
 	+@$(SUBMAKE) $(FUZZ_TARGET)
 	@mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/artifacts
 	@echo "== make fuzz: $(FUZZ_TARGET) for $(FUZZ_SECONDS)s on $(FUZZ_CORPORA) (log: $(FUZZ_BUILD)/fuzz.log) =="

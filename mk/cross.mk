@@ -12,7 +12,7 @@
 #                       runs natively (.ci/run), and the cross toolchains' TSan runtimes
 #                       are neither installed nor tried under qemu-user.
 #   make cross-deps     install the cross compilers, qemu-user and Catch2
-#                       (scripts/install-cross-deps.sh); the test targets run it first
+#                       (scripts/install-deps.sh cross); the test targets run it first
 #
 # Same warnings as native (CXXFLAGS of the Makefile: -Wall -Wextra -Wpedantic -Werror);
 # Catch2 is Debian's header-only v2 in /usr/include/catch2, taken through
@@ -71,7 +71,7 @@ CROSS_CATCH2_INCLUDE := cross/catch2-include
 .PHONY: test-aarch64 test-armhf cross-deps
 
 cross-deps:
-	@scripts/install-cross-deps.sh
+	@scripts/install-deps.sh cross
 
 # $(call cross_build,TARGET): the build directory of TARGET under the current SANITIZE.
 cross_build = build/$(if $(SANITIZE),$(SANITIZE)-)$1

@@ -8,7 +8,7 @@
 #                       so two wine starts never race to create it)
 #   make windows-tests  only build them
 #   make cross-deps     install the cross compilers, wine and Catch2
-#                       (scripts/install-cross-deps.sh); test-windows runs it first
+#                       (scripts/install-deps.sh cross); test-windows runs it first
 #
 # The -posix variant of the compiler: the -win32 one has no std::thread. Same warnings as
 # native (-Wall -Wextra -Wpedantic -Werror); -O1 without -g (debug information makes
