@@ -23,10 +23,9 @@
 #                       cancellations), RSS and fd counts every SOAK_REPORT_SECONDS [60]; fails when the
 #                       RSS grows more than 5% (+ SOAK_RSS_SLACK_KIB for bodies in flight) after the
 #                       first report, fds leak or an operation fails unexpectedly. Not part of `make test`.
-#   make install        install coro_loop.hpp into PREFIX/include, coro_loop.pc into
-#                       PREFIX/share/pkgconfig and the CMake package (find_package(coro_loop)
-#                       gives coro_loop::coro_loop) into PREFIX/share/cmake/coro_loop
-#   make uninstall      remove what make install installed (the same PREFIX and DESTDIR)
+#   make install        CMakeLists.txt's install: coro_loop.hpp into INCLUDEDIR, coro_loop.pc into
+#                       PKGCONFIGDIR, the package of find_package(coro_loop) into CMAKEDIR
+#   make uninstall      remove them (same PREFIX and DESTDIR) and the directories left empty
 #   make clean          remove build/ (every configuration)
 #   make test-kqueue    the tests on the kqueue backend, against the epoll-based kqueue
 #                       emulation in tests/kqueue (mk/kqueue.mk has the details)
@@ -68,8 +67,6 @@
 #   tests/two_tu/*.cpp  -> all linked together into BUILD/tests/test_two_translation_units
 #                          (the header in several translation units: a missing `inline`)
 #   examples/X.cpp      -> BUILD/examples/X
-#   scripts/package/*.in -> make install's coro_loop.pc and CMake package files (the
-#                          same templates serve CMakeLists.txt's install step)
 #   tests/fuzz/http_response_fuzz.cpp -> build/fuzz/http_response_fuzz (make fuzz only; its
 #                          driver tests/fuzz/http_response_driver.hpp also serves
 #                          tests/test_http_parser_corpus.cpp)
@@ -302,34 +299,28 @@ soak: deps
 	@echo "== make soak: $(BUILD)/soak for $(SOAK_SECONDS) s =="
 	@SOAK_SECONDS='$(SOAK_SECONDS)' SOAK_REPORT_SECONDS='$(SOAK_REPORT_SECONDS)' $(TEST_RUNNER) $(BUILD)/soak
 
-# Header-only: the header, a pkg-config file and a CMake package, from scripts/package/.
+# Installing is CMakeLists.txt's install step, configured in a scratch directory; directories under
+# PREFIX are given relative to it, which keeps the CMake package relocatable.
 PREFIX ?= /usr/local
-DESTDIR ?=
 INCLUDEDIR ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(PREFIX)/share/pkgconfig
 CMAKEDIR ?= $(PREFIX)/share/cmake/coro_loop
-CORO_LOOP_VERSION = $(shell sed -n 's/^\#define CORO_LOOP_VERSION "\(.*\)"$$/\1/p' coro_loop.hpp)
-# coro_loop-config.cmake finds the header relative to itself (a relocatable prefix).
-CONFIG_TO_INCLUDEDIR = $(or $(shell realpath -ms --relative-to='$(CMAKEDIR)' '$(INCLUDEDIR)' 2>/dev/null),$(INCLUDEDIR))
-PACKAGE_SED = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(CORO_LOOP_VERSION)|g' \
-  -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' \
-  -e 's|@CONFIG_TO_INCLUDEDIR@|$(CONFIG_TO_INCLUDEDIR)|g'
+in_prefix = $(patsubst $(PREFIX)/%,%,$1)
+cmake_install = command -v cmake >/dev/null || { echo "make $@: needs cmake (Debian: apt-get install cmake)" >&2; exit 1; }; \
+  [[ '$(PREFIX)' == /* ]] || { echo "make $@: PREFIX=$(PREFIX) is not an absolute path" >&2; exit 1; }; \
+  tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+  cmake -S . -B "$$tmp/build" -DCMAKE_INSTALL_PREFIX='$(PREFIX)' -DCMAKE_INSTALL_INCLUDEDIR='$(call in_prefix,$(INCLUDEDIR))' \
+    -DCORO_LOOP_PKGCONFIGDIR='$(call in_prefix,$(PKGCONFIGDIR))' -DCORO_LOOP_CMAKEDIR='$(call in_prefix,$(CMAKEDIR))' \
+    >"$$tmp/log" 2>&1 || { cat "$$tmp/log"; exit 1; }; \
+  DESTDIR=$1 cmake --install "$$tmp/build"
 install:
-	@for dir in '$(PREFIX)' '$(INCLUDEDIR)' '$(PKGCONFIGDIR)' '$(CMAKEDIR)'; do \
-	  [[ $$dir == /* ]] || { echo "make install: $$dir is not an absolute path (PREFIX=$(PREFIX))" >&2; exit 1; }; \
-	done
-	install -d '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)' '$(DESTDIR)$(CMAKEDIR)'
-	install -m 644 coro_loop.hpp '$(DESTDIR)$(INCLUDEDIR)/coro_loop.hpp'
-	$(PACKAGE_SED) scripts/package/coro_loop.pc.in > '$(DESTDIR)$(PKGCONFIGDIR)/coro_loop.pc'
-	$(PACKAGE_SED) scripts/package/coro_loop-config.cmake.in > '$(DESTDIR)$(CMAKEDIR)/coro_loop-config.cmake'
-	$(PACKAGE_SED) scripts/package/coro_loop-config-version.cmake.in \
-	  > '$(DESTDIR)$(CMAKEDIR)/coro_loop-config-version.cmake'
-	chmod 644 '$(DESTDIR)$(PKGCONFIGDIR)/coro_loop.pc' '$(DESTDIR)$(CMAKEDIR)'/coro_loop-config*.cmake
-
+	@$(call cmake_install,'$(DESTDIR)')
+# What an install into a scratch directory lists goes, then each directory below PREFIX left empty.
 uninstall:
-	rm -f '$(DESTDIR)$(INCLUDEDIR)/coro_loop.hpp' '$(DESTDIR)$(PKGCONFIGDIR)/coro_loop.pc' \
-	  '$(DESTDIR)$(CMAKEDIR)/coro_loop-config.cmake' '$(DESTDIR)$(CMAKEDIR)/coro_loop-config-version.cmake'
-	@rmdir '$(DESTDIR)$(CMAKEDIR)' 2>/dev/null || true
+	@$(call cmake_install,"$$tmp/stage") >/dev/null && cd "$$tmp/stage" && \
+	  find . -type f | while read -r file; do rm -fv '$(DESTDIR)'"$${file#.}"; done && \
+	  find . -depth -type d | while read -r dir; do dir=$${dir#.}; \
+	    [[ $$dir == '$(PREFIX)'/* ]] && rmdir '$(DESTDIR)'"$$dir" 2>/dev/null && echo "removed '$(DESTDIR)$$dir/'"; done; true
 
 clean:
 	rm -rf build
