@@ -169,9 +169,8 @@ TWO_TU_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tests/two_tu/*.cpp))
 TEST_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(TEST_SRCS)) $(if $(TWO_TU_OBJS),$(BUILD)/tests/test_two_translation_units$(EXE))
 EXAMPLE_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(wildcard examples/*.cpp))
 CATCH_MAIN := $(BUILD)/catch_main.o
-# The compiler and flags, rewritten when they change, so that the configuration rebuilds.
 CONFIG_STAMP := $(BUILD)/config.stamp
-CONFIG_LINE = $(subst ','\'',$(strip $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS)))
+CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS))
 
 # --- targets -----------------------------------------------------------------------------------
 .PHONY: all tests examples test sanitize valgrind demo deps cross-deps fuzz soak install uninstall \
@@ -274,8 +273,12 @@ help:
 
 # --- rules: each removes its target first, so a failed build leaves no stale binary to run ------
 .SECONDEXPANSION:
+# The compiler and flags, rewritten when they change, so that the configuration rebuilds.
+ifneq ($(CONFIG_LINE),$(shell cat $(CONFIG_STAMP) 2>/dev/null))
 $(CONFIG_STAMP): FORCE
-	@mkdir -p $(@D); [[ $$(cat $@ 2>/dev/null) == '$(CONFIG_LINE)' ]] || printf '%s\n' '$(CONFIG_LINE)' >$@
+endif
+$(CONFIG_STAMP):
+	@mkdir -p $(@D); printf '%s\n' '$(subst ','\'',$(CONFIG_LINE))' >$@
 
 # Catch2's own code: its warnings are not ours (-w), its speed does not matter (-O0: 4x faster to
 # compile under ASan).
