@@ -173,7 +173,7 @@ CONFIG_STAMP := $(BUILD)/config.stamp
 CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS))
 
 # --- targets -----------------------------------------------------------------------------------
-.PHONY: all tests examples test sanitize valgrind demo deps cross-deps fuzz soak install uninstall \
+.PHONY: all tests examples test test-setup sanitize valgrind demo deps cross-deps fuzz soak install uninstall \
         clean help FORCE test-kqueue test-aarch64 test-armhf test-windows
 all: tests examples
 	@:
@@ -190,12 +190,14 @@ cross-deps:
 # -k: one broken file does not hide the others; what did not build counts as failed.
 test: deps
 	@echo "== make test: $(BUILD) ($(strip $(CXX) $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS)))$(if $(TEST_RUNNER), under $(TEST_RUNNER)) =="
-	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) $(TEST_SETUP) || true
+	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) test-setup || true
 	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' \
 	  TEST_SCRIPTS='$(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
 	  EXAMPLES_DIR='$(BUILD)/examples' CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' \
 	  scripts/run-tests.sh $(TEST_BINS) -- $(TEST_ARGS) $(CATCH_ARGS)
 
+test-setup: $(TEST_SETUP)
+	@:
 test-kqueue test-aarch64 test-armhf test-windows: test-%:
 	+@$(SUBMAKE) test TARGET=$*
 
