@@ -28,43 +28,42 @@
 //   9 networking         >>net         10 HTTP/1.1 client >>http
 //   11 event_loop, signals, run()   >>run
 //
-// Public names, one line each (all in namespace coro_loop):
-//   task<T>                       lazy coroutine type; co_await it to run it inline
-//   create_task(aw, name)         start aw now as a scheduled task; returns task_handle<T>
-//   create_task(fn, args...)      same, moving fn and args into the frame (safe lambda captures)
-//   task_handle<T>                done/cancelled/result/exception/cancel/cancelling/uncancel/name
-//   task_ref                      a task_handle without its result type (current_task, all_tasks)
-//   current_task(), all_tasks()   the task running now; every task not yet done
-//   sleep(d), sleep_until(t)      suspend; sleep(0) yields for exactly one loop iteration
-//   run(aw, options)              asyncio.run: fresh loop, run aw, cancel leftovers, close
-//   event_loop                    call_soon, call_later, call_at, call_soon_threadsafe,
-//                                 run_forever, stop, run_until_complete, time, close, release
-//   get_running_loop()            the loop running on this thread (throws when none)
-//   callback_handle               cancellable result of call_soon / call_later / call_at
-//   read_some(fd, buf), write_some(fd, buf)   awaitable I/O on a non-blocking POSIX fd
-//                                 (Windows: on a socket)
-//   cancelled_error               thrown at the suspension point of a cancelled task
-//   timeout_error, invalid_state_error        see their declarations
-//   gather(aws...), gather(range) all results as a tuple / vector; first error cancels the rest
-//   gather_settled(...)           each child's value or exception (return_exceptions=True)
-//   wait(tasks, when), as_completed(tasks, timeout)   asyncio.wait / asyncio.as_completed
-//   timeout(d, aw), timeout_at(t, aw), wait_for(aw, d), timeout_scope   deadlines
-//   shield(aw)                    the caller's cancel does not reach aw
-//   task_group, with_task_group(body), exception_group   asyncio.TaskGroup, with 3.15's cancel()
-//   async_with(opening, body)     async with: body(resource), then always co_await resource.aclose()
-//   event, lock, semaphore, bounded_semaphore, condition, barrier   asyncio's primitives
-//   queue<T>, lifo_queue<T>, priority_queue<T>   bounded async queues (put/get/join/shutdown)
-//   thread_pool, to_thread(fn, args...), run_in_executor(pool, fn, args...)
-//   run_coroutine_threadsafe(aw, loop)   submit from another thread; returns a concurrent_future
-//   address, socket, resolve(host, port)   addresses, raw sockets, DNS off the loop thread
-//   stream, open_connection(host, port), open_unix_connection(path)   buffered TCP / Unix streams
-//   start_server(handler, host, port), start_unix_server(handler, path), server
-//   datagram_endpoint, open_datagram_endpoint(host, port)   UDP: send_to, recv_from, recv_from_into
-//   http::client                  keep-alive pool; request/get/head/post/put/patch/del -> http::response
-//   http::response                status, headers, text(), body(), read_chunk(), raise_for_status()
-//   http::url, http::header_list, http::response_parser   URL parsing, fields, the RFC 9112 parser
-//   http::protocol_error, status_error, redirect_error, url_error, ...   see 10.1
-//   event_loop::add_signal_handler, keyboard_interrupt   signals (POSIX)
+// Public names, one line each, with the tag of the section that declares them
+// (all in namespace coro_loop):
+//   clock, time_point, duration, native_handle, invalid_handle   >>util  the loop's clock; handle types
+//   cancelled_error, timeout_error, invalid_state_error   >>util  what cancellation, deadlines, misuse throw
+//   callback_handle, run_options                >>loop    a scheduled callback; run()'s options
+//   task<T>, await_result_t<A>                  >>tasks   lazy coroutine type; what co_await A yields
+//   create_task(aw, name), create_task(fn, args...)   >>tasks  start now as a scheduled task (fn: captures live on)
+//   task_handle<T>, task_ref                    >>tasks   done/cancelled/result/exception/cancel/uncancel/name
+//   current_task(), all_tasks()                 >>tasks   the task running now; every task not yet done
+//   sleep(d), sleep_until(t)                    >>combine suspend; sleep(0) yields for exactly one iteration
+//   exception_group, outcome<T>                 >>combine a task_group's errors; one child's value or error
+//   gather(aws...), gather(range), gather_settled(...)   >>combine  all results; each value or exception
+//   shield(aw)                                  >>combine the caller's cancel does not reach aw
+//   wait(tasks, when, timeout), return_when, wait_result, as_completed   >>combine  asyncio.wait, as_completed
+//   timeout(d, aw), timeout_at(t, aw), wait_for(aw, d), timeout_scope   >>combine  deadlines
+//   task_group, with_task_group(body)           >>combine asyncio.TaskGroup, with 3.15's cancel()
+//   async_with(opening, body)                   >>combine async with: body(resource), then always aclose()
+//   event, lock, semaphore, bounded_semaphore, condition, barrier   >>sync  asyncio's primitives
+//   queue<T>, lifo_queue<T>, priority_queue<T, Compare>, basic_queue   >>sync  async queues
+//   queue_shut_down, queue_empty, queue_full, broken_barrier_error   >>sync  their errors
+//   thread_pool, to_thread(fn, args...), run_in_executor(pool, fn, args...)   >>exec  work on threads
+//   concurrent_future<T>, run_coroutine_threadsafe(aw, loop)   >>exec  submit from another thread
+//   read_some, write_some, wait_readable, wait_writable   >>net  awaitable I/O on a handle
+//   address, socket, resolve(host, port)        >>net     addresses, raw sockets, DNS off the loop thread
+//   stream, stream_options, open_connection(host, port), open_unix_connection(path)   >>net  streams
+//   incomplete_read_error, limit_overrun_error  >>net     what stream reads throw
+//   start_server(handler, host, port), start_unix_server(handler, path), server, server_options   >>net
+//   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
+//   http::client, client_options, request_options, timeouts, limits   >>http  keep-alive pool and its settings
+//   http::response                              >>http    status, headers, text(), body(), read_chunk()
+//   http::url, resolve_url, header_list, response_parser   >>http  URLs, fields, the RFC 9112 parser
+//   http::error, protocol_error, disconnected_error, status_error, redirect_error,
+//     invalid_request_error, url_error          >>http    what a request throws
+//   event_loop, get_running_loop()              >>run     the loop (call_soon/later/at/threadsafe, run_*,
+//                                                         stop, close, release, signal handlers); this thread's
+//   run(aw, options), keyboard_interrupt        >>run     asyncio.run; what Ctrl+C ends it with
 //
 // Differences from asyncio that matter (README.md has the whole table):
 //   - cancelled_error does not derive from std::exception, so catch (std::exception&)
