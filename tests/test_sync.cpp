@@ -9,12 +9,11 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "allocation_counter.hpp"
+
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
-#include <new>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -25,44 +24,6 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
-
-// Every allocation of this test binary is counted, so a test can check that
-// a hand-off between a waker and a waiter allocates nothing (issue 4, item 5).
-// Sanitizer runtimes own operator new themselves: there, nothing is counted.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define COUNT_ALLOCATIONS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define COUNT_ALLOCATIONS 0
-#endif
-#endif
-#ifndef COUNT_ALLOCATIONS
-#define COUNT_ALLOCATIONS 1
-#endif
-
-namespace {
-std::atomic<long> allocations{0};
-}  // namespace
-
-#if COUNT_ALLOCATIONS
-// Not inlined, so every new meets its own delete: valgrind, which replaces
-// both, then never sees a malloc'd block reach its operator delete.
-#if defined(__GNUC__)
-#define ALLOCATION_FUNCTION __attribute__((noinline))
-#else
-#define ALLOCATION_FUNCTION
-#endif
-ALLOCATION_FUNCTION void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* block = std::malloc(size == 0 ? 1 : size)) return block;
-  throw std::bad_alloc();
-}
-ALLOCATION_FUNCTION void* operator new[](std::size_t size) { return ::operator new(size); }
-ALLOCATION_FUNCTION void operator delete(void* block) noexcept { std::free(block); }
-ALLOCATION_FUNCTION void operator delete[](void* block) noexcept { std::free(block); }
-ALLOCATION_FUNCTION void operator delete(void* block, std::size_t) noexcept { std::free(block); }
-ALLOCATION_FUNCTION void operator delete[](void* block, std::size_t) noexcept { std::free(block); }
-#endif  // COUNT_ALLOCATIONS
 
 namespace {
 
