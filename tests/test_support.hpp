@@ -1,6 +1,8 @@
-// tests/test_support.hpp - resource accounting shared by the fault and stress tests
-// (issue 11, point 4): after each case the counts of open file descriptors, live
-// tasks, timers and the loop's I/O registrations return to where they were.
+// tests/test_support.hpp - resource accounting shared by the fault, load and stress
+// tests: after each case the counts of open file descriptors, live tasks, timers and
+// the loop's I/O registrations return to where they were. Also what several test
+// files need alike: stderr captured into a string, whether a sanitizer or valgrind
+// is watching.
 // Included after catch.hpp and coro_loop.hpp; everything is inline. Linux: open fds
 // are counted in /proc/self/fd, the resident set size read from /proc/self/status.
 // Windows: open file, pipe and socket handles, and the working set size.
@@ -124,7 +126,8 @@ inline std::size_t rss_kib() {
 #endif
 
 // Points fd 2 at a temporary file until text() (or the destructor): what the
-// library reports on stderr, read back by a test.
+// library reports on stderr, read back by a test. Should the temporary file not
+// open, nothing is captured and text() is empty.
 class stderr_capture {
  public:
   stderr_capture() {
@@ -143,6 +146,18 @@ class stderr_capture {
   // Restores stderr and returns what was written meanwhile.
   std::string text() {
     restore();
+    return written();
+  }
+  // What was written so far; stderr stays captured (a test that reads twice).
+  std::string text_so_far() {
+    std::fflush(stderr);
+    return written();
+  }
+
+ private:
+  // The whole file. fd 2 shares its offset: read to the end, that is where the
+  // next write lands.
+  std::string written() {
     std::string captured;
     if (file_ == nullptr) return captured;
     std::fseek(file_, 0, SEEK_SET);
@@ -151,8 +166,6 @@ class stderr_capture {
     while ((got = std::fread(buffer, 1, sizeof buffer, file_)) > 0) captured.append(buffer, got);
     return captured;
   }
-
- private:
   void restore() {
     if (saved_ < 0) return;
     std::fflush(stderr);
