@@ -11,6 +11,7 @@
 #include "coro_loop.hpp"
 
 #include "allocation_counter.hpp"
+#include "task_helpers.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -30,64 +31,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Lets the loop run `iterations` times (sleep(0) yields exactly one iteration).
-cl::task<void> yield(int iterations = 1) {
-  for (int i = 0; i < iterations; ++i) co_await cl::sleep(0ms);
-}
-
-// Awaits `handle`; true when that threw cancelled_error.
-template <class T>
-cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
-  bool cancelled = false;
-  try {
-    (void)co_await handle;
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  co_return cancelled;
-}
-
-// How an awaited operation ended: "ok" or the name of what it threw.
-template <class Awaitable>
-cl::task<std::string> outcome_of(Awaitable awaitable) {
-  std::string outcome = "ok";
-  try {
-    (void)co_await std::move(awaitable);
-  } catch (const cl::queue_shut_down&) {
-    outcome = "queue_shut_down";
-  } catch (const cl::cancelled_error&) {
-    outcome = "cancelled";
-  } catch (const cl::timeout_error&) {
-    outcome = "timeout";
-  } catch (const std::exception& error) {
-    outcome = error.what();
-  }
-  co_return outcome;
-}
-
-// Waits (polling the clock, never a fixed sleep) until every handle is done
-// or `limit` passed; then cancels and awaits whatever still runs, so a lost
-// wake-up fails the test instead of hanging it. Returns how many finished
-// on their own.
-template <class T>
-cl::task<std::size_t> settle(std::vector<cl::task_handle<T>>& handles, cl::duration limit) {
-  const cl::time_point deadline = cl::clock::now() + limit;
-  auto count_done = [&handles] {
-    std::size_t done = 0;
-    for (const auto& handle : handles) done += handle.done() ? 1 : 0;
-    return done;
-  };
-  while (count_done() < handles.size() && cl::clock::now() < deadline) co_await cl::sleep(1ms);
-  const std::size_t finished = count_done();
-  for (auto& handle : handles) handle.cancel();
-  for (auto& handle : handles) {
-    try {
-      (void)co_await handle;
-    } catch (...) {
-    }
-  }
-  co_return finished;
-}
+using task_test::ends_cancelled;
+using task_test::outcome_of;
+using task_test::settle;
+using task_test::yield;
 
 cl::task<int> get_one(cl::queue<int>& queue) { co_return co_await queue.get(); }
 
