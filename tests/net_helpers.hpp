@@ -174,6 +174,21 @@ class handle_pair {
   cl::native_handle write_end = cl::invalid_handle;
 };
 
+// An echo server's connection handler: each line back, up to 100, until the client
+// ends; an error (the client reset, the server closing its clients) ends it too.
+inline cl::task<void> echo_lines_until_end(cl::stream connection) {
+  try {
+    for (int i = 0; i < 100; ++i) {
+      std::string line = co_await connection.read_line();
+      if (line.empty()) break;
+      connection.write(line);
+      co_await connection.drain();
+    }
+  } catch (const std::exception&) {
+  }
+  connection.close();
+}
+
 // A deterministic byte pattern: byte i of a transfer.
 inline char pattern_byte(std::size_t i) noexcept { return static_cast<char>('a' + (i * 7 + i / 251) % 26); }
 inline std::string pattern(std::size_t offset, std::size_t length) {

@@ -33,10 +33,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::ends_cancelled;
 
 // Two descriptors, non-blocking, closed on destruction. Call release() on the
 // loop's backend before they close (the tests do, and check the count).

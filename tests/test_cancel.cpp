@@ -25,12 +25,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::ends_cancelled;
-using task_test::value_after;
-using task_test::yield;
 
 // The pipe of the read_some cases: a socket pair on Windows.
 using pipe_fds = net_test::handle_pair;

@@ -55,13 +55,8 @@ using Catch::Matchers::ContainsSubstring;
 
 namespace {
 
+using test_support::count_of;
 using test_support::stderr_capture;
-
-std::size_t count_of(const std::string& text, const std::string& part) {
-  std::size_t count = 0;
-  for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
-  return count;
-}
 
 // The seconds in "Executing <what> took S seconds", or -1.
 double reported_seconds(const std::string& text, const std::string& what) {

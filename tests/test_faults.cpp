@@ -49,12 +49,8 @@ namespace cl = coro_loop;
 namespace http = coro_loop::http;
 using namespace std::chrono_literals;
 using namespace std::string_literals;
-using http_test::base_url;
-using http_test::failure_of;
-using http_test::lower;
-using http_test::ok_response;
-using http_test::seconds_since;
-using http_test::what_of;
+using namespace http_test;
+using test_support::contains;
 using test_support::expect_resources_back;
 using test_support::resource_counts;
 
@@ -72,8 +68,6 @@ int error_code_of(const std::exception_ptr& error) {
     return 0;
   }
 }
-
-bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
 // --- the fault server -------------------------------------------------------------
 

@@ -22,18 +22,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::fail_after;
-using task_test::finished;
-using task_test::forever;
-using task_test::guarded;
-using task_test::message_of;
-using task_test::probe;
-using task_test::timers_now;
-using task_test::until;
-using task_test::value_after;
 
 cl::task<void> void_after(cl::duration delay, bool& ran) {
   co_await cl::sleep(delay);

@@ -37,27 +37,14 @@ namespace cl = coro_loop;
 namespace http = coro_loop::http;
 using namespace std::chrono_literals;
 using namespace std::string_literals;
-using http_test::base_url;
-using http_test::describe;
-using http_test::failure_of;
-using http_test::lower;
-using http_test::ok_response;
-using http_test::reply;
-using http_test::script;
-using http_test::seconds_since;
-using http_test::seen_request;
-using http_test::start;
-using http_test::stop;
-using http_test::what_of;
-using http_test::write_and_wait_for_close;
+using namespace http_test;
 using net_test::eventually;
 using net_test::io_counts;
+using test_support::contains;
 
 namespace {
 
 // --- error classification ----------------------------------------------------
-
-bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
 // Synchronous version for url::parse and friends.
 template <class Function>

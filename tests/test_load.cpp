@@ -40,20 +40,9 @@
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
 using test_support::resource_counts;
+using test_support::sized;
 
 namespace {
-
-std::uint64_t env_number(const char* name, std::uint64_t fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  return std::strtoull(text, nullptr, 10);
-}
-
-std::uint64_t sized(const char* name, std::uint64_t plain, std::uint64_t sanitized, std::uint64_t valgrind) {
-  if (test_support::under_valgrind()) return env_number(name, valgrind);
-  if (test_support::sanitized()) return env_number(name, sanitized);
-  return env_number(name, plain);
-}
 
 #if defined(CORO_LOOP_POSIX)
 // Raises RLIMIT_NOFILE to at least `needed` for its lifetime; ok() tells whether it could.
@@ -102,19 +91,6 @@ class fd_limit {
   std::string message_;
 };
 #endif
-
-cl::task<void> echo(cl::stream connection) {
-  try {
-    for (int i = 0; i < 100; ++i) {
-      std::string line = co_await connection.read_line();
-      if (line.empty()) break;
-      connection.write(line);
-      co_await connection.drain();
-    }
-  } catch (const std::exception&) {
-  }
-  connection.close();
-}
 
 struct load_state {
   std::size_t connected = 0;
@@ -182,7 +158,7 @@ TEST_CASE("load: many concurrent connections to our echo server are all served",
       cl::server_options options;
       options.backlog = 4096;
       options.stream.read_chunk = 1024;
-      cl::server server = co_await cl::start_server(echo, "127.0.0.1", 0, options);
+      cl::server server = co_await cl::start_server(net_test::echo_lines_until_end, "127.0.0.1", 0, options);
       load_state s;
       cl::semaphore connecting(256);
       std::vector<cl::task_handle<void>> clients;

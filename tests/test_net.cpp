@@ -40,6 +40,7 @@ namespace cl = coro_loop;
 using namespace std::chrono_literals;
 using net_test::eventually;
 using net_test::io_counts;
+using test_support::count_of;
 
 namespace {
 
@@ -761,12 +762,6 @@ class descriptor_exhaustion {
   bool lowered_ = false;
   std::vector<int> fillers_;
 };
-
-std::size_t count_of(const std::string& text, const std::string& what) {
-  std::size_t count = 0;
-  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++count;
-  return count;
-}
 
 }  // namespace
 

@@ -28,13 +28,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::ends_cancelled;
-using task_test::outcome_of;
-using task_test::settle;
-using task_test::yield;
 
 cl::task<int> get_one(cl::queue<int>& queue) { co_return co_await queue.get(); }
 

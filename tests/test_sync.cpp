@@ -25,13 +25,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::ends_cancelled;
-using task_test::outcome_of;
-using task_test::settle;
-using task_test::yield;
 
 
 // Workers take `primitive` (a lock or a semaphore with `limit` permits) through

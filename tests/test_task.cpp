@@ -27,10 +27,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::value_after;
 
 using test_support::stderr_capture;
 

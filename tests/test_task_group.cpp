@@ -12,6 +12,7 @@
 #include "coro_loop.hpp"
 
 #include "task_helpers.hpp"
+#include "test_support.hpp"
 
 #include <chrono>
 #include <exception>
@@ -22,19 +23,10 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
+using test_support::contains;
 
 namespace {
-
-using task_test::cancelling_now;
-using task_test::expire_when;
-using task_test::fail_after;
-using task_test::finished;
-using task_test::forever;
-using task_test::guarded;
-using task_test::message_of;
-using task_test::probe;
-using task_test::until;
-using task_test::value_after;
 
 cl::task<int> fail_at(cl::time_point when, const char* message) {
   co_await cl::sleep_until(when);
@@ -46,8 +38,6 @@ std::vector<std::string> messages_of(const cl::exception_group& group) {
   for (const std::exception_ptr& error : group.exceptions()) messages.push_back(message_of(error));
   return messages;
 }
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // True when one more suspension of the current task raises cancelled_error.
 cl::task<bool> next_suspension_cancels() {

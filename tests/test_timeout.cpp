@@ -19,18 +19,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-using task_test::cancelling_now;
-using task_test::expire_when;
-using task_test::finished;
-using task_test::forever;
-using task_test::guarded;
-using task_test::probe;
-using task_test::timers_now;
-using task_test::until;
-using task_test::value_after;
 
 // How an awaited piece of work ended, as one word.
 enum class ending { value, timeout, cancelled, other_error };
