@@ -1,9 +1,10 @@
-// tests/test_faults.cpp - the fault matrix of issue 11 [faults]: the HTTP client and
-// streams against servers that reset, stall, dribble, lie about sizes or send garbage.
+// tests/test_faults.cpp - the fault matrix [faults]: the HTTP client and streams
+// against servers that reset, stall, dribble, lie about sizes or send garbage.
 // Each case: the documented error type (coro_loop.hpp 10.1), then the SAME client
 // serves a good request (the pool is usable), and afterwards the open fds, live
 // tasks, timers and the loop's I/O registrations are back to their start values
-// (tests/test_support.hpp). Servers are our own start_server on 127.0.0.1, port 0.
+// (tests/test_support.hpp). Servers are the scripted server of
+// tests/scripted_server.hpp: our own start_server on 127.0.0.1, port 0.
 //
 // Faults already covered by tests/test_http.cpp (not repeated here):
 //   - Content-Length negative, not digits, overflowing, two that disagree, a list

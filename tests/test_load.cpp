@@ -1,10 +1,10 @@
-// tests/test_load.cpp - load of issue 11 (point 3) [load]: many concurrent
-// connections to our own echo server on loopback, all served; 100,000 tasks on one
-// task_group with random failures, every error accounted for; a thread pool
-// saturated with jobs while the loop keeps its timers on time and the debug-mode
-// slow-step warning never fires. Open fds and live tasks come back afterwards.
+// tests/test_load.cpp - load [load]: many concurrent connections to our own echo
+// server on loopback, all served; 100,000 tasks on one task_group with random
+// failures, every error accounted for; a thread pool saturated with jobs while the
+// loop keeps its timers on time and the debug-mode slow-step warning never fires.
+// Open fds and live tasks come back afterwards.
 //
-// Sizes (the issue's full sizes are the plain-build defaults; sanitizers and
+// Sizes (the full sizes are the plain-build defaults; sanitizers and
 // valgrind use less unless told):
 //   CORO_LOOP_LOAD_CONNECTIONS  concurrent connections [10,000; 1,000 sanitized; 200 valgrind]
 //                               (RLIMIT_NOFILE is raised to fit; when the hard limit

@@ -1,12 +1,12 @@
-// tests/test_stress.cpp - the cancellation storm of issue 11 [stress]: operations of
-// every suspending kind (sleep, queue put/get, lock, semaphore, event, condition,
-// to_thread, stream read/write, socket connect/accept, an HTTP request against a
-// local server) started in batches and cancelled at pseudo-random points (a fixed
-// seed: a failure is reproducible). Afterwards every queue item put was taken
-// exactly once, no lock or permit is held, no timer, fd registration or parked
-// operation is left, and the open fds and live tasks are back to their start.
+// tests/test_stress.cpp - the cancellation storm [stress]: operations of every
+// suspending kind (sleep, queue put/get, lock, semaphore, event, condition, to_thread,
+// stream read/write, socket connect/accept, an HTTP request against a local server)
+// started in batches and cancelled at pseudo-random points (a fixed seed: a failure
+// is reproducible). Afterwards every queue item put was taken exactly once, no lock
+// or permit is held, no timer, fd registration or parked operation is left, and the
+// open fds and live tasks are back to their start.
 //
-// Size: CORO_LOOP_STRESS_OPS operations (the issue's full size is 1,000,000). The
+// Size: CORO_LOOP_STRESS_OPS operations (the full size is 1,000,000). The
 // default is 1,000,000 in plain builds, 100,000 under a sanitizer and 20,000 under
 // valgrind. Full size anywhere:
 //   CORO_LOOP_STRESS_OPS=1000000 build/asan-g++/tests/test_stress
