@@ -1,4 +1,4 @@
-// tests/net_helpers.hpp - small helpers shared by test_net.cpp and test_stream.cpp.
+// tests/net_helpers.hpp - small helpers shared by the tests that use sockets and streams.
 // Included after catch.hpp and coro_loop.hpp; everything is inline (one test binary each).
 // POSIX and Windows: the few OS calls the tests make themselves are wrapped here.
 #pragma once
@@ -7,14 +7,11 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#else
-#include <io.h>
 #endif
 
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -177,6 +174,21 @@ class handle_pair {
   cl::native_handle write_end = cl::invalid_handle;
 };
 
+// An echo server's connection handler: each line back, up to 100, until the client
+// ends; an error (the client reset, the server closing its clients) ends it too.
+inline cl::task<void> echo_lines_until_end(cl::stream connection) {
+  try {
+    for (int i = 0; i < 100; ++i) {
+      std::string line = co_await connection.read_line();
+      if (line.empty()) break;
+      connection.write(line);
+      co_await connection.drain();
+    }
+  } catch (const std::exception&) {
+  }
+  connection.close();
+}
+
 // A deterministic byte pattern: byte i of a transfer.
 inline char pattern_byte(std::size_t i) noexcept { return static_cast<char>('a' + (i * 7 + i / 251) % 26); }
 inline std::string pattern(std::size_t offset, std::size_t length) {
@@ -184,37 +196,5 @@ inline std::string pattern(std::size_t offset, std::size_t length) {
   for (std::size_t i = 0; i < length; ++i) text[i] = pattern_byte(offset + i);
   return text;
 }
-
-// Redirects stderr (fd 2) to a temporary file while alive; text() reads it back.
-class stderr_capture {
- public:
-  stderr_capture() {
-    std::fflush(stderr);
-    file_ = std::tmpfile();
-    if (file_ == nullptr) throw std::system_error(errno, std::generic_category(), "tmpfile");
-    saved_ = ::dup(2);
-    ::dup2(::fileno(file_), 2);
-  }
-  stderr_capture(const stderr_capture&) = delete;
-  stderr_capture& operator=(const stderr_capture&) = delete;
-  ~stderr_capture() {
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-    std::fclose(file_);
-  }
-  std::string text() {
-    std::fflush(stderr);
-    std::string all;
-    char chunk[4096];
-    std::rewind(file_);
-    for (std::size_t got; (got = std::fread(chunk, 1, sizeof chunk, file_)) > 0;) all.append(chunk, got);
-    return all;
-  }
-
- private:
-  std::FILE* file_ = nullptr;
-  int saved_ = -1;
-};
 
 }  // namespace net_test

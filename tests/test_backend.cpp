@@ -10,6 +10,7 @@
 #include "catch.hpp"
 
 #include "net_helpers.hpp"
+#include "task_helpers.hpp"
 
 #if defined(CORO_LOOP_POSIX)
 #include <fcntl.h>
@@ -32,6 +33,7 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
 
@@ -99,18 +101,6 @@ std::string text_of(std::span<const std::byte> data) {
 }
 
 void release(cl::native_handle fd) { cl::get_running_loop().release(fd); }
-
-// Awaits `handle`; true when that threw cancelled_error.
-template <class T>
-cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
-  bool cancelled = false;
-  try {
-    (void)co_await handle;
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  co_return cancelled;
-}
 
 // Reads until `count` bytes arrived or EOF.
 cl::task<std::string> read_exactly(cl::native_handle fd, std::size_t count) {

@@ -11,6 +11,7 @@
 #include "catch.hpp"
 
 #include "net_helpers.hpp"
+#include "task_helpers.hpp"
 
 #include <algorithm>
 #include <array>
@@ -24,25 +25,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-cl::task<int> after(cl::duration delay, int value) {
-  co_await cl::sleep(delay);
-  co_return value;
-}
-
-// Awaits `handle`; true when that threw cancelled_error.
-template <class T>
-cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
-  bool cancelled = false;
-  try {
-    (void)co_await handle;
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  co_return cancelled;
-}
 
 // The pipe of the read_some cases: a socket pair on Windows.
 using pipe_fds = net_test::handle_pair;
@@ -111,7 +96,7 @@ TEST_CASE("cancel: a task cancelled before its first step never runs its body", 
 
 TEST_CASE("cancel: cancelling a finished task returns false and changes nothing", "[cancel]") {
   auto body = []() -> cl::task<void> {
-    auto handle = cl::create_task(after(0ms, 8));
+    auto handle = cl::create_task(value_after(0ms, 8));
     (void)co_await handle;
     CHECK_FALSE(handle.cancel());
     CHECK(handle.cancelling() == 0);
@@ -572,7 +557,7 @@ TEST_CASE("cancel: cancelling many sleeping tasks leaves no timers and every one
   auto body = []() -> cl::task<void> {
     cl::event_loop& loop = cl::get_running_loop();
     std::vector<cl::task_handle<int>> handles;
-    for (int i = 0; i < 1000; ++i) handles.push_back(cl::create_task(after(std::chrono::seconds(1 + i % 7), i)));
+    for (int i = 0; i < 1000; ++i) handles.push_back(cl::create_task(value_after(std::chrono::seconds(1 + i % 7), i)));
     co_await cl::sleep(0ms);
     CHECK(loop.timer_count() == 1000);
     for (std::size_t i = 0; i < handles.size(); i += 2) handles[i].cancel();
@@ -608,9 +593,6 @@ TEST_CASE("cancel: random puts, gets, permits and cancels under gather, timeout 
     int most_holders = 0;
     int next_item = 0;
 
-    auto yield = [](int n) -> cl::task<void> {
-      for (int i = 0; i < n; ++i) co_await cl::sleep(0ms);
-    };
     auto get_and_record = [&]() -> cl::task<void> {
       int item = co_await queue.get();
       got.push_back(item);

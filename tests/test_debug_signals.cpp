@@ -26,6 +26,8 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "test_support.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -45,8 +47,6 @@
 #include <unistd.h>
 
 extern char** environ;
-#else
-#include <io.h>  // dup, dup2, close
 #endif
 
 namespace cl = coro_loop;
@@ -55,51 +55,8 @@ using Catch::Matchers::ContainsSubstring;
 
 namespace {
 
-// Points fd 2 at a temporary file until text() (or the destructor).
-class stderr_capture {
- public:
-  stderr_capture() {
-    std::fflush(stderr);
-    file_ = std::tmpfile();
-    if (file_ == nullptr) return;
-    saved_ = ::dup(2);
-    if (saved_ >= 0) ::dup2(::fileno(file_), 2);
-  }
-  stderr_capture(const stderr_capture&) = delete;
-  stderr_capture& operator=(const stderr_capture&) = delete;
-  ~stderr_capture() {
-    restore();
-    if (file_ != nullptr) std::fclose(file_);
-  }
-  // Restores stderr and returns what was written meanwhile.
-  std::string text() {
-    restore();
-    std::string captured;
-    if (file_ == nullptr) return captured;
-    std::fseek(file_, 0, SEEK_SET);
-    char buffer[4096];
-    std::size_t got = 0;
-    while ((got = std::fread(buffer, 1, sizeof buffer, file_)) > 0) captured.append(buffer, got);
-    return captured;
-  }
-
- private:
-  void restore() {
-    if (saved_ < 0) return;
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-    saved_ = -1;
-  }
-  std::FILE* file_ = nullptr;
-  int saved_ = -1;
-};
-
-std::size_t count_of(const std::string& text, const std::string& part) {
-  std::size_t count = 0;
-  for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
-  return count;
-}
+using test_support::count_of;
+using test_support::stderr_capture;
 
 // The seconds in "Executing <what> took S seconds", or -1.
 double reported_seconds(const std::string& text, const std::string& what) {

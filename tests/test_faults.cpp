@@ -1,9 +1,10 @@
-// tests/test_faults.cpp - the fault matrix of issue 11 [faults]: the HTTP client and
-// streams against servers that reset, stall, dribble, lie about sizes or send garbage.
+// tests/test_faults.cpp - the fault matrix [faults]: the HTTP client and streams
+// against servers that reset, stall, dribble, lie about sizes or send garbage.
 // Each case: the documented error type (coro_loop.hpp 10.1), then the SAME client
 // serves a good request (the pool is usable), and afterwards the open fds, live
 // tasks, timers and the loop's I/O registrations are back to their start values
-// (tests/test_support.hpp). Servers are our own start_server on 127.0.0.1, port 0.
+// (tests/test_support.hpp). Servers are the scripted server of
+// tests/scripted_server.hpp: our own start_server on 127.0.0.1, port 0.
 //
 // Faults already covered by tests/test_http.cpp (not repeated here):
 //   - Content-Length negative, not digits, overflowing, two that disagree, a list
@@ -26,6 +27,7 @@
 #include "coro_loop.hpp"
 
 #include "net_helpers.hpp"
+#include "scripted_server.hpp"
 #include "test_support.hpp"
 
 #if defined(CORO_LOOP_POSIX)
@@ -48,46 +50,14 @@ namespace cl = coro_loop;
 namespace http = coro_loop::http;
 using namespace std::chrono_literals;
 using namespace std::string_literals;
+using namespace http_test;
+using test_support::contains;
 using test_support::expect_resources_back;
 using test_support::resource_counts;
 
 namespace {
 
 // --- errors ---------------------------------------------------------------------
-
-std::string kind(const std::exception_ptr& error) {
-  if (error == nullptr) return "none";
-  try {
-    std::rethrow_exception(error);
-  } catch (const http::disconnected_error&) {
-    return "disconnected_error";
-  } catch (const http::protocol_error&) {
-    return "protocol_error";
-  } catch (const http::error&) {
-    return "http::error";
-  } catch (const cl::timeout_error&) {
-    return "timeout_error";
-  } catch (const std::system_error&) {
-    return "system_error";
-  } catch (const std::exception&) {
-    return "std::exception";
-  } catch (const cl::cancelled_error&) {
-    return "cancelled_error";
-  } catch (...) {
-    return "unknown";
-  }
-}
-
-std::string what_of(const std::exception_ptr& error) {
-  if (error == nullptr) return {};
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& caught) {
-    return caught.what();
-  } catch (...) {
-    return {};
-  }
-}
 
 int error_code_of(const std::exception_ptr& error) {
   if (error == nullptr) return 0;
@@ -100,97 +70,35 @@ int error_code_of(const std::exception_ptr& error) {
   }
 }
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  return out;
-}
-
-bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
-
-template <class Awaitable>
-cl::task<std::exception_ptr> failure_of(Awaitable awaitable) {
-  std::exception_ptr error;
-  try {
-    (void)co_await std::move(awaitable);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_return error;
-}
-
-#define CHECK_KIND(error, expected)                        \
-  do {                                                     \
-    UNSCOPED_INFO("error: " << kind(error) << ": " << what_of(error)); \
-    CHECK(kind(error) == (expected));                      \
-  } while (false)
-
-double seconds_since(cl::time_point start) { return std::chrono::duration<double>(cl::clock::now() - start).count(); }
-
 // --- the fault server -------------------------------------------------------------
 
 // What the server does after reading a request head for `target`; returns whether
 // to keep the connection for another request. "/good" is always answered well.
 using fault_action = std::function<cl::task<bool>(cl::stream&, std::string target)>;
 
-std::string ok_response(std::string_view body) {
-  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
-}
-
-struct fault_server {
-  fault_action act;
-  int connections = 0;
+// The scripted server (scripted_server.hpp) answering "/good" itself and every other
+// request with `fault`; it counts the connections it accepted (`connections`).
+struct fault_server : http_test::script {
+  fault_action fault;
   cl::server server;
-  std::string base() const { return "http://127.0.0.1:" + std::to_string(server.port()); }
+  std::string base() const { return base_url(server); }
 };
 
-cl::task<void> serve(fault_server& s, cl::stream connection) {
-  ++s.connections;
-  for (int i = 0; i < 1000; ++i) {
-    std::string head;
-    bool ended = false;
-    try {
-      head = co_await connection.read_until("\r\n\r\n");
-    } catch (const std::exception&) {
-      ended = true;
-    }
-    if (ended) break;
-    const std::size_t first = head.find(' ');
-    const std::size_t second = head.find(' ', first + 1);
-    const std::string target =
-        first == std::string::npos || second == std::string::npos ? "" : head.substr(first + 1, second - first - 1);
-    bool keep = false;
-    try {
-      if (target == "/good") {
-        connection.write(ok_response("fine"));
-        co_await connection.drain();
-        keep = true;
-      } else {
-        auto acting = s.act(connection, target);
-        keep = co_await std::move(acting);
-      }
-    } catch (const std::exception&) {
-      keep = false;  // the client went away while we wrote
-    }
-    if (!keep || connection.is_closing()) break;
-  }
-  connection.close();
-  try {
-    co_await connection.wait_closed();
-  } catch (const std::exception&) {
-  }
-}
-
 cl::task<void> start(fault_server& s) {
-  auto handler = [&s](cl::stream connection) { return serve(s, std::move(connection)); };
-  s.server = co_await cl::start_server(handler, "127.0.0.1", 0);
+  s.act = [&s](cl::stream& connection, const http_test::seen_request& request, int, int) -> cl::task<bool> {
+    if (request.target == "/good") {
+      connection.write(ok_response("fine"));
+      co_await connection.drain();
+      co_return true;
+    }
+    auto acting = s.fault(connection, request.target);
+    const bool keep = co_await std::move(acting);
+    co_return keep && !connection.is_closing();  // a connection the fault closed is not read again
+  };
+  s.server = co_await http_test::start(s);
 }
 
-cl::task<void> stop(fault_server& s) {
-  s.server.close();
-  s.server.close_clients();
-  co_await cl::timeout(10s, s.server.wait_closed());
-}
+cl::task<void> stop(fault_server& s) { co_await http_test::stop(s.server); }
 
 // Makes the next close send RST instead of FIN (SO_LINGER with a zero timeout),
 // then closes at once.
@@ -247,7 +155,7 @@ cl::task<std::exception_ptr> run_fault(fault_action act, const char* expected, c
   std::exception_ptr error;
   {
     fault_server s;
-    s.act = std::move(act);
+    s.fault = std::move(act);
     co_await start(s);
     {
       http::client client(guarded_options());
@@ -308,7 +216,7 @@ TEST_CASE("faults: a reset in the middle of a chunk is std::system_error from te
     const resource_counts before = resource_counts::now();
     {
       fault_server s;
-      s.act = write_then_reset(partial);
+      s.fault = write_then_reset(partial);
       co_await start(s);
       {
         http::client client(guarded_options());
@@ -343,7 +251,7 @@ TEST_CASE("faults: a kept-alive connection reset while idle is not reused: GET a
     {
       fault_server s;
       // Answers, then resets the connection once the client has it back in its pool.
-      s.act = [](cl::stream& connection, std::string) -> cl::task<bool> {
+      s.fault = [](cl::stream& connection, std::string) -> cl::task<bool> {
         connection.write(ok_response("ok"));
         co_await connection.drain();
         co_await cl::sleep(20ms);
@@ -390,7 +298,7 @@ TEST_CASE("faults: a listener that never accepts (full backlog): connect timeout
     const resource_counts before = resource_counts::now();
     {
       fault_server good;
-      good.act = write_then_close(ok_response("unused"));
+      good.fault = write_then_close(ok_response("unused"));
       co_await start(good);
 
       // A listener with the smallest backlog, never accepted from, filled with
@@ -440,7 +348,7 @@ TEST_CASE("faults: a server that stalls forever: read, total and slot-wait timeo
     {
       fault_server s;
       // Never answers; holds the connection until the client gives up (bounded).
-      s.act = [](cl::stream& connection, std::string target) -> cl::task<bool> {
+      s.fault = [](cl::stream& connection, std::string target) -> cl::task<bool> {
         if (target == "/head-then-stall") {
           connection.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345");
           co_await connection.drain();
@@ -512,7 +420,7 @@ TEST_CASE("faults: one byte per write: a Content-Length response parses, a bad o
       const std::string good = good_head + "Content-Length: 300\r\n\r\n" + good_body;
       const std::string bad = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
       fault_server s;
-      s.act = [&](cl::stream& connection, std::string target) -> cl::task<bool> {
+      s.fault = [&](cl::stream& connection, std::string target) -> cl::task<bool> {
         const std::string& bytes = target == "/dribble-bad" ? bad : good;
         for (const char byte : bytes) {
           connection.write(std::string_view(&byte, 1));
@@ -579,7 +487,7 @@ TEST_CASE("faults: a 10 GB Content-Length: text() and body() stop at a lowered l
     const resource_counts before = resource_counts::now();
     {
       fault_server s;
-      s.act = endless_body(16ull << 20);
+      s.fault = endless_body(16ull << 20);
       co_await start(s);
       {
         http::client_options options = guarded_options();
@@ -612,7 +520,7 @@ TEST_CASE("faults: a 10 GB Content-Length read with read_chunk(), then dropped: 
     const std::uint64_t to_read = test_support::under_valgrind() ? (8ull << 20) : (96ull << 20);
     {
       fault_server s;
-      s.act = endless_body(to_read + (8ull << 20));
+      s.fault = endless_body(to_read + (8ull << 20));
       co_await start(s);
       {
         http::client client(guarded_options());

@@ -9,6 +9,8 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "task_helpers.hpp"
+
 #include <chrono>
 #include <memory>
 #include <stdexcept>
@@ -20,20 +22,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-constexpr auto forever = 5s;  // "never finishes" within a test: always cancelled first
-
-cl::task<int> value_after(cl::duration delay, int value) {
-  co_await cl::sleep(delay);
-  co_return value;
-}
-
-cl::task<int> fail_after(cl::duration delay, const char* message) {
-  co_await cl::sleep(delay);
-  throw std::runtime_error(message);
-}
 
 cl::task<void> void_after(cl::duration delay, bool& ran) {
   co_await cl::sleep(delay);
@@ -45,48 +36,6 @@ cl::task<std::unique_ptr<int>> unique_after(cl::duration delay, int value) {
   co_return std::make_unique<int>(value);
 }
 
-// What a child went through; the child's cleanup awaits, as real cleanup does.
-struct probe {
-  bool started = false;
-  bool cancelled = false;
-  bool cleaned_up = false;
-  bool finished = false;
-};
-
-cl::task<int> guarded(probe& p, cl::duration delay, int value) {
-  p.started = true;
-  bool cancelled = false;
-  try {
-    co_await cl::sleep(delay);
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  if (cancelled) {
-    p.cancelled = true;
-    co_await cl::sleep(2ms);  // asynchronous cleanup
-    p.cleaned_up = true;
-    throw cl::cancelled_error{};
-  }
-  p.finished = true;
-  co_return value;
-}
-
-// Suspends (one loop iteration at a time) until `condition()` holds.
-template <class Condition>
-cl::task<void> until(Condition condition) {
-  while (!condition()) co_await cl::sleep(0ms);
-}
-
-std::string message_of(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (const cl::cancelled_error&) {
-    return "cancelled";
-  }
-}
-
 bool is_cancelled_error(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
@@ -95,14 +44,6 @@ bool is_cancelled_error(const std::exception_ptr& error) {
   } catch (...) {
     return false;
   }
-}
-
-std::size_t timers_now() { return cl::get_running_loop().timer_count(); }
-
-// Waits until `handle` is done, whatever its outcome.
-template <class T>
-cl::task<void> finished(cl::task_handle<T> handle) {
-  while (!handle.done()) co_await cl::sleep(0ms);
 }
 
 // A vector of handles, built outside the coroutine: GCC 12 rejects a braced

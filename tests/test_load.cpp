@@ -1,10 +1,10 @@
-// tests/test_load.cpp - load of issue 11 (point 3) [load]: many concurrent
-// connections to our own echo server on loopback, all served; 100,000 tasks on one
-// task_group with random failures, every error accounted for; a thread pool
-// saturated with jobs while the loop keeps its timers on time and the debug-mode
-// slow-step warning never fires. Open fds and live tasks come back afterwards.
+// tests/test_load.cpp - load [load]: many concurrent connections to our own echo
+// server on loopback, all served; 100,000 tasks on one task_group with random
+// failures, every error accounted for; a thread pool saturated with jobs while the
+// loop keeps its timers on time and the debug-mode slow-step warning never fires.
+// Open fds and live tasks come back afterwards.
 //
-// Sizes (the issue's full sizes are the plain-build defaults; sanitizers and
+// Sizes (the full sizes are the plain-build defaults; sanitizers and
 // valgrind use less unless told):
 //   CORO_LOOP_LOAD_CONNECTIONS  concurrent connections [10,000; 1,000 sanitized; 200 valgrind]
 //                               (RLIMIT_NOFILE is raised to fit; when the hard limit
@@ -40,20 +40,9 @@
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
 using test_support::resource_counts;
+using test_support::sized;
 
 namespace {
-
-std::uint64_t env_number(const char* name, std::uint64_t fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  return std::strtoull(text, nullptr, 10);
-}
-
-std::uint64_t sized(const char* name, std::uint64_t plain, std::uint64_t sanitized, std::uint64_t valgrind) {
-  if (test_support::under_valgrind()) return env_number(name, valgrind);
-  if (test_support::sanitized()) return env_number(name, sanitized);
-  return env_number(name, plain);
-}
 
 #if defined(CORO_LOOP_POSIX)
 // Raises RLIMIT_NOFILE to at least `needed` for its lifetime; ok() tells whether it could.
@@ -102,19 +91,6 @@ class fd_limit {
   std::string message_;
 };
 #endif
-
-cl::task<void> echo(cl::stream connection) {
-  try {
-    for (int i = 0; i < 100; ++i) {
-      std::string line = co_await connection.read_line();
-      if (line.empty()) break;
-      connection.write(line);
-      co_await connection.drain();
-    }
-  } catch (const std::exception&) {
-  }
-  connection.close();
-}
 
 struct load_state {
   std::size_t connected = 0;
@@ -182,7 +158,7 @@ TEST_CASE("load: many concurrent connections to our echo server are all served",
       cl::server_options options;
       options.backlog = 4096;
       options.stream.read_chunk = 1024;
-      cl::server server = co_await cl::start_server(echo, "127.0.0.1", 0, options);
+      cl::server server = co_await cl::start_server(net_test::echo_lines_until_end, "127.0.0.1", 0, options);
       load_state s;
       cl::semaphore connecting(256);
       std::vector<cl::task_handle<void>> clients;
@@ -328,7 +304,7 @@ cl::task<void> submitter(cl::thread_pool* pool, std::uint64_t jobs, std::atomic<
 
 TEST_CASE("load: a thread pool saturated with jobs: the loop keeps its timers and never blocks", "[load]") {
   const std::uint64_t jobs = sized("CORO_LOOP_LOAD_JOBS", 1'000'000, 100'000, 20'000);
-  net_test::stderr_capture captured;
+  test_support::stderr_capture captured;
   test_support::fd_guard fds;
   std::uint64_t results = 0;
   std::atomic<std::uint64_t> ran{0};
@@ -365,7 +341,7 @@ TEST_CASE("load: a thread pool saturated with jobs: the loop keeps its timers an
         co_await test_support::expect_resources_back(before);
       }(jobs, &results, &ran, &ticks, &seconds),
       options);
-  const std::string warnings = captured.text();
+  const std::string warnings = captured.text_so_far();  // the capture stays open: fds counted its descriptors
   std::printf("load: %llu pool jobs in %.2f s, %llu ticks of 10 ms, the latest %.1f ms late\n",
               static_cast<unsigned long long>(jobs), seconds, static_cast<unsigned long long>(ticks.ticks),
               ticks.worst_late_ms);

@@ -7,7 +7,8 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
-#include "net_helpers.hpp"  // also the dup/dup2 declarations of either platform
+#include "net_helpers.hpp"
+#include "test_support.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -25,44 +26,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Captures everything written to file descriptor 2 between construction and text().
-class stderr_capture {
- public:
-  stderr_capture() {
-    std::fflush(stderr);
-    file_ = std::tmpfile();
-    REQUIRE(file_ != nullptr);
-    saved_ = ::dup(2);
-    REQUIRE(saved_ >= 0);
-    REQUIRE(::dup2(::fileno(file_), 2) >= 0);
-  }
-  stderr_capture(const stderr_capture&) = delete;
-  stderr_capture& operator=(const stderr_capture&) = delete;
-  ~stderr_capture() {
-    restore();
-    if (file_ != nullptr) std::fclose(file_);
-  }
-  std::string text() {
-    restore();
-    std::string out;
-    std::rewind(file_);
-    char chunk[512];
-    std::size_t got = 0;
-    while ((got = std::fread(chunk, 1, sizeof chunk, file_)) > 0) out.append(chunk, got);
-    return out;
-  }
-
- private:
-  void restore() {
-    if (saved_ < 0) return;
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-    saved_ = -1;
-  }
-  std::FILE* file_ = nullptr;
-  int saved_ = -1;
-};
+using test_support::stderr_capture;
 
 cl::task<int> answer_later() {
   co_await cl::sleep(1ms);

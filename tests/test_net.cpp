@@ -40,6 +40,7 @@ namespace cl = coro_loop;
 using namespace std::chrono_literals;
 using net_test::eventually;
 using net_test::io_counts;
+using test_support::count_of;
 
 namespace {
 
@@ -695,7 +696,7 @@ TEST_CASE("net: a handler's exception is logged on stderr and the server keeps s
     cl::server server = co_await cl::start_server(handler, "127.0.0.1", 0);
     std::string log;
     {
-      net_test::stderr_capture captured;
+      test_support::stderr_capture captured;
       cl::stream first = co_await cl::open_connection("127.0.0.1", server.port());
       first.write("boom\n");
       std::string nothing = co_await cl::timeout(10s, first.read());
@@ -762,12 +763,6 @@ class descriptor_exhaustion {
   std::vector<int> fillers_;
 };
 
-std::size_t count_of(const std::string& text, const std::string& what) {
-  std::size_t count = 0;
-  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++count;
-  return count;
-}
-
 }  // namespace
 
 // Out of descriptors, accept fails at once every time the listener is tried:
@@ -784,7 +779,7 @@ TEST_CASE("net: a server out of descriptors pauses accepting for a second, loggi
   descriptor_exhaustion exhaustion;
   auto body = [](descriptor_exhaustion& descriptors) -> cl::task<void> {
     cl::event_loop& loop = cl::get_running_loop();
-    net_test::stderr_capture captured;
+    test_support::stderr_capture captured;
     const test_support::resource_counts before = test_support::resource_counts::now();
     {
       cl::server server = co_await cl::start_server(&echo_lines, "127.0.0.1", 0);
@@ -796,7 +791,7 @@ TEST_CASE("net: a server out of descriptors pauses accepting for a second, loggi
       REQUIRE(descriptors.exhaust());
       co_await cl::timeout(10s, first.connect(server_address));  // the kernel completes it; accept fails
       co_await cl::sleep(1500ms);
-      const std::string log = captured.text();
+      const std::string log = captured.text_so_far();
       descriptors.release();
       INFO("stderr: " << log);
       const std::size_t failures = count_of(log, "accept failed");
@@ -817,7 +812,7 @@ TEST_CASE("net: a server out of descriptors pauses accepting for a second, loggi
       REQUIRE(descriptors.exhaust());
       co_await cl::timeout(10s, second.connect(server_address));
       const bool pausing =
-          co_await eventually([&] { return count_of(captured.text(), "accept failed") > failures; }, 5s);
+          co_await eventually([&] { return count_of(captured.text_so_far(), "accept failed") > failures; }, 5s);
       CHECK(pausing);
       const cl::time_point closing = cl::clock::now();
       server.close();

@@ -1,12 +1,12 @@
-// tests/test_stress.cpp - the cancellation storm of issue 11 [stress]: operations of
-// every suspending kind (sleep, queue put/get, lock, semaphore, event, condition,
-// to_thread, stream read/write, socket connect/accept, an HTTP request against a
-// local server) started in batches and cancelled at pseudo-random points (a fixed
-// seed: a failure is reproducible). Afterwards every queue item put was taken
-// exactly once, no lock or permit is held, no timer, fd registration or parked
-// operation is left, and the open fds and live tasks are back to their start.
+// tests/test_stress.cpp - the cancellation storm [stress]: operations of every
+// suspending kind (sleep, queue put/get, lock, semaphore, event, condition, to_thread,
+// stream read/write, socket connect/accept, an HTTP request against a local server)
+// started in batches and cancelled at pseudo-random points (a fixed seed: a failure
+// is reproducible). Afterwards every queue item put was taken exactly once, no lock
+// or permit is held, no timer, fd registration or parked operation is left, and the
+// open fds and live tasks are back to their start.
 //
-// Size: CORO_LOOP_STRESS_OPS operations (the issue's full size is 1,000,000). The
+// Size: CORO_LOOP_STRESS_OPS operations (the full size is 1,000,000). The
 // default is 1,000,000 in plain builds, 100,000 under a sanitizer and 20,000 under
 // valgrind. Full size anywhere:
 //   CORO_LOOP_STRESS_OPS=1000000 build/asan-g++/tests/test_stress
@@ -36,7 +36,9 @@
 namespace cl = coro_loop;
 namespace http = coro_loop::http;
 using namespace std::chrono_literals;
+using test_support::env_number;
 using test_support::resource_counts;
+using test_support::sized;
 
 namespace {
 
@@ -234,20 +236,6 @@ cl::task<void> operation(storm* st, int k, std::uint32_t salt) {
   }
 }
 
-// The echo server: lines back until the client ends.
-cl::task<void> echo(cl::stream connection) {
-  try {
-    for (int i = 0; i < 100; ++i) {
-      std::string line = co_await connection.read_line();
-      if (line.empty()) break;
-      connection.write(line);
-      co_await connection.drain();
-    }
-  } catch (const std::exception&) {
-  }
-  connection.close();
-}
-
 // A minimal HTTP server: "ok" to every request, kept alive.
 cl::task<void> http_ok(cl::stream connection) {
   try {
@@ -261,18 +249,6 @@ cl::task<void> http_ok(cl::stream connection) {
   connection.close();
 }
 
-std::uint64_t env_number(const char* name, std::uint64_t fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  return std::strtoull(text, nullptr, 10);
-}
-
-std::uint64_t default_ops() {
-  if (test_support::under_valgrind()) return 20'000;
-  if (test_support::sanitized()) return 100'000;
-  return 1'000'000;
-}
-
 cl::task<void> run_storm(std::uint64_t total_ops, std::uint32_t seed) {
   const resource_counts before = resource_counts::now();
   cl::event_loop& loop = cl::get_running_loop();
@@ -281,7 +257,7 @@ cl::task<void> run_storm(std::uint64_t total_ops, std::uint32_t seed) {
   std::mt19937 rng(seed);
   std::discrete_distribution<int> pick(kind_weights.begin(), kind_weights.end());
 
-  cl::server echo_server = co_await cl::start_server(echo, "127.0.0.1", 0);
+  cl::server echo_server = co_await cl::start_server(net_test::echo_lines_until_end, "127.0.0.1", 0);
   cl::server http_server = co_await cl::start_server(http_ok, "127.0.0.1", 0);
   s.echo_port = echo_server.port();
   cl::socket listener = cl::socket::open(AF_INET, SOCK_STREAM);
@@ -417,7 +393,7 @@ cl::task<void> run_storm(std::uint64_t total_ops, std::uint32_t seed) {
 }  // namespace
 
 TEST_CASE("stress: a cancellation storm over every suspending kind loses nothing and leaks nothing", "[stress]") {
-  const std::uint64_t total = env_number("CORO_LOOP_STRESS_OPS", default_ops());
+  const std::uint64_t total = sized("CORO_LOOP_STRESS_OPS", 1'000'000, 100'000, 20'000);
   const auto seed = static_cast<std::uint32_t>(env_number("CORO_LOOP_STRESS_SEED", 20261124));
   test_support::fd_guard fds;
   cl::run(run_storm(total, seed));

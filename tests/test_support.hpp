@@ -1,6 +1,8 @@
-// tests/test_support.hpp - resource accounting shared by the fault and stress tests
-// (issue 11, point 4): after each case the counts of open file descriptors, live
-// tasks, timers and the loop's I/O registrations return to where they were.
+// tests/test_support.hpp - resource accounting shared by the fault, load and stress
+// tests: after each case the counts of open file descriptors, live tasks, timers and
+// the loop's I/O registrations return to where they were. Also what several test
+// files need alike: stderr captured into a string, whether a sanitizer or valgrind
+// is watching, sizes read from the environment, counting a text's occurrences.
 // Included after catch.hpp and coro_loop.hpp; everything is inline. Linux: open fds
 // are counted in /proc/self/fd, the resident set size read from /proc/self/status.
 // Windows: open file, pipe and socket handles, and the working set size.
@@ -21,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 namespace test_support {
 
@@ -124,7 +127,8 @@ inline std::size_t rss_kib() {
 #endif
 
 // Points fd 2 at a temporary file until text() (or the destructor): what the
-// library reports on stderr, read back by a test.
+// library reports on stderr, read back by a test. Should the temporary file not
+// open, nothing is captured and text() is empty.
 class stderr_capture {
  public:
   stderr_capture() {
@@ -143,6 +147,18 @@ class stderr_capture {
   // Restores stderr and returns what was written meanwhile.
   std::string text() {
     restore();
+    return written();
+  }
+  // What was written so far; stderr stays captured (a test that reads twice).
+  std::string text_so_far() {
+    std::fflush(stderr);
+    return written();
+  }
+
+ private:
+  // The whole file. fd 2 shares its offset: read to the end, that is where the
+  // next write lands.
+  std::string written() {
     std::string captured;
     if (file_ == nullptr) return captured;
     std::fseek(file_, 0, SEEK_SET);
@@ -151,8 +167,6 @@ class stderr_capture {
     while ((got = std::fread(buffer, 1, sizeof buffer, file_)) > 0) captured.append(buffer, got);
     return captured;
   }
-
- private:
   void restore() {
     if (saved_ < 0) return;
     std::fflush(stderr);
@@ -187,6 +201,32 @@ inline bool under_valgrind() {
 
 // Sanitizer or valgrind: slower, and memory is not returned at once (quarantine).
 inline bool instrumented() { return sanitized() || under_valgrind(); }
+
+// The number in the environment variable `name`, or `fallback` when it is unset or empty.
+inline std::uint64_t env_number(const char* name, std::uint64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  return std::strtoull(text, nullptr, 10);
+}
+
+// A test's size: the environment variable `name`, else the default for this build
+// (`plain`, `with_sanitizer`, or `with_valgrind` under valgrind).
+inline std::uint64_t sized(const char* name, std::uint64_t plain, std::uint64_t with_sanitizer,
+                           std::uint64_t with_valgrind) {
+  if (under_valgrind()) return env_number(name, with_valgrind);
+  if (sanitized()) return env_number(name, with_sanitizer);
+  return env_number(name, plain);
+}
+
+// Whether `part` occurs in `text`.
+inline bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+
+// How often `part` occurs in `text` (occurrences that do not overlap).
+inline std::size_t count_of(std::string_view text, std::string_view part) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find(part); at != std::string_view::npos; at = text.find(part, at + part.size())) ++count;
+  return count;
+}
 
 // What must come back once every task, socket, stream, server and timer a test
 // made is finished and closed. now() needs a running loop (all_tasks()).

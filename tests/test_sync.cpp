@@ -9,12 +9,12 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "allocation_counter.hpp"
+#include "task_helpers.hpp"
+
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
-#include <new>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -25,107 +25,10 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
-
-// Every allocation of this test binary is counted, so a test can check that
-// a hand-off between a waker and a waiter allocates nothing (issue 4, item 5).
-// Sanitizer runtimes own operator new themselves: there, nothing is counted.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define COUNT_ALLOCATIONS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define COUNT_ALLOCATIONS 0
-#endif
-#endif
-#ifndef COUNT_ALLOCATIONS
-#define COUNT_ALLOCATIONS 1
-#endif
-
-namespace {
-std::atomic<long> allocations{0};
-}  // namespace
-
-#if COUNT_ALLOCATIONS
-// Not inlined, so every new meets its own delete: valgrind, which replaces
-// both, then never sees a malloc'd block reach its operator delete.
-#if defined(__GNUC__)
-#define ALLOCATION_FUNCTION __attribute__((noinline))
-#else
-#define ALLOCATION_FUNCTION
-#endif
-ALLOCATION_FUNCTION void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* block = std::malloc(size == 0 ? 1 : size)) return block;
-  throw std::bad_alloc();
-}
-ALLOCATION_FUNCTION void* operator new[](std::size_t size) { return ::operator new(size); }
-ALLOCATION_FUNCTION void operator delete(void* block) noexcept { std::free(block); }
-ALLOCATION_FUNCTION void operator delete[](void* block) noexcept { std::free(block); }
-ALLOCATION_FUNCTION void operator delete(void* block, std::size_t) noexcept { std::free(block); }
-ALLOCATION_FUNCTION void operator delete[](void* block, std::size_t) noexcept { std::free(block); }
-#endif  // COUNT_ALLOCATIONS
+using namespace task_test;
 
 namespace {
 
-// Lets the loop run `iterations` times (sleep(0) yields exactly one iteration).
-cl::task<void> yield(int iterations = 1) {
-  for (int i = 0; i < iterations; ++i) co_await cl::sleep(0ms);
-}
-
-// Awaits `handle`; true when that threw cancelled_error.
-template <class T>
-cl::task<bool> ends_cancelled(cl::task_handle<T> handle) {
-  bool cancelled = false;
-  try {
-    (void)co_await handle;
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  co_return cancelled;
-}
-
-// How an awaited operation ended: "ok" or the name of what it threw.
-template <class Awaitable>
-cl::task<std::string> outcome_of(Awaitable awaitable) {
-  std::string outcome = "ok";
-  try {
-    (void)co_await std::move(awaitable);
-  } catch (const cl::cancelled_error&) {
-    outcome = "cancelled";
-  } catch (const cl::timeout_error&) {
-    outcome = "timeout";
-  } catch (const cl::broken_barrier_error&) {
-    outcome = "broken";
-  } catch (const cl::invalid_state_error&) {
-    outcome = "invalid_state";
-  } catch (const std::exception& error) {
-    outcome = error.what();
-  }
-  co_return outcome;
-}
-
-
-// Waits (polling the clock, never a fixed sleep) until every handle is done
-// or `limit` passed; then cancels and awaits whatever still runs. Returns how
-// many finished on their own.
-template <class T>
-cl::task<std::size_t> settle(std::vector<cl::task_handle<T>>& handles, cl::duration limit) {
-  const cl::time_point deadline = cl::clock::now() + limit;
-  auto count_done = [&handles] {
-    std::size_t done = 0;
-    for (const auto& handle : handles) done += handle.done() ? 1 : 0;
-    return done;
-  };
-  while (count_done() < handles.size() && cl::clock::now() < deadline) co_await cl::sleep(1ms);
-  const std::size_t finished = count_done();
-  for (auto& handle : handles) handle.cancel();
-  for (auto& handle : handles) {
-    try {
-      (void)co_await handle;
-    } catch (...) {
-    }
-  }
-  co_return finished;
-}
 
 // Workers take `primitive` (a lock or a semaphore with `limit` permits) through
 // scoped(), hold it across suspensions, and are cancelled at random: waiting,

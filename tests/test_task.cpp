@@ -10,6 +10,7 @@
 #include "coro_loop.hpp"
 #include "catch.hpp"
 
+#include "task_helpers.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>
@@ -26,17 +27,13 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
 
 using test_support::stderr_capture;
 
 cl::task<int> immediate(int value) { co_return value; }
-
-cl::task<int> after(cl::duration delay, int value) {
-  co_await cl::sleep(delay);
-  co_return value;
-}
 
 cl::task<void> set_flag(bool& flag) {
   flag = true;
@@ -96,7 +93,7 @@ bool is_default_task_name(const std::string& name) {
 TEST_CASE("task: task<int> returns its value through co_await", "[task]") {
   auto body = []() -> cl::task<int> {
     int a = co_await immediate(20);
-    int b = co_await after(1ms, 22);
+    int b = co_await value_after(1ms, 22);
     co_return a + b;
   };
   REQUIRE(cl::run(body()) == 42);
@@ -320,7 +317,7 @@ TEST_CASE("task: names are Task-N by default, or the given name, and set_name re
 
 TEST_CASE("task: add_done_callback runs later, never synchronously, and receives the task", "[task]") {
   auto body = []() -> cl::task<void> {
-    auto handle = cl::create_task(after(2ms, 5));
+    auto handle = cl::create_task(value_after(2ms, 5));
     int calls = 0;
     cl::task_ref seen;
     handle.add_done_callback([&](cl::task_ref done) {
@@ -348,7 +345,7 @@ TEST_CASE("task: add_done_callback runs later, never synchronously, and receives
     auto failing = cl::create_task(throws_after_sleep("expected"));
     failing.add_done_callback([&] { order.push_back(1); });
     failing.add_done_callback([&](cl::task_ref) { order.push_back(2); });
-    auto cancelled = cl::create_task(after(1h, 0));
+    auto cancelled = cl::create_task(value_after(1h, 0));
     cancelled.add_done_callback([&](cl::task_ref t) { order.push_back(t.cancelled() ? 3 : -3); });
     cancelled.cancel();
     while (!failing.done() || !cancelled.done()) co_await cl::sleep(1ms);
@@ -367,7 +364,7 @@ TEST_CASE("task: add_done_callback runs later, never synchronously, and receives
 
 TEST_CASE("task: cancelling() counts cancel requests and uncancel() takes one back", "[task]") {
   auto body = []() -> cl::task<void> {
-    auto handle = cl::create_task(after(1h, 0));
+    auto handle = cl::create_task(value_after(1h, 0));
     co_await cl::sleep(0ms);
     CHECK(handle.cancelling() == 0);
     CHECK(handle.uncancel() == 0);  // never below zero
@@ -392,7 +389,7 @@ TEST_CASE("task: cancelling() counts cancel requests and uncancel() takes one ba
 
 TEST_CASE("task: result() and exception() before the task is done throw invalid_state_error", "[task]") {
   auto body = []() -> cl::task<void> {
-    auto handle = cl::create_task(after(5ms, 1));
+    auto handle = cl::create_task(value_after(5ms, 1));
     CHECK_THROWS_AS(handle.result(), cl::invalid_state_error);
     CHECK_THROWS_AS(handle.exception(), cl::invalid_state_error);
     co_await cl::sleep(0ms);
@@ -529,7 +526,7 @@ TEST_CASE("task: current_task() is the running task's handle, and empty in a pla
 
 TEST_CASE("task: all_tasks() lists the pending tasks only", "[task]") {
   auto body = []() -> cl::task<void> {
-    auto sleeper = cl::create_task(after(1h, 0), "sleeper");
+    auto sleeper = cl::create_task(value_after(1h, 0), "sleeper");
     auto quick = cl::create_task(immediate(1), "quick");
     (void)co_await quick;
     CHECK(quick.done());
@@ -582,7 +579,7 @@ TEST_CASE("task: no report when the exception was retrieved, or when the task wa
     }
     auto via_result = cl::create_task(throws_after_sleep("via result"));
     auto via_exception = cl::create_task(throws_after_sleep("via exception"));
-    auto cancelled = cl::create_task(after(1h, 0));
+    auto cancelled = cl::create_task(value_after(1h, 0));
     cancelled.cancel();
     while (!via_result.done() || !via_exception.done() || !cancelled.done()) co_await cl::sleep(1ms);
     CHECK_THROWS_AS(via_result.result(), std::runtime_error);

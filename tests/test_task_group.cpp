@@ -11,6 +11,9 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "task_helpers.hpp"
+#include "test_support.hpp"
+
 #include <chrono>
 #include <exception>
 #include <optional>
@@ -20,81 +23,14 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
+using test_support::contains;
 
 namespace {
-
-constexpr auto forever = 5s;  // "never finishes" within a test: always cancelled first
-
-cl::task<int> value_after(cl::duration delay, int value) {
-  co_await cl::sleep(delay);
-  co_return value;
-}
-
-cl::task<int> fail_after(cl::duration delay, const char* message) {
-  co_await cl::sleep(delay);
-  throw std::runtime_error(message);
-}
 
 cl::task<int> fail_at(cl::time_point when, const char* message) {
   co_await cl::sleep_until(when);
   throw std::runtime_error(message);
-}
-
-// What a child went through; its cleanup awaits, as real cleanup does.
-struct probe {
-  bool started = false;
-  bool cancelled = false;
-  bool cleaned_up = false;
-  bool finished = false;
-};
-
-cl::task<int> guarded(probe& p, cl::duration delay, int value, cl::duration cleanup = 2ms) {
-  p.started = true;
-  bool cancelled = false;
-  try {
-    co_await cl::sleep(delay);
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  if (cancelled) {
-    p.cancelled = true;
-    co_await cl::sleep(cleanup);  // asynchronous cleanup
-    p.cleaned_up = true;
-    throw cl::cancelled_error{};
-  }
-  p.finished = true;
-  co_return value;
-}
-
-// Suspends (one loop iteration at a time) until `condition()` holds.
-template <class Condition>
-cl::task<void> until(Condition condition) {
-  while (!condition()) co_await cl::sleep(0ms);
-}
-
-// Gives `scope` a deadline 1 ms away once `condition()` holds: a test that
-// needs the children's cleanup to run sets its deadline only once they run (a
-// child cancelled before its first step never runs its body).
-template <class Condition>
-cl::task<void> expire_when(cl::timeout_scope& scope, Condition condition) {
-  co_await until(condition);
-  scope.reschedule(1ms);
-}
-
-// Waits until `handle` is done, whatever its outcome.
-template <class T>
-cl::task<void> finished(cl::task_handle<T> handle) {
-  while (!handle.done()) co_await cl::sleep(0ms);
-}
-
-std::string message_of(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (const cl::cancelled_error&) {
-    return "cancelled";
-  }
 }
 
 std::vector<std::string> messages_of(const cl::exception_group& group) {
@@ -102,10 +38,6 @@ std::vector<std::string> messages_of(const cl::exception_group& group) {
   for (const std::exception_ptr& error : group.exceptions()) messages.push_back(message_of(error));
   return messages;
 }
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-int cancelling_now() { return cl::current_task().cancelling(); }
 
 // True when one more suspension of the current task raises cancelled_error.
 cl::task<bool> next_suspension_cancels() {

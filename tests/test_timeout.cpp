@@ -9,6 +9,8 @@
 #include "catch.hpp"
 #include "coro_loop.hpp"
 
+#include "task_helpers.hpp"
+
 #include <chrono>
 #include <optional>
 #include <stdexcept>
@@ -17,54 +19,9 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using namespace task_test;
 
 namespace {
-
-constexpr auto forever = 5s;  // "never finishes" within a test: always cancelled first
-
-cl::task<int> value_after(cl::duration delay, int value) {
-  co_await cl::sleep(delay);
-  co_return value;
-}
-
-// What the inner work went through; its cleanup awaits, as real cleanup does.
-struct probe {
-  bool started = false;
-  bool cancelled = false;
-  bool cleaned_up = false;
-  bool finished = false;
-};
-
-cl::task<int> guarded(probe& p, cl::duration delay, int value) {
-  p.started = true;
-  bool cancelled = false;
-  try {
-    co_await cl::sleep(delay);
-  } catch (const cl::cancelled_error&) {
-    cancelled = true;
-  }
-  if (cancelled) {
-    p.cancelled = true;
-    co_await cl::sleep(2ms);  // asynchronous cleanup
-    p.cleaned_up = true;
-    throw cl::cancelled_error{};
-  }
-  p.finished = true;
-  co_return value;
-}
-
-// Suspends (one loop iteration at a time) until `condition()` holds.
-template <class Condition>
-cl::task<void> until(Condition condition) {
-  while (!condition()) co_await cl::sleep(0ms);
-}
-
-// Gives `scope` a deadline 1 ms away once `condition()` holds.
-template <class Condition>
-cl::task<void> expire_when(cl::timeout_scope& scope, Condition condition) {
-  co_await until(condition);
-  scope.reschedule(1ms);
-}
 
 // How an awaited piece of work ended, as one word.
 enum class ending { value, timeout, cancelled, other_error };
@@ -97,15 +54,6 @@ const char* name_of(ending e) {
   }
   return "?";
 }
-
-// Waits until `handle` is done, whatever its outcome.
-template <class T>
-cl::task<void> finished(cl::task_handle<T> handle) {
-  while (!handle.done()) co_await cl::sleep(0ms);
-}
-
-std::size_t timers_now() { return cl::get_running_loop().timer_count(); }
-int cancelling_now() { return cl::current_task().cancelling(); }
 
 }  // namespace
 

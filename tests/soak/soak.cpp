@@ -1,4 +1,4 @@
-// tests/soak/soak.cpp - `make soak` (issue 11, point 5; not part of CI): mixed traffic
+// tests/soak/soak.cpp - `make soak` (not part of CI): mixed traffic
 // for SOAK_SECONDS (default 1800 = 30 minutes), printing the resident set size and
 // the open fd count every SOAK_REPORT_SECONDS (default 60). Traffic, all at once:
 //   - HTTP against a private nginx (tests/nginx_fixture.hpp): /1k, /c/1k, /1m, redirects
