@@ -2131,7 +2131,7 @@ inline void detail::loop_core::run_ready_batch() {
 }
 
 // Debug mode: one step that holds the loop past slow_callback_duration is
-// named (the guide's pitfall 1: blocking code in a coroutine).
+// named: blocking code in a coroutine, the commonest asyncio mistake.
 inline void detail::loop_core::run_timed(ready_node* node) {
   // Named before it runs: a task that finishes may free itself.
   std::string what = describe_ready_node(node);
@@ -2782,7 +2782,7 @@ class [[nodiscard]] task {
   void destroy() noexcept {
     if (frame_) {
       if (!frame_.promise().awaited() && detail::debug_enabled()) {
-        // The guide's pitfall 2. [[nodiscard]] catches the plain call at
+        // A forgotten co_await. [[nodiscard]] catches the plain call at
         // compile time; this catches a task stored and then forgotten.
         std::fprintf(stderr, "coro_loop: a task<T> was destroyed without ever being awaited (forgot co_await?)\n");
       }

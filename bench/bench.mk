@@ -1,4 +1,4 @@
-# bench/bench.mk - `make bench`, included by the top Makefile (issue 10).
+# bench/bench.mk - `make bench`, included by the top Makefile.
 #
 #   make bench          install the peers (scripts/install-bench-deps.sh), build every
 #                       benchmark program at -O2 into build/bench/, run bench/run.py: each

@@ -380,7 +380,7 @@ TEST_CASE("debug: CORO_LOOP_DEBUG=1 turns debug mode on without run_options", "[
     environment.push_back(nullptr);
     std::string spec = "[debug_env_child]";
     // Under qemu-user without binfmt the kernel cannot run this binary itself: the
-    // runner names its emulator in CORO_LOOP_TEST_EXEC_WRAPPER (mk/cross.mk, the meson
+    // runner names its emulator in CORO_LOOP_TEST_EXEC_WRAPPER (the Makefile's TARGET rules, the meson
     // cross files), e.g. "qemu-arm -L /usr/arm-linux-gnueabihf", and the child runs
     // through it.
     std::vector<std::string> wrapper_words;
