@@ -18,6 +18,9 @@
 //                                            operator new (on by default under sanitizers)
 //   CORO_LOOP_NO_HTTP                        leave out the HTTP client (section 10):
 //                                            a program without it compiles faster [HTTP in]
+//   CORO_LOOP_OPENSSL                        TLS through OpenSSL 3 (section 9.5); link
+//                                            -lssl -lcrypto [off: TLS throws tls_error
+//                                            saying how to turn it on]
 // Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()).
 //
 // Contents (search ">>name" to jump):
@@ -25,7 +28,7 @@
 //   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue >>iocp
 //   5 tasks              >>tasks       6 combinators      >>combine
 //   7 synchronisation    >>sync        8 executors        >>exec
-//   9 networking         >>net         10 HTTP/1.1 client >>http
+//   9 networking         >>net >>tls   10 HTTP/1.1 client >>http
 //   11 event_loop, signals, run()   >>run
 //
 // Public names, one line each, with the tag of the section that declares them
@@ -52,9 +55,12 @@
 //   concurrent_future<T>, run_coroutine_threadsafe(aw, loop)   >>exec  submit from another thread
 //   read_some, write_some, wait_readable, wait_writable   >>net  awaitable I/O on a handle
 //   address, socket, resolve(host, port)        >>net     addresses, raw sockets, DNS off the loop thread
-//   stream, stream_options, open_connection(host, port), open_unix_connection(path)   >>net  streams
+//   tls_context, tls_options, tls_version       >>tls     TLS settings (asyncio's SSLContext) and per connection
+//   tls_error, tls_certificate_error            >>tls     what a TLS handshake, read or write throws
+//   stream, stream_options, open_connection(host, port[, tls]), open_unix_connection(path)   >>net  streams
+//   stream::start_tls(tls), selected_alpn_protocol(), negotiated_tls_version()   >>net  TLS on a stream
 //   incomplete_read_error, limit_overrun_error  >>net     what stream reads throw
-//   start_server(handler, host, port), start_unix_server(handler, path), server, server_options   >>net
+//   start_server(handler, host, port[, tls]), start_unix_server(handler, path), server, server_options   >>net
 //   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
 //   http::client, client_options, request_options, timeouts, limits   >>http  keep-alive pool and its settings
 //   http::response                              >>http    status, headers, text(), body(), read_chunk()
@@ -235,6 +241,16 @@
 #include <windows.h>
 #if defined(_MSC_VER)
 #pragma comment(lib, "ws2_32.lib")
+#endif
+#endif
+// TLS (section 9.5) is the one user of these; they are here, under the same
+// macro as its implementation, so that no #include sits inside the namespace.
+#if defined(CORO_LOOP_OPENSSL)
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#if !defined(OPENSSL_VERSION_NUMBER) || OPENSSL_VERSION_NUMBER < 0x30000000L || defined(LIBRESSL_VERSION_NUMBER)
+#error "coro_loop: CORO_LOOP_OPENSSL needs OpenSSL 3.0 or later (its headers and -lssl -lcrypto)"
 #endif
 #endif
 
@@ -5765,9 +5781,9 @@ auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
 
 // ============================================================================
 // 9. Networking: awaitable operations on handles  >>net
-//    Uses 4 (the backend's contract), 5 (tasks), 6 (sleep: accept's back-off),
-//    7 (a stream's waiters park like the primitives') and 8 (resolve runs on
-//    the thread pool).
+//    Uses 4 (the backend's contract), 5 (tasks), 6 (sleep: accept's back-off;
+//    timeout: a TLS handshake's), 7 (a stream's waiters park like the
+//    primitives') and 8 (resolve runs on the thread pool).
 // ============================================================================
 
 namespace detail {
@@ -6291,7 +6307,553 @@ inline task<std::vector<address>> resolve(std::string host, std::uint16_t port, 
   co_return co_await to_thread(&detail::resolve_blocking, std::move(host), port, family, type);
 }
 
-// --- 9.5 Streams ---
+// --- 9.5 TLS: contexts, options, the engine  >>tls ---
+// Opt-in: `#define CORO_LOOP_OPENSSL` before the first include compiles the
+// OpenSSL 3 engine below (link -lssl -lcrypto; its headers are included in
+// section 1 under the same macro, the only other place it is tested). Without
+// it the same types exist, and making a tls_context throws tls_error saying
+// how to turn TLS on; nothing else changes.
+//
+// TLS runs over memory, never over the socket: a TLS stream receives
+// ciphertext with its ordinary recv operation into a buffer of its own, feeds
+// it to the engine and decrypts into its input buffer; write() encrypts into
+// the stream's output, sent by its ordinary send. So every backend (epoll,
+// kqueue, IOCP) serves TLS unchanged, no call blocks the loop, and
+// cancellation and timeouts are the streams' own. The engine is all that
+// streams ask of a TLS library; a second one (Mbed TLS) would add a block
+// defining the same two classes, members in the same order:
+//
+//   class tls_context_state                  a tls_context's settings, shared by its connections
+//     tls_context_state(bool server)          client: verifies the peer against the system trust
+//                                             store; server: asks no certificate; both TLS 1.2+
+//     load_verify_locations(file, directory)  trust these CAs (the system store is then not loaded)
+//     load_cert_chain(certificate, key)       the certificate presented (a server's, or a client's)
+//     set_verify(on), set_alpn_protocols(list), set_min_version(v), set_max_version(v)
+//     is_server(), verifies()
+//   class tls_engine                          one connection
+//     tls_engine(context, server_name)        a client verifies server_name (a DNS name or an IP
+//                                             address) and sends a DNS name as SNI
+//     feed(ciphertext)                        what the socket received
+//     has_output(), take_output(vector&)      appends what must be sent: handshake, records, alerts
+//     handshake()                             one step: done, want_input or failed
+//     read(into, produced&)                   decrypts into `into`: done (produced > 0), want_input,
+//                                             closed (the peer's close_notify) or failed
+//     write(plaintext)                        encrypts all of it into the output; false: failed
+//     shutdown()                              queues close_notify (once; never after a failure)
+//     has_buffered_input()                    ciphertext or plaintext held inside: a read needs no recv
+//     alpn_protocol(), version()              what the handshake chose
+//     error(), certificate_error()            why the last step failed, in the library's words, and
+//                                             whether it was the check of the peer's certificate
+// Each member returns at once, on the loop thread. Only the constructors
+// throw (tls_error), and feed / take_output (std::bad_alloc). What a closed
+// socket means is the stream's to decide: without close_notify first, a
+// truncation (an error), never a clean end.
+
+/// A TLS protocol version (asyncio's ssl.TLSVersion); nothing older than 1.2 is ever offered.
+enum class tls_version : std::uint8_t { v1_2, v1_3 };
+
+/// Thrown by a TLS handshake, read or write, naming the operation, the peer and the library's
+/// reason ("tls handshake with 127.0.0.1:8443: tlsv1 alert unknown ca"), and by a tls_context's
+/// set-up (a missing file, a key that does not fit); asyncio's ssl.SSLError.
+class tls_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The peer's certificate failed the check: untrusted, expired, or for another name
+/// ("tls handshake with 127.0.0.1:8443: certificate verify failed: self-signed certificate");
+/// asyncio's ssl.SSLCertVerificationError.
+class tls_certificate_error : public tls_error {
+ public:
+  using tls_error::tls_error;
+};
+
+namespace detail {
+class tls_context_state;
+struct tls_context_access;
+}  // namespace detail
+
+/// TLS settings shared by many connections (asyncio's ssl.SSLContext): the check of the peer,
+/// trusted CAs, the certificate presented, ALPN, versions. Copies share one context: set it
+/// up first; then connections on any thread may use it (the setters are not thread-safe).
+class tls_context {
+ public:
+  /// An empty context: valid() is false, and a connection given it throws invalid_state_error.
+  tls_context() noexcept = default;
+  /// A client context, safe by default (asyncio's ssl.create_default_context()): the server's
+  /// certificate must chain to the system's trusted CAs and name the host; TLS 1.2 or later.
+  /// Throws tls_error (without CORO_LOOP_OPENSSL: TLS is not built in, and how to build it in).
+  static tls_context client();
+  /// A server context presenting `certificate_file` (PEM: the certificate, then any
+  /// intermediates) with `key_file` (PEM); it asks for no client certificate unless set_verify(true).
+  static tls_context server(const std::string& certificate_file, const std::string& key_file);
+
+  /// Trusts the CAs in a PEM file and/or a hashed directory (openssl rehash) instead of the
+  /// system's (asyncio's load_verify_locations); a server checks client certificates against them.
+  tls_context& load_verify_locations(const std::string& ca_file, const std::string& ca_directory = {});
+  /// Presents this certificate chain and key: a client's own certificate, or a server's new one.
+  tls_context& load_cert_chain(const std::string& certificate_file, const std::string& key_file);
+  /// Client: false accepts any certificate for any name (asyncio's check_hostname = False with
+  /// verify_mode = CERT_NONE), only when asked for. Server: true demands a client certificate.
+  tls_context& set_verify(bool verify);
+  /// ALPN protocols, most preferred first ({"h2", "http/1.1"}); a server picks the first of its
+  /// list the client also offers, and none when they share none. Throws std::invalid_argument.
+  tls_context& set_alpn_protocols(const std::vector<std::string>& protocols);
+  /// The oldest version offered or accepted [1.2] (asyncio's minimum_version).
+  tls_context& set_min_version(tls_version version);
+  /// The newest version offered or accepted [1.3] (asyncio's maximum_version).
+  tls_context& set_max_version(tls_version version);
+
+  /// False for an empty (default or moved-from) context.
+  bool valid() const noexcept { return state_ != nullptr; }
+  /// Made by server() (else by client()); whether the peer's certificate is checked.
+  bool is_server() const;
+  bool verifies() const;
+
+ private:
+  friend struct detail::tls_context_access;
+  detail::tls_context_state& get(const char* operation) const;
+  std::shared_ptr<detail::tls_context_state> state_;
+};
+
+/// One TLS connection's settings (asyncio's ssl= and server_hostname=). Constructors, not an
+/// aggregate, on purpose: GCC 12 destroys an aggregate temporary written inside a co_await
+/// expression twice, while `co_await open_connection(host, port, tls_options(context))` is safe.
+struct tls_options {
+  /// TLS with `shared` (a tls_context converts); a client verifies the host it connects to.
+  tls_options(tls_context shared) : context(std::move(shared)) {}
+  /// A client verifies `hostname` instead, and sends it as SNI (asyncio's server_hostname).
+  tls_options(tls_context shared, std::string hostname)
+      : context(std::move(shared)), server_hostname(std::move(hostname)) {}
+
+  tls_context context;
+  std::string server_hostname;  // "": open_connection's host; start_tls: the peer's IP address
+  duration handshake_timeout = std::chrono::seconds(60);  // asyncio's ssl_handshake_timeout:
+                                                          // timeout_error past it
+};
+
+namespace detail {
+
+struct tls_context_access {
+  static const std::shared_ptr<tls_context_state>& state(const tls_context& context) { return context.state_; }
+};
+
+// One step of the engine (see above).
+enum class tls_step : std::uint8_t { done, want_input, closed, failed };
+
+#if defined(CORO_LOOP_OPENSSL)
+
+// This thread's OpenSSL error queue as text, its reasons "; "-joined (the
+// queue is emptied); `fallback` when it held none. `verify_failed` tells
+// whether one of them was the certificate check.
+inline std::string take_openssl_errors(const char* fallback, bool* verify_failed = nullptr) {
+  std::string text;
+  while (const unsigned long code = ERR_get_error()) {
+    if (verify_failed != nullptr && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+        ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      *verify_failed = true;
+    }
+    char buffer[256];
+    const char* reason = ERR_reason_error_string(code);
+    if (reason == nullptr) {
+      ERR_error_string_n(code, buffer, sizeof buffer);
+      reason = buffer;
+    }
+    if (text.find(reason) != std::string::npos) continue;
+    if (!text.empty()) text += "; ";
+    text += reason;
+  }
+  return text.empty() ? std::string(fallback) : text;
+}
+
+class tls_context_state {
+ public:
+  explicit tls_context_state(bool server) : server_(server), verify_(!server) {
+    ERR_clear_error();
+    context_ = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (context_ == nullptr) throw tls_error("tls_context: " + take_openssl_errors("SSL_CTX_new failed"));
+    SSL_CTX_set_min_proto_version(context_, TLS1_2_VERSION);
+    // No renegotiation (its attacks, and a write that would have to wait for a
+    // read) and no compression (CRIME), whatever the system's configuration says.
+    SSL_CTX_set_options(context_, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    // An idle connection gives its record buffers back (about 34 KiB).
+    SSL_CTX_set_mode(context_, SSL_MODE_RELEASE_BUFFERS);
+    if (server_) {
+      // A session resumed under a client certificate needs an id context.
+      static constexpr unsigned char session_context[] = "coro_loop";
+      SSL_CTX_set_session_id_context(context_, session_context, sizeof session_context - 1);
+      SSL_CTX_set_alpn_select_cb(context_, &select_alpn, this);
+    }
+    apply_verify();
+  }
+  tls_context_state(const tls_context_state&) = delete;
+  tls_context_state& operator=(const tls_context_state&) = delete;
+  ~tls_context_state() { SSL_CTX_free(context_); }
+
+  void load_verify_locations(const std::string& file, const std::string& directory) {
+    if (file.empty() && directory.empty()) {
+      throw std::invalid_argument("tls_context::load_verify_locations: neither a file nor a directory");
+    }
+    ERR_clear_error();
+    if (SSL_CTX_load_verify_locations(context_, file.empty() ? nullptr : file.c_str(),
+                                      directory.empty() ? nullptr : directory.c_str()) != 1) {
+      throw tls_error("tls_context::load_verify_locations " + (file.empty() ? directory : file) + ": " +
+                      take_openssl_errors("cannot load"));
+    }
+    own_trust_ = true;
+  }
+  void load_cert_chain(const std::string& certificate, const std::string& key) {
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(context_, certificate.c_str()) != 1) {
+      throw tls_error("tls_context::load_cert_chain " + certificate + ": " + take_openssl_errors("cannot load"));
+    }
+    if (SSL_CTX_use_PrivateKey_file(context_, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(context_) != 1) {
+      throw tls_error("tls_context::load_cert_chain " + key + ": " + take_openssl_errors("cannot load"));
+    }
+  }
+  void set_verify(bool verify) {
+    verify_ = verify;
+    apply_verify();
+  }
+  void set_alpn_protocols(const std::vector<std::string>& protocols) {
+    std::string wire;  // RFC 7301 section 3.1: each name after its length byte
+    for (const std::string& protocol : protocols) {
+      if (protocol.empty() || protocol.size() > 255) {
+        throw std::invalid_argument("tls_context::set_alpn_protocols: a protocol name has 1 to 255 bytes: \"" +
+                                    protocol + "\"");
+      }
+      wire += static_cast<char>(protocol.size());
+      wire += protocol;
+    }
+    // A client offers the list in every ClientHello; a server picks from it (select_alpn).
+    if (!server_ && SSL_CTX_set_alpn_protos(context_, reinterpret_cast<const unsigned char*>(wire.data()),
+                                            static_cast<unsigned>(wire.size())) != 0) {
+      throw tls_error("tls_context::set_alpn_protocols: " + take_openssl_errors("refused"));
+    }
+    alpn_ = std::move(wire);
+  }
+  void set_min_version(tls_version version) { SSL_CTX_set_min_proto_version(context_, protocol_number(version)); }
+  void set_max_version(tls_version version) { SSL_CTX_set_max_proto_version(context_, protocol_number(version)); }
+  bool is_server() const noexcept { return server_; }
+  bool verifies() const noexcept { return verify_; }
+
+  // For tls_engine: a connection object. A client that verifies and was given
+  // no CAs of its own loads the system's first (once: it reads files).
+  SSL* new_connection() {
+    if (!server_ && verify_ && !own_trust_) {
+      std::call_once(system_trust_loaded_, [this] {
+        // A failure here shows as "unable to get local issuer certificate" on connecting.
+        SSL_CTX_set_default_verify_paths(context_);
+        ERR_clear_error();
+      });
+    }
+    ERR_clear_error();
+    SSL* connection = SSL_new(context_);
+    if (connection == nullptr) throw tls_error("tls: " + take_openssl_errors("SSL_new failed"));
+    return connection;
+  }
+
+ private:
+  static int protocol_number(tls_version version) noexcept {
+    return version == tls_version::v1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
+  }
+  void apply_verify() {
+    int mode = SSL_VERIFY_NONE;
+    if (verify_) mode = server_ ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER;
+    SSL_CTX_set_verify(context_, mode, nullptr);
+  }
+  // The server's ALPN choice: the first of ours the client offers; none
+  // (rather than a fatal alert) when they share none, as Python's ssl does.
+  static int select_alpn(SSL*, const unsigned char** chosen, unsigned char* chosen_length, const unsigned char* offered,
+                         unsigned offered_length, void* self) {
+    const std::string& ours = static_cast<tls_context_state*>(self)->alpn_;
+    unsigned char* match = nullptr;
+    unsigned char match_length = 0;
+    if (ours.empty() ||
+        SSL_select_next_proto(&match, &match_length, reinterpret_cast<const unsigned char*>(ours.data()),
+                              static_cast<unsigned>(ours.size()), offered, offered_length) != OPENSSL_NPN_NEGOTIATED) {
+      return SSL_TLSEXT_ERR_NOACK;
+    }
+    *chosen = match;
+    *chosen_length = match_length;
+    return SSL_TLSEXT_ERR_OK;
+  }
+
+  SSL_CTX* context_ = nullptr;
+  std::string alpn_;  // in wire format
+  std::once_flag system_trust_loaded_;
+  bool server_;
+  bool verify_;
+  bool own_trust_ = false;
+};
+
+class tls_engine {
+ public:
+  tls_engine(std::shared_ptr<tls_context_state> context, std::string_view server_name)
+      : context_(std::move(context)), connection_(context_->new_connection()) {
+    BIO* input = BIO_new(BIO_s_mem());
+    BIO* output = BIO_new(BIO_s_mem());
+    if (input == nullptr || output == nullptr) {
+      BIO_free(input);
+      BIO_free(output);
+      throw std::bad_alloc();
+    }
+    // Empty means "nothing yet", never the end: the stream sees the socket and
+    // decides what its end means.
+    BIO_set_mem_eof_return(input, -1);
+    SSL_set_bio(connection_.get(), input, output);  // the connection owns both now
+    input_ = input;
+    output_ = output;
+    if (context_->is_server()) {
+      SSL_set_accept_state(connection_.get());
+      return;
+    }
+    SSL_set_connect_state(connection_.get());
+    if (server_name.size() >= 2 && server_name.front() == '[' && server_name.back() == ']') {
+      server_name = server_name.substr(1, server_name.size() - 2);
+    }
+    name_ = server_name;
+    const bool numeric = address::parse(name_, 0).has_value();
+    ERR_clear_error();
+    // SNI carries DNS names only (RFC 6066 section 3).
+    if (!numeric && !name_.empty() && SSL_set_tlsext_host_name(connection_.get(), name_.c_str()) != 1) {
+      throw tls_error("tls: cannot send \"" + name_ + "\" as the server name: " + take_openssl_errors("refused"));
+    }
+    if (!context_->verifies()) return;
+    if (name_.empty()) throw tls_error("tls: no server name to verify the certificate against");
+    X509_VERIFY_PARAM* check = SSL_get0_param(connection_.get());
+    X509_VERIFY_PARAM_set_hostflags(check, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const int named = numeric ? X509_VERIFY_PARAM_set1_ip_asc(check, name_.c_str())
+                              : X509_VERIFY_PARAM_set1_host(check, name_.c_str(), name_.size());
+    if (named != 1) {
+      throw tls_error("tls: cannot verify the name \"" + name_ + "\": " + take_openssl_errors("refused"));
+    }
+  }
+
+  void feed(std::span<const char> ciphertext) {
+    while (!ciphertext.empty()) {
+      const std::size_t piece = std::min<std::size_t>(ciphertext.size(), std::size_t{1} << 30);
+      if (BIO_write(input_, ciphertext.data(), static_cast<int>(piece)) != static_cast<int>(piece)) {
+        throw std::bad_alloc();
+      }
+      ciphertext = ciphertext.subspan(piece);
+    }
+  }
+  bool has_output() const noexcept { return BIO_ctrl_pending(output_) > 0; }
+  void take_output(std::vector<char>& out) {
+    const std::size_t pending = BIO_ctrl_pending(output_);
+    if (pending == 0) return;
+    const std::size_t start = out.size();
+    out.resize(start + pending);
+    std::size_t taken = 0;
+    if (BIO_read_ex(output_, out.data() + start, pending, &taken) != 1) taken = 0;
+    out.resize(start + taken);
+  }
+
+  tls_step handshake() {
+    if (failed_) return tls_step::failed;
+    ERR_clear_error();
+    const int result = SSL_do_handshake(connection_.get());
+    return result == 1 ? tls_step::done : after(result);
+  }
+  tls_step read(std::span<char> into, std::size_t& produced) {
+    produced = 0;
+    if (failed_) return tls_step::failed;
+    if (peer_closed_) return tls_step::closed;
+    // As many records as fit: one recv often brings several.
+    while (produced < into.size()) {
+      std::size_t got = 0;
+      ERR_clear_error();
+      const int result = SSL_read_ex(connection_.get(), into.data() + produced, into.size() - produced, &got);
+      if (result == 1) {
+        produced += got;
+        continue;
+      }
+      // A failure or close_notify after some plaintext is kept for the next read.
+      const tls_step step = after(result);
+      return produced > 0 ? tls_step::done : step;
+    }
+    return tls_step::done;
+  }
+  bool write(std::string_view plaintext) {
+    if (failed_) return false;
+    if (plaintext.empty()) return true;
+    ERR_clear_error();
+    std::size_t written = 0;
+    // All or nothing: a memory BIO takes every record, and without
+    // renegotiation a write never waits for a read.
+    const int result = SSL_write_ex(connection_.get(), plaintext.data(), plaintext.size(), &written);
+    if (result == 1 && written == plaintext.size()) return true;
+    if (after(result) != tls_step::failed) {
+      failed_ = true;
+      error_ = "the connection cannot send any more";
+    }
+    return false;
+  }
+  void shutdown() noexcept {
+    if (failed_ || shutdown_sent_) return;
+    shutdown_sent_ = true;
+    ERR_clear_error();
+    // 0 (sent; the peer's not yet read) is all a close needs: nobody waits for the peer's.
+    (void)SSL_shutdown(connection_.get());
+    ERR_clear_error();
+  }
+  bool has_buffered_input() const noexcept {
+    return SSL_has_pending(connection_.get()) == 1 || BIO_ctrl_pending(input_) > 0;
+  }
+  std::string_view alpn_protocol() const noexcept {
+    const unsigned char* protocol = nullptr;
+    unsigned length = 0;
+    SSL_get0_alpn_selected(connection_.get(), &protocol, &length);
+    return protocol == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(protocol), length);
+  }
+  std::optional<tls_version> version() const noexcept {
+    switch (SSL_version(connection_.get())) {
+      case TLS1_2_VERSION:
+        return tls_version::v1_2;
+      case TLS1_3_VERSION:
+        return tls_version::v1_3;
+      default:
+        return std::nullopt;
+    }
+  }
+  const std::string& error() const noexcept { return error_; }
+  bool certificate_error() const noexcept { return certificate_error_; }
+
+ private:
+  struct connection_free {
+    void operator()(SSL* connection) const noexcept { SSL_free(connection); }
+  };
+  // What a call that did not succeed means; a failure is recorded with its reason.
+  tls_step after(int result) {
+    const int code = SSL_get_error(connection_.get(), result);
+    if (code == SSL_ERROR_WANT_READ) return tls_step::want_input;
+    if (code == SSL_ERROR_ZERO_RETURN) {
+      peer_closed_ = true;
+      return tls_step::closed;
+    }
+    // Not SSL_ERROR_WANT_WRITE: a memory BIO takes every byte.
+    failed_ = true;
+    bool verify_failed = false;
+    error_ = take_openssl_errors("the TLS library reported an error without a reason", &verify_failed);
+    const long verify = SSL_get_verify_result(connection_.get());
+    if (verify_failed && verify != X509_V_OK) {
+      certificate_error_ = true;
+      error_ = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
+      if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        error_ += " (the certificate is not for " + name_ + ")";
+      }
+    }
+    return tls_step::failed;
+  }
+
+  std::shared_ptr<tls_context_state> context_;  // select_alpn reads its list during the handshake
+  std::unique_ptr<SSL, connection_free> connection_;
+  BIO* input_ = nullptr;   // ciphertext received, owned by connection_
+  BIO* output_ = nullptr;  // ciphertext to send, owned by connection_
+  std::string name_;       // what a client verifies
+  std::string error_;
+  bool failed_ = false;
+  bool peer_closed_ = false;
+  bool shutdown_sent_ = false;
+  bool certificate_error_ = false;
+};
+
+#else  // no TLS library: the same classes; constructing one says how to build TLS in
+
+[[noreturn]] inline void throw_tls_not_built_in() {
+  throw tls_error(
+      "TLS is not built in: #define CORO_LOOP_OPENSSL before including coro_loop.hpp, and link with "
+      "-lssl -lcrypto (OpenSSL 3)");
+}
+
+class tls_context_state {
+ public:
+  explicit tls_context_state(bool) { throw_tls_not_built_in(); }
+  void load_verify_locations(const std::string&, const std::string&) {}
+  void load_cert_chain(const std::string&, const std::string&) {}
+  void set_verify(bool) {}
+  void set_alpn_protocols(const std::vector<std::string>&) {}
+  void set_min_version(tls_version) {}
+  void set_max_version(tls_version) {}
+  bool is_server() const noexcept { return false; }
+  bool verifies() const noexcept { return true; }
+};
+
+class tls_engine {
+ public:
+  tls_engine(std::shared_ptr<tls_context_state>, std::string_view) { throw_tls_not_built_in(); }
+  void feed(std::span<const char>) {}
+  bool has_output() const noexcept { return false; }
+  void take_output(std::vector<char>&) {}
+  tls_step handshake() { return tls_step::failed; }
+  tls_step read(std::span<char>, std::size_t& produced) {
+    produced = 0;
+    return tls_step::failed;
+  }
+  bool write(std::string_view) { return false; }
+  void shutdown() noexcept {}
+  bool has_buffered_input() const noexcept { return false; }
+  std::string_view alpn_protocol() const noexcept { return {}; }
+  std::optional<tls_version> version() const noexcept { return std::nullopt; }
+  const std::string& error() const noexcept { return error_; }
+  bool certificate_error() const noexcept { return false; }
+
+ private:
+  std::string error_;
+};
+
+#endif  // CORO_LOOP_OPENSSL
+
+}  // namespace detail
+
+inline tls_context tls_context::client() {
+  tls_context made;
+  made.state_ = std::make_shared<detail::tls_context_state>(false);
+  return made;
+}
+inline tls_context tls_context::server(const std::string& certificate_file, const std::string& key_file) {
+  tls_context made;
+  made.state_ = std::make_shared<detail::tls_context_state>(true);
+  made.state_->load_cert_chain(certificate_file, key_file);
+  return made;
+}
+inline tls_context& tls_context::load_verify_locations(const std::string& ca_file, const std::string& ca_directory) {
+  get("load_verify_locations").load_verify_locations(ca_file, ca_directory);
+  return *this;
+}
+inline tls_context& tls_context::load_cert_chain(const std::string& certificate_file, const std::string& key_file) {
+  get("load_cert_chain").load_cert_chain(certificate_file, key_file);
+  return *this;
+}
+inline tls_context& tls_context::set_verify(bool verify) {
+  get("set_verify").set_verify(verify);
+  return *this;
+}
+inline tls_context& tls_context::set_alpn_protocols(const std::vector<std::string>& protocols) {
+  get("set_alpn_protocols").set_alpn_protocols(protocols);
+  return *this;
+}
+inline tls_context& tls_context::set_min_version(tls_version version) {
+  get("set_min_version").set_min_version(version);
+  return *this;
+}
+inline tls_context& tls_context::set_max_version(tls_version version) {
+  get("set_max_version").set_max_version(version);
+  return *this;
+}
+inline bool tls_context::is_server() const { return get("is_server").is_server(); }
+inline bool tls_context::verifies() const { return get("verifies").verifies(); }
+inline detail::tls_context_state& tls_context::get(const char* operation) const {
+  if (state_ == nullptr) {
+    throw invalid_state_error(std::string("tls_context::") + operation +
+                              ": empty context (make one with tls_context::client() or ::server())");
+  }
+  return *state_;
+}
+
+// --- 9.6 Streams ---
 
 /// Thrown by read_exactly (and read_until at end of stream) when the stream
 /// ended first (asyncio.IncompleteReadError); partial holds what was read.
@@ -6333,6 +6895,43 @@ struct stream_options {
 };
 
 namespace detail {
+
+// Ciphertext asked of the OS per recv on a TLS stream: two full records.
+// More buys little (decryption costs far more than the system call) and
+// would be held by every connection.
+inline constexpr std::size_t tls_receive_chunk = 32 * 1024;
+
+// What TLS adds to a stream: the engine, the buffer ciphertext is received
+// into, and the name its errors give the peer. A plain stream has none, and
+// pays for TLS only the test of that null pointer.
+struct tls_layer {
+  tls_layer(const tls_context& context, std::string_view server_name, std::string peer)
+      : engine(checked(context), server_name), label(std::move(peer)) {}
+  std::span<char> receive_space(std::size_t read_chunk) {
+    if (ciphertext == nullptr) {
+      capacity = std::min(read_chunk, tls_receive_chunk);
+      ciphertext.reset(new char[capacity]);
+    }
+    return {ciphertext.get(), capacity};
+  }
+  [[noreturn]] void throw_error(const char* operation) const {
+    const std::string what = std::string(operation) + " " + label + ": " + engine.error();
+    if (engine.certificate_error()) throw tls_certificate_error(what);
+    throw tls_error(what);
+  }
+  static std::shared_ptr<tls_context_state> checked(const tls_context& context) {
+    if (!context.valid()) {
+      throw invalid_state_error("tls: empty tls_context (make one with tls_context::client() or ::server())");
+    }
+    return tls_context_access::state(context);
+  }
+
+  tls_engine engine;
+  std::string label;  // "127.0.0.1:8443", or "localhost (127.0.0.1:8443)" when a name was asked for
+  std::unique_ptr<char[]> ciphertext;
+  std::size_t capacity = 0;
+  bool handshake_done = false;  // until then the stream's own reads and writes are refused
+};
 
 // Everything a stream owns, at a fixed address: operations in flight point here.
 class stream_state {
@@ -6404,14 +7003,41 @@ class stream_state {
     if (closing_) throw invalid_state_error("stream::write: the stream is closing");
     if (write_error_ != 0) throw_write_error();
     if (eof_written_) throw invalid_state_error("stream::write: write_eof() was called");
-    output_.insert(output_.end(), data.begin(), data.end());
+    if (tls_ != nullptr) {
+      encrypt(data);
+    } else {
+      output_.insert(output_.end(), data.begin(), data.end());
+    }
     if (!sending_) send_some();
   }
   [[noreturn]] void throw_write_error() const { throw_system_error(write_error_, "send " + label_); }
   void write_eof() {
     if (eof_written_ || closing_) return;
+    if (tls_ != nullptr) {
+      if (!tls_->handshake_done) throw invalid_state_error("stream::write_eof: the TLS handshake has not finished");
+      // TLS ends its data with close_notify, after the records buffered; the
+      // TCP write side is shut once that is sent (after_flush).
+      tls_->engine.shutdown();
+      tls_->engine.take_output(output_);
+      eof_written_ = true;
+      if (!sending_) send_some();
+      return;
+    }
     eof_written_ = true;
     if (!sending_) shut_write_side();
+  }
+  // Sends what the engine produced by itself: a handshake flight, a reply to
+  // a TLS 1.3 key update read, an alert telling the peer why a handshake
+  // failed. Dropped once the socket is closed or a send failed.
+  void send_tls_output() {
+    if (!tls_->engine.has_output()) return;
+    if (closed_ || write_error_ != 0) {
+      std::vector<char> dropped;
+      tls_->engine.take_output(dropped);
+      return;
+    }
+    tls_->engine.take_output(output_);
+    if (!sending_) send_some();
   }
 
   // --- closing
@@ -6419,6 +7045,21 @@ class stream_state {
     if (closing_) return;
     closing_ = true;
     if (read_in_flight_ != nullptr) event_loop_of().backend().cancel(*read_in_flight_);
+    if (tls_ != nullptr && tls_->handshake_done && !eof_written_ && write_error_ == 0 && !closed_) {
+      // close_notify after the buffered records, so that the peer can tell this
+      // end from a cut (RFC 8446 section 6.1). Nobody waits for the peer's: the
+      // close is over once this is sent, as a plain stream's.
+      tls_->engine.shutdown();
+      tls_->engine.take_output(output_);
+      if (!sending_) {
+        try {
+          send_some();
+        } catch (...) {
+          finish_close();
+        }
+        return;
+      }
+    }
     if (!sending_) finish_close();
   }
   void abort() {
@@ -6433,6 +7074,7 @@ class stream_state {
   stream_options options_;
   std::string label_;
   address peer_;
+  std::unique_ptr<tls_layer> tls_;          // null unless TLS runs on this stream
   io_operation* read_in_flight_ = nullptr;  // a parked recv, cancelled by close()
   intrusive_list drain_waiters_;
   intrusive_list close_waiters_;
@@ -6444,6 +7086,11 @@ class stream_state {
 
  private:
   static loop_core& event_loop_of() { return running_core(); }
+  void encrypt(std::string_view data) {
+    if (!tls_->handshake_done) throw invalid_state_error("stream::write: the TLS handshake has not finished");
+    if (!tls_->engine.write(data)) tls_->throw_error("tls write to");
+    tls_->engine.take_output(output_);
+  }
   // Sends from the buffer until it is empty or the OS would block; a parked
   // send finishes in on_sent, on the loop thread, with no task involved.
   // Bytes in flight stay in in_flight_, which nothing else touches while a
@@ -6570,6 +7217,92 @@ class stream_waiter : private parked_waiter {
   intrusive_list* waiters_;
   const char* operation_;
 };
+
+// A TLS stream's fill(): decrypts what the engine holds, receiving more
+// ciphertext when it needs it. 0 at the end, which is the peer's close_notify
+// or this stream's own close(). The socket's end without close_notify is a
+// truncation and throws: a close-delimited body cut there must not pass for
+// a whole one.
+inline task<std::size_t> receive_decrypted(stream_state& state, std::size_t needed) {
+  tls_layer& tls = *state.tls_;
+  for (;;) {
+    std::size_t produced = 0;
+    const tls_step step = tls.engine.read(state.free_space(needed), produced);
+    state.send_tls_output();
+    if (produced > 0) {
+      state.filled(produced);
+      co_return produced;
+    }
+    if (step == tls_step::closed || state.closing_) co_return 0;
+    if (step == tls_step::failed) tls.throw_error("tls read from");
+    stream_recv receive(state, tls.receive_space(state.options_.read_chunk));
+    const std::size_t received = co_await receive;
+    if (received == 0) {
+      if (state.closing_) co_return 0;
+      throw tls_error("tls read from " + tls.label +
+                      ": the peer closed the connection without close_notify (the data may be truncated)");
+    }
+    tls.engine.feed(std::span<const char>(tls.ciphertext.get(), received));
+  }
+}
+
+// The handshake, to its end, through the stream's own recv and send.
+inline task<void> run_tls_handshake(stream_state& state) {
+  tls_layer& tls = *state.tls_;
+  for (;;) {
+    const tls_step step = tls.engine.handshake();
+    state.send_tls_output();  // the next flight, or the alert that tells the peer why not
+    if (step == tls_step::done) break;
+    if (step == tls_step::failed) tls.throw_error("tls handshake with");
+    if (step == tls_step::closed) {
+      throw tls_error("tls handshake with " + tls.label + ": the peer sent close_notify before the handshake finished");
+    }
+    stream_recv receive(state, tls.receive_space(state.options_.read_chunk));
+    const std::size_t received = co_await receive;
+    if (received == 0) {
+      throw tls_error("tls handshake with " + tls.label +
+                      (state.closing_ ? ": the stream was closed" : ": the peer closed the connection"));
+    }
+    tls.engine.feed(std::span<const char>(tls.ciphertext.get(), received));
+  }
+  tls.handshake_done = true;
+}
+
+// stream::start_tls: the engine over the stream, then the handshake within
+// tls.handshake_timeout. A handshake that fails, times out or is cancelled
+// aborts the stream: nothing half-secured stays usable.
+inline task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, std::string server_name) {
+  std::string label = state.label_;
+  const bool server = tls.context.valid() && tls.context.is_server();
+  if (!server && !server_name.empty() && server_name != state.peer_.host()) {
+    label = server_name + " (" + label + ")";
+  }
+  auto layer = std::make_unique<tls_layer>(tls.context, server_name, std::move(label));
+  // Bytes read past the point where TLS begins (a ClientHello sent right
+  // behind a STARTTLS line) are TLS already.
+  if (!state.buffered().empty()) {
+    layer->engine.feed(state.buffered());
+    state.consume(state.buffered().size());
+  }
+  state.tls_ = std::move(layer);
+  state.reading_ = true;
+  struct reading_guard {
+    stream_state* state;
+    ~reading_guard() { state->reading_ = false; }
+  } guard{&state};
+  try {
+    auto handshaking = run_tls_handshake(state);
+    co_await timeout(tls.handshake_timeout, std::move(handshaking));
+  } catch (const timeout_error&) {
+    state.abort();
+    throw timeout_error("tls handshake with " + state.tls_->label + ": not finished within " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(tls.handshake_timeout).count()) +
+                        " ms (tls_options::handshake_timeout)");
+  } catch (...) {
+    state.abort();
+    throw;
+  }
+}
 
 }  // namespace detail
 
@@ -6699,6 +7432,7 @@ class stream {
   /// blind to what arrived since its last poll: for callers that can recover from that.
   bool input_pending(bool as_of_last_poll = false) const noexcept {
     if (state_ == nullptr) return false;
+    if (state_->tls_ != nullptr && state_->tls_->engine.has_buffered_input()) return true;
     const native_handle connection = state_->socket_.handle();
     if (auto* loop = detail::thread_loop_slot();
         as_of_last_poll && loop != nullptr && loop->backend().read_would_block(connection)) {
@@ -6735,12 +7469,40 @@ class stream {
   }
   /// Bytes written and not yet sent.
   std::size_t write_buffer_size() const noexcept { return state_ != nullptr ? state_->unsent() : 0; }
-  /// Half-closes: the peer reads the end of the stream once the buffer is sent.
+  /// Half-closes: the peer reads the end of the stream once the buffer is sent. Over TLS
+  /// that end is close_notify (reading goes on until the peer's); asyncio refuses write_eof
+  /// there, since a TLS 1.2 peer may answer it by closing at once (TLS 1.3 allows half-close).
   void write_eof() { get("write_eof").write_eof(); }
 
+  // --- TLS ---
+  /// Upgrades this plain stream to TLS (asyncio's StreamWriter.start_tls): a client handshake
+  /// with a client context, verifying tls.server_hostname or else the peer's IP address; a
+  /// server handshake with a server context. Bytes already buffered are taken as TLS. Throws
+  /// tls_error, tls_certificate_error, std::system_error, timeout_error (past
+  /// tls.handshake_timeout) or cancelled_error, and then the stream is aborted.
+  task<void> start_tls(tls_options tls) {
+    detail::stream_state& state = get("start_tls");
+    if (state.tls_ != nullptr) throw invalid_state_error("stream::start_tls: TLS runs on this stream already");
+    if (state.reading_) throw invalid_state_error("stream::start_tls: another task is reading");
+    if (state.closing_ || state.eof_) throw invalid_state_error("stream::start_tls: the stream is closing or ended");
+    std::string server_name = tls.server_hostname.empty() ? state.peer_.host() : tls.server_hostname;
+    co_await detail::upgrade_to_tls(state, tls, std::move(server_name));
+  }
+  /// True once TLS was started on this stream (open_connection or start_server with tls, start_tls).
+  bool is_tls() const noexcept { return state_ != nullptr && state_->tls_ != nullptr; }
+  /// The protocol ALPN chose ("http/1.1"); empty when none was, or without TLS (asyncio's
+  /// selected_alpn_protocol()).
+  std::string_view selected_alpn_protocol() const noexcept {
+    return is_tls() && state_->tls_->handshake_done ? state_->tls_->engine.alpn_protocol() : std::string_view();
+  }
+  /// The TLS version in use; std::nullopt without TLS (asyncio's SSLObject.version()).
+  std::optional<tls_version> negotiated_tls_version() const noexcept {
+    return is_tls() && state_->tls_->handshake_done ? state_->tls_->engine.version() : std::nullopt;
+  }
+
   // --- closing ---
-  /// Closes once the buffered bytes are sent; a pending read returns the end
-  /// of the stream. Idempotent.
+  /// Closes once the buffered bytes are sent (over TLS, then close_notify, without waiting
+  /// for the peer's); a pending read returns the end of the stream. Idempotent.
   void close() {
     if (state_ != nullptr) state_->close();
   }
@@ -6781,6 +7543,12 @@ class stream {
       detail::stream_state* state;
       ~reading_guard() { state->reading_ = false; }
     } guard{&state};
+    if (state.tls_ != nullptr) {
+      if (!state.tls_->handshake_done) throw invalid_state_error("stream: read before the TLS handshake finished");
+      const std::size_t decrypted = co_await detail::receive_decrypted(state, needed);
+      if (decrypted == 0) state.eof_ = true;
+      co_return decrypted;
+    }
     detail::stream_recv receive(state, state.free_space(needed));
     const std::size_t received = co_await receive;
     if (received == 0) {
@@ -6817,6 +7585,23 @@ inline task<stream> open_connection(std::string host, std::uint16_t port, stream
   throw std::system_error(std::make_error_code(std::errc::host_unreachable), all);
 }
 
+/// Connects as open_connection(host, port) does, then runs a TLS client handshake (asyncio's
+/// open_connection(..., ssl=context)): the certificate must be valid for tls.server_hostname,
+/// or else for `host`. Throws std::system_error, tls_error, tls_certificate_error ("tls
+/// handshake with 127.0.0.1:8443: certificate verify failed: self-signed certificate"), or
+/// timeout_error past tls.handshake_timeout; timeout() bounds the whole, cancelling cleanly.
+inline task<stream> open_connection(std::string host, std::uint16_t port, tls_options tls,
+                                    stream_options options = {}) {
+  if (!tls.context.valid() || tls.context.is_server()) {
+    throw invalid_state_error("open_connection " + host + ":" + std::to_string(port) +
+                              ": TLS needs a client context (tls_context::client())");
+  }
+  stream connection = co_await open_connection(host, port, options);
+  if (tls.server_hostname.empty()) tls.server_hostname = std::move(host);
+  co_await connection.start_tls(std::move(tls));
+  co_return connection;
+}
+
 #if defined(CORO_LOOP_POSIX)
 /// Connects to the Unix domain socket at `path` (POSIX only).
 inline task<stream> open_unix_connection(std::string path, stream_options options = {}) {
@@ -6833,7 +7618,7 @@ task<stream> open_unix_connection(Path, stream_options = {}) {
 }
 #endif
 
-// --- 9.6 Servers ---
+// --- 9.7 Servers ---
 
 /// Options of start_server / start_unix_server.
 struct server_options {
@@ -6854,6 +7639,7 @@ struct server_state {
   intrusive_list connections;  // connection_entry: one per running handler
   intrusive_list idle_waiters;  // wait_closed: until closed and no connection is left
   server_options options;
+  std::optional<tls_options> tls;  // each connection's handshake runs in its own task
   std::string unix_path;        // removed again on close
   bool serving = false;
 
@@ -6895,10 +7681,22 @@ struct connection_entry : list_hook {
 };
 
 // A handler's exception is reported, not fatal to the server (asyncio logs it).
+// A failed TLS handshake only ends the connection; debug mode reports it (asyncio
+// logs it at debug level: an ssl.SSLError is an OSError there).
 template <class Handler>
-task<void> serve_connection([[maybe_unused]] std::unique_ptr<connection_entry> entry, Handler handler,
-                            stream connection) {
+task<void> serve_connection(std::unique_ptr<connection_entry> entry, Handler handler, stream connection) {
   const std::string peer = connection.peer_address().to_string();
+  if (entry->server->tls.has_value()) {
+    bool secured = false;
+    try {
+      tls_options tls = *entry->server->tls;
+      co_await connection.start_tls(std::move(tls));
+      secured = true;
+    } catch (const std::exception& error) {
+      if (debug_enabled()) std::fprintf(stderr, "coro_loop: connection from %s dropped: %s\n", peer.c_str(), error.what());
+    }
+    if (!secured) co_return;
+  }
   try {
     auto handling = std::invoke(handler, std::move(connection));
     co_await std::move(handling);
@@ -7013,7 +7811,8 @@ class server {
 
  private:
   template <class Handler>
-  friend server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path);
+  friend server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path,
+                              std::optional<tls_options> tls);
   detail::server_state& get(const char* operation) const {
     if (state_ == nullptr) throw invalid_state_error(std::string("server::") + operation + ": empty (moved-from) server");
     return *state_;
@@ -7022,11 +7821,14 @@ class server {
 };
 
 /// Starts an accept loop per listening socket, each connection in its own
-/// task running handler(stream). Used by start_server and start_unix_server.
+/// task running handler(stream), after a TLS handshake when `tls` is given.
+/// Used by start_server and start_unix_server.
 template <class Handler>
-server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path) {
+server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path,
+                     std::optional<tls_options> tls) {
   auto state = std::make_shared<detail::server_state>();
   state->options = options;
+  state->tls = std::move(tls);
   state->unix_path = std::move(unix_path);
   state->listeners = std::move(listeners);
   state->serving = true;
@@ -7040,15 +7842,9 @@ server start_serving(std::vector<socket> listeners, Handler handler, server_opti
   return result;
 }
 
-/// Listens on host:port (every address it resolves to; "" for every IPv4
-/// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
-/// port 0 picks a free port) and runs handler(stream) for each
-/// connection in its own task (asyncio.start_server). A handler's exception is
-/// reported on stderr, never fatal; so is a failed accept (out of descriptors):
-/// accepting pauses 1 s, then resumes. Throws std::system_error ("bind ...").
-template <class Handler>
-  requires std::invocable<Handler&, stream>
-task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {
+namespace detail {
+// start_server's sockets: bound and listening on each address of host:port.
+inline task<std::vector<socket>> listen_on(std::string host, std::uint16_t port, server_options options) {
   std::vector<address> addresses;
   if (host.empty()) {
     addresses.push_back(*address::parse("0.0.0.0", port));
@@ -7071,7 +7867,36 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
     listener.listen(options.backlog);
     listeners.push_back(std::move(listener));
   }
-  co_return start_serving(std::move(listeners), std::move(handler), options, std::string());
+  co_return listeners;
+}
+}  // namespace detail
+
+/// Listens on host:port (every address it resolves to; "" for every IPv4
+/// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
+/// port 0 picks a free port) and runs handler(stream) for each
+/// connection in its own task (asyncio.start_server). A handler's exception is
+/// reported on stderr, never fatal; so is a failed accept (out of descriptors):
+/// accepting pauses 1 s, then resumes. Throws std::system_error ("bind ...").
+template <class Handler>
+  requires std::invocable<Handler&, stream>
+task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {
+  std::vector<socket> listeners = co_await detail::listen_on(std::move(host), port, options);
+  co_return start_serving(std::move(listeners), std::move(handler), options, std::string(), std::nullopt);
+}
+
+/// The same, each connection over TLS (asyncio's start_server(..., ssl=context)): the handler
+/// gets the stream once its handshake succeeded, within tls.handshake_timeout; a connection
+/// whose handshake fails is closed (debug mode says why). `tls` needs a server context.
+template <class Handler>
+  requires std::invocable<Handler&, stream>
+task<server> start_server(Handler handler, std::string host, std::uint16_t port, tls_options tls,
+                          server_options options = {}) {
+  if (!tls.context.valid() || !tls.context.is_server()) {
+    throw invalid_state_error("start_server " + host + ":" + std::to_string(port) +
+                              ": TLS needs a server context (tls_context::server(certificate, key))");
+  }
+  std::vector<socket> listeners = co_await detail::listen_on(std::move(host), port, options);
+  co_return start_serving(std::move(listeners), std::move(handler), options, std::string(), std::move(tls));
 }
 
 #if defined(CORO_LOOP_POSIX)
@@ -7089,7 +7914,7 @@ task<server> start_unix_server(Handler handler, std::string path, server_options
   listener.listen(options.backlog);
   std::vector<socket> listeners;
   listeners.push_back(std::move(listener));
-  co_return start_serving(std::move(listeners), std::move(handler), options, std::move(path));
+  co_return start_serving(std::move(listeners), std::move(handler), options, std::move(path), std::nullopt);
 }
 #else
 template <class Handler>
@@ -7099,7 +7924,7 @@ task<server> start_unix_server(Handler, std::string, server_options = {}) {
 }
 #endif
 
-// --- 9.7 Datagrams (UDP) ---
+// --- 9.8 Datagrams (UDP) ---
 
 /// A UDP endpoint: send_to / recv_from, awaitable and cancellable. Move-only.
 class datagram_endpoint {
