@@ -47,8 +47,9 @@
 # tests/test_X.cpp -> BUILD/tests/test_X, with Catch2's main (BUILD/catch_main.o); tests/two_tu/*.cpp
 # -> BUILD/tests/test_two_translation_units (the header in several translation units); examples/X.cpp
 # -> BUILD/examples/X. meson.build finds the same files. X.flags beside X.cpp holds flags for that
-# program's compile and link, `#` starts a comment (tests/test_task.flags: -O0). Editing the header,
-# or changing the compiler or flags (BUILD/config.stamp), rebuilds.
+# program's compile and link (its -l, -L and -Wl, words: the link only), `#` starts a comment
+# (tests/test_task.flags: -O0; tests/test_tls.flags: -lssl -lcrypto). Editing the header, or changing
+# the compiler or flags (BUILD/config.stamp), rebuilds.
 
 MAKEFLAGS += --no-builtin-rules
 .SUFFIXES:
@@ -71,6 +72,8 @@ TRIPLET := $(if $(filter armhf,$(TARGET)),arm-linux-gnueabihf,aarch64-linux-gnu)
 override CXX := $(TRIPLET)-g++
 export CORO_LOOP_TEST_EXEC_WRAPPER := qemu-$(if $(filter armhf,$(TARGET)),arm,aarch64) -L /usr/$(TRIPLET)
 TEST_RUNNER ?= $(CORO_LOOP_TEST_EXEC_WRAPPER)
+# No OpenSSL for the cross compilers here: the TLS tests (they include tls_fixture.hpp) are left out.
+TEST_SKIP := $(shell grep -l '"tls_fixture.hpp"' tests/test_*.cpp)
 # -Wno-psabi: GCC notes that ARM passes some std:: types differently since GCC 7; one compiler builds
 # everything here. Under ASan -O0: GCC's instrumented build costs 2.5x less, the same errors found.
 TARGET_FLAGS := -isystem cross/catch2-include $(if $(filter armhf,$(TARGET)),-Wno-psabi) $(if $(SANITIZE),-O0)
@@ -90,7 +93,8 @@ else ifeq ($(TARGET),windows)
 # toolchain, no -g (it makes each .exe several times larger). Wine's debugger is off so that a crash
 # fails instead of exiting 0, and its prefix is made before the tests start, so two never race to
 # make it. Tests that start a host nginx (they include nginx_fixture.hpp; meson.build finds them the
-# same way) are left out. Under wine each socket is also a wineserver descriptor: 10,000 connections
+# same way) are left out, as are the TLS tests (tls_fixture.hpp: host openssl and python3, and no
+# OpenSSL for mingw here). Under wine each socket is also a wineserver descriptor: 10,000 connections
 # exceed its RLIMIT_NOFILE.
 $(if $(SANITIZE)$(STDLIB),$(error TARGET=windows: neither SANITIZE nor STDLIB applies))
 override CXX := x86_64-w64-mingw32-g++-posix
@@ -102,7 +106,7 @@ EXE := .exe
 BUILD ?= build/windows
 TEST_RUNNER ?= env WINEPREFIX=$(CURDIR)/$(BUILD)/wineprefix WINEDLLOVERRIDES=winedbg.exe=d WINEDEBUG=-all wine
 TEST_SETUP = $(BUILD)/wineprefix/.created
-TEST_SKIP := $(shell grep -l '"nginx_fixture.hpp"' tests/test_*.cpp)
+TEST_SKIP := $(shell grep -l -e '"nginx_fixture.hpp"' -e '"tls_fixture.hpp"' tests/test_*.cpp)
 export CORO_LOOP_STRESS_OPS ?= 100000
 export CORO_LOOP_LOAD_CONNECTIONS ?= 2000
 DEPS := cross
@@ -141,7 +145,13 @@ given = $(filter $1,$(CXXFLAGS) $(EXTRA_CXXFLAGS))
 ALL_CXXFLAGS = $(if $(call given,-std=%),,-std=c++20) $(CXXFLAGS) $(if $(call given,-pthread),,-pthread) \
                $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS) $(EXTRA_CXXFLAGS) -I.
 DEPFLAGS = -MMD -MP -MT $@ -MF $@.d
-program_flags = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
+# A .flags file's -l, -L and -Wl, words are for the link: they follow the objects (the linker takes
+# libraries left to right), and a compile alone never sees them (clang: "linker input unused").
+comma := ,
+link_only = -l% -L% -Wl$(comma)%
+program_words = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
+program_flags = $(filter-out $(link_only),$(call program_words,$1))
+program_libs = $(filter $(link_only),$(call program_words,$1))
 
 # The sanitizers' settings at run time (the environment's win).
 ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0
@@ -291,7 +301,7 @@ $(CATCH_MAIN): tests/catch_main.cpp $(CONFIG_STAMP)
 $(BUILD)/tests/%$(EXE): tests/%.cpp $(CATCH_MAIN) $$(wildcard tests/$$*.flags) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
 	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) -Itests $(call program_flags,tests/$*) $(DEPFLAGS) $< $(CATCH_MAIN) \
-	  -o $@ $(LDFLAGS) $(LDLIBS)
+	  -o $@ $(LDFLAGS) $(call program_libs,tests/$*) $(LDLIBS)
 
 $(BUILD)/tests/two_tu/%.o: tests/two_tu/%.cpp $$(wildcard tests/two_tu/$$*.flags) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
@@ -303,7 +313,8 @@ $(BUILD)/tests/test_two_translation_units$(EXE): $(TWO_TU_OBJS) $(CATCH_MAIN) $(
 
 $(BUILD)/examples/%$(EXE): examples/%.cpp $$(wildcard examples/$$*.flags) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) $(call program_flags,examples/$*) $(DEPFLAGS) $< -o $@ $(LDFLAGS) $(LDLIBS)
+	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) $(call program_flags,examples/$*) $(DEPFLAGS) $< -o $@ $(LDFLAGS) \
+	  $(call program_libs,examples/$*) $(LDLIBS)
 
 $(BUILD)/soak: tests/soak/soak.cpp $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
