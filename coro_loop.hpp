@@ -90,6 +90,8 @@
 //     reference): a fire-and-forget task is never collected mid-flight.
 //   - stream::read() to the end and read_exactly(n) stop at stream_options::max_read
 //     (64 MiB) with limit_overrun_error; asyncio's read(-1) and readexactly are unbounded.
+//   - Over TLS, an end without close_notify throws tls_error (a truncation), close()
+//     sends close_notify without waiting for the peer's, and write_eof() is allowed.
 //
 // Windows (IOCP) in short: the same API on sockets, with errors as errno values
 // (std::errc compares as on POSIX). Absent, with a compile-time message: Unix
@@ -6310,7 +6312,7 @@ inline task<std::vector<address>> resolve(std::string host, std::uint16_t port, 
 // --- 9.5 TLS: contexts, options, the engine  >>tls ---
 // Opt-in: `#define CORO_LOOP_OPENSSL` before the first include compiles the
 // OpenSSL 3 engine below (link -lssl -lcrypto; its headers are included in
-// section 1 under the same macro, the only other place it is tested). Without
+// section 1, under the only other test of the macro). Without
 // it the same types exist, and making a tls_context throws tls_error saying
 // how to turn TLS on; nothing else changes.
 //

@@ -1313,6 +1313,46 @@ TEST_CASE("net: UDP recv_from after a cancelled one, two at once, and one whose 
   cl::run(body());
 }
 
+// This file does not define CORO_LOOP_OPENSSL: the TLS types are there, and asking
+// for TLS says how to build it in (tests/test_tls.cpp tests TLS itself).
+TEST_CASE("net: without CORO_LOOP_OPENSSL, asking for TLS says how to build it in", "[net]") {
+  const std::string how =
+      "TLS is not built in: #define CORO_LOOP_OPENSSL before including coro_loop.hpp, and link with -lssl "
+      "-lcrypto (OpenSSL 3)";
+  std::string client_error;
+  try {
+    (void)cl::tls_context::client();
+  } catch (const cl::tls_error& error) {
+    client_error = error.what();
+  }
+  CHECK(client_error == how);
+  std::string server_error;
+  try {
+    (void)cl::tls_context::server("server.pem", "server.key");
+  } catch (const cl::tls_error& error) {
+    server_error = error.what();
+  }
+  CHECK(server_error == how);
+  auto body = []() -> cl::task<void> {
+    auto [plain, peer] = net_test::stream_pair();
+    CHECK_FALSE(plain.is_tls());
+    CHECK(plain.selected_alpn_protocol().empty());
+    CHECK_FALSE(plain.negotiated_tls_version().has_value());
+    std::string refused;
+    try {
+      co_await plain.start_tls(cl::tls_options(cl::tls_context()));
+    } catch (const cl::invalid_state_error& error) {
+      refused = error.what();
+    }
+    CHECK(refused == "tls: empty tls_context (make one with tls_context::client() or ::server())");
+    // Still a working plain stream.
+    peer.write("plain\n");
+    const std::string line = co_await cl::timeout(10s, plain.read_line());
+    CHECK(line == "plain\n");
+  };
+  cl::run(body());
+}
+
 #if defined(CORO_LOOP_POSIX)
 TEST_CASE("net: Unix socket round trip; a stale socket file is removed", "[net]") {
   char directory[] = "/tmp/coro_loop_net_XXXXXX";
