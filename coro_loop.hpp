@@ -7028,9 +7028,10 @@ class stream_state {
     eof_written_ = true;
     if (!sending_) shut_write_side();
   }
-  // Sends what the engine produced by itself: a handshake flight, a reply to
-  // a TLS 1.3 key update read, an alert telling the peer why a handshake
-  // failed. Dropped once the socket is closed or a send failed.
+  // Sends what the engine produced by itself: a handshake flight, the alert
+  // that tells the peer why a handshake or a read failed, a reply to a
+  // post-handshake message. (OpenSSL answers a TLS 1.3 key update with the next
+  // write, ahead of its records.) Dropped once the socket is closed or a send failed.
   void send_tls_output() {
     if (!tls_->engine.has_output()) return;
     if (closed_ || write_error_ != 0) {
