@@ -7298,9 +7298,9 @@ inline task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, st
     co_await timeout(tls.handshake_timeout, std::move(handshaking));
   } catch (const timeout_error&) {
     state.abort();
+    const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(tls.handshake_timeout);
     throw timeout_error("tls handshake with " + state.tls_->label + ": not finished within " +
-                        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(tls.handshake_timeout).count()) +
-                        " ms (tls_options::handshake_timeout)");
+                        std::to_string(limit.count()) + " ms (tls_options::handshake_timeout)");
   } catch (...) {
     state.abort();
     throw;
@@ -7696,7 +7696,9 @@ task<void> serve_connection(std::unique_ptr<connection_entry> entry, Handler han
       co_await connection.start_tls(std::move(tls));
       secured = true;
     } catch (const std::exception& error) {
-      if (debug_enabled()) std::fprintf(stderr, "coro_loop: connection from %s dropped: %s\n", peer.c_str(), error.what());
+      if (debug_enabled()) {
+        std::fprintf(stderr, "coro_loop: connection from %s dropped: %s\n", peer.c_str(), error.what());
+      }
     }
     if (!secured) co_return;
   }
@@ -7814,8 +7816,8 @@ class server {
 
  private:
   template <class Handler>
-  friend server start_serving(std::vector<socket> listeners, Handler handler, server_options options, std::string unix_path,
-                              std::optional<tls_options> tls);
+  friend server start_serving(std::vector<socket> listeners, Handler handler, server_options options,
+                              std::string unix_path, std::optional<tls_options> tls);
   detail::server_state& get(const char* operation) const {
     if (state_ == nullptr) throw invalid_state_error(std::string("server::") + operation + ": empty (moved-from) server");
     return *state_;

@@ -490,6 +490,35 @@ TEST_CASE("tls: our server drops a client that stalls its handshake, or does not
   cl::run(body());
 }
 
+TEST_CASE("tls: a server's failed handshake is reported in debug mode only (as asyncio)", "[tls]") {
+  if (!tools_present()) return;
+  for (const bool debug : {false, true}) {
+    INFO("debug " << debug);
+    test_support::stderr_capture captured;
+    auto body = []() -> cl::task<void> {
+      auto handler = [](cl::stream) -> cl::task<void> { co_return; };
+      cl::server listener = co_await cl::start_server(handler, "127.0.0.1", 0, cl::tls_options(test_server()));
+      cl::stream client = co_await cl::open_connection("127.0.0.1", listener.port());
+      client.write("not tls at all\r\n\r\n");
+      try {
+        (void)co_await cl::timeout(10s, client.read());  // an alert, then the end (or a reset)
+      } catch (const std::system_error&) {
+      }
+      const bool dropped = co_await eventually([&] { return listener.connection_count() == 0; });
+      CHECK(dropped);
+      listener.close();
+      co_await cl::timeout(10s, listener.wait_closed());
+    };
+    cl::run_options options;
+    options.debug = debug;
+    cl::run(body(), options);
+    const std::string text = captured.text();
+    INFO(text);
+    CHECK(contains(text, "coro_loop: connection from 127.0.0.1:") == debug);
+    CHECK(contains(text, "dropped: tls handshake with 127.0.0.1:") == debug);
+  }
+}
+
 TEST_CASE("tls: a peer that does not speak TLS gives the client a clear error", "[tls]") {
   auto body = []() -> cl::task<void> {
     auto http = [](cl::stream peer) -> cl::task<void> {
