@@ -6312,9 +6312,9 @@ inline task<std::vector<address>> resolve(std::string host, std::uint16_t port, 
 // --- 9.5 TLS: contexts, options, the engine  >>tls ---
 // Opt-in: `#define CORO_LOOP_OPENSSL` before the first include compiles the
 // OpenSSL 3 engine below (link -lssl -lcrypto; its headers are included in
-// section 1, under the only other test of the macro). Without
-// it the same types exist, and making a tls_context throws tls_error saying
-// how to turn TLS on; nothing else changes.
+// section 1, under the only other test of the macro). Without it the same
+// types exist, and making a tls_context throws tls_error saying how to turn
+// TLS on; nothing else changes.
 //
 // TLS runs over memory, never over the socket: a TLS stream receives
 // ciphertext with its ordinary recv operation into a buffer of its own, feeds

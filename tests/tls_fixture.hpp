@@ -478,7 +478,9 @@ def serve_one(args, ctx, raw):
                 while conn.recv(65536):
                     pass
                 print('clean end', flush=True)
-            except ssl.SSLEOFError:
+            except (ssl.SSLEOFError, ConnectionResetError):
+                # Without close_notify: a FIN, or a reset when the client closed with
+                # bytes unread (the session tickets sent after the handshake).
                 print('ragged end', flush=True)
     except (OSError, ValueError) as error:
         print('connection failed:', error, flush=True)
