@@ -58,11 +58,8 @@ std::string json_string_field(const std::string& json, const std::string& name) 
 
 // async def fetch(session, url): with a 10 s total timeout, raise_for_status, read the body.
 cl::task<std::string> fetch(cl::http::client& session, std::string url) {
-  cl::http::request_options options;
-  cl::http::timeouts limits;
-  limits.total = 10s;  // aiohttp.ClientTimeout(total=10)
-  options.timeout = limits;
-  cl::http::response resp = co_await session.get(std::move(url), std::move(options));
+  // session.get(url, timeout=aiohttp.ClientTimeout(total=10))
+  cl::http::response resp = co_await session.get(std::move(url), {.timeout = {.total = 10s}});
   resp.raise_for_status();
   co_return co_await resp.text();
 }

@@ -1,0 +1,231 @@
+// tests/test_http_api.cpp - coro_loop::http [http]: the request calls as a user writes
+// them, options and all inside the co_await (client.get(url, {.timeout = {.total = 10s}}),
+// aiohttp's session.get(url, timeout=aiohttp.ClientTimeout(total=10))).
+// The options written in a call are a request_options_view, trivially destructible:
+// GCC 12 destroys twice an aggregate temporary with owning members written in a
+// co_await expression. With an owning type there, the first case below dies on g++ 12
+// at every -O level ("free(): invalid pointer"; ASan: "attempting free on address which
+// was not malloc()-ed"). Loopback (127.0.0.1) only.
+#include "catch.hpp"
+#include "coro_loop.hpp"
+
+#include "scripted_server.hpp"
+#include "test_support.hpp"
+
+#include <chrono>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace cl = coro_loop;
+namespace http = coro_loop::http;
+using namespace std::chrono_literals;
+using namespace http_test;
+using test_support::contains;
+
+// What the compiler bug cannot reach: nothing written in a call has a destructor to run
+// twice, and the owning request_options cannot be written as a braced list at all.
+static_assert(std::is_trivially_destructible_v<http::request_options_view>);
+static_assert(std::is_trivially_destructible_v<http::header_list_view>);
+static_assert(std::is_trivially_destructible_v<http::timeouts>);
+static_assert(!std::is_aggregate_v<http::request_options>);
+
+namespace {
+
+// Fields and options made by a function: prvalues of owning, non-aggregate types inside the
+// co_await, which GCC 12 handles (its bug is in aggregate initialization).
+http::header_list made_fields() { return {{"X-Made", "m"}, {"X-Long", std::string(100, 'l')}}; }
+http::request_options made_options() {
+  http::request_options options;
+  options.headers.add("X-Returned", "r");
+  options.body = std::string(100, 'r');
+  return options;
+}
+
+// Reads the body of `r`, which should be "ok". (The await is not inside a Catch2 macro:
+// its temporaries are what GCC 12 mishandles across a co_await.)
+cl::task<void> expect_ok(http::response& r) {
+  const std::string text = co_await r.text();
+  CHECK(text == "ok");
+}
+
+// A client whose requests cannot hang the test.
+http::client_options bounded() {
+  http::client_options options;
+  options.timeout.total = 10s;
+  return options;
+}
+
+// Answers nothing, then waits (10 s at most) for the client to give up and close.
+cl::task<bool> stay_silent(cl::stream& connection, const seen_request&, int, int) {
+  co_return co_await write_and_wait_for_close(connection, "");
+}
+
+}  // namespace
+
+TEST_CASE("http: options written inside the co_await reach the server", "[http]") {
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = reply(ok_response("ok"));
+    cl::server server = co_await start(s);
+    const std::string base = base_url(server);
+    const std::string payload(100, 'p');
+    const std::string id = "id-" + std::string(40, '7');
+    {
+      http::client client(bounded());
+      {
+        http::response r = co_await client.get(base + "/total", {.timeout = {.total = 10s}});
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.get(base + "/named-type", {.timeout = http::timeouts{.total = 10s, .read = 5s}});
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.get(base + "/defaulted");
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.del(base + "/empty", {});
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.post(base + "/body", "a body longer than a small string's buffer");
+        co_await expect_ok(r);
+      }
+      {
+        http::header_list fields{{"X-Named", "n"}};
+        http::response r =
+            co_await client.put(base + "/fields", {.headers = fields, .body = payload, .follow_redirects = false});
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.patch(
+            base + "/temporaries", {.headers = made_fields(), .body = std::to_string(7) + payload, .max_redirects = 1});
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.request("OPTIONS", base + "/request", {.timeout = {.total = 10s}});
+        co_await expect_ok(r);
+      }
+      {
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+        // GCC 12 refuses a braced list (an initializer_list) inside a co_await ("array used
+        // as initializer"): the task is made in a statement of its own, then awaited.
+        cl::task<http::response> sending =
+            client.post(base + "/list", {.headers = {{"X-Inline", "1"}, {"X-Id", id}}, .body = payload});
+        http::response r = co_await std::move(sending);
+#else
+        http::response r = co_await client.post(base + "/list", {.headers = {{"X-Inline", "1"}, {"X-Id", id}}, .body = payload});
+#endif
+        co_await expect_ok(r);
+      }
+      CHECK(client.connections_opened() == 1);
+    }
+    REQUIRE(s.requests.size() == 9);
+    CHECK(s.requests[0].target == "/total");
+    CHECK(s.requests[2].method == "GET");
+    CHECK(s.requests[3].method == "DELETE");
+    CHECK(s.requests[4].method == "POST");
+    CHECK(s.requests[4].body == "a body longer than a small string's buffer");
+    CHECK(s.requests[5].method == "PUT");
+    CHECK(s.requests[5].value("X-Named") == "n");
+    CHECK(s.requests[5].body == payload);
+    CHECK(s.requests[6].method == "PATCH");
+    CHECK(s.requests[6].value("X-Made") == "m");
+    CHECK(s.requests[6].value("X-Long") == std::string(100, 'l'));
+    CHECK(s.requests[6].body == "7" + payload);
+    CHECK(s.requests[7].method == "OPTIONS");
+    CHECK(s.requests[8].value("X-Inline") == "1");
+    CHECK(s.requests[8].value("X-Id") == id);
+    CHECK(s.requests[8].body == payload);
+    co_await stop(server);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("http: a timeout written in the call replaces the client's; left out, the client's apply", "[http]") {
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = stay_silent;
+    cl::server server = co_await start(s);
+    const std::string url = base_url(server) + "/silent";
+    {
+      http::client_options options;
+      options.timeout.read = 300ms;
+      http::client client(options);
+
+      std::exception_ptr error = co_await failure_of(client.get(url));
+      CHECK_KIND(error, "timeout_error");
+      CHECK(contains(what_of(error), "read timeout (300 ms)"));
+
+      error = co_await failure_of(client.get(url, {.body = "left out"}));
+      CHECK_KIND(error, "timeout_error");
+      CHECK(contains(what_of(error), "read timeout (300 ms)"));
+
+      // The whole set is replaced, as aiohttp's timeout=: no read timeout any more.
+      error = co_await failure_of(client.get(url, {.timeout = {.total = 600ms}}));
+      CHECK_KIND(error, "timeout_error");
+      CHECK(contains(what_of(error), "total timeout (600 ms)"));
+
+      error = co_await failure_of(client.get(url, {.timeout = {.total = std::nullopt, .read = 400ms}}));
+      CHECK_KIND(error, "timeout_error");
+      CHECK(contains(what_of(error), "read timeout (400 ms)"));
+
+      // The owning options, by name: with a timeout it replaces the client's, without, it does not.
+      http::request_options named;
+      error = co_await failure_of(client.get(url, named));
+      CHECK(contains(what_of(error), "read timeout (300 ms)"));
+      named.timeout = http::timeouts{.total = 500ms};
+      error = co_await failure_of(client.get(url, named));
+      CHECK(contains(what_of(error), "total timeout (500 ms)"));
+    }
+    co_await stop(server);
+  };
+  cl::run(body());
+}
+
+TEST_CASE("http: request_options pass by name, moved, returned or value-initialized", "[http]") {
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = reply(ok_response("ok"));
+    cl::server server = co_await start(s);
+    const std::string base = base_url(server);
+    {
+      http::client client(bounded());
+      http::request_options options;
+      options.headers.add("X-Named", "n");
+      options.set_body(std::string_view("named body"));
+      options.follow_redirects = false;
+      {
+        http::response r = co_await client.post(base + "/named", options);
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.put(base + "/moved", std::move(options));
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.post(base + "/returned", made_options());
+        co_await expect_ok(r);
+      }
+      {
+        http::response r = co_await client.get(base + "/value-initialized", http::request_options());
+        co_await expect_ok(r);
+      }
+    }
+    REQUIRE(s.requests.size() == 4);
+    CHECK(s.requests[0].value("X-Named") == "n");
+    CHECK(s.requests[0].body == "named body");
+    CHECK(s.requests[1].method == "PUT");
+    CHECK(s.requests[1].body == "named body");
+    CHECK(s.requests[2].value("X-Returned") == "r");
+    CHECK(s.requests[2].body == std::string(100, 'r'));
+    CHECK(s.requests[3].body.empty());
+    co_await stop(server);
+  };
+  cl::run(body());
+}
