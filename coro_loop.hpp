@@ -58,7 +58,7 @@
 //   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
 //   http::client, client_options, timeouts, limits   >>http  keep-alive pool and its settings
 //   http::request_options_view, request_options  >>http   a request's settings: written in the call, or owned
-//   http::response                              >>http    status, headers, text(), body(), read_chunk()
+//   http::response, json_parsable               >>http    status, headers, text(), body(), json<J>(), read_chunk()
 //   http::url, resolve_url, header_list, header_list_view, response_parser   >>http  URLs, fields, the parser
 //   http::error, protocol_error, disconnected_error, status_error, redirect_error,
 //     invalid_request_error, url_error          >>http    what a request throws
@@ -7723,6 +7723,13 @@ class connection_lease {
 
 }  // namespace detail
 
+/// A type response::json() can return: Json::parse(std::string) makes one from the
+/// body's text (nlohmann::json has this static parse; a type of your own can too).
+template <class Json>
+concept json_parsable = requires(std::string text) {
+  { Json::parse(std::move(text)) } -> std::convertible_to<Json>;
+};
+
 /// A response whose head has arrived. It holds its connection until the body
 /// is read to the end (the connection then goes back to the pool) or until it
 /// is closed or destroyed (an unread body closes the connection). Move-only;
@@ -7782,6 +7789,14 @@ class response {
     std::vector<std::byte> body_bytes;
     co_await read_rest(body_bytes);
     co_return body_bytes;
+  }
+  /// The body parsed by Json::parse(text) (aiohttp's json()): co_await resp.json<nlohmann::json>(),
+  /// or any type with such a static parse; no JSON library is built in. Throws what text()
+  /// throws, and what parse throws (nlohmann::json::parse_error). The Content-Type is not checked.
+  template <json_parsable Json>
+  task<Json> json() {
+    std::string body_text = co_await text();
+    co_return Json::parse(std::move(body_text));
   }
   /// The next piece of the body, at most max_bytes; empty at its end. No size limit.
   task<std::string> read_chunk(std::size_t max_bytes = 64 * 1024);

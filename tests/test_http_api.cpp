@@ -1,6 +1,8 @@
 // tests/test_http_api.cpp - coro_loop::http [http]: the request calls as a user writes
 // them, options and all inside the co_await (client.get(url, {.timeout = {.total = 10s}}),
-// aiohttp's session.get(url, timeout=aiohttp.ClientTimeout(total=10))).
+// aiohttp's session.get(url, timeout=aiohttp.ClientTimeout(total=10))), and
+// response::json<T>() (aiohttp's resp.json()), with a type of the test's own and with
+// nlohmann::json where the system has <nlohmann/json.hpp>.
 // The options written in a call are a request_options_view, trivially destructible:
 // GCC 12 destroys twice an aggregate temporary with owning members written in a
 // co_await expression. With an owning type there, the first case below dies on g++ 12
@@ -20,6 +22,11 @@
 #include <type_traits>
 #include <utility>
 
+#if __has_include(<nlohmann/json.hpp>)
+#include <nlohmann/json.hpp>
+#define CORO_LOOP_TEST_NLOHMANN_JSON 1
+#endif
+
 namespace cl = coro_loop;
 namespace http = coro_loop::http;
 using namespace std::chrono_literals;
@@ -34,6 +41,18 @@ static_assert(std::is_trivially_destructible_v<http::timeouts>);
 static_assert(!std::is_aggregate_v<http::request_options>);
 
 namespace {
+
+// A JSON document type of the test's own: it keeps the text of an object, refuses the rest.
+struct json_object_text {
+  std::string text;
+  static json_object_text parse(std::string text) {
+    if (text.empty() || text.front() != '{') throw std::invalid_argument("not a JSON object: " + text);
+    return {std::move(text)};
+  }
+};
+static_assert(http::json_parsable<json_object_text>);
+static_assert(!http::json_parsable<int>);
+static_assert(!http::json_parsable<std::string>);
 
 // Fields and options made by a function: prvalues of owning, non-aggregate types inside the
 // co_await, which GCC 12 handles (its bug is in aggregate initialization).
@@ -229,3 +248,82 @@ TEST_CASE("http: request_options pass by name, moved, returned or value-initiali
   };
   cl::run(body());
 }
+
+TEST_CASE("http: response::json<T>() parses the body with T::parse, within limits.max_body", "[http]") {
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = reply([](const seen_request& request, int, int) {
+      if (request.target == "/object") return ok_response(R"({"id": 1, "title": "qui est esse"})");
+      if (request.target == "/big") return ok_response("{" + std::string(100, ' ') + "}");
+      return ok_response("not json");
+    });
+    cl::server server = co_await start(s);
+    const std::string base = base_url(server);
+    {
+      http::client client(bounded());
+      http::response r = co_await client.get(base + "/object", {.timeout = {.total = 10s}});
+      const json_object_text document = co_await r.json<json_object_text>();
+      CHECK(document.text == R"({"id": 1, "title": "qui est esse"})");
+      CHECK(r.body_complete());
+
+      // What parse throws reaches the caller as it is; the connection was read to the end.
+      http::response refused = co_await client.get(base + "/text");
+      const std::exception_ptr error = co_await failure_of(refused.json<json_object_text>());
+      CHECK_KIND(error, "std::exception");
+      CHECK(what_of(error) == "not a JSON object: not json");
+      http::response after = co_await client.get(base + "/object");
+      co_await after.json<json_object_text>();
+      CHECK(client.connections_opened() == 1);  // read to the end, the connection was reused
+
+      http::client_options small = bounded();
+      small.limits.max_body = 64;
+      http::client limited(small);
+      http::response big = co_await limited.get(base + "/big");
+      const std::exception_ptr too_big = co_await failure_of(big.json<json_object_text>());
+      CHECK_KIND(too_big, "protocol_error");
+      CHECK(contains(what_of(too_big), "limits.max_body"));
+    }
+    co_await stop(server);
+  };
+  cl::run(body());
+}
+
+#if defined(CORO_LOOP_TEST_NLOHMANN_JSON)
+TEST_CASE("http: response::json<nlohmann::json>() reads a document as aiohttp's resp.json()", "[http]") {
+  auto body = []() -> cl::task<void> {
+    script s;
+    s.act = reply([](const seen_request& request, int, int) {
+      if (request.target == "/posts/2") {
+        return ok_response(R"({"userId": 1, "id": 2, "title": "qui est esse", "tags": ["a", "b"]})");
+      }
+      return ok_response(R"({"title": )");
+    });
+    cl::server server = co_await start(s);
+    const std::string base = base_url(server);
+    {
+      http::client client(bounded());
+      http::response r = co_await client.get(base + "/posts/2", {.timeout = {.total = 10s}});
+      r.raise_for_status();
+      const nlohmann::json post = co_await r.json<nlohmann::json>();
+      CHECK(post["title"] == "qui est esse");
+      CHECK(post["id"] == 2);
+      CHECK(post["tags"].size() == 2);
+
+      http::response cut = co_await client.get(base + "/cut");
+      bool parse_error = false;
+      try {
+        (void)co_await cut.json<nlohmann::json>();
+      } catch (const nlohmann::json::parse_error&) {
+        parse_error = true;
+      }
+      CHECK(parse_error);
+    }
+    co_await stop(server);
+  };
+  cl::run(body());
+}
+#else
+TEST_CASE("http: response::json<nlohmann::json>() (skipped: no <nlohmann/json.hpp>)", "[http]") {
+  WARN("<nlohmann/json.hpp> not found: install nlohmann-json3-dev (scripts/install-deps.sh test does)");
+}
+#endif
