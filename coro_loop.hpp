@@ -7877,21 +7877,30 @@ class client {
   task<response> del(std::string url, request_options_view options = {}) {
     return request("DELETE", std::move(url), options);
   }
-  /// POST, PUT and PATCH send `body` (any bytes, moved into the request), or options.body,
-  /// with its Content-Length.
+  /// POST, PUT and PATCH send `body` (any bytes: a std::string, moved in, or what converts
+  /// to one), or options.body, with its Content-Length.
+  // The body forms are templates so that a braced list never reaches std::string's
+  // constructors: libc++ 14 fails to compile one with three designators there.
   task<response> post(std::string url, request_options_view options = {}) {
     return request("POST", std::move(url), options);
   }
-  task<response> post(std::string url, std::string body) { return send_body("POST", std::move(url), std::move(body)); }
+  template <std::convertible_to<std::string> Body>
+  task<response> post(std::string url, Body&& body) {
+    return send_body("POST", std::move(url), std::forward<Body>(body));
+  }
   task<response> put(std::string url, request_options_view options = {}) {
     return request("PUT", std::move(url), options);
   }
-  task<response> put(std::string url, std::string body) { return send_body("PUT", std::move(url), std::move(body)); }
+  template <std::convertible_to<std::string> Body>
+  task<response> put(std::string url, Body&& body) {
+    return send_body("PUT", std::move(url), std::forward<Body>(body));
+  }
   task<response> patch(std::string url, request_options_view options = {}) {
     return request("PATCH", std::move(url), options);
   }
-  task<response> patch(std::string url, std::string body) {
-    return send_body("PATCH", std::move(url), std::move(body));
+  template <std::convertible_to<std::string> Body>
+  task<response> patch(std::string url, Body&& body) {
+    return send_body("PATCH", std::move(url), std::forward<Body>(body));
   }
 
   /// Closes the idle connections; those in use close when their response

@@ -71,6 +71,15 @@ cl::task<void> expect_ok(http::response& r) {
   CHECK(text == "ok");
 }
 
+// The request the server saw for `target` (an empty one if none).
+const seen_request& sent(const script& s, std::string_view target) {
+  static const seen_request none;
+  for (const seen_request& each : s.requests) {
+    if (each.target == target) return each;
+  }
+  return none;
+}
+
 // A client whose requests cannot hang the test.
 http::client_options bounded() {
   http::client_options options;
@@ -78,9 +87,10 @@ http::client_options bounded() {
   return options;
 }
 
-// Answers nothing, then waits (10 s at most) for the client to give up and close.
+// Answers nothing; waits (10 s at most) for the client to give up and close.
 cl::task<bool> stay_silent(cl::stream& connection, const seen_request&, int, int) {
-  co_return co_await write_and_wait_for_close(connection, "");
+  (void)co_await cl::timeout(10s, connection.read());
+  co_return false;
 }
 
 }  // namespace
@@ -127,11 +137,17 @@ TEST_CASE("http: options written inside the co_await reach the server", "[http]"
         co_await expect_ok(r);
       }
       {
+        // Three members: a braced list std::string's constructors must never see (libc++ 14).
+        const http::header_list three{{"X-Three", "3"}};
+        http::response r = co_await client.post(base + "/three", {.headers = three, .body = payload, .timeout = {.total = 10s}});
+        co_await expect_ok(r);
+      }
+      {
         http::response r = co_await client.request("OPTIONS", base + "/request", {.timeout = {.total = 10s}});
         co_await expect_ok(r);
       }
       {
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#if defined(__GNUC__) && !defined(__clang__)
         // GCC 12 refuses a braced list (an initializer_list) inside a co_await ("array used
         // as initializer"): the task is made in a statement of its own, then awaited.
         cl::task<http::response> sending =
@@ -144,23 +160,25 @@ TEST_CASE("http: options written inside the co_await reach the server", "[http]"
       }
       CHECK(client.connections_opened() == 1);
     }
-    REQUIRE(s.requests.size() == 9);
-    CHECK(s.requests[0].target == "/total");
-    CHECK(s.requests[2].method == "GET");
-    CHECK(s.requests[3].method == "DELETE");
-    CHECK(s.requests[4].method == "POST");
-    CHECK(s.requests[4].body == "a body longer than a small string's buffer");
-    CHECK(s.requests[5].method == "PUT");
-    CHECK(s.requests[5].value("X-Named") == "n");
-    CHECK(s.requests[5].body == payload);
-    CHECK(s.requests[6].method == "PATCH");
-    CHECK(s.requests[6].value("X-Made") == "m");
-    CHECK(s.requests[6].value("X-Long") == std::string(100, 'l'));
-    CHECK(s.requests[6].body == "7" + payload);
-    CHECK(s.requests[7].method == "OPTIONS");
-    CHECK(s.requests[8].value("X-Inline") == "1");
-    CHECK(s.requests[8].value("X-Id") == id);
-    CHECK(s.requests[8].body == payload);
+    REQUIRE(s.requests.size() == 10);
+    CHECK(sent(s, "/total").method == "GET");
+    CHECK(sent(s, "/defaulted").method == "GET");
+    CHECK(sent(s, "/empty").method == "DELETE");
+    CHECK(sent(s, "/body").method == "POST");
+    CHECK(sent(s, "/body").body == "a body longer than a small string's buffer");
+    CHECK(sent(s, "/fields").method == "PUT");
+    CHECK(sent(s, "/fields").value("X-Named") == "n");
+    CHECK(sent(s, "/fields").body == payload);
+    CHECK(sent(s, "/temporaries").method == "PATCH");
+    CHECK(sent(s, "/temporaries").value("X-Made") == "m");
+    CHECK(sent(s, "/temporaries").value("X-Long") == std::string(100, 'l'));
+    CHECK(sent(s, "/temporaries").body == "7" + payload);
+    CHECK(sent(s, "/three").value("X-Three") == "3");
+    CHECK(sent(s, "/three").body == payload);
+    CHECK(sent(s, "/request").method == "OPTIONS");
+    CHECK(sent(s, "/list").value("X-Inline") == "1");
+    CHECK(sent(s, "/list").value("X-Id") == id);
+    CHECK(sent(s, "/list").body == payload);
     co_await stop(server);
   };
   cl::run(body());
@@ -237,13 +255,14 @@ TEST_CASE("http: request_options pass by name, moved, returned or value-initiali
       }
     }
     REQUIRE(s.requests.size() == 4);
-    CHECK(s.requests[0].value("X-Named") == "n");
-    CHECK(s.requests[0].body == "named body");
-    CHECK(s.requests[1].method == "PUT");
-    CHECK(s.requests[1].body == "named body");
-    CHECK(s.requests[2].value("X-Returned") == "r");
-    CHECK(s.requests[2].body == std::string(100, 'r'));
-    CHECK(s.requests[3].body.empty());
+    CHECK(sent(s, "/named").value("X-Named") == "n");
+    CHECK(sent(s, "/named").body == "named body");
+    CHECK(sent(s, "/moved").method == "PUT");
+    CHECK(sent(s, "/moved").body == "named body");
+    CHECK(sent(s, "/returned").value("X-Returned") == "r");
+    CHECK(sent(s, "/returned").body == std::string(100, 'r'));
+    CHECK(sent(s, "/value-initialized").method == "GET");
+    CHECK(sent(s, "/value-initialized").body.empty());
     co_await stop(server);
   };
   cl::run(body());
