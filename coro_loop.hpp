@@ -62,9 +62,10 @@
 //   incomplete_read_error, limit_overrun_error  >>net     what stream reads throw
 //   start_server(handler, host, port[, tls]), start_unix_server(handler, path), server, server_options   >>net
 //   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
-//   http::client, client_options, request_options, timeouts, limits   >>http  keep-alive pool and its settings
-//   http::response                              >>http    status, headers, text(), body(), read_chunk()
-//   http::url, resolve_url, header_list, response_parser   >>http  URLs, fields, the RFC 9112 parser
+//   http::client, client_options, timeouts, limits   >>http  keep-alive pool and its settings
+//   http::request_options_view, request_options  >>http   a request's settings: written in the call, or owned
+//   http::response, json_parsable               >>http    status, headers, text(), body(), json<J>(), read_chunk()
+//   http::url, resolve_url, header_list, header_list_view, response_parser   >>http  URLs, fields, the parser
 //   http::error, protocol_error, disconnected_error, status_error, redirect_error,
 //     invalid_request_error, url_error          >>http    what a request throws
 //   event_loop, get_running_loop()              >>run     the loop (call_soon/later/at/threadsafe, run_*,
@@ -8176,13 +8177,44 @@ class header_list {
   std::vector<field> fields_;
 };
 
+/// Header fields given with one request, viewed, not copied: a braced list
+/// {{"Accept", "text/html"}, {"X-Id", id}} or a header_list. Trivially destructible, so
+/// it is safe to write inside a co_await (see request_options_view); what it views must
+/// live until the request function returns, which copies the fields.
+class header_list_view {
+ public:
+  /// A field as two views, name and value.
+  using field = std::pair<std::string_view, std::string_view>;
+  /// No fields, the fields of a braced list (its array lives until the end of the full
+  /// expression, so pass the list in the call), or those of a header_list.
+  constexpr header_list_view() noexcept = default;
+  constexpr header_list_view(std::initializer_list<field> fields) noexcept : fields_(fields) {}
+  constexpr header_list_view(const header_list& fields) noexcept : list_(&fields) {}
+  /// Calls visit(name, value) on each field, in order.
+  template <class Visit>
+  void for_each(Visit visit) const {
+    if (list_ != nullptr) {
+      for (const auto& [name, value] : *list_) visit(std::string_view(name), std::string_view(value));
+      return;
+    }
+    for (const field& each : fields_) visit(each.first, each.second);
+  }
+
+ private:
+  std::initializer_list<field> fields_;  // a braced list's, when list_ is null
+  const header_list* list_ = nullptr;
+};
+
 // --- 10.3 Options ---
 
-/// aiohttp's ClientTimeout. Each timeout throws coro_loop::timeout_error naming it.
+/// aiohttp's ClientTimeout: {.total = 10s}. Each timeout throws coro_loop::timeout_error
+/// naming it; std::nullopt is no limit.
+// Every member has an initializer so that {.total = 10s} leaves no member without one
+// (g++'s -Wmissing-field-initializers, in -Wextra, warns on designated initializers too).
 struct timeouts {
   std::optional<duration> total = std::chrono::seconds(300);  // the request, its redirects and reading the body
-  std::optional<duration> connect;  // waiting for a pool slot plus the TCP connect
-  std::optional<duration> read;     // each wait for bytes from the server
+  std::optional<duration> connect = std::nullopt;  // waiting for a pool slot plus the TCP connect
+  std::optional<duration> read = std::nullopt;     // each wait for bytes from the server
 };
 
 /// What a response may be; past a limit the client throws protocol_error.
@@ -8200,10 +8232,10 @@ struct client_options {
   std::size_t limit_per_host = 0;  // connections in use at once per host and port (0: no limit)
   duration keep_alive_timeout = std::chrono::seconds(15);  // an idle connection older than this is not reused
   bool keep_alive = true;          // false: every request says "Connection: close"
-  /// Timeouts of each request (request_options::timeout replaces them) and response limits.
-  timeouts timeout;
-  http::limits limits;
-  header_list headers;             // sent with every request; a request's own fields replace same-named ones
+  /// Timeouts of each request (a request's own timeout replaces them) and response limits.
+  timeouts timeout = {};
+  http::limits limits = {};
+  header_list headers = {};        // sent with every request; a request's own fields replace same-named ones
   /// Sent as User-Agent unless a header field sets one; empty: no User-Agent field. It and
   /// headers pass the checks of a request's own fields (invalid_request_error, nothing sent).
   std::string user_agent = "coro_loop/" CORO_LOOP_VERSION;
@@ -8212,8 +8244,42 @@ struct client_options {
   int max_redirects = 10;
 };
 
-/// One request's settings; what is left unset comes from the client.
+namespace detail {
+// What request_options_view::timeout holds when the call gave none: a total no caller
+// means (the earliest possible deadline), so the client's timeouts apply.
+inline constexpr duration client_timeouts_marker = duration::min();
+}  // namespace detail
+
+/// One request's settings as written in the call, each one left out coming from the client:
+/// co_await client.get(url, {.timeout = {.total = 10s}}), client.post(url, {.headers = fields, .body = text}).
+/// Views, like std::string_view: the request function copies what they name before it
+/// returns, so temporaries are fine in the call; to keep options, use a request_options.
+/// GCC 12 rejects a braced list of headers inside a co_await ("array used as initializer"):
+/// there, name the header_list, or make the request in a statement of its own, then await it.
+// Trivially destructible on purpose: GCC 12 destroys twice an aggregate temporary with
+// owning members written in a co_await expression ("free(): invalid pointer" at any -O),
+// and destroying this one twice does nothing. The request functions are not coroutines:
+// they copy the views into owning storage before the lazy task they return starts.
+struct request_options_view {
+  /// Fields for this request; they replace the client's fields of the same names.
+  header_list_view headers = {};
+  std::string_view body = {};  // any bytes
+  /// This request's timeouts, replacing the client's. Left out, the client's apply (the
+  /// member then holds a marker, a total of duration::min(), not a value to use).
+  timeouts timeout = {.total = detail::client_timeouts_marker};
+  /// When set, replace the client's follow_redirects / max_redirects.
+  std::optional<bool> follow_redirects = std::nullopt;
+  std::optional<int> max_redirects = std::nullopt;
+};
+static_assert(std::is_trivially_destructible_v<request_options_view>,
+              "written in a co_await, an owning member would be destroyed twice by GCC 12");
+
+/// One request's settings, owned: for options kept in a variable or built step by step,
+/// then passed by name (client.get(url, options)); what is left unset comes from the client.
 struct request_options {
+  // Not an aggregate, so it cannot be written as a braced list inside a co_await (where
+  // GCC 12 would destroy its members twice): a braced list is a request_options_view.
+  request_options() = default;
   /// Fields for this request; they replace the client's fields of the same names.
   header_list headers;
   std::string body;                  // any bytes: std::string holds binary data
@@ -8226,6 +8292,16 @@ struct request_options {
     body.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   }
   void set_body(std::string_view text) { body.assign(text); }
+  /// A view of these options: how the request functions take them.
+  operator request_options_view() const noexcept {
+    request_options_view view;
+    view.headers = headers;
+    view.body = body;
+    if (timeout) view.timeout = *timeout;
+    view.follow_redirects = follow_redirects;
+    view.max_redirects = max_redirects;
+    return view;
+  }
 };
 
 // --- 10.4 The response parser ---
@@ -8477,6 +8553,13 @@ class connection_lease {
 
 }  // namespace detail
 
+/// A type response::json() can return: Json::parse(std::string) makes one from the
+/// body's text (nlohmann::json has this static parse; a type of your own can too).
+template <class Json>
+concept json_parsable = requires(std::string text) {
+  { Json::parse(std::move(text)) } -> std::convertible_to<Json>;
+};
+
 /// A response whose head has arrived. It holds its connection until the body
 /// is read to the end (the connection then goes back to the pool) or until it
 /// is closed or destroyed (an unread body closes the connection). Move-only;
@@ -8536,6 +8619,14 @@ class response {
     std::vector<std::byte> body_bytes;
     co_await read_rest(body_bytes);
     co_return body_bytes;
+  }
+  /// The body parsed by Json::parse(text) (aiohttp's json()): co_await resp.json<nlohmann::json>(),
+  /// or any type with such a static parse; no JSON library is built in. Throws what text()
+  /// throws, and what parse throws (nlohmann::json::parse_error). The Content-Type is not checked.
+  template <json_parsable Json>
+  task<Json> json() {
+    std::string body_text = co_await text();
+    co_return Json::parse(std::move(body_text));
   }
   /// The next piece of the body, at most max_bytes; empty at its end. No size limit.
   task<std::string> read_chunk(std::size_t max_bytes = 64 * 1024);
@@ -8600,41 +8691,47 @@ class client {
   /// (connect, or a reset after part of the response arrived), protocol_error /
   /// disconnected_error, redirect_error, timeout_error; invalid_state_error
   /// after close().
-  task<response> request(std::string method, std::string url, request_options options) {
-    return perform(pool_for("request"), std::move(method), std::move(url), std::move(options));
+  // Not a coroutine: it copies what `options` views into the task it returns, so the
+  // views may end with the call's full expression.
+  task<response> request(std::string method, std::string url, request_options_view options = {}) {
+    return perform(pool_for("request"), std::move(method), std::move(url), owned(options));
   }
-  // Each method takes the URL alone (or with a body), or the URL and options.
-  // The short forms are overloads rather than `request_options options = {}`:
-  // GCC 12 destroys a defaulted argument twice when the call sits in a co_await.
-  task<response> request(std::string method, std::string url) {
-    return request(std::move(method), std::move(url), request_options());
+  /// GET, HEAD and DELETE (del: delete is a keyword), with options written in the call:
+  /// client.get(url, {.timeout = {.total = 10s}}), or a request_options by name.
+  task<response> get(std::string url, request_options_view options = {}) {
+    return request("GET", std::move(url), options);
   }
-  /// GET, HEAD and DELETE (del: delete is a keyword).
-  task<response> get(std::string url, request_options options) {
-    return request("GET", std::move(url), std::move(options));
+  task<response> head(std::string url, request_options_view options = {}) {
+    return request("HEAD", std::move(url), options);
   }
-  task<response> get(std::string url) { return request("GET", std::move(url), request_options()); }
-  task<response> head(std::string url, request_options options) {
-    return request("HEAD", std::move(url), std::move(options));
+  task<response> del(std::string url, request_options_view options = {}) {
+    return request("DELETE", std::move(url), options);
   }
-  task<response> head(std::string url) { return request("HEAD", std::move(url), request_options()); }
-  task<response> del(std::string url, request_options options) {
-    return request("DELETE", std::move(url), std::move(options));
+  /// POST, PUT and PATCH send `body` (any bytes: a std::string, moved in, or what converts
+  /// to one), or options.body, with its Content-Length.
+  // The body forms are templates so that a braced list never reaches std::string's
+  // constructors: libc++ 14 fails to compile one with three designators there.
+  task<response> post(std::string url, request_options_view options = {}) {
+    return request("POST", std::move(url), options);
   }
-  task<response> del(std::string url) { return request("DELETE", std::move(url), request_options()); }
-  /// POST, PUT and PATCH send `body` (any bytes), or options.body, with its Content-Length.
-  task<response> post(std::string url, request_options options) {
-    return request("POST", std::move(url), std::move(options));
+  template <std::convertible_to<std::string> Body>
+  task<response> post(std::string url, Body&& body) {
+    return send_body("POST", std::move(url), std::forward<Body>(body));
   }
-  task<response> post(std::string url, std::string body) { return post(std::move(url), with_body(std::move(body))); }
-  task<response> put(std::string url, request_options options) {
-    return request("PUT", std::move(url), std::move(options));
+  task<response> put(std::string url, request_options_view options = {}) {
+    return request("PUT", std::move(url), options);
   }
-  task<response> put(std::string url, std::string body) { return put(std::move(url), with_body(std::move(body))); }
-  task<response> patch(std::string url, request_options options) {
-    return request("PATCH", std::move(url), std::move(options));
+  template <std::convertible_to<std::string> Body>
+  task<response> put(std::string url, Body&& body) {
+    return send_body("PUT", std::move(url), std::forward<Body>(body));
   }
-  task<response> patch(std::string url, std::string body) { return patch(std::move(url), with_body(std::move(body))); }
+  task<response> patch(std::string url, request_options_view options = {}) {
+    return request("PATCH", std::move(url), options);
+  }
+  template <std::convertible_to<std::string> Body>
+  task<response> patch(std::string url, Body&& body) {
+    return send_body("PATCH", std::move(url), std::forward<Body>(body));
+  }
 
   /// Closes the idle connections; those in use close when their response
   /// ends. Later requests throw invalid_state_error. Idempotent.
@@ -8654,10 +8751,22 @@ class client {
   std::size_t connections_opened() const noexcept { return pool_ != nullptr ? pool_->opened : 0; }
 
  private:
-  static request_options with_body(std::string body) {
+  // The owning copy of what a view refers to, made before the request's task starts.
+  static request_options owned(const request_options_view& view) {
+    request_options options;
+    view.headers.for_each([&](std::string_view name, std::string_view value) {
+      options.headers.add(std::string(name), std::string(value));
+    });
+    options.body.assign(view.body);
+    if (view.timeout.total != detail::client_timeouts_marker) options.timeout = view.timeout;
+    options.follow_redirects = view.follow_redirects;
+    options.max_redirects = view.max_redirects;
+    return options;
+  }
+  task<response> send_body(std::string method, std::string url, std::string body) {
     request_options options;
     options.body = std::move(body);
-    return options;
+    return perform(pool_for("request"), std::move(method), std::move(url), std::move(options));
   }
   std::shared_ptr<detail::pool_state> pool_for(const char* operation) const {
     if (pool_ == nullptr) throw invalid_state_error(std::string("http::client::") + operation + ": moved-from client");

@@ -44,37 +44,38 @@ cl::task<void> serve_posts(cl::stream connection) {
   }
 }
 
-// The guide reads resp.json()["title"]; C++ has no JSON in the standard
-// library, so this example picks the one string field it prints.
-std::string json_string_field(const std::string& json, const std::string& name) {
-  const std::string key = "\"" + name + "\": \"";
-  const std::size_t start = json.find(key);
-  if (start == std::string::npos) return "";
-  const std::size_t value = start + key.size();
-  return json.substr(value, json.find('"', value) - value);
-}
+// One post, as resp.json<post>() makes it: json<T>() takes any type with a static
+// T::parse(text), nlohmann::json among them. This example needs no JSON library, so
+// its own type picks the one string field it prints (aiohttp's r["title"]).
+struct post {
+  std::string title;
+  static post parse(const std::string& json) {
+    const std::string key = "\"title\": \"";
+    const std::size_t start = json.find(key);
+    if (start == std::string::npos) return {};
+    const std::size_t value = start + key.size();
+    return {json.substr(value, json.find('"', value) - value)};
+  }
+};
 
 // --- the guide's program ---
 
-// async def fetch(session, url): with a 10 s total timeout, raise_for_status, read the body.
-cl::task<std::string> fetch(cl::http::client& session, std::string url) {
-  cl::http::request_options options;
-  cl::http::timeouts limits;
-  limits.total = 10s;  // aiohttp.ClientTimeout(total=10)
-  options.timeout = limits;
-  cl::http::response resp = co_await session.get(std::move(url), std::move(options));
+// async def fetch(session, url): session.get(url, timeout=aiohttp.ClientTimeout(total=10)),
+// raise_for_status, return await resp.json().
+cl::task<post> fetch(cl::http::client& session, std::string url) {
+  cl::http::response resp = co_await session.get(std::move(url), {.timeout = {.total = 10s}});
   resp.raise_for_status();
-  co_return co_await resp.text();
+  co_return co_await resp.json<post>();
 }
 
 // async def fetch_all(urls): one session, gather(..., return_exceptions=True).
-cl::task<std::vector<cl::outcome<std::string>>> fetch_all(cl::http::client& session, std::vector<std::string> urls) {
-  std::vector<cl::task<std::string>> tasks;
+cl::task<std::vector<cl::outcome<post>>> fetch_all(cl::http::client& session, std::vector<std::string> urls) {
+  std::vector<cl::task<post>> tasks;
   for (const std::string& url : urls) tasks.push_back(fetch(session, url));
   co_return co_await cl::gather_settled(std::move(tasks));
 }
 
-void print_results(const std::vector<cl::outcome<std::string>>& results) {
+void print_results(const std::vector<cl::outcome<post>>& results) {
   for (const auto& r : results) {
     if (!r.has_value()) {
       try {
@@ -84,7 +85,7 @@ void print_results(const std::vector<cl::outcome<std::string>>& results) {
       }
       continue;
     }
-    std::printf("%s\n", json_string_field(r.value(), "title").c_str());
+    std::printf("%s\n", r.value().title.c_str());
   }
 }
 
@@ -97,7 +98,7 @@ cl::task<void> amain() {
   cl::http::client session;
 
   const auto start_sequential = cl::clock::now();
-  std::vector<cl::outcome<std::string>> one_by_one;
+  std::vector<cl::outcome<post>> one_by_one;
   for (const std::string& url : urls) {
     std::vector<std::string> single = {url};
     auto results = co_await fetch_all(session, std::move(single));
@@ -109,7 +110,7 @@ cl::task<void> amain() {
   std::printf("Sequential: %.2fs\n", sequential.count());  // ~0.6 s: 3 x 200 ms
 
   const auto start_concurrent = cl::clock::now();
-  std::vector<cl::outcome<std::string>> results = co_await fetch_all(session, urls);
+  std::vector<cl::outcome<post>> results = co_await fetch_all(session, urls);
   const std::chrono::duration<double> concurrent = cl::clock::now() - start_concurrent;
   std::printf("concurrent:\n");
   print_results(results);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/install-deps.sh SET... - makes sure what each SET needs is installed:
-#   test    make test: Catch2 (v2 or v3), nginx (tests/nginx_fixture.hpp), OpenSSL's headers and
+#   test    make test: Catch2 (v2 or v3), nlohmann/json (tests/test_http_api.cpp parses with it; the
+#           case is skipped without it), nginx (tests/nginx_fixture.hpp), OpenSSL's headers and
 #           libraries, the openssl command and python3 (tests/tls_fixture.hpp), cmake, meson, ninja and
 #           pkg-config (tests/consumer/run.sh), libc++ when STDLIB=libc++; found through CXX [g++],
 #           PATH and NGINX (an nginx off PATH), so non-Debian installs count
@@ -34,6 +35,8 @@ for set in "$@"; do
     test)
       printf '#if !__has_include(<catch2/catch_test_macros.hpp>) && !__has_include(<catch2/catch.hpp>)\n#error\n#endif\n' |
         $cxx -std=c++20 -E -x c++ - >/dev/null 2>&1 || missing+=(catch2)
+      printf '#if !__has_include(<nlohmann/json.hpp>)\n#error\n#endif\n' |
+        $cxx -std=c++20 -E -x c++ - >/dev/null 2>&1 || missing+=(nlohmann-json3-dev)
       # Where tests/nginx_fixture.hpp looks: sbin directories are not on a user's PATH.
       PATH=$PATH:/usr/sbin:/usr/local/sbin:/sbin:/usr/local/nginx/sbin:/opt/homebrew/bin has "${NGINX:-nginx}" ||
         missing+=(nginx)
@@ -50,8 +53,8 @@ for set in "$@"; do
         exit 1
       fi
       missing+=(clang clang-14 libclang-rt-14-dev) ;;
-    ci) want g++ make catch2 clang clang-14 libclang-rt-14-dev libc++-14-dev libc++abi-14-dev meson ninja-build \
-          cmake pkg-config valgrind nginx libssl-dev openssl python3 util-linux coreutils ;;
+    ci) want g++ make catch2 nlohmann-json3-dev clang clang-14 libclang-rt-14-dev libc++-14-dev libc++abi-14-dev \
+          meson ninja-build cmake pkg-config valgrind nginx libssl-dev openssl python3 util-linux coreutils ;;
     cross) want g++-aarch64-linux-gnu g++-arm-linux-gnueabihf libasan8-arm64-cross libubsan1-arm64-cross qemu-user \
              g++-mingw-w64-x86-64-posix wine wine64 catch2 make ;;
     bench) want g++ gcc make libasio-dev libuv1-dev libcurl4-openssl-dev libboost-dev wrk python3 python3-uvloop \
