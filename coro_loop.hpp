@@ -28,7 +28,7 @@
 //   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue >>iocp
 //   5 tasks              >>tasks       6 combinators      >>combine
 //   7 synchronisation    >>sync        8 executors        >>exec
-//   9 networking         >>net >>tls   10 HTTP/1.1 client >>http
+//   9 networking         >>net >>tls >>process   10 HTTP/1.1 client >>http
 //   11 event_loop, signals, run()   >>run
 //
 // Public names, one line each, with the tag of the section that declares them
@@ -62,6 +62,8 @@
 //   incomplete_read_error, limit_overrun_error  >>net     what stream reads throw
 //   start_server(handler, host, port[, tls]), start_unix_server(handler, path), server, server_options   >>net
 //   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
+//   create_subprocess_exec(program, args...[, options]), create_subprocess_shell(command[, options])   >>process
+//   process, process_options, stdio, communicate_result   >>process  pid/wait/communicate/returncode/kill/terminate/send_signal
 //   http::client, client_options, timeouts, limits   >>http  keep-alive pool and its settings
 //   http::request_options_view, request_options  >>http   a request's settings: written in the call, or owned
 //   http::response, json_parsable               >>http    status, headers, text(), body(), json<J>(), read_chunk()
@@ -93,6 +95,11 @@
 //     (64 MiB) with limit_overrun_error; asyncio's read(-1) and readexactly are unbounded.
 //   - Over TLS, an end without close_notify throws tls_error (a truncation), close()
 //     sends close_notify without waiting for the peer's, and write_eof() is allowed.
+//   - A subprocess's program is looked up before it starts: a missing one throws from
+//     create_subprocess_exec, never as exit code 127 later. communicate() stops at
+//     process_options::streams.max_read (64 MiB) per stream with limit_overrun_error;
+//     a process object destroyed while its child runs hands the child to its loop,
+//     which reaps it (asyncio would warn).
 //
 // Windows (IOCP) in short: the same API on sockets, with errors as errno values
 // (std::errc compares as on POSIX). Absent, with a compile-time message: Unix
@@ -101,7 +108,9 @@
 // through SetConsoleCtrlHandler. A cancelled I/O operation stays in
 // parked_operation_count() until Windows confirms it, an iteration later.
 // start_server ignores reuse_address (Windows keeps no TIME_WAIT on the port)
-// and rejects reuse_port; read_some/write_some take sockets, not pipes.
+// and rejects reuse_port; read_some/write_some take sockets and overlapped pipe
+// handles. Subprocesses: CreateProcessW, overlapped named pipes; send_signal
+// takes SIGTERM only, and terminate() and kill() both end the child with code 1.
 
 #ifndef CORO_LOOP_HPP
 #define CORO_LOOP_HPP
@@ -199,6 +208,7 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <variant>
@@ -219,7 +229,12 @@
 #include <sys/syscall.h>
 #endif
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <spawn.h>
 #include <unistd.h>
+#if defined(__APPLE__)
+#include <crt_externs.h>  // _NSGetEnviron: `environ` is not there for a library
+#endif
 #endif
 #if defined(CORO_LOOP_BACKEND_EPOLL)
 #include <sys/epoll.h>
@@ -255,6 +270,11 @@
 #if !defined(OPENSSL_VERSION_NUMBER) || OPENSSL_VERSION_NUMBER < 0x30000000L || defined(LIBRESSL_VERSION_NUMBER)
 #error "coro_loop: CORO_LOOP_OPENSSL needs OpenSSL 3.0 or later (its headers and -lssl -lcrypto)"
 #endif
+#endif
+
+#if defined(CORO_LOOP_POSIX) && !defined(__APPLE__) && !defined(__GLIBC__)
+// POSIX's; the BSDs' <unistd.h> declares it only under some feature macros.
+extern "C" char** environ;
 #endif
 
 namespace coro_loop {
@@ -368,6 +388,13 @@ inline constexpr windows_error_pair windows_errors[] = {
     {WSA_OPERATION_ABORTED, ECANCELED, "Operation canceled"},
     {ERROR_NOT_ENOUGH_MEMORY, ENOMEM, "Cannot allocate memory"},
     {WSAEMFILE, EMFILE, "Too many open files"},
+    // Pipes and processes (9.9).
+    {ERROR_NO_DATA, EPIPE, "Broken pipe"},
+    {ERROR_FILE_NOT_FOUND, ENOENT, "No such file or directory"},
+    {ERROR_PATH_NOT_FOUND, ENOENT, "No such file or directory"},
+    {ERROR_DIRECTORY, ENOENT, "No such file or directory"},  // CreateProcess: no such working directory
+    {ERROR_ACCESS_DENIED, EACCES, "Permission denied"},
+    {ERROR_BAD_EXE_FORMAT, ENOEXEC, "Exec format error"},
 };
 inline int posix_error_from_windows(unsigned long code) noexcept {
   for (const windows_error_pair& pair : windows_errors) {
@@ -949,6 +976,17 @@ struct run_options {
 
 namespace detail {
 
+// Per-loop state of a layer below the core that the loop must close while its
+// backend still exists (9.9's child processes: operations parked there, a
+// watch to stop). Made by that layer on first use and found again by its
+// close function, which is unique to each kind; event_loop::close() calls it
+// once, after the tasks finished, and forgets the attachment (it frees itself).
+struct loop_attachment {
+  using close_function = void (*)(loop_attachment* self) noexcept;
+  close_function close = nullptr;
+  loop_attachment* next_attachment = nullptr;
+};
+
 // The loop's machinery: the ready queue, the timer heap, the tasks, the inbox
 // other threads post through, the backend. Each layer below the public
 // event_loop (11) reaches the loop through this; event_loop adds what users
@@ -994,6 +1032,17 @@ class loop_core {
   intrusive_list& pending_tasks() noexcept { return pending_tasks_; }
   std::uint64_t next_task_number() const noexcept { return next_task_number_; }
   bool has_ready() const noexcept { return !ready_.empty(); }
+  // The attachment whose close function is `kind`, or null (see loop_attachment).
+  loop_attachment* find_attachment(loop_attachment::close_function kind) const noexcept {
+    for (loop_attachment* each = attachments_; each != nullptr; each = each->next_attachment) {
+      if (each->close == kind) return each;
+    }
+    return nullptr;
+  }
+  void attach(loop_attachment& attachment) noexcept {
+    attachment.next_attachment = attachments_;
+    attachments_ = &attachment;
+  }
 
   // --- running
   // Runs iterations while keep_running() holds, as this thread's running loop.
@@ -1022,6 +1071,7 @@ class loop_core {
   bool running_ = false;
   bool stopping_ = false;
   bool closed_ = false;
+  loop_attachment* attachments_ = nullptr;  // closed by event_loop::close()
 
  private:
   friend class task_promise_base;  // a task's step sets current_task_ and numbers itself
@@ -1204,6 +1254,15 @@ void detail::loop_core::run_while(KeepRunning keep_running) {
 //       nothing (the last read took all there was and the OS has reported
 //       nothing since, as of the last poll); false when not known. Lets the
 //       layers above skip a syscall (a pooled HTTP connection's check).
+// One kind of operation moves no bytes: wait_process completes (result 0)
+// once the child process behind op.handle has exited, and never reaps it (its
+// owner does: waitpid, GetExitCodeProcess). op.handle is what each OS waits on:
+// a pidfd on epoll (readable once the process exits: parked like a read), the
+// pid on kqueue (EVFILT_PROC with NOTE_EXIT; the pid needs no release()), the
+// process handle on IOCP (RegisterWaitForSingleObject: a system wait thread,
+// shared by up to 63 waits, posts the completion packet to the port).
+// start() completes it at once when the process has exited already; cancel()
+// and abandon() stop the wait, never the process.
 // And one constant:
 //   accept_scratch_bytes
 //       The buffer an accept operation must lend the backend (AcceptEx writes
@@ -1222,6 +1281,7 @@ enum class io_kind : std::uint8_t {
   send_to,        // sendto(2)
   wait_readable,  // completes when the handle becomes readable
   wait_writable,  // completes when the handle becomes writable
+  wait_process,   // completes when the child process exited (not reaped; see above)
 };
 
 // One I/O request. It lives in the awaiting frame (or in a stream): starting
@@ -1254,11 +1314,15 @@ struct io_operation {
   unsigned long transfer_flags = 0;                // WSARecv's in/out flags
   int transfer_address_length = 0;                 // WSARecvFrom's in/out address length
   bool probe = false;                              // a wait_readable/wait_writable zero-byte transfer
+  bool file = false;                               // not a socket (a pipe): ReadFile / WriteFile
+  HANDLE wait_registration = nullptr;              // wait_process: RegisterWaitForSingleObject's
+  HANDLE completion_port = nullptr;                // wait_process: where the wait thread posts
+  LONG wait_state = 0;                             // wait_process: 0 waiting, 1 exited, 2 cancelled
 #endif
 
   bool reads() const noexcept {
     return kind == io_kind::read || kind == io_kind::recv || kind == io_kind::accept ||
-           kind == io_kind::recv_from || kind == io_kind::wait_readable;
+           kind == io_kind::recv_from || kind == io_kind::wait_readable || kind == io_kind::wait_process;
   }
 };
 
@@ -1307,6 +1371,26 @@ inline int make_non_blocking_and_cloexec(int handle) noexcept {
   const int descriptor_flags = ::fcntl(handle, F_GETFD);
   if (descriptor_flags < 0 || ::fcntl(handle, F_SETFD, descriptor_flags | FD_CLOEXEC) < 0) return -1;
   return 0;
+}
+
+// pipe2 where it exists; pipe + fcntl on macOS (a fork on another thread
+// between the two calls would pass the descriptors on: a program that spawns
+// processes does so through 9.9, whose children close what they do not need).
+// The signal self-pipes (9.9, 11) and the pipes of child processes use it.
+inline bool open_non_blocking_pipe(int (&ends)[2]) noexcept {
+#if defined(__APPLE__)
+  if (::pipe(ends) < 0) return false;
+  if (make_non_blocking_and_cloexec(ends[0]) < 0 || make_non_blocking_and_cloexec(ends[1]) < 0) {
+    const int error = errno;
+    ::close(ends[0]);
+    ::close(ends[1]);
+    errno = error;
+    return false;
+  }
+  return true;
+#else
+  return ::pipe2(ends, O_NONBLOCK | O_CLOEXEC) == 0;
+#endif
 }
 
 // accept4 where it exists (Linux, the BSDs); accept + fcntl on macOS.
@@ -1506,11 +1590,12 @@ class readiness_backend {
           return true;
         }
         case io_kind::wait_readable:
-        case io_kind::wait_writable: {
+        case io_kind::wait_writable:
+        case io_kind::wait_process: {  // a pidfd (epoll; kqueue waits for processes itself)
           if (after_readiness) return true;
           // Reports are spent once seen: readiness that already exists must
           // satisfy the wait now, not after the next report.
-          return ready_now(op.handle, op.kind == io_kind::wait_readable);
+          return ready_now(op.handle, op.kind != io_kind::wait_writable);
         }
       }
       if (done >= 0) {
@@ -1654,8 +1739,10 @@ class backend : public readiness_backend<backend> {
 // Each handle gets an EVFILT_READ and an EVFILT_WRITE filter, both EV_CLEAR
 // (reported once per change, like edge-triggered epoll), added together and
 // deleted together before close. An EVFILT_USER event wakes kevent() from
-// other threads. struct kevent is only touched through EV_SET and its named
-// fields: its layout differs between macOS and the BSDs.
+// other threads. A process wait is an EVFILT_PROC filter on the pid with
+// NOTE_EXIT and the operation as udata; the system drops it once it reported
+// the exit (it marks it EV_ONESHOT). struct kevent is only touched through
+// EV_SET and its named fields: its layout differs between macOS and the BSDs.
 namespace detail {
 
 class backend : public readiness_backend<backend> {
@@ -1677,6 +1764,36 @@ class backend : public readiness_backend<backend> {
   backend(const backend&) = delete;
   backend& operator=(const backend&) = delete;
 
+  // Process waits are this backend's own; everything else is the shared part's.
+  bool start(io_operation& op) {
+    if (op.kind != io_kind::wait_process) return readiness_backend::start(op);
+    op.error = 0;
+    op.result = 0;
+    struct kevent change;
+    EV_SET(&change, static_cast<std::uintptr_t>(op.handle), EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, &op);
+    if (::kevent(queue_handle_, &change, 1, nullptr, 0, nullptr) < 0) {
+      // ESRCH: no such process any more. A child that has exited but is not
+      // reaped yet is reported at once by FreeBSD; macOS may refuse it so.
+      if (errno != ESRCH) op.error = errno;
+      return true;
+    }
+    op.parked = true;
+    ++parked_process_waits_;
+    return false;
+  }
+  void cancel(io_operation& op) noexcept {
+    if (op.kind != io_kind::wait_process) return readiness_backend::cancel(op);
+    if (!op.parked) return;
+    forget_process_wait(op);
+    op.error = ECANCELED;
+    op.complete(&op);
+  }
+  void abandon(io_operation& op) noexcept {
+    if (op.kind != io_kind::wait_process) return readiness_backend::abandon(op);
+    if (op.parked) forget_process_wait(op);
+  }
+  std::size_t parked_count() const noexcept { return readiness_backend::parked_count() + parked_process_waits_; }
+
   void wake() noexcept {
     struct kevent change;
     EV_SET(&change, wake_identifier, EVFILT_USER, 0, NOTE_TRIGGER, 0, nullptr);
@@ -1684,28 +1801,41 @@ class backend : public readiness_backend<backend> {
   }
 
   void poll(int timeout_ms) {
-    struct kevent events[128];
     timespec timeout{};
     timeout.tv_sec = timeout_ms / 1000;
     timeout.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1'000'000L;
-    const int count = ::kevent(queue_handle_, nullptr, 0, events, 128, timeout_ms < 0 ? nullptr : &timeout);
+    const int count = ::kevent(queue_handle_, nullptr, 0, events_, event_capacity, timeout_ms < 0 ? nullptr : &timeout);
     if (count < 0) {
       if (errno == EINTR) return;
       throw_system_error(errno, "kevent wait");
     }
-    for (int i = 0; i < count; ++i) {
-      const struct kevent& event = events[i];
+    // Members, not locals: a completion may abandon a process wait whose
+    // event is further on in this batch (forget_process_wait drops it).
+    event_count_ = count;
+    for (next_event_ = 0; next_event_ < event_count_;) {
+      const struct kevent& event = events_[next_event_++];
       if (event.filter == EVFILT_USER) continue;
+      if (event.filter == EVFILT_PROC) {
+        // reinterpret_cast: udata is void* on macOS and FreeBSD, intptr_t on older NetBSD.
+        auto* op = reinterpret_cast<io_operation*>(event.udata);
+        if (op == nullptr) continue;  // dropped
+        op->parked = false;
+        --parked_process_waits_;
+        op->complete(op);
+        continue;
+      }
       const auto handle = static_cast<native_handle>(event.ident);
       // EV_EOF and EV_ERROR end up here too: the retried syscall reports them.
       if (event.filter == EVFILT_READ) retry_parked(handle, true, (event.flags & (EV_EOF | EV_ERROR)) != 0);
       if (event.filter == EVFILT_WRITE) retry_parked(handle, false);
     }
+    event_count_ = next_event_ = 0;
   }
 
  private:
   friend class readiness_backend<backend>;
   static constexpr std::uintptr_t wake_identifier = 0;  // EVFILT_USER has its own name space
+  static constexpr int event_capacity = 128;
 
   void watch(native_handle handle) {
     struct kevent changes[2];
@@ -1721,8 +1851,26 @@ class backend : public readiness_backend<backend> {
     EV_SET(&changes[1], static_cast<std::uintptr_t>(handle), EVFILT_WRITE, EV_DELETE, 0, 0, nullptr);
     ::kevent(queue_handle_, changes, 2, nullptr, 0, nullptr);
   }
+  // Deletes the filter (ENOENT once the exit was reported: the system
+  // dropped it) and any report of it this poll has not handled yet.
+  void forget_process_wait(io_operation& op) noexcept {
+    struct kevent change;
+    EV_SET(&change, static_cast<std::uintptr_t>(op.handle), EVFILT_PROC, EV_DELETE, 0, 0, nullptr);
+    ::kevent(queue_handle_, &change, 1, nullptr, 0, nullptr);
+    for (int i = next_event_; i < event_count_; ++i) {
+      if (events_[i].filter == EVFILT_PROC && reinterpret_cast<io_operation*>(events_[i].udata) == &op) {
+        events_[i].udata = {};
+      }
+    }
+    op.parked = false;
+    --parked_process_waits_;
+  }
 
   int queue_handle_ = -1;
+  struct kevent events_[event_capacity];
+  int event_count_ = 0;
+  int next_event_ = 0;
+  std::size_t parked_process_waits_ = 0;
 };
 
 }  // namespace detail
@@ -1736,7 +1884,11 @@ class backend : public readiness_backend<backend> {
 // associated with the port on its first operation. cancel() asks CancelIoEx
 // and the packet that follows says whether the cancel or the transfer won;
 // abandon() waits for that packet, since the OS may write into the buffer until
-// then. A null packet posted by wake() makes a blocked poll() return.
+// then. A null packet posted by wake() makes a blocked poll() return. Handles
+// that are not sockets (the overlapped pipes of 9.9) read and write with
+// ReadFile / WriteFile, a broken pipe reading as the end of the stream; a
+// process wait's packet is posted by the system wait thread that saw the
+// process handle signalled, or by cancel() when it beat that thread.
 namespace detail {
 
 // Winsock's start-up, and the extension functions that overlapped accept and
@@ -1814,7 +1966,8 @@ class backend {
     op.result = 0;
     op.overlapped = OVERLAPPED{};
     op.probe = false;
-    if (!associate(op.handle)) return finish_now(op, posix_error_from_windows(::GetLastError()));
+    if (op.kind == io_kind::wait_process) return start_process_wait(op);
+    if (!associate(op)) return finish_now(op, posix_error_from_windows(::GetLastError()));
     if (op.kind == io_kind::wait_readable || op.kind == io_kind::wait_writable) {
       // Readiness that exists already satisfies the wait now; otherwise a
       // zero-byte transfer completes when the socket becomes ready.
@@ -1822,6 +1975,7 @@ class backend {
       op.probe = true;
     }
     const int error = submit(op);
+    if (error == EPIPE && op.file && op.kind == io_kind::read) return true;  // the writer closed: the end
     if (error != 0) return finish_now(op, error);
     op.parked = true;
     ++parked_count_;
@@ -1829,13 +1983,22 @@ class backend {
   }
 
   void cancel(io_operation& op) noexcept {
+    if (!op.parked) return;
+    if (op.kind == io_kind::wait_process) {
+      stop_process_wait(op);
+      return;
+    }
     // The packet that follows carries ECANCELED, or the result when the
     // transfer finished first.
-    if (op.parked) ::CancelIoEx(reinterpret_cast<HANDLE>(op.handle), &op.overlapped);
+    ::CancelIoEx(reinterpret_cast<HANDLE>(op.handle), &op.overlapped);
   }
 
   void abandon(io_operation& op) noexcept {
     if (!op.parked) return;
+    if (op.kind == io_kind::wait_process && !stop_process_wait(op)) {
+      forget(op);  // no packet is on its way
+      return;
+    }
     for (std::size_t i = next_packet_; i < packets_.size(); ++i) {
       if (packets_[i].lpOverlapped == &op.overlapped) {
         packets_[i].lpOverlapped = nullptr;  // dropped: read as a wake-up
@@ -1843,7 +2006,7 @@ class backend {
         return;
       }
     }
-    ::CancelIoEx(reinterpret_cast<HANDLE>(op.handle), &op.overlapped);
+    if (op.kind != io_kind::wait_process) ::CancelIoEx(reinterpret_cast<HANDLE>(op.handle), &op.overlapped);
     // The buffer is the owner's, and the owner is going: wait here for the
     // packet (cancelled I/O completes promptly), keeping the others for poll().
     for (;;) {
@@ -1900,15 +2063,56 @@ class backend {
   bool read_would_block(native_handle) const noexcept { return false; }
 
  private:
-  // Associates a socket with the port on its first operation.
-  bool associate(native_handle handle) {
-    if (associated_.count(handle) != 0) return true;
-    if (::CreateIoCompletionPort(reinterpret_cast<HANDLE>(handle), port_, 0, 0) == nullptr &&
-        ::GetLastError() != ERROR_INVALID_PARAMETER) {  // this port has it already (a released socket)
-      return false;
+  // Associates a handle with the port on its first operation, noting whether
+  // it is a socket (only sockets answer SO_TYPE).
+  bool associate(io_operation& op) {
+    auto known = associated_.find(op.handle);
+    if (known == associated_.end()) {
+      if (::CreateIoCompletionPort(reinterpret_cast<HANDLE>(op.handle), port_, 0, 0) == nullptr &&
+          ::GetLastError() != ERROR_INVALID_PARAMETER) {  // this port has it already (a released socket)
+        return false;
+      }
+      int type = 0;
+      int length = sizeof type;
+      const bool socket = ::getsockopt(op.handle, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &length) == 0;
+      known = associated_.emplace(op.handle, !socket).first;
     }
-    associated_.insert(handle);
+    op.file = known->second;
     return true;
+  }
+
+  // A process wait: done now if the handle is signalled, else a system wait
+  // thread posts the packet when it is (WT_EXECUTEONLYONCE: once).
+  bool start_process_wait(io_operation& op) {
+    const DWORD now = ::WaitForSingleObject(reinterpret_cast<HANDLE>(op.handle), 0);
+    if (now == WAIT_OBJECT_0) return true;
+    if (now == WAIT_FAILED) return finish_now(op, posix_error_from_windows(::GetLastError()));
+    op.completion_port = port_;
+    op.wait_state = 0;
+    if (!::RegisterWaitForSingleObject(&op.wait_registration, reinterpret_cast<HANDLE>(op.handle), &on_process_exit,
+                                       &op, INFINITE, WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD)) {
+      op.wait_registration = nullptr;
+      return finish_now(op, posix_error_from_windows(::GetLastError()));
+    }
+    op.parked = true;
+    ++parked_count_;
+    return false;
+  }
+  // On a system wait thread. The loop thread's stop_process_wait waits for
+  // this to return before it may free op.
+  static void CALLBACK on_process_exit(void* context, BOOLEAN) noexcept {
+    auto* op = static_cast<io_operation*>(context);
+    if (::InterlockedCompareExchange(&op->wait_state, 1, 0) == 0) {
+      ::PostQueuedCompletionStatus(op->completion_port, 0, 0, &op->overlapped);
+    }
+  }
+  // Unregisters the wait (waiting for a callback under way to return) and, if
+  // the exit was not posted, posts the cancel's packet instead. False when no
+  // packet is on its way (a cancel already posted counts as on its way).
+  bool stop_process_wait(io_operation& op) noexcept {
+    if (op.wait_registration != nullptr) ::UnregisterWaitEx(std::exchange(op.wait_registration, nullptr), INVALID_HANDLE_VALUE);
+    if (::InterlockedCompareExchange(&op.wait_state, 2, 0) != 0) return true;
+    return ::PostQueuedCompletionStatus(port_, 0, 0, &op.overlapped) != 0;
   }
 
   static bool finish_now(io_operation& op, int error) noexcept {
@@ -1919,6 +2123,7 @@ class backend {
   // Submits op's overlapped call: 0 when a packet will come, else the errno
   // of an immediate failure (no packet then).
   static int submit(io_operation& op) {
+    if (op.file && (op.kind == io_kind::read || op.kind == io_kind::write)) return submit_file(op);
     const SOCKET handle = op.handle;
     WSABUF buffer{static_cast<ULONG>(std::min<std::size_t>(op.length, 1u << 30)), static_cast<char*>(op.buffer)};
     if (op.probe) buffer = WSABUF{0, nullptr};
@@ -1948,6 +2153,7 @@ class backend {
         break;
       case io_kind::accept: return submit_accept(op);
       case io_kind::connect: return submit_connect(op);
+      case io_kind::wait_process: return EINVAL;  // start() takes these
     }
     if (status == 0) return 0;
     const int error = ::WSAGetLastError();
@@ -1955,6 +2161,20 @@ class backend {
     // warnings are queued to the port like successes: its packet will come.
     if (error == WSA_IO_PENDING || (error == WSAEMSGSIZE && op.kind == io_kind::recv_from)) return 0;
     return posix_error_from_windows(static_cast<unsigned long>(error));
+  }
+
+  // ReadFile / WriteFile on an overlapped handle that is not a socket; an end
+  // of file (the writer closed the pipe) is EPIPE here, the end of the stream above.
+  static int submit_file(io_operation& op) {
+    const auto handle = reinterpret_cast<HANDLE>(op.handle);
+    const auto length = static_cast<DWORD>(std::min<std::size_t>(op.length, 1u << 30));
+    const BOOL done = op.kind == io_kind::read ? ::ReadFile(handle, op.buffer, length, nullptr, &op.overlapped)
+                                               : ::WriteFile(handle, op.buffer, length, nullptr, &op.overlapped);
+    if (done) return 0;  // the packet still comes: the port is not in skip-on-success mode
+    const DWORD error = ::GetLastError();
+    if (error == ERROR_IO_PENDING) return 0;
+    if (error == ERROR_HANDLE_EOF) return EPIPE;
+    return posix_error_from_windows(error);
   }
 
   // AcceptEx takes a socket made beforehand, of the listener's family.
@@ -1998,6 +2218,14 @@ class backend {
 
   // A packet arrived: fill in op's result and run its completion.
   void finish(io_operation& op, const OVERLAPPED_ENTRY& packet) noexcept {
+    if (op.kind == io_kind::wait_process) {
+      if (op.wait_registration != nullptr) ::UnregisterWaitEx(std::exchange(op.wait_registration, nullptr), INVALID_HANDLE_VALUE);
+      op.result = 0;
+      op.error = op.wait_state == 2 ? ECANCELED : 0;
+      forget(op);
+      op.complete(&op);
+      return;
+    }
     const auto status = static_cast<LONG>(op.overlapped.Internal);
     op.result = static_cast<std::ptrdiff_t>(packet.dwNumberOfBytesTransferred);
     op.error = status >= 0 ? 0 : error_from_status(status);
@@ -2006,6 +2234,8 @@ class backend {
       op.address_length = static_cast<std::uint32_t>(op.transfer_address_length);
     }
     if (op.probe) op.result = 0;
+    // A pipe whose writer closed: the end of the stream, as read(2) says.
+    if (op.file && op.kind == io_kind::read && (op.error == EPIPE || op.error == -ERROR_HANDLE_EOF)) op.error = 0;
     if (op.kind == io_kind::accept) finish_accept(op);
     if (op.kind == io_kind::connect && op.error == 0 &&
         ::setsockopt(op.handle, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) != 0) {
@@ -2054,7 +2284,7 @@ class backend {
   }
 
   HANDLE port_ = nullptr;
-  std::unordered_set<native_handle> associated_;
+  std::unordered_map<native_handle, bool> associated_;  // handle -> not a socket (ReadFile/WriteFile)
   std::vector<OVERLAPPED_ENTRY> packets_;  // dequeued; [next_packet_, size) not yet finished
   std::size_t next_packet_ = 0;
   std::size_t parked_count_ = 0;
@@ -5785,8 +6015,9 @@ auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
 // ============================================================================
 // 9. Networking: awaitable operations on handles  >>net
 //    Uses 4 (the backend's contract), 5 (tasks), 6 (sleep: accept's back-off;
-//    timeout: a TLS handshake's), 7 (a stream's waiters park like the
-//    primitives') and 8 (resolve runs on the thread pool).
+//    timeout: a TLS handshake's; gather: communicate), 7 (a stream's waiters
+//    park like the primitives') and 8 (resolve runs on the thread pool); the
+//    child processes of 9.9 keep per-loop state as a loop attachment (3).
 // ============================================================================
 
 namespace detail {
@@ -6937,10 +7168,15 @@ struct tls_layer {
 };
 
 // Everything a stream owns, at a fixed address: operations in flight point here.
+// A stream runs over a connected socket, or over one end of a pipe (a child
+// process's stdin, stdout or stderr, 9.9): then it reads and writes with
+// read(2)/write(2) (ReadFile/WriteFile on Windows) instead of recv/send, and
+// write_eof() closes the pipe, the only way a pipe's reader sees the end.
 class stream_state {
  public:
-  stream_state(socket connection, const stream_options& options) : socket_(std::move(connection)), options_(options) {
-    send_.kind = io_kind::send;
+  stream_state(socket connection, const stream_options& options, bool over_pipe = false)
+      : socket_(std::move(connection)), options_(options), pipe_(over_pipe) {
+    send_.kind = pipe_ ? io_kind::write : io_kind::send;
     send_.handle = socket_.handle();
     send_.complete = &on_sent;
     send_.stream = this;
@@ -6950,6 +7186,20 @@ class stream_state {
   stream_state& operator=(const stream_state&) = delete;
   ~stream_state() {
     if (sending_) abandon_send();
+    close_handle();
+  }
+
+  bool over_pipe() const noexcept { return pipe_; }
+  io_kind read_kind() const noexcept { return pipe_ ? io_kind::read : io_kind::recv; }
+  // Closes the socket or the pipe (its registration dropped first). A pipe on
+  // Windows is a HANDLE: CloseHandle, not closesocket.
+  void close_handle() noexcept {
+#if defined(CORO_LOOP_WINDOWS)
+    if (pipe_) {
+      if (socket_.is_open()) ::CloseHandle(reinterpret_cast<HANDLE>(socket_.release()));
+      return;
+    }
+#endif
     socket_.close();
   }
 
@@ -7013,7 +7263,9 @@ class stream_state {
     }
     if (!sending_) send_some();
   }
-  [[noreturn]] void throw_write_error() const { throw_system_error(write_error_, "send " + label_); }
+  [[noreturn]] void throw_write_error() const {
+    throw_system_error(write_error_, (pipe_ ? "write " : "send ") + label_);
+  }
   void write_eof() {
     if (eof_written_ || closing_) return;
     if (tls_ != nullptr) {
@@ -7149,7 +7401,13 @@ class stream_state {
     if (eof_written_) shut_write_side();
     if (closing_) finish_close();
   }
-  void shut_write_side() noexcept { ::shutdown(socket_.handle(), shut_write); }
+  void shut_write_side() noexcept {
+    if (pipe_) {
+      close_handle();
+    } else {
+      ::shutdown(socket_.handle(), shut_write);
+    }
+  }
   void abandon_send() noexcept {
     if (loop_core* loop = thread_loop_slot(); loop != nullptr && !loop->is_closed()) loop->backend().abandon(send_);
     sending_ = false;
@@ -7157,7 +7415,7 @@ class stream_state {
   void finish_close() noexcept {
     if (closed_) return;
     closed_ = true;
-    socket_.close();
+    close_handle();
     grant_all(close_waiters_);
     grant_all(drain_waiters_);
   }
@@ -7181,14 +7439,17 @@ class stream_state {
   } send_;
   bool sending_ = false;
   bool eof_written_ = false;
+  bool pipe_ = false;
 };
 
-// A recv into the stream's buffer. close() cancels it: that reads as the end
-// of the stream, while the task's own cancel stays cancelled_error.
+// A recv (a read, over a pipe) into the stream's buffer. close() cancels it:
+// that reads as the end of the stream, while the task's own cancel stays
+// cancelled_error.
 class stream_recv : public io_awaiter {
  public:
   stream_recv(stream_state& state, std::span<char> space)
-      : io_awaiter(io_kind::recv, state.socket_.handle(), space.data(), space.size(), "recv", &state.label_),
+      : io_awaiter(state.read_kind(), state.socket_.handle(), space.data(), space.size(),
+                   state.over_pipe() ? "read" : "recv", &state.label_),
         state_(&state) {}
   bool await_suspend(std::coroutine_handle<> caller) {
     const bool suspended = io_awaiter::await_suspend(caller);
@@ -7310,6 +7571,11 @@ inline task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, st
 
 }  // namespace detail
 
+namespace detail {
+// Makes the streams of 9.9 over pipes (defined there).
+struct stream_access;
+}  // namespace detail
+
 /// A connected byte stream (asyncio's StreamReader and StreamWriter in one
 /// object). Reads are buffered in large chunks; write() buffers and sends in
 /// the background; drain() applies backpressure. Move-only; loop thread only.
@@ -7330,6 +7596,8 @@ class stream {
       : stream(std::move(connection), std::optional<address>(peer), options) {}
 
  private:
+  friend struct detail::stream_access;
+  explicit stream(std::unique_ptr<detail::stream_state> state) noexcept : state_(std::move(state)) {}
   stream(socket connection, std::optional<address> known_peer, stream_options options)
       : state_(std::make_unique<detail::stream_state>(std::move(connection), options)) {
     if (state_->socket_.is_open()) {
@@ -7438,6 +7706,13 @@ class stream {
     if (state_ == nullptr) return false;
     if (state_->tls_ != nullptr && state_->tls_->engine.has_buffered_input()) return true;
     const native_handle connection = state_->socket_.handle();
+#if defined(CORO_LOOP_WINDOWS)
+    if (state_->over_pipe()) {  // WSAPoll knows sockets only
+      DWORD available = 0;
+      return !::PeekNamedPipe(reinterpret_cast<HANDLE>(connection), nullptr, 0, nullptr, &available, nullptr) ||
+             available > 0;
+    }
+#endif
     if (auto* loop = detail::thread_loop_slot();
         as_of_last_poll && loop != nullptr && loop->backend().read_would_block(connection)) {
       return false;
@@ -8026,6 +8301,1315 @@ inline task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uin
   bound.bind(addresses.front());
   co_return datagram_endpoint(std::move(bound));
 }
+
+// --- 9.9 Subprocesses  >>process ---
+// asyncio.create_subprocess_exec / _shell: a child process whose stdin, stdout
+// and stderr are inherited, piped (a stream of 9.6 over the parent's end),
+// /dev/null, or stderr merged into stdout. Waiting for its exit is one
+// backend operation (io_kind::wait_process, 4), so no thread waits per child:
+//   Linux (epoll)   a pidfd (pidfd_open, 5.3), readable once the child exits.
+//                   Where the kernel refuses pidfd_open (older kernels,
+//                   seccomp), a SIGCHLD self-pipe instead: see child_signals.
+//   kqueue          EVFILT_PROC with NOTE_EXIT on the pid.
+//   Windows (IOCP)  the process handle: a system wait thread posts to the port.
+// The exit is then reaped with waitpid(pid, WNOHANG) for that pid only, never
+// waitpid(-1): children started by other code are left to it. A returncode is
+// the exit code, or minus the signal number on POSIX (asyncio's rule); 255
+// when another part of the program reaped the child first (asyncio's too).
+//
+// Spawning copies no memory: posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK);
+// macOS: a system call), with the three descriptors set up by file actions, the
+// working directory by posix_spawn_file_actions_addchdir_np, and every other
+// descriptor closed (addclosefrom_np where it exists, POSIX_SPAWN_CLOEXEC_DEFAULT
+// on macOS; elsewhere every descriptor of this library is close-on-exec, and
+// the program's own must be too). SIGPIPE, which the loop ignores, is reset to
+// its default in the child, and the child's signal mask is empty. The program
+// is looked up in PATH here, before spawning, so that a missing one is an
+// error of the call ("spawn nosuch: No such file or directory"): posix_spawn
+// reports a failed exec synchronously on glibc, macOS and FreeBSD, but not
+// under qemu-user, which emulates vfork as fork. Windows: CreateProcessW with
+// the command line quoted as the C runtime splits it (quote_argument), only the
+// child's three handles inherited (PROC_THREAD_ATTRIBUTE_HANDLE_LIST), and
+// overlapped named pipes whose parent ends the IOCP backend reads and writes.
+//
+// A process object destroyed while its child runs hands the child to its loop,
+// which reaps it when it exits: no zombie stays behind. A loop that closes
+// first makes one last non-blocking attempt; a child still running then is
+// reaped by init once this program exits (debug mode names it).
+
+/// What a child's stdin, stdout or stderr is connected to (asyncio.subprocess's None, PIPE,
+/// DEVNULL, STDOUT).
+enum class stdio : std::uint8_t {
+  inherit,    // the parent's own (asyncio's None)
+  pipe,       // a pipe: the process's stdin_ / stdout_ / stderr_ stream (PIPE)
+  devnull,    // /dev/null, NUL on Windows (DEVNULL)
+  to_stdout,  // stderr only: wherever stdout goes (STDOUT)
+};
+
+/// Options of create_subprocess_exec / create_subprocess_shell, written in the call:
+/// {.stdout_ = stdio::pipe, .cwd = "/tmp"}. Views (the call copies what they name before it
+/// returns), so with nothing to destroy, safe inside co_await with GCC 12.
+struct process_options {
+  stdio stdin_ = stdio::inherit;  // stdin_, stdout_, stderr_: the names without `_` are C macros
+  stdio stdout_ = stdio::inherit;
+  stdio stderr_ = stdio::inherit;
+  std::string_view cwd = {};                   // the child's working directory; empty: this one's
+  std::span<const std::string_view> env = {};  // "NAME=value" entries added to this environment
+                                               // (replacing a NAME it has); "NAME" alone removes it
+  bool replace_env = false;                    // true: env is the child's whole environment
+  stream_options streams = {};                 // the pipes' streams; streams.max_read bounds communicate()
+};
+
+/// What process::communicate returns: all a piped stdout and stderr carried (empty when not piped).
+struct communicate_result {
+  std::string stdout_data;
+  std::string stderr_data;
+};
+
+class process;
+
+namespace detail {
+
+#if defined(CORO_LOOP_WINDOWS)
+using process_id = DWORD;
+#else
+using process_id = pid_t;
+#endif
+
+class child_registry;
+class process_wait;
+
+// One child process, shared by its process object, the tasks waiting for it
+// and, once the process object is gone (orphaned_), its loop's registry,
+// which reaps it. Freed when nobody needs it any more: exited (or its loop
+// closed), orphaned, and no wait awaiter left that reads its returncode.
+class child_process : public list_hook {
+ public:
+  child_process(child_registry& registry, std::string program) noexcept;
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  // Spawned: the pid, and what the backend waits on (invalid_handle: the
+  // SIGCHLD fallback, Linux without pidfd_open only).
+  void started(process_id pid, native_handle wait_handle);
+  process_id pid() const noexcept { return pid_; }
+  const std::string& label() const noexcept { return label_; }
+  std::optional<int> returncode() const noexcept { return returncode_; }
+  bool has_loop() const noexcept { return registry_ != nullptr; }
+#if defined(CORO_LOOP_WINDOWS)
+  HANDLE process_handle() const noexcept { return reinterpret_cast<HANDLE>(wait_handle_); }
+#endif
+
+  // Reaps the child if it has exited; true once its returncode is known. A
+  // reap wakes every waiter, and frees an orphan nobody else needs: a caller
+  // that is not such a waiter must not touch this after true.
+  bool try_reap() noexcept;
+  // Makes sure its exit will be noticed (the backend operation parked, or the
+  // SIGCHLD watch running); it may be noticed now. Throws what the OS says.
+  void watch();
+  // Its process object is gone; frees it now if nothing else needs it.
+  void orphan() noexcept;
+  // Its loop is closing: last attempt, then no loop any more.
+  void detach_from_loop() noexcept;
+  // A wait awaiter's reference (see process_wait).
+  void add_reader() noexcept { ++readers_; }
+  void drop_reader() noexcept {
+    --readers_;
+    free_if_unneeded();
+  }
+  intrusive_list& waiters() noexcept { return waiters_; }
+  // True while its exit is watched through the SIGCHLD fallback.
+  bool polled() const noexcept { return !returncode_.has_value() && wait_handle_ == invalid_handle; }
+
+ private:
+  // The returncode just became known: releases the OS handle, wakes the
+  // waiters, and frees an orphan.
+  void exited() noexcept;
+  struct exit_watch : io_operation {
+    child_process* child = nullptr;
+  };
+  static void on_exit_reported(io_operation* operation) noexcept;
+  void release_wait_handle() noexcept;
+  void free_if_unneeded() noexcept;
+
+  child_registry* registry_;  // null once its loop closed
+  std::string label_;         // "ls (pid 1234)": what errors name
+  process_id pid_ = 0;
+  native_handle wait_handle_ = invalid_handle;  // pidfd, pid (kqueue), process HANDLE
+  exit_watch watch_;
+  std::optional<int> returncode_;
+  intrusive_list waiters_;  // process_wait awaiters
+  int readers_ = 0;         // process_wait awaiters alive
+  bool orphaned_ = false;
+};
+
+// A task waiting for a child's exit; returns its returncode. Keeps the child
+// alive while it exists (a process object may go meanwhile). A cancel stops
+// waiting, never the child.
+class process_wait : private parked_waiter {
+ public:
+  explicit process_wait(child_process* child) noexcept : child_(child) {
+    if (child_ != nullptr) child_->add_reader();
+  }
+  process_wait(process_wait&& other) noexcept : parked_waiter(std::move(other)), child_(other.child_) {
+    if (child_ != nullptr) child_->add_reader();
+  }
+  process_wait& operator=(process_wait&&) = delete;
+  ~process_wait() {
+    intrusive_list::unlink(*this);
+    if (child_ != nullptr) child_->drop_reader();
+  }
+  bool await_ready() {
+    if (child_ == nullptr) throw invalid_state_error("process::wait: empty (moved-from) process");
+    return child_->try_reap();
+  }
+  bool await_suspend(std::coroutine_handle<> caller) {
+    if (!child_->has_loop()) throw invalid_state_error("process::wait: the event loop of " + child_->label() + " is closed");
+    child_->watch();  // before parking: it may throw, or see the exit now
+    if (child_->returncode().has_value()) return false;
+    return park(child_->waiters(), caller, "process::wait");
+  }
+  int await_resume() const {
+    throw_if_cancelled();  // a cancel after the exit was seen wins; the returncode stays known
+    return *child_->returncode();
+  }
+  // The exit was seen.
+  void grant_exit() noexcept { grant(); }
+  static process_wait& from(list_hook& hook) noexcept {
+    return static_cast<process_wait&>(parked_waiter::from(hook));
+  }
+
+ private:
+  child_process* child_;
+};
+
+#if defined(CORO_LOOP_POSIX)
+// The SIGCHLD fallback, for Linux kernels without pidfd_open (before 5.3) or
+// where seccomp refuses it. One handler for the process, installed on first
+// use and never removed; it calls the handler it replaced (or that one's
+// sa_sigaction), so a program's own SIGCHLD handling goes on. It writes a byte
+// to the pipe of each loop that has such children (a fixed table: one slot per
+// loop); each loop then tries waitpid(pid, WNOHANG) on its own children only.
+// asyncio's SafeChildWatcher worked alike; its ThreadedChildWatcher needs a
+// thread per child, which this library refuses. A program that replaces the
+// handler later without calling ours would lose the wake-ups: each loop also
+// tries every 100 ms while it has such children. Where SIGCHLD is SIG_IGN the
+// handler is not installed (that would bring back the zombies the program
+// asked the kernel to reap): the kernel reaps our children too, found by the
+// 100 ms tries, and their returncode reads 255.
+struct child_signal_table {
+  static constexpr int slot_count = 64;
+  std::atomic<int> write_ends[slot_count] = {};  // a loop's pipe, plus one (0: free)
+  std::atomic<int> handlers_running{0};          // handlers between reading a slot and writing
+  struct sigaction previous {};
+  bool installed = false;
+};
+inline child_signal_table& child_signals() noexcept {
+  static child_signal_table table;
+  return table;
+}
+inline void on_child_signal(int signal_number, siginfo_t* info, void* context) {
+  const int saved_errno = errno;
+  child_signal_table& table = child_signals();
+  table.handlers_running.fetch_add(1);
+  for (std::atomic<int>& slot : table.write_ends) {
+    const int write_end = slot.load();
+    if (write_end > 0) {
+      const unsigned char byte = 1;
+      [[maybe_unused]] const ssize_t written = ::write(write_end - 1, &byte, 1);  // full: a wake-up is pending
+    }
+  }
+  table.handlers_running.fetch_sub(1);
+  errno = saved_errno;
+  const struct sigaction& previous = table.previous;
+  if ((previous.sa_flags & SA_SIGINFO) != 0) {
+    if (previous.sa_sigaction != nullptr) previous.sa_sigaction(signal_number, info, context);
+  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN && previous.sa_handler != nullptr) {
+    previous.sa_handler(signal_number);
+  }
+}
+// Publishes `write_end` to the handler (installing it first); false when
+// every slot is taken, or SIGCHLD is ignored (that loop then relies on its
+// 100 ms tries).
+inline bool claim_child_signal_slot(int write_end) {
+  child_signal_table& table = child_signals();
+  static std::mutex install_mutex;
+  {
+    std::lock_guard<std::mutex> guard(install_mutex);
+    if (!table.installed) {
+      struct sigaction current {};
+      if (::sigaction(SIGCHLD, nullptr, &current) < 0) throw_system_error(errno, "sigaction SIGCHLD");
+      if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_IGN) return false;
+      const bool previous_is_handler = (current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL;
+      struct sigaction action {};
+      action.sa_sigaction = &on_child_signal;
+      ::sigemptyset(&action.sa_mask);
+      // A handler of the program's that asked for stops too keeps getting them.
+      action.sa_flags = SA_SIGINFO | SA_RESTART;
+      if (!previous_is_handler || (current.sa_flags & SA_NOCLDSTOP) != 0) action.sa_flags |= SA_NOCLDSTOP;
+      if (::sigaction(SIGCHLD, &action, &table.previous) < 0) throw_system_error(errno, "sigaction SIGCHLD");
+      table.installed = true;
+    }
+  }
+  for (std::atomic<int>& slot : table.write_ends) {
+    int expected = 0;
+    if (slot.compare_exchange_strong(expected, write_end + 1)) return true;
+  }
+  return false;
+}
+// Takes the slot back; returns once no handler can still write to the pipe,
+// so that it may be closed (its number could otherwise be reused meanwhile).
+inline void release_child_signal_slot(int write_end) noexcept {
+  child_signal_table& table = child_signals();
+  for (std::atomic<int>& slot : table.write_ends) {
+    int expected = write_end + 1;
+    if (slot.compare_exchange_strong(expected, 0)) break;
+  }
+  while (table.handlers_running.load() != 0) std::this_thread::yield();
+}
+#endif  // CORO_LOOP_POSIX
+
+// A loop's children: every child_process it started and not yet freed, the
+// orphans it reaps, and the SIGCHLD watch of the children that need it.
+// Attached to the loop on its first spawn; closed with it.
+class child_registry : private loop_attachment, private timer_node {
+ public:
+  // The running loop's registry, made on first use.
+  static child_registry& of(loop_core& loop) {
+    if (loop_attachment* found = loop.find_attachment(&close_registry)) return *static_cast<child_registry*>(found);
+    auto* made = new child_registry(loop);
+    loop.attach(*made);
+    return *made;
+  }
+  loop_core& loop() const noexcept { return *loop_; }
+  void add(child_process& child) noexcept { children_.push_back(child); }
+  void remove(child_process& child) noexcept { intrusive_list::unlink(child); }
+  std::size_t size() const noexcept { return children_.size(); }
+
+#if defined(CORO_LOOP_POSIX)
+  // Starts watching SIGCHLD for the children without a backend handle.
+  void watch_signals() {
+    if (!retry_armed_) {
+      deadline = deadline_after(retry_interval);
+      loop_->add_timer(*this);
+      retry_armed_ = true;
+    }
+    if (signal_read_ != invalid_handle) return;
+    int ends[2];
+    if (!open_non_blocking_pipe(ends)) throw_system_error(errno, "pipe for SIGCHLD");
+    signal_read_ = ends[0];
+    signal_write_ = ends[1];
+    try {
+      slot_claimed_ = claim_child_signal_slot(signal_write_);
+    } catch (...) {
+      close_signal_pipe();
+      throw;
+    }
+    signal_op_.kind = io_kind::read;
+    signal_op_.handle = signal_read_;
+    signal_op_.buffer = signal_bytes_;
+    signal_op_.length = sizeof signal_bytes_;
+    signal_op_.complete = &on_signal_pipe;
+    signal_op_.registry = this;
+    park_signal_read();
+  }
+#endif
+
+ private:
+  explicit child_registry(loop_core& loop) noexcept : loop_(&loop) {
+    close = &close_registry;
+    fire = &on_retry;
+  }
+  static void close_registry(loop_attachment* attachment) noexcept {
+    auto* self = static_cast<child_registry*>(attachment);
+#if defined(CORO_LOOP_POSIX)
+    self->stop_signal_watch();
+#endif
+    self->children_.for_each([](list_hook& hook) { static_cast<child_process&>(hook).detach_from_loop(); });
+    delete self;
+  }
+
+#if defined(CORO_LOOP_POSIX)
+  struct signal_operation : io_operation {
+    child_registry* registry = nullptr;
+  };
+  static constexpr duration retry_interval = std::chrono::milliseconds(100);
+
+  // Parks the pipe's read; bytes already there mean a check now.
+  void park_signal_read() noexcept {
+    for (;;) {
+      bool done = false;
+      try {
+        done = loop_->backend().start(signal_op_);
+      } catch (...) {
+        return;  // out of memory: the 100 ms retries carry on
+      }
+      if (!done || signal_op_.error != 0 || signal_op_.result <= 0) return;
+    }
+  }
+  static void on_signal_pipe(io_operation* operation) noexcept {
+    child_registry* self = static_cast<signal_operation*>(operation)->registry;
+    if (operation->error != 0) return;  // released: the watch is stopping
+    self->check_polled();
+    if (self->signal_read_ != invalid_handle) self->park_signal_read();
+  }
+  static void on_retry(timer_node* timer) noexcept {
+    auto* self = static_cast<child_registry*>(timer);
+    self->retry_armed_ = false;
+    self->check_polled();
+    if (self->signal_read_ != invalid_handle && !self->retry_armed_) {
+      self->deadline = deadline_after(retry_interval);
+      self->loop_->add_timer(*self);
+      self->retry_armed_ = true;
+    }
+  }
+  // Reads the pipe empty, then reaps what exited; stops once none is left to poll.
+  void check_polled() noexcept {
+    if (signal_read_ != invalid_handle) {
+      unsigned char drained[64];
+      while (::read(signal_read_, drained, sizeof drained) > 0) {
+      }
+    }
+    bool any_left = false;
+    children_.for_each([&any_left](list_hook& hook) {
+      auto& child = static_cast<child_process&>(hook);
+      if (child.polled() && !child.try_reap()) any_left = true;  // a reap may free it (unlinking it)
+    });
+    if (!any_left) stop_signal_watch();
+  }
+  void stop_signal_watch() noexcept {
+    if (retry_armed_) {
+      loop_->remove_timer(*this);
+      retry_armed_ = false;
+    }
+    if (signal_read_ == invalid_handle) return;
+    loop_->backend().abandon(signal_op_);
+    loop_->backend().release(signal_read_);
+    close_signal_pipe();
+  }
+  void close_signal_pipe() noexcept {
+    if (slot_claimed_) release_child_signal_slot(signal_write_);
+    slot_claimed_ = false;
+    ::close(std::exchange(signal_read_, invalid_handle));
+    ::close(std::exchange(signal_write_, invalid_handle));
+  }
+
+  signal_operation signal_op_;
+  int signal_read_ = invalid_handle;
+  int signal_write_ = invalid_handle;
+  unsigned char signal_bytes_[64] = {};
+  bool slot_claimed_ = false;
+  bool retry_armed_ = false;
+#else
+  static void on_retry(timer_node*) noexcept {}
+#endif
+
+  loop_core* loop_;
+  intrusive_list children_;
+};
+
+inline child_process::child_process(child_registry& registry, std::string program) noexcept
+    : registry_(&registry), label_(std::move(program)) {
+  watch_.child = this;
+  watch_.kind = io_kind::wait_process;
+  watch_.complete = &on_exit_reported;
+}
+
+inline void child_process::started(process_id pid, native_handle wait_handle) {
+  pid_ = pid;
+  wait_handle_ = wait_handle;
+  watch_.handle = wait_handle;
+  label_ += " (pid " + std::to_string(pid) + ")";
+  registry_->add(*this);
+}
+
+inline bool child_process::try_reap() noexcept {
+  if (returncode_.has_value()) return true;
+#if defined(CORO_LOOP_POSIX)
+  int status = 0;
+  pid_t reaped = 0;
+  do {
+    reaped = ::waitpid(pid_, &status, WNOHANG);
+  } while (reaped < 0 && errno == EINTR);
+  if (reaped == 0) return false;
+  if (reaped < 0) {
+    // ECHILD: another part of the program reaped it (asyncio reports 255 too).
+    if (debug_enabled()) {
+      std::fprintf(stderr, "coro_loop: %s was reaped by someone else; its returncode reads 255\n", label_.c_str());
+    }
+    returncode_ = 255;
+  } else if (WIFEXITED(status)) {
+    returncode_ = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    returncode_ = -WTERMSIG(status);
+  } else {
+    returncode_ = status;
+  }
+#else
+  if (wait_handle_ == invalid_handle || ::WaitForSingleObject(process_handle(), 0) != WAIT_OBJECT_0) return false;
+  DWORD code = 0;
+  returncode_ = ::GetExitCodeProcess(process_handle(), &code) ? static_cast<int>(code) : 255;
+#endif
+  // Whoever reaped, every waiter learns it now: a task whose wait found the
+  // exit first must not leave the others parked on a watch that ends here.
+  exited();
+  return true;
+}
+
+inline void child_process::watch() {
+  if (returncode_.has_value() || registry_ == nullptr) return;
+  if (wait_handle_ == invalid_handle) {
+#if defined(CORO_LOOP_POSIX)
+    registry_->watch_signals();
+#endif
+    return;
+  }
+  if (watch_.parked) return;
+  if (registry_->loop().backend().start(watch_)) on_exit_reported(&watch_);
+}
+
+// The backend says the child exited (or could not watch it: then the SIGCHLD
+// fallback takes over, which reaps it whatever happened).
+inline void child_process::on_exit_reported(io_operation* operation) noexcept {
+  child_process* self = static_cast<exit_watch*>(operation)->child;
+  if (operation->error == ECANCELED) return;
+  if (self->try_reap()) return;
+#if defined(CORO_LOOP_POSIX)
+  self->release_wait_handle();
+  try {
+    self->watch();
+  } catch (...) {
+    std::fprintf(stderr, "coro_loop: cannot watch %s any more\n", self->label_.c_str());
+  }
+#endif
+}
+
+inline void child_process::exited() noexcept {
+  release_wait_handle();
+  while (list_hook* hook = waiters_.front()) process_wait::from(*hook).grant_exit();
+  free_if_unneeded();
+}
+
+inline void child_process::release_wait_handle() noexcept {
+  if (wait_handle_ == invalid_handle) return;
+  if (registry_ != nullptr && watch_.parked) registry_->loop().backend().abandon(watch_);
+#if defined(CORO_LOOP_WINDOWS)
+  ::CloseHandle(process_handle());
+#elif defined(CORO_LOOP_BACKEND_EPOLL)
+  if (registry_ != nullptr) registry_->loop().backend().release(wait_handle_);
+  ::close(wait_handle_);  // the pidfd
+#endif
+  wait_handle_ = invalid_handle;
+}
+
+inline void child_process::orphan() noexcept {
+  orphaned_ = true;
+  add_reader();  // watch() may see the exit now, and must not free this under us
+  if (registry_ == nullptr) try_reap();  // no loop to hand it to: one last try
+  if (!returncode_.has_value() && registry_ != nullptr) {
+    try {
+      watch();
+    } catch (...) {
+      std::fprintf(stderr, "coro_loop: cannot watch %s any more; it will not be reaped\n", label_.c_str());
+    }
+  }
+  drop_reader();
+}
+
+inline void child_process::detach_from_loop() noexcept {
+  add_reader();  // a reap must not free this before it is detached
+  try_reap();
+  if (!returncode_.has_value() && orphaned_ && registry_->loop().debug()) {
+    std::fprintf(stderr,
+                 "coro_loop: %s was still running when its loop closed; it is not reaped (init reaps it "
+                 "once this program exits)\n",
+                 label_.c_str());
+  }
+  release_wait_handle();
+  while (list_hook* hook = waiters_.front()) intrusive_list::unlink(*hook);  // frames left behind by close()
+  registry_->remove(*this);
+  registry_ = nullptr;
+  drop_reader();
+}
+
+inline void child_process::free_if_unneeded() noexcept {
+  if (!orphaned_ || readers_ != 0) return;
+  if (registry_ != nullptr && !returncode_.has_value()) return;  // the registry reaps it first
+  if (registry_ != nullptr) registry_->remove(*this);
+  release_wait_handle();
+  delete this;
+}
+
+// --- 9.9 Spawning ---
+
+// What create_subprocess_exec was asked, copied: the caller's views may die
+// before the task runs.
+struct spawn_request {
+  std::string program;                 // as given (errors name it)
+  std::vector<std::string> arguments;  // argv; [0] is the program
+  std::string cwd;
+  std::vector<std::string> env;
+  bool replace_env = false;
+  bool shell = false;  // create_subprocess_shell: arguments[0] is the command line
+  stdio modes[3] = {stdio::inherit, stdio::inherit, stdio::inherit};
+  stream_options streams;
+
+  void take_options(const process_options& options) {
+    cwd = options.cwd;
+    env.assign(options.env.begin(), options.env.end());
+    replace_env = options.replace_env;
+    modes[0] = options.stdin_;
+    modes[1] = options.stdout_;
+    modes[2] = options.stderr_;
+    streams = options.streams;
+    if (modes[0] == stdio::to_stdout || modes[1] == stdio::to_stdout) {
+      throw std::invalid_argument("create_subprocess: stdio::to_stdout is for stderr_ only");
+    }
+  }
+};
+
+// Makes the streams of a child's pipes, over the parent's ends.
+struct stream_access {
+  static stream over_pipe(native_handle end, const stream_options& options) {
+    // The socket only holds the handle: a pipe stream closes it as a pipe (close_handle).
+    socket holder(end);
+    return stream(std::make_unique<stream_state>(std::move(holder), options, true));
+  }
+  static void set_label(stream& pipe, std::string label) {
+    if (pipe.state_ != nullptr) pipe.state_->label_ = std::move(label);
+  }
+};
+
+[[noreturn]] inline void throw_spawn_error(int error_number, const std::string& program) {
+  throw_system_error(error_number, "spawn " + program);
+}
+
+#if defined(CORO_LOOP_POSIX)
+
+// A descriptor closed by its destructor (the pipes while a spawn may fail).
+class owned_descriptor {
+ public:
+  owned_descriptor() noexcept = default;
+  owned_descriptor(const owned_descriptor&) = delete;
+  owned_descriptor& operator=(const owned_descriptor&) = delete;
+  ~owned_descriptor() { reset(); }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+inline char** process_environment() noexcept {
+#if defined(__APPLE__)
+  return *::_NSGetEnviron();
+#else
+  return environ;
+#endif
+}
+
+// The value of `name` in a "NAME=value" list, if any.
+inline const char* find_in_environment(const std::vector<std::string>& entries, std::string_view name) {
+  for (const std::string& entry : entries) {
+    if (entry.size() > name.size() && entry.compare(0, name.size(), name) == 0 && entry[name.size()] == '=') {
+      return entry.c_str() + name.size() + 1;
+    }
+  }
+  return nullptr;
+}
+
+// The child's environment: this one with the changes, or the given one.
+inline std::vector<std::string> child_environment(const spawn_request& request) {
+  std::vector<std::string> entries;
+  if (!request.replace_env) {
+    for (char** entry = process_environment(); entry != nullptr && *entry != nullptr; ++entry) entries.emplace_back(*entry);
+  }
+  for (const std::string& change : request.env) {
+    const std::size_t equals = change.find('=');
+    const std::string_view name = std::string_view(change).substr(0, equals);
+    if (name.empty()) throw std::invalid_argument("create_subprocess: an environment entry has no name: \"" + change + "\"");
+    std::erase_if(entries, [name](const std::string& entry) {
+      return entry.size() > name.size() && entry.compare(0, name.size(), name) == 0 && entry[name.size()] == '=';
+    });
+    if (equals != std::string::npos) entries.push_back(change);
+  }
+  return entries;
+}
+
+// execvp's search, done before spawning so that a missing program is the
+// call's error: a name with a slash as it is, else each PATH directory (the
+// child's PATH, as execvpe; an empty entry is the working directory).
+inline std::string find_program(const std::string& program, const char* path) {
+  auto runnable = [](const std::string& candidate) {
+    struct stat status {};
+    if (::stat(candidate.c_str(), &status) != 0) return errno;
+    if (S_ISDIR(status.st_mode)) return EACCES;
+    return ::access(candidate.c_str(), X_OK) == 0 ? 0 : errno;
+  };
+  if (program.empty()) throw_spawn_error(ENOENT, "\"\"");
+  if (program.find('/') != std::string::npos) {
+    if (const int error = runnable(program); error != 0) throw_spawn_error(error, program);
+    return program;
+  }
+  if (path == nullptr) path = "/usr/bin:/bin";
+  int error = ENOENT;
+  for (std::string_view rest = path;;) {
+    const std::size_t colon = rest.find(':');
+    const std::string_view directory = rest.substr(0, colon);
+    std::string candidate = directory.empty() ? program : std::string(directory) + "/" + program;
+    const int found = runnable(candidate);
+    if (found == 0) return candidate;
+    if (found == EACCES) error = EACCES;  // as execvp: a later match may still run
+    if (colon == std::string_view::npos) break;
+    rest.remove_prefix(colon + 1);
+  }
+  throw_spawn_error(error, program);
+}
+
+// A pipe for one of the child's descriptors: the parent's end non-blocking,
+// the child's blocking (as a program expects its stdin to be); both
+// close-on-exec (the child gets its end through dup2) and above 2, so that a
+// dup2 onto 0, 1 or 2 always copies (a dup2 onto itself would keep
+// close-on-exec set).
+inline void open_child_pipe(bool child_reads, owned_descriptor& parent_end, owned_descriptor& child_end) {
+  int ends[2];
+  if (!open_non_blocking_pipe(ends)) throw_system_error(errno, "pipe for a child process");
+  owned_descriptor read_end;
+  owned_descriptor write_end;
+  read_end.reset(ends[0]);
+  write_end.reset(ends[1]);
+  for (owned_descriptor* end : {&read_end, &write_end}) {
+    if (end->get() > 2) continue;
+    const int moved = ::fcntl(end->get(), F_DUPFD_CLOEXEC, 3);
+    if (moved < 0) throw_system_error(errno, "fcntl F_DUPFD_CLOEXEC");
+    end->reset(moved);  // O_NONBLOCK lives in the open file: the copy has it
+  }
+  owned_descriptor& child = child_reads ? read_end : write_end;
+  const int flags = ::fcntl(child.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(child.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) throw_system_error(errno, "fcntl");
+  child_end.reset(child.release());
+  parent_end.reset((child_reads ? write_end : read_end).release());
+}
+
+// posix_spawn's attribute and file-action objects, destroyed with this.
+struct spawn_setup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  spawn_setup() {
+    if (const int error = ::posix_spawn_file_actions_init(&actions); error != 0) {
+      throw_system_error(error, "posix_spawn_file_actions_init");
+    }
+    if (const int error = ::posix_spawnattr_init(&attributes); error != 0) {
+      ::posix_spawn_file_actions_destroy(&actions);
+      throw_system_error(error, "posix_spawnattr_init");
+    }
+  }
+  spawn_setup(const spawn_setup&) = delete;
+  spawn_setup& operator=(const spawn_setup&) = delete;
+  ~spawn_setup() {
+    ::posix_spawnattr_destroy(&attributes);
+    ::posix_spawn_file_actions_destroy(&actions);
+  }
+  static void check(int error, const char* what) {
+    if (error != 0) throw_system_error(error, what);
+  }
+};
+
+// Whether pidfd_open may be used: false once the kernel refused it (ENOSYS,
+// or EPERM under seccomp), and for the tests that exercise the SIGCHLD
+// fallback on a kernel that has it.
+inline std::atomic<bool>& use_pidfd() noexcept {
+  static std::atomic<bool> enabled{true};
+  return enabled;
+}
+
+// What the backend waits on for `pid` (see io_kind::wait_process);
+// invalid_handle: the SIGCHLD fallback.
+inline native_handle process_wait_handle([[maybe_unused]] pid_t pid) noexcept {
+#if defined(CORO_LOOP_BACKEND_KQUEUE)
+  return pid;
+#elif defined(__linux__)
+  if (!use_pidfd().load(std::memory_order_relaxed)) return invalid_handle;
+#if defined(SYS_pidfd_open)
+  const long number = SYS_pidfd_open;
+#else
+  const long number = 434;  // the same on every Linux architecture
+#endif
+  const int pidfd = static_cast<int>(::syscall(number, pid, 0));  // close-on-exec by definition
+  if (pidfd >= 0) return pidfd;
+  if (errno == ENOSYS || errno == EPERM) use_pidfd().store(false, std::memory_order_relaxed);
+  return invalid_handle;  // this child is watched through SIGCHLD
+#else
+  return invalid_handle;
+#endif
+}
+
+inline process start_process(spawn_request& request);
+
+#endif  // CORO_LOOP_POSIX
+
+#if defined(CORO_LOOP_WINDOWS)
+
+// UTF-8 to UTF-16 (Windows' "W" functions); invalid_argument on bad UTF-8.
+inline std::wstring widen(std::string_view text) {
+  if (text.empty()) return std::wstring();
+  const int size = ::MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()),
+                                         nullptr, 0);
+  if (size <= 0) throw std::invalid_argument("create_subprocess: not UTF-8: " + std::string(text));
+  std::wstring wide(static_cast<std::size_t>(size), L'\0');
+  ::MultiByteToWideChar(CP_UTF8, 0, text.data(), static_cast<int>(text.size()), wide.data(), size);
+  return wide;
+}
+
+// Appends `argument` to a command line so that the C runtime's parser
+// (CommandLineToArgvW, and every program built with MSVC or mingw) gives it
+// back unchanged: quoted when empty or holding a space, tab or quote; inside
+// quotes a quote is written \" and the backslashes before a quote (or before
+// the closing quote) are doubled; other backslashes stay as they are.
+inline void quote_argument(std::wstring& command_line, std::wstring_view argument) {
+  if (!command_line.empty()) command_line += L' ';
+  if (!argument.empty() && argument.find_first_of(L" \t\n\v\"") == std::wstring_view::npos) {
+    command_line += argument;
+    return;
+  }
+  command_line += L'"';
+  std::size_t backslashes = 0;
+  for (const wchar_t character : argument) {
+    if (character == L'\\') {
+      ++backslashes;
+      continue;
+    }
+    if (character == L'"') {
+      command_line.append(2 * backslashes + 1, L'\\');
+    } else {
+      command_line.append(backslashes, L'\\');
+    }
+    backslashes = 0;
+    command_line += character;
+  }
+  command_line.append(2 * backslashes, L'\\');
+  command_line += L'"';
+}
+
+// A HANDLE closed by its destructor.
+class owned_handle {
+ public:
+  owned_handle() noexcept = default;
+  owned_handle(const owned_handle&) = delete;
+  owned_handle& operator=(const owned_handle&) = delete;
+  ~owned_handle() { reset(); }
+  HANDLE get() const noexcept { return handle_; }
+  HANDLE release() noexcept { return std::exchange(handle_, nullptr); }
+  void reset(HANDLE handle = nullptr) noexcept {
+    if (handle_ != nullptr && handle_ != INVALID_HANDLE_VALUE) ::CloseHandle(handle_);
+    handle_ = handle;
+  }
+
+ private:
+  HANDLE handle_ = nullptr;
+};
+
+inline int last_windows_error() noexcept { return posix_error_from_windows(::GetLastError()); }
+
+// A pipe for one of the child's handles: a named pipe (anonymous pipes cannot
+// be overlapped) whose server end is the parent's, overlapped for the port;
+// the child's end is the client, synchronous, inheritable.
+inline void open_child_pipe(bool child_reads, owned_handle& parent_end, owned_handle& child_end) {
+  static std::atomic<unsigned long> serial{0};
+  const std::wstring name = L"\\\\.\\pipe\\coro_loop-" + std::to_wstring(::GetCurrentProcessId()) + L"-" +
+                            std::to_wstring(serial.fetch_add(1));
+  const DWORD direction = child_reads ? PIPE_ACCESS_OUTBOUND : PIPE_ACCESS_INBOUND;
+  parent_end.reset(::CreateNamedPipeW(name.c_str(), direction | FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
+                                      PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS, 1,
+                                      64 * 1024, 64 * 1024, 0, nullptr));
+  if (parent_end.get() == INVALID_HANDLE_VALUE) {
+    parent_end.release();
+    throw_system_error(last_windows_error(), "CreateNamedPipe for a child process");
+  }
+  SECURITY_ATTRIBUTES inheritable{sizeof(SECURITY_ATTRIBUTES), nullptr, TRUE};
+  const DWORD access = child_reads ? GENERIC_READ | FILE_WRITE_ATTRIBUTES : GENERIC_WRITE | FILE_READ_ATTRIBUTES;
+  child_end.reset(::CreateFileW(name.c_str(), access, 0, &inheritable, OPEN_EXISTING, 0, nullptr));
+  if (child_end.get() == INVALID_HANDLE_VALUE) {
+    child_end.release();
+    throw_system_error(last_windows_error(), "CreateFile for a child process's pipe");
+  }
+}
+
+inline process start_process(spawn_request& request);
+
+#endif  // CORO_LOOP_WINDOWS
+
+template <class Argument>
+inline constexpr bool is_process_options = std::is_same_v<std::remove_cvref_t<Argument>, process_options>;
+
+}  // namespace detail
+
+/// A child process started by create_subprocess_exec / create_subprocess_shell (asyncio's
+/// Process). Move-only; loop thread only. Destroying it while the child runs leaves the child
+/// running (asyncio's rule), and its loop reaps it when it exits: no zombie.
+class process {
+ public:
+  /// An empty process: pid() is 0, wait() throws invalid_state_error.
+  process() noexcept = default;
+  process(process&& other) noexcept
+      : stdin_(std::move(other.stdin_)),
+        stdout_(std::move(other.stdout_)),
+        stderr_(std::move(other.stderr_)),
+        child_(std::exchange(other.child_, nullptr)) {}
+  process& operator=(process&& other) noexcept {
+    if (this != &other) {
+      release();
+      stdin_ = std::move(other.stdin_);
+      stdout_ = std::move(other.stdout_);
+      stderr_ = std::move(other.stderr_);
+      child_ = std::exchange(other.child_, nullptr);
+    }
+    return *this;
+  }
+  ~process() { release(); }
+
+  /// The pipes, as asyncio's proc.stdin/stdout/stderr: streams when piped, else empty
+  /// (any use throws invalid_state_error). stdin_.close() (or write_eof()) sends the end of input.
+  stream stdin_;
+  stream stdout_;
+  stream stderr_;
+
+  /// The child's process id (0 when empty).
+  int pid() const noexcept { return child_ != nullptr ? static_cast<int>(child_->pid()) : 0; }
+  /// The exit code once the child's exit was seen (by wait(), communicate() or the loop);
+  /// minus the signal number when a signal ended it (POSIX); 255 if someone else reaped it.
+  std::optional<int> returncode() const noexcept {
+    return child_ != nullptr ? child_->returncode() : std::nullopt;
+  }
+  /// Waits for the child to exit and returns its returncode. Cancelling stops the wait,
+  /// not the child: timeout(5s, p.wait()) leaves it running (asyncio). Many tasks may wait.
+  /// Does not read the pipes: a child filling a pipe nobody reads never exits (communicate).
+  detail::process_wait wait() noexcept { return detail::process_wait(child_); }
+  /// Writes `input` to stdin_ (then closes it) while reading stdout_ and stderr_ to their
+  /// end, concurrently (no pipe deadlock), then waits for the exit. Throws
+  /// limit_overrun_error past streams.max_read bytes on either (64 MiB; the child keeps
+  /// running), invalid_state_error for input without a stdin_ pipe. Cancelled, it stops
+  /// reading and loses nothing: what was read stays buffered in the streams. The end of
+  /// stdout_ comes when every process holding it closed it (a grandchild may hold it open).
+  task<communicate_result> communicate(std::string input = {});
+  /// Sends `signal_number` (POSIX); a no-op once the returncode is known, since the pid may
+  /// be reused. Windows: SIGTERM only, as terminate(); std::invalid_argument otherwise.
+  void send_signal(int signal_number) {
+#if defined(CORO_LOOP_WINDOWS)
+    if (signal_number != SIGTERM) {
+      throw std::invalid_argument("process::send_signal: Windows has SIGTERM only (terminate())");
+    }
+    terminate();
+#else
+    detail::child_process& child = get("send_signal");
+    if (child.returncode().has_value()) return;
+    if (::kill(child.pid(), signal_number) != 0 && errno != ESRCH) {
+      detail::throw_system_error(errno, "send_signal " + std::to_string(signal_number) + " to " + child.label());
+    }
+#endif
+  }
+  /// SIGTERM; Windows: TerminateProcess with exit code 1 (asyncio's terminate()).
+  void terminate() {
+#if defined(CORO_LOOP_WINDOWS)
+    terminate_with("terminate");
+#else
+    send_signal(SIGTERM);
+#endif
+  }
+  /// SIGKILL; Windows: TerminateProcess with exit code 1, as terminate() (asyncio's kill()).
+  void kill() {
+#if defined(CORO_LOOP_WINDOWS)
+    terminate_with("kill");
+#else
+    send_signal(SIGKILL);
+#endif
+  }
+  /// False for an empty (default or moved-from) process.
+  explicit operator bool() const noexcept { return child_ != nullptr; }
+
+ private:
+  friend process detail::start_process(detail::spawn_request& request);
+  explicit process(detail::child_process* child) noexcept : child_(child) {}
+  detail::child_process& get(const char* operation) const {
+    if (child_ == nullptr) throw invalid_state_error(std::string("process::") + operation + ": empty (moved-from) process");
+    return *child_;
+  }
+  void release() noexcept {
+    stdin_ = stream();
+    stdout_ = stream();
+    stderr_ = stream();
+    if (child_ != nullptr) std::exchange(child_, nullptr)->orphan();
+  }
+#if defined(CORO_LOOP_WINDOWS)
+  void terminate_with(const char* operation) {
+    detail::child_process& child = get(operation);
+    if (child.returncode().has_value() || child.try_reap()) return;
+    // Access denied: it exited meanwhile (Windows refuses to terminate a finished process).
+    if (!::TerminateProcess(child.process_handle(), 1) && ::GetLastError() != ERROR_ACCESS_DENIED) {
+      detail::throw_system_error(detail::last_windows_error(), std::string(operation) + " " + child.label());
+    }
+  }
+#endif
+  detail::child_process* child_ = nullptr;
+};
+
+namespace detail {
+
+// The task create_subprocess_exec returns: spawns when awaited, as asyncio's
+// coroutine does; the request is the frame's own copy.
+inline task<process> spawn_process(spawn_request request) { co_return start_process(request); }
+
+// communicate's writer: the input, then the end of it. A child that exits (or
+// closes its stdin) without reading it all is not an error (asyncio).
+inline task<void> feed_input(stream& input, std::string data) {
+  if (!input) co_return;
+  bool broken = false;
+  try {
+    if (!data.empty()) {
+      input.write(data);
+      co_await input.drain();
+    }
+  } catch (const std::system_error& error) {
+    if (error.code() != std::errc::broken_pipe && error.code() != std::errc::connection_reset) throw;
+    broken = true;
+  }
+  if (broken) {
+    input.abort();
+    co_return;
+  }
+  input.close();
+  co_await input.wait_closed();
+}
+
+// communicate's readers: one stream to its end, within streams.max_read.
+inline task<std::string> read_to_end(stream& output, std::string what) {
+  if (!output) co_return std::string();
+  std::exception_ptr overrun;
+  std::size_t consumed = 0;
+  try {
+    co_return co_await output.read();
+  } catch (const limit_overrun_error& error) {
+    overrun = std::current_exception();
+    consumed = error.consumed;
+  }
+  throw limit_overrun_error(consumed, "process::communicate: " + what +
+                                          " passed process_options::streams.max_read before its end; the child "
+                                          "keeps running (kill() it, or read the stream in parts)");
+}
+
+}  // namespace detail
+
+inline task<communicate_result> process::communicate(std::string input) {
+  detail::child_process& child = get("communicate");
+  if (!input.empty() && !stdin_) {
+    throw invalid_state_error("process::communicate: input given but the stdin_ of " + child.label() +
+                              " is not stdio::pipe");
+  }
+  auto feeding = detail::feed_input(stdin_, std::move(input));
+  auto reading_out = detail::read_to_end(stdout_, "the stdout_ of " + child.label());
+  auto reading_err = detail::read_to_end(stderr_, "the stderr_ of " + child.label());
+  auto results = co_await gather(std::move(feeding), std::move(reading_out), std::move(reading_err));
+  auto waiting = wait();
+  co_await waiting;
+  co_return communicate_result{std::move(std::get<1>(results)), std::move(std::get<2>(results))};
+}
+
+/// Starts `program` with `arguments...` (strings), the last of which may be a
+/// process_options (asyncio.create_subprocess_exec(program, *args, stdin=..., ...));
+/// `program` is looked up in PATH. Awaiting the task spawns it; throws std::system_error
+/// naming the program ("spawn nosuch: No such file or directory").
+template <class... Arguments>
+  requires((std::convertible_to<const Arguments&, std::string_view> || detail::is_process_options<Arguments>) && ...)
+task<process> create_subprocess_exec(std::string_view program, const Arguments&... arguments) {
+  detail::spawn_request request;
+  request.program = std::string(program);
+  request.arguments.emplace_back(program);
+  constexpr std::size_t count = sizeof...(Arguments);
+  std::size_t index = 0;
+  [[maybe_unused]] auto take = [&request, &index](const auto& argument) {
+    ++index;
+    if constexpr (detail::is_process_options<decltype(argument)>) {
+      if (index != count) throw std::invalid_argument("create_subprocess_exec: process_options must come last");
+      request.take_options(argument);
+    } else {
+      request.arguments.emplace_back(std::string_view(argument));
+    }
+  };
+  (take(arguments), ...);
+  return detail::spawn_process(std::move(request));
+}
+
+/// Starts `program` without arguments, with `options` written in the call:
+/// create_subprocess_exec("ls", {.stdout_ = stdio::pipe}).
+inline task<process> create_subprocess_exec(std::string_view program, process_options options) {
+  return create_subprocess_exec<process_options>(program, options);
+}
+
+/// The same with the arguments in a range (a std::vector<std::string>, a span of views).
+template <class Range>
+  requires std::ranges::input_range<Range> &&
+           std::convertible_to<std::ranges::range_reference_t<Range>, std::string_view> &&
+           (!std::convertible_to<const Range&, std::string_view>)
+task<process> create_subprocess_exec(std::string_view program, const Range& arguments, process_options options = {}) {
+  detail::spawn_request request;
+  request.program = std::string(program);
+  request.arguments.emplace_back(program);
+  for (auto&& argument : arguments) request.arguments.emplace_back(std::string_view(argument));
+  request.take_options(options);
+  return detail::spawn_process(std::move(request));
+}
+
+/// Runs `command` through the shell (/bin/sh -c; Windows: %COMSPEC% /c, cmd.exe), as
+/// asyncio.create_subprocess_shell; the same errors. Quoting is the caller's business.
+inline task<process> create_subprocess_shell(std::string_view command, process_options options = {}) {
+  detail::spawn_request request;
+#if defined(CORO_LOOP_WINDOWS)
+  const char* comspec = std::getenv("COMSPEC");
+  request.program = comspec != nullptr && *comspec != '\0' ? comspec : "cmd.exe";
+#else
+  request.program = "/bin/sh";
+#endif
+  request.arguments = {request.program, "-c", std::string(command)};
+  request.shell = true;
+  request.take_options(options);
+  return detail::spawn_process(std::move(request));
+}
+
+#if defined(CORO_LOOP_POSIX)
+inline process detail::start_process(spawn_request& request) {
+  child_registry& registry = child_registry::of(running_core());
+  const std::vector<std::string> environment_entries =
+      request.env.empty() && !request.replace_env ? std::vector<std::string>() : child_environment(request);
+  const bool own_environment = !request.env.empty() || request.replace_env;
+  const char* path = own_environment ? find_in_environment(environment_entries, "PATH") : std::getenv("PATH");
+  const std::string executable = find_program(request.program, path);
+  if (!request.cwd.empty()) {
+    // Checked here for the same reason as the program: posix_spawn's own
+    // report of a failed chdir comes too late under qemu-user and valgrind.
+    struct stat status {};
+    const int error = ::stat(request.cwd.c_str(), &status) != 0 ? errno : !S_ISDIR(status.st_mode) ? ENOTDIR : 0;
+    if (error != 0) throw_spawn_error(error, request.program + " in " + request.cwd);
+  }
+  std::vector<char*> argv;
+  for (std::string& argument : request.arguments) argv.push_back(argument.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  if (own_environment) {
+    for (const std::string& entry : environment_entries) envp.push_back(const_cast<char*>(entry.c_str()));
+    envp.push_back(nullptr);
+  }
+
+  // Everything that can fail is made before the child exists: only the spawn
+  // itself may fail after, and then the destructors undo the rest.
+  owned_descriptor parent_ends[3];
+  owned_descriptor child_ends[3];
+  stream streams[3];
+  spawn_setup setup;
+  for (int which = 0; which < 3; ++which) {
+    if (request.modes[which] != stdio::pipe) continue;
+    open_child_pipe(which == 0, parent_ends[which], child_ends[which]);
+    streams[which] = stream_access::over_pipe(parent_ends[which].get(), request.streams);
+    parent_ends[which].release();  // the stream owns it now
+  }
+  for (int which = 0; which < 3; ++which) {
+    switch (request.modes[which]) {
+      case stdio::inherit:
+#if defined(__APPLE__)
+        // POSIX_SPAWN_CLOEXEC_DEFAULT closes what no action names.
+        spawn_setup::check(::posix_spawn_file_actions_addinherit_np(&setup.actions, which), "posix_spawn inherit");
+#endif
+        break;
+      case stdio::pipe:
+        spawn_setup::check(::posix_spawn_file_actions_adddup2(&setup.actions, child_ends[which].get(), which),
+                           "posix_spawn_file_actions_adddup2");
+        break;
+      case stdio::devnull:
+        spawn_setup::check(::posix_spawn_file_actions_addopen(&setup.actions, which, "/dev/null",
+                                                              which == 0 ? O_RDONLY : O_WRONLY, 0),
+                           "posix_spawn_file_actions_addopen /dev/null");
+        break;
+      case stdio::to_stdout:
+        spawn_setup::check(::posix_spawn_file_actions_adddup2(&setup.actions, 1, 2), "posix_spawn_file_actions_adddup2");
+        break;
+    }
+  }
+  if (!request.cwd.empty()) {
+#if (defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 29)) || defined(__APPLE__) || \
+    (defined(__FreeBSD__) && __FreeBSD__ >= 14)
+    spawn_setup::check(::posix_spawn_file_actions_addchdir_np(&setup.actions, request.cwd.c_str()),
+                       "posix_spawn_file_actions_addchdir_np");
+#else
+    throw_spawn_error(ENOSYS, request.program + " in " + request.cwd +
+                                  " (no posix_spawn_file_actions_addchdir_np here: run it through a shell's cd)");
+#endif
+  }
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+#if defined(__APPLE__)
+  flags |= POSIX_SPAWN_CLOEXEC_DEFAULT;
+#elif defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+  spawn_setup::check(::posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3), "posix_spawn_file_actions_addclosefrom_np");
+#endif
+  sigset_t no_signals;
+  ::sigemptyset(&no_signals);
+  sigset_t defaults;
+  ::sigemptyset(&defaults);
+  ::sigaddset(&defaults, SIGPIPE);  // ignored by the loop (4.1); a child expects its default
+  spawn_setup::check(::posix_spawnattr_setsigmask(&setup.attributes, &no_signals), "posix_spawnattr_setsigmask");
+  spawn_setup::check(::posix_spawnattr_setsigdefault(&setup.attributes, &defaults), "posix_spawnattr_setsigdefault");
+  spawn_setup::check(::posix_spawnattr_setflags(&setup.attributes, flags), "posix_spawnattr_setflags");
+
+  auto child = std::make_unique<child_process>(registry, request.program);
+  pid_t pid = 0;
+  const int error = ::posix_spawn(&pid, executable.c_str(), &setup.actions, &setup.attributes, argv.data(),
+                                  own_environment ? envp.data() : process_environment());
+  if (error != 0) throw_spawn_error(error, request.program);
+  for (owned_descriptor& end : child_ends) end.reset();
+  child->started(pid, process_wait_handle(pid));  // links it: nothing below throws
+  process started(child.release());
+  const char* names[3] = {"the stdin_ of ", "the stdout_ of ", "the stderr_ of "};
+  for (int which = 0; which < 3; ++which) stream_access::set_label(streams[which], names[which] + started.child_->label());
+  started.stdin_ = std::move(streams[0]);
+  started.stdout_ = std::move(streams[1]);
+  started.stderr_ = std::move(streams[2]);
+  return started;
+}
+#endif  // CORO_LOOP_POSIX
+
+#if defined(CORO_LOOP_WINDOWS)
+inline process detail::start_process(spawn_request& request) {
+  child_registry& registry = child_registry::of(running_core());
+  std::wstring command_line;
+  if (request.shell) {
+    // cmd.exe takes what follows /c as it is, quotes included (asyncio's form).
+    quote_argument(command_line, widen(request.program));
+    command_line += L" /c \"" + widen(request.arguments.back()) + L"\"";
+  } else {
+    for (const std::string& argument : request.arguments) quote_argument(command_line, widen(argument));
+  }
+  // The environment block: "NAME=value\0...\0\0"; names compare without case.
+  std::wstring environment_block;
+  const bool own_environment = !request.env.empty() || request.replace_env;
+  if (own_environment) {
+    std::vector<std::wstring> entries;
+    if (!request.replace_env) {
+      wchar_t* strings = ::GetEnvironmentStringsW();
+      for (const wchar_t* entry = strings; entry != nullptr && *entry != L'\0'; entry += std::wcslen(entry) + 1) {
+        entries.emplace_back(entry);
+      }
+      if (strings != nullptr) ::FreeEnvironmentStringsW(strings);
+    }
+    auto same_name = [](std::wstring_view entry, std::wstring_view name) {
+      // "=C:=C:\dir" entries name a drive's directory: their name starts after the first '='.
+      const std::size_t equals = entry.find(L'=', 1);
+      return equals == name.size() && ::CompareStringOrdinal(entry.data(), static_cast<int>(equals), name.data(),
+                                                             static_cast<int>(name.size()), TRUE) == CSTR_EQUAL;
+    };
+    for (const std::string& change : request.env) {
+      const std::wstring wide = widen(change);
+      const std::size_t equals = wide.find(L'=');
+      const std::wstring_view name = std::wstring_view(wide).substr(0, equals);
+      if (name.empty()) throw std::invalid_argument("create_subprocess: an environment entry has no name: \"" + change + "\"");
+      std::erase_if(entries, [&](const std::wstring& entry) { return same_name(entry, name); });
+      if (equals != std::wstring::npos) entries.push_back(wide);
+    }
+    for (const std::wstring& entry : entries) {
+      environment_block += entry;
+      environment_block += L'\0';
+    }
+    if (entries.empty()) environment_block += L'\0';
+    environment_block += L'\0';
+  }
+  const std::wstring directory = widen(request.cwd);
+
+  // The child's three handles, inheritable; the parent's ends as streams.
+  owned_handle parent_ends[3];
+  owned_handle child_ends[3];
+  stream streams[3];
+  SECURITY_ATTRIBUTES inheritable{sizeof(SECURITY_ATTRIBUTES), nullptr, TRUE};
+  const DWORD standard[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE};
+  HANDLE child_handles[3] = {nullptr, nullptr, nullptr};
+  for (int which = 0; which < 3; ++which) {
+    switch (request.modes[which]) {
+      case stdio::inherit: {
+        // Made inheritable by a copy: the original may not be.
+        const HANDLE own = ::GetStdHandle(standard[which]);
+        HANDLE copy = nullptr;
+        if (own != nullptr && own != INVALID_HANDLE_VALUE &&
+            ::DuplicateHandle(::GetCurrentProcess(), own, ::GetCurrentProcess(), &copy, 0, TRUE, DUPLICATE_SAME_ACCESS)) {
+          child_ends[which].reset(copy);
+        }
+        break;
+      }
+      case stdio::pipe:
+        open_child_pipe(which == 0, parent_ends[which], child_ends[which]);
+        streams[which] = stream_access::over_pipe(reinterpret_cast<native_handle>(parent_ends[which].get()), request.streams);
+        parent_ends[which].release();
+        break;
+      case stdio::devnull:
+        child_ends[which].reset(::CreateFileW(L"NUL", which == 0 ? GENERIC_READ : GENERIC_WRITE,
+                                              FILE_SHARE_READ | FILE_SHARE_WRITE, &inheritable, OPEN_EXISTING, 0, nullptr));
+        if (child_ends[which].get() == INVALID_HANDLE_VALUE) {
+          child_ends[which].release();
+          throw_system_error(last_windows_error(), "open NUL for " + request.program);
+        }
+        break;
+      case stdio::to_stdout: break;
+    }
+    child_handles[which] = request.modes[which] == stdio::to_stdout ? child_handles[1] : child_ends[which].get();
+  }
+  // Only these handles are inherited: PROC_THREAD_ATTRIBUTE_HANDLE_LIST, each
+  // once, without console pseudo-handles (low bits 11), which it refuses.
+  std::vector<HANDLE> inherited;
+  for (HANDLE handle : child_handles) {
+    if (handle == nullptr || (reinterpret_cast<std::uintptr_t>(handle) & 3) == 3) continue;
+    if (std::find(inherited.begin(), inherited.end(), handle) == inherited.end()) inherited.push_back(handle);
+  }
+  SIZE_T list_size = 0;
+  ::InitializeProcThreadAttributeList(nullptr, 1, 0, &list_size);
+  std::vector<unsigned char> list_storage(list_size);
+  auto* list = reinterpret_cast<LPPROC_THREAD_ATTRIBUTE_LIST>(list_storage.data());
+  const bool has_list = !inherited.empty() && ::InitializeProcThreadAttributeList(list, 1, 0, &list_size) &&
+                        ::UpdateProcThreadAttribute(list, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, inherited.data(),
+                                                    inherited.size() * sizeof(HANDLE), nullptr, nullptr);
+  struct list_guard {
+    LPPROC_THREAD_ATTRIBUTE_LIST list;
+    bool made;
+    ~list_guard() {
+      if (made) ::DeleteProcThreadAttributeList(list);
+    }
+  } guard{list, has_list};
+  STARTUPINFOEXW startup{};
+  startup.StartupInfo.cb = sizeof startup;
+  startup.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+  startup.StartupInfo.hStdInput = child_handles[0];
+  startup.StartupInfo.hStdOutput = child_handles[1];
+  startup.StartupInfo.hStdError = child_handles[2];
+  startup.lpAttributeList = has_list ? list : nullptr;
+
+  auto child = std::make_unique<child_process>(registry, request.program);
+  PROCESS_INFORMATION created{};
+  const DWORD creation = CREATE_UNICODE_ENVIRONMENT | (has_list ? EXTENDED_STARTUPINFO_PRESENT : 0);
+  if (!::CreateProcessW(nullptr, command_line.data(), nullptr, nullptr, inherited.empty() ? FALSE : TRUE, creation,
+                        own_environment ? environment_block.data() : nullptr,
+                        directory.empty() ? nullptr : directory.c_str(), &startup.StartupInfo, &created)) {
+    throw_spawn_error(last_windows_error(), request.program);
+  }
+  ::CloseHandle(created.hThread);
+  for (owned_handle& end : child_ends) end.reset();
+  child->started(created.dwProcessId, reinterpret_cast<native_handle>(created.hProcess));
+  process started(child.release());
+  const char* names[3] = {"the stdin_ of ", "the stdout_ of ", "the stderr_ of "};
+  for (int which = 0; which < 3; ++which) stream_access::set_label(streams[which], names[which] + started.child_->label());
+  started.stdin_ = std::move(streams[0]);
+  started.stdout_ = std::move(streams[1]);
+  started.stderr_ = std::move(streams[2]);
+  return started;
+}
+#endif  // CORO_LOOP_WINDOWS
 
 // ============================================================================
 // 10. HTTP/1.1 client  >>http
@@ -9830,24 +11414,6 @@ inline void on_signal(int signal_number) {
   errno = saved_errno;
 }
 
-// pipe2 where it exists; pipe + fcntl on macOS (no other thread forks
-// between the two calls in a program that uses the loop's signals).
-inline bool open_non_blocking_pipe(int (&ends)[2]) noexcept {
-#if defined(__APPLE__)
-  if (::pipe(ends) < 0) return false;
-  if (make_non_blocking_and_cloexec(ends[0]) < 0 || make_non_blocking_and_cloexec(ends[1]) < 0) {
-    const int error = errno;
-    ::close(ends[0]);
-    ::close(ends[1]);
-    errno = error;
-    return false;
-  }
-  return true;
-#else
-  return ::pipe2(ends, O_NONBLOCK | O_CLOEXEC) == 0;
-#endif
-}
-
 // One loop's signal handlers: the pipe, the parked read that watches it,
 // and each signal's callback and previous disposition.
 class signal_watch : private io_operation {
@@ -10173,6 +11739,12 @@ inline void event_loop::close() {
     // A callback's reference goes with it; other timers (a sleep in a leaked
     // frame) are only taken out of the heap.
     if (timer->fire == &detail::callback_node::fire_from_heap) static_cast<detail::callback_node*>(timer)->release();
+  }
+  // The layers' per-loop state (child processes) goes while the backend it
+  // parked operations in still exists.
+  while (detail::loop_attachment* attachment = std::exchange(attachments_, nullptr)) {
+    attachments_ = attachment->next_attachment;
+    attachment->close(attachment);
   }
   closed_ = true;
 #if defined(CORO_LOOP_POSIX)

@@ -93,6 +93,10 @@ check() {   # check NAME: the key lines of each example's output
       check_timing Sequential Concurrent 0.95 10 0.45 ;;
     timeout_and_cancellation)
       expect "Operation timed out after 2 seconds" "Task was cancelled cleanly" ;;
+    subprocess)
+      expect "[ls /zzz exited with 2]" "No such file or directory" "[sleep 0.2; echo hello exited with 0]" "hello" \
+        "the counting command exited with 0" "did not finish within 0.5 s: killed, returncode -9" "all done in"
+      expect_count 3 '^after +[0-9]+ ms: line [123]$' ;;
   esac
 }
 

@@ -2,8 +2,8 @@
 // (tests/kqueue/sys/event.h) against the semantics of FreeBSD's kevent(2) that
 // coro_loop's kqueue backend relies on: level vs EV_CLEAR, independent READ and
 // WRITE filters, EV_EOF, change errors and EV_RECEIPT, timeouts and EINTR,
-// EVFILT_USER triggered from another thread, and no descriptor or memory left
-// behind by kqueue()/close() cycles.
+// EVFILT_USER triggered from another thread, EVFILT_PROC's NOTE_EXIT, and no
+// descriptor or memory left behind by kqueue()/close() cycles.
 // Not built by the Makefile (it builds tests/test_*.cpp); by hand:
 //   g++ -std=c++20 -Wall -Wextra -Wpedantic -Werror -pthread -Itests/kqueue -Itests
 //       tests/kqueue/test_kqueue_emulation.cpp tests/catch_main.cpp -o build/test_kqueue_emulation
@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
@@ -164,8 +165,10 @@ TEST_CASE("kqueue emulation: FreeBSD's constants and EV_SET's named fields", "[k
   CHECK(EV_RECEIPT == 0x40);
   CHECK(EV_ERROR == 0x4000);
   CHECK(EV_EOF == 0x8000);
+  CHECK(EVFILT_PROC == -5);
   CHECK(NOTE_FFNOP == 0u);
   CHECK(NOTE_TRIGGER == 0x01000000u);
+  CHECK(NOTE_EXIT == 0x80000000u);
   int marker = 0;
   struct kevent event;
   EV_SET(&event, 7, EVFILT_WRITE, EV_ADD | EV_CLEAR, NOTE_TRIGGER, 42, &marker);
@@ -758,5 +761,131 @@ TEST_CASE("kqueue emulation: kqueue()/close() cycles leave no descriptor behind"
   }
   pair.close_first();
   pair.close_second();
+  CHECK(open_descriptor_count() == before);
+}
+
+namespace {
+// A child that exits with `code` once its pipe is closed (or at once: close
+// `release` first); killed by SIGKILL when `code` is negative. Only
+// async-signal-safe calls after fork().
+struct child {
+  pid_t pid = -1;
+  int release = -1;  // the write end: closing it lets the child go
+  explicit child(int code) {
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(ends[1]);
+      char byte;
+      while (::read(ends[0], &byte, 1) > 0) {
+      }
+      if (code < 0) ::kill(::getpid(), SIGKILL);
+      ::_exit(code);
+    }
+    ::close(ends[0]);
+    release = ends[1];
+  }
+  void let_go() {
+    if (release >= 0) ::close(release);
+    release = -1;
+  }
+  // Waits (bounded) until it has exited, without reaping it.
+  void wait_exited() {
+    siginfo_t info{};
+    for (int i = 0; i < 5000 && info.si_pid == 0; ++i) {
+      REQUIRE(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0);
+      if (info.si_pid == 0) std::this_thread::sleep_for(1ms);
+    }
+    REQUIRE(info.si_pid == pid);
+  }
+  int reap() {
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    pid = -1;
+    return status;
+  }
+  ~child() {
+    let_go();
+    if (pid > 0) ::waitpid(pid, nullptr, 0);
+  }
+};
+}  // namespace
+
+TEST_CASE("kqueue emulation: EVFILT_PROC reports NOTE_EXIT once, with the wait status", "[kqueue]") {
+  const std::size_t before = open_descriptor_count();
+  {
+    queue q;
+    int marker = 0;
+    SECTION("a running child: reported when it exits, then the registration is gone") {
+      child running(3);
+      REQUIRE(apply(q.kq, static_cast<std::uintptr_t>(running.pid), EVFILT_PROC, EV_ADD, NOTE_EXIT, &marker) == 0);
+      CHECK(wait_events(q.kq).empty());
+      running.let_go();
+      const std::vector<struct kevent> events = wait_events(q.kq, 16, {5, 0});
+      REQUIRE(events.size() == 1);
+      CHECK(events[0].ident == static_cast<std::uintptr_t>(running.pid));
+      CHECK(events[0].filter == EVFILT_PROC);
+      CHECK(events[0].fflags == NOTE_EXIT);
+      CHECK((events[0].flags & EV_EOF) != 0);
+      CHECK(events[0].udata == &marker);
+      CHECK(WIFEXITED(static_cast<int>(events[0].data)));
+      CHECK(WEXITSTATUS(static_cast<int>(events[0].data)) == 3);
+      CHECK(wait_events(q.kq).empty());
+      errno = 0;
+      CHECK(apply(q.kq, static_cast<std::uintptr_t>(running.pid), EVFILT_PROC, EV_DELETE) == -1);
+      CHECK(errno == ENOENT);
+      const int status = running.reap();  // the emulation never reaps
+      CHECK(WEXITSTATUS(status) == 3);
+    }
+    SECTION("a child that exited before EV_ADD, not reaped yet, is reported at once") {
+      child exited(0);
+      exited.let_go();
+      exited.wait_exited();
+      REQUIRE(apply(q.kq, static_cast<std::uintptr_t>(exited.pid), EVFILT_PROC, EV_ADD, NOTE_EXIT) == 0);
+      const std::vector<struct kevent> events = wait_events(q.kq);
+      REQUIRE(events.size() == 1);
+      CHECK(events[0].filter == EVFILT_PROC);
+    }
+    SECTION("a child killed by a signal: data says so") {
+      child killed(-1);
+      REQUIRE(apply(q.kq, static_cast<std::uintptr_t>(killed.pid), EVFILT_PROC, EV_ADD, NOTE_EXIT) == 0);
+      killed.let_go();
+      const std::vector<struct kevent> events = wait_events(q.kq, 16, {5, 0});
+      REQUIRE(events.size() == 1);
+      CHECK(WIFSIGNALED(static_cast<int>(events[0].data)));
+      CHECK(WTERMSIG(static_cast<int>(events[0].data)) == SIGKILL);
+    }
+    SECTION("EV_DELETE before the exit: nothing is reported; ENOENT, ESRCH, EINVAL") {
+      child running(0);
+      REQUIRE(apply(q.kq, static_cast<std::uintptr_t>(running.pid), EVFILT_PROC, EV_ADD, NOTE_EXIT) == 0);
+      REQUIRE(apply(q.kq, static_cast<std::uintptr_t>(running.pid), EVFILT_PROC, EV_DELETE) == 0);
+      running.let_go();
+      running.wait_exited();
+      CHECK(wait_events(q.kq, 16, {0, 20'000'000}).empty());
+      errno = 0;
+      CHECK(apply(q.kq, static_cast<std::uintptr_t>(running.pid), EVFILT_PROC, EV_DELETE) == -1);
+      CHECK(errno == ENOENT);
+      const pid_t gone = running.pid;
+      running.reap();
+      errno = 0;
+      CHECK(apply(q.kq, static_cast<std::uintptr_t>(gone), EVFILT_PROC, EV_ADD, NOTE_EXIT) == -1);
+      CHECK(errno == ESRCH);
+      errno = 0;
+      CHECK(apply(q.kq, static_cast<std::uintptr_t>(::getpid()), EVFILT_PROC, EV_ADD, 0x40000000u) == -1);  // NOTE_FORK
+      CHECK(errno == EINVAL);
+    }
+    SECTION("a queue closed with a registration left: its pidfd goes when the number is reused") {
+      child running(0);
+      const int kq = ::kqueue();
+      REQUIRE(kq >= 0);
+      REQUIRE(apply(kq, static_cast<std::uintptr_t>(running.pid), EVFILT_PROC, EV_ADD, NOTE_EXIT) == 0);
+      ::close(kq);
+      const int again = ::kqueue();  // the lowest free number: the same
+      CHECK(again == kq);
+      ::close(again);
+    }
+  }
   CHECK(open_descriptor_count() == before);
 }

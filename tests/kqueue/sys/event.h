@@ -23,6 +23,14 @@
 //                                 the room left; EV_EOF as described below
 //   EVFILT_USER                   EV_ADD (EV_CLEAR), NOTE_TRIGGER from any thread,
 //                                 NOTE_FFNOP; fflags' user bits are not kept
+//   EVFILT_PROC                   ident = a pid, fflags NOTE_EXIT only, EV_ADD and
+//                                 EV_DELETE: reported once the process exits, with
+//                                 EV_EOF, fflags NOTE_EXIT and data = its wait(2)
+//                                 status (0 when it is not the caller's child);
+//                                 the registration ends with that report (BSD marks
+//                                 it EV_ONESHOT); a process that has exited but is
+//                                 not reaped yet is reported at once (FreeBSD);
+//                                 ESRCH for a pid with no process
 //   EV_ADD EV_DELETE EV_ENABLE EV_DISABLE EV_CLEAR EV_RECEIPT; out: EV_EOF EV_ERROR
 //   change errors                 EV_ERROR entries (data = errno) while the event
 //                                 list has room, else -1 with errno; EV_RECEIPT
@@ -60,9 +68,14 @@
 //     the old number. Delete both filters before close(), as the backend does.
 //   - Several threads waiting in kevent() on one queue at once is supported but
 //     may each report the same level-triggered event.
+//   - EVFILT_PROC holds a pidfd (pidfd_open(2), Linux 5.3) per registration
+//     until the exit is reported or the filter deleted: one more descriptor
+//     open meanwhile (BSD needs none). NOTE_FORK, NOTE_EXEC, NOTE_TRACK and the
+//     other NOTE_* of EVFILT_PROC are refused with EINVAL.
 //
 // Lifetime of a queue: the kqueue descriptor is the epoll descriptor itself, and
-// close(kq) releases every kernel object: the eventfd that lets NOTE_TRIGGER
+// close(kq) releases every kernel object but EVFILT_PROC's pidfds (closed when
+// kqueue() hands out that number again, or at exit): the eventfd that lets NOTE_TRIGGER
 // wake a waiting kevent() is created per blocking wait and closed before that
 // kevent() returns, so nothing stays open behind the caller's back (cost: an
 // eventfd, an epoll_ctl and a close per blocking wait on a queue that has
@@ -93,14 +106,21 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#if !defined(SYS_pidfd_open)
+#define SYS_pidfd_open 434  // the same number on every Linux architecture
+#endif
 
 // --- The public subset (FreeBSD's names and values) ---
 
 #define EVFILT_READ (-1)
 #define EVFILT_WRITE (-2)
+#define EVFILT_PROC (-5)
 #define EVFILT_USER (-11)
 
 #define EV_ADD 0x0001
@@ -114,13 +134,14 @@
 
 #define NOTE_FFNOP 0x00000000u
 #define NOTE_TRIGGER 0x01000000u
+#define NOTE_EXIT 0x80000000u
 
 struct kevent {
-  uintptr_t ident;       // a descriptor (READ, WRITE) or any number (USER)
+  uintptr_t ident;       // a descriptor (READ, WRITE), a pid (PROC) or any number (USER)
   short filter;          // EVFILT_*
   unsigned short flags;  // EV_*
-  unsigned int fflags;   // NOTE_* in; 0 out (see above)
-  int64_t data;          // errno with EV_ERROR; bytes readable / room to write
+  unsigned int fflags;   // NOTE_* in; 0 out (see above), NOTE_EXIT for PROC
+  int64_t data;          // errno with EV_ERROR; bytes readable / room to write; PROC: wait status
   void* udata;           // handed back unchanged
 };
 
@@ -147,6 +168,8 @@ struct kevent {
 #define KQUEUE_EMULATION_FFLAGS_CONTROL_MASK 0xc0000000u
 // epoll_data of the per-wait eventfd; descriptors are never this large.
 #define KQUEUE_EMULATION_WAKE_MARKER UINT64_MAX
+// epoll_data of an EVFILT_PROC registration's pidfd: this bit, or'ed with the pidfd.
+#define KQUEUE_EMULATION_PROCESS_MARKER (UINT64_C(1) << 62)
 
 // One filter (READ or WRITE) of one descriptor.
 struct kqueue_emulation_filter {
@@ -171,6 +194,15 @@ struct kqueue_emulation_user_event {
   int64_t data;
   void* udata;
   unsigned long delivered_in_call;
+};
+
+// One EVFILT_PROC registration: the pidfd epoll watches (level-triggered, so a
+// report that does not fit in the event list comes again with the next call).
+struct kqueue_emulation_process {
+  uintptr_t pid;
+  int pidfd;
+  unsigned short flags;  // as registered, without the action flags
+  void* udata;
 };
 
 // A readiness epoll reported when the event list was already full (one epoll
@@ -200,6 +232,9 @@ struct kqueue_emulation_queue {
   struct kqueue_emulation_pending* pending;
   size_t pending_count;
   size_t pending_capacity;
+  struct kqueue_emulation_process* processes;
+  size_t process_count;
+  size_t process_capacity;
   struct kqueue_emulation_waiter* waiters;
 };
 
@@ -215,6 +250,8 @@ struct kqueue_emulation_table {
       free(queues[i].descriptors);
       free(queues[i].user_events);
       free(queues[i].pending);
+      for (size_t j = 0; j < queues[i].process_count; ++j) close(queues[i].processes[j].pidfd);
+      free(queues[i].processes);
     }
     free(queues);
     // A thread still calling kevent() after exit began finds no queue (EBADF).
@@ -392,6 +429,89 @@ static inline int kqueue_emulation_change_user(struct kqueue_emulation_queue* qu
   return 0;
 }
 
+// --- EVFILT_PROC ---
+
+static inline struct kqueue_emulation_process* kqueue_emulation_find_process(struct kqueue_emulation_queue* queue,
+                                                                             uintptr_t pid) {
+  for (size_t i = 0; i < queue->process_count; ++i) {
+    if (queue->processes[i].pid == pid) return &queue->processes[i];
+  }
+  return NULL;
+}
+
+// Ends a registration: its pidfd closes (leaving the epoll set with it, as it
+// is never duplicated) and the last entry takes its place.
+static inline void kqueue_emulation_drop_process(struct kqueue_emulation_queue* queue,
+                                                 struct kqueue_emulation_process* process) {
+  close(process->pidfd);
+  *process = queue->processes[--queue->process_count];
+}
+
+// Applies one EVFILT_PROC change. Returns 0 or an errno.
+static inline int kqueue_emulation_change_process(struct kqueue_emulation_queue* queue, int kq,
+                                                  const struct kevent* change) {
+  if ((change->flags & (EV_ENABLE | EV_DISABLE)) || (change->flags & EV_ADD && change->fflags != NOTE_EXIT)) {
+    return EINVAL;
+  }
+  if (change->ident == 0 || change->ident > (uintptr_t)INT_MAX) return ESRCH;
+  struct kqueue_emulation_process* process = kqueue_emulation_find_process(queue, change->ident);
+  if (change->flags & EV_DELETE) {
+    if (process == NULL) return ENOENT;
+    kqueue_emulation_drop_process(queue, process);
+    return 0;
+  }
+  if (!(change->flags & EV_ADD)) return process == NULL ? ENOENT : 0;
+  if (process == NULL) {
+    int error = kqueue_emulation_reserve((void**)&queue->processes, &queue->process_capacity,
+                                         sizeof(struct kqueue_emulation_process), queue->process_count + 1);
+    if (error != 0) return error;
+    const int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)change->ident, 0);
+    if (pidfd < 0) return errno;  // ESRCH: no such process
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN;
+    event.data.u64 = KQUEUE_EMULATION_PROCESS_MARKER | (uint64_t)pidfd;
+    if (epoll_ctl(kq, EPOLL_CTL_ADD, pidfd, &event) < 0) {
+      error = errno;
+      close(pidfd);
+      return error;
+    }
+    process = &queue->processes[queue->process_count++];
+    memset(process, 0, sizeof *process);
+    process->pid = change->ident;
+    process->pidfd = pidfd;
+  }
+  process->flags = (unsigned short)(change->flags & ~KQUEUE_EMULATION_ACTION_FLAGS);
+  process->udata = change->udata;
+  return 0;
+}
+
+// The wait(2) status of `pid` without reaping it; 0 when it is not our child.
+static inline int64_t kqueue_emulation_exit_status(uintptr_t pid) {
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0) return 0;
+  if (info.si_code == CLD_EXITED) return (int64_t)(info.si_status & 0xff) << 8;
+  return (int64_t)(info.si_status & 0x7f) | (info.si_code == CLD_DUMPED ? 0x80 : 0);
+}
+
+// The exit of the process whose pidfd epoll reported: one kevent, then the
+// registration ends. Returns 1 if written, 0 if not (no room: the pidfd stays
+// readable and the next call reports it).
+static inline int kqueue_emulation_report_process(struct kqueue_emulation_queue* queue, int pidfd, struct kevent* out,
+                                                  int room) {
+  for (size_t i = 0; i < queue->process_count; ++i) {
+    struct kqueue_emulation_process* process = &queue->processes[i];
+    if (process->pidfd != pidfd) continue;
+    if (room <= 0) return 0;
+    EV_SET(out, process->pid, EVFILT_PROC, process->flags | EV_EOF, NOTE_EXIT,
+           kqueue_emulation_exit_status(process->pid), process->udata);
+    kqueue_emulation_drop_process(queue, process);
+    return 1;
+  }
+  return 0;  // deleted since epoll reported it
+}
+
 // --- Reporting ---
 
 // Bytes readable (BSD's data for EVFILT_READ).
@@ -546,6 +666,10 @@ static inline int kqueue(void) {
   queue->call_count = 0;
   queue->user_event_count = 0;
   queue->pending_count = 0;
+  // Registrations of the queue that had this number, closed without EV_DELETE:
+  // their pidfds are still ours (never closed, so never reused).
+  for (size_t i = 0; i < queue->process_count; ++i) close(queue->processes[i].pidfd);
+  queue->process_count = 0;
   queue->waiters = NULL;
   pthread_mutex_unlock(&table->mutex);
   return kq;
@@ -596,6 +720,8 @@ static inline int kevent(int kq, const struct kevent* changelist, int nchanges, 
       error = kqueue_emulation_change_descriptor(queue, kq, &change);
     } else if (change.filter == EVFILT_USER) {
       error = kqueue_emulation_change_user(queue, &change);
+    } else if (change.filter == EVFILT_PROC) {
+      error = kqueue_emulation_change_process(queue, kq, &change);
     } else {
       error = EINVAL;
     }
@@ -677,6 +803,11 @@ static inline int kevent(int kq, const struct kevent* changelist, int nchanges, 
     }
     for (int i = 0; i < count; ++i) {
       if (ready[i].data.u64 == KQUEUE_EMULATION_WAKE_MARKER) continue;
+      if (ready[i].data.u64 & KQUEUE_EMULATION_PROCESS_MARKER) {
+        const int pidfd = (int)(ready[i].data.u64 & ~KQUEUE_EMULATION_PROCESS_MARKER);
+        written += kqueue_emulation_report_process(queue, pidfd, eventlist + written, nevents - written);
+        continue;
+      }
       const int fd = (int)ready[i].data.u64;
       written += kqueue_emulation_report_descriptor(queue, kq, fd, EVFILT_READ, ready[i].events, call,
                                                     eventlist + written, nevents - written);
