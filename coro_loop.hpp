@@ -8475,8 +8475,29 @@ struct request_context {
   std::string url;
 };
 
-// An idle kept-alive connection, with when it went idle.
+// An idle kept-alive connection, with when it went idle. One the pool drops (too
+// old, gone stale, the client closed) is closed, not aborted: over TLS the server
+// then reads close_notify, an orderly end, rather than a truncation. Nobody waits
+// for it: what cannot be sent at once is dropped with the socket.
 struct idle_connection {
+  idle_connection(stream idle, time_point when) noexcept : connection(std::move(idle)), since(when) {}
+  idle_connection(idle_connection&&) noexcept = default;
+  idle_connection& operator=(idle_connection&& other) noexcept {
+    if (this != &other) {
+      close_quietly();
+      connection = std::move(other.connection);
+      since = other.since;
+    }
+    return *this;
+  }
+  ~idle_connection() { close_quietly(); }
+  void close_quietly() noexcept {
+    try {
+      connection.close();  // a no-op once moved from
+    } catch (...) {
+    }
+  }
+
   stream connection;
   time_point since;
 };
@@ -8566,7 +8587,7 @@ class connection_lease {
     if (counted_) {
       if (reusable && !pool_->closed && connection && !connection.is_closing() && connection.buffered().empty()) {
         try {
-          host_->idle.push_back(idle_connection{std::move(connection), clock::now()});
+          host_->idle.emplace_back(std::move(connection), clock::now());
           ++pool_->idle;
         } catch (...) {
         }

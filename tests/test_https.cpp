@@ -144,6 +144,8 @@ struct served {
   std::size_t connections = 0;      // accepted
   std::size_t tls_connections = 0;  // of which spoke TLS
   std::size_t open = 0;             // handlers running: a connection the client closed ends its handler
+  std::size_t clean_ends = 0;       // connections the client ended between requests, over TLS with close_notify
+  std::size_t ragged_ends = 0;      // ... without it (a truncation), or with a reset
   std::vector<std::string> requests;  // "https GET /path"
 };
 
@@ -211,6 +213,10 @@ cl::task<void> serve(cl::stream connection, served* seen, cl::tls_context contex
       try {
         head = co_await connection.read_until("\r\n\r\n");
       } catch (const cl::incomplete_read_error&) {
+        ++seen->clean_ends;
+        break;
+      } catch (const std::exception&) {
+        ++seen->ragged_ends;
         break;
       }
       const std::size_t method_end = head.find(' ');
@@ -757,7 +763,8 @@ TEST_CASE("https: redirects between http:// and https:// drop Authorization and 
   cl::run(cl::timeout(30s, body()));
 }
 
-TEST_CASE("https: one pool per scheme, host and port: http:// and https:// to one port never share a connection",
+TEST_CASE("https: one pool per scheme, host and port: http:// and https:// to one port never share a connection; "
+          "closing the client sends close_notify",
           "[https]") {
   if (!tools_present()) return;
   auto body = []() -> cl::task<void> {
@@ -776,6 +783,13 @@ TEST_CASE("https: one pool per scheme, host and port: http:// and https:// to on
       CHECK(seen.tls_connections == 1);
       CHECK(client.connections_opened() == 2);
       CHECK(client.idle_connections() == 2);
+      // Closing the client ends its idle connections in order: over TLS with close_notify.
+      client.close();
+      const auto both_ended = [&] { return seen.open == 0; };
+      const bool ended = co_await eventually(both_ended, 10s);
+      CHECK(ended);
+      CHECK(seen.clean_ends == 2);
+      CHECK(seen.ragged_ends == 0);
     }
     co_await stop(ours);
     co_await test_support::expect_resources_back(before);
