@@ -19,8 +19,9 @@
 #   make soak            tests/soak/soak.cpp: SOAK_SECONDS [1800] of mixed traffic, RSS and fds every
 #                        SOAK_REPORT_SECONDS [60]; fails when they grow or an operation fails
 #   make bench           the benchmarks, side by side with their peers (bench/bench.mk)
-#   make install         CMakeLists.txt's install: coro_loop.hpp into INCLUDEDIR, coro_loop.pc into
-#                        PKGCONFIGDIR, the package of find_package(coro_loop) into CMAKEDIR
+#   make install         CMakeLists.txt's install: coro_loop.hpp into INCLUDEDIR, coro_loop.pc (and,
+#                        where OpenSSL 3 is found, coro_loop-openssl.pc) into PKGCONFIGDIR, the package
+#                        of find_package(coro_loop) (with the component tls: coro_loop::tls) into CMAKEDIR
 #   make uninstall       remove them (same PREFIX and DESTDIR) and the directories left empty
 #   make deps, make cross-deps   install what the tests, the cross targets need
 #   make clean           remove build/
@@ -37,6 +38,8 @@
 #   TEST_TIMEOUT         seconds per test binary [300; 600 under qemu]; VALGRIND_TIMEOUT [1200]
 #   TEST_EXAMPLES=       make test without the examples and consumer projects [yes on this machine]
 #   TEST_RUNNER          put before each test binary [TSan: setarch -R; qemu; wine]
+#   HAVE_OPENSSL         yes where OpenSSL 3's headers are found for CXX [probed]; HAVE_OPENSSL= builds
+#                        as on a machine without them (no TLS tests, fetch_all over http)
 #   VALGRIND_TEST_ARGS   Catch2 test spec under valgrind [~[.] ~[slow]]
 #   DEMO_PROGRAMS        the examples make demo runs
 #   JOBS                 parallel compiles when make was not given -j [2]; V=1 whole command lines
