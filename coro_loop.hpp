@@ -8727,7 +8727,8 @@ class response {
 };
 
 /// An HTTP/1.1 client with a keep-alive connection pool (aiohttp's
-/// ClientSession): create one and reuse it. Requests may run concurrently.
+/// ClientSession), for http:// and, with TLS built in, https:// URLs: create one
+/// and reuse it. Requests may run concurrently.
 /// Move-only; loop thread only; close it (or destroy it) before the loop ends.
 class client {
  public:
@@ -8747,9 +8748,9 @@ class client {
   /// Sends `method` to `url` and returns once the response head arrived; read
   /// the body from the response. Follows redirects unless told not to.
   /// Throws url_error / invalid_request_error (nothing sent), std::system_error
-  /// (connect, or a reset after part of the response arrived), protocol_error /
-  /// disconnected_error, redirect_error, timeout_error; invalid_state_error
-  /// after close().
+  /// (connect, or a reset after part of the response arrived), tls_error /
+  /// tls_certificate_error (https), protocol_error / disconnected_error,
+  /// redirect_error, timeout_error; invalid_state_error after close().
   // Not a coroutine: it copies what `options` views into the task it returns, so the
   // views may end with the call's full expression.
   task<response> request(std::string method, std::string url, request_options_view options = {}) {

@@ -2,10 +2,10 @@
 // fetch / fetch_all with one reused http::client, against a small JSON server this
 // program starts on 127.0.0.1 (each answer takes 200 ms, like a slow API), first one
 // URL after another, then all at once with gather_settled (return_exceptions=True).
-// Over https, as the guide's URLs are, with the certificate checked: the program makes
-// a throwaway certificate authority at start-up and trusts it. Built without TLS
-// (CORO_LOOP_OPENSSL: `make` defines it where OpenSSL's headers are found) it says so
-// and fetches over plain http. No network needed: everything is on loopback.
+// Over https, as the Python asyncio guide's URLs are, the certificate checked: the
+// program makes a throwaway certificate authority at start-up and trusts it. Built
+// without TLS (CORO_LOOP_OPENSSL: `make` defines it where OpenSSL's headers are found)
+// it says so and fetches over plain http. No network needed: everything is on loopback.
 #include "coro_loop.hpp"
 
 #include <chrono>
@@ -75,7 +75,7 @@ struct post {
 };
 
 #if defined(CORO_LOOP_OPENSSL)
-// --- a throwaway certificate authority (the guide fetches from a public https API) ---
+// --- a throwaway certificate authority (the Python asyncio guide fetches from a public API) ---
 // A CA and a certificate for 127.0.0.1 and localhost that it signs, EC P-256 keys, made
 // with OpenSSL's C API in a temporary directory removed at exit: the client trusts this
 // CA alone, and verification stays on, as it would against a public server.

@@ -58,6 +58,8 @@
 //   /rhttps          (on the plain port) 302 to https://127.0.0.1:TLS_PORT/1k
 //   /to_https/credentials     (plain) 302 to https://127.0.0.1:TLS_PORT/credentials
 //   /to_http/credentials      (TLS) 302 to http://127.0.0.1:PORT/credentials
+//   /client_cert     (TLS, with client_ca) 200 "client=<subject>" when the client presented a
+//                    certificate client_ca issued, else 403 (nginx asks, never requires one)
 // The TLS server's access log holds "CONNECTION_SERIAL REQUEST_URI" per request
 // (tls_connections(uri): how many connections carried requests for that URI).
 #pragma once
@@ -106,10 +108,12 @@ class nginx {
     std::uint64_t requests = 0;  // requests since start (this one included)
   };
 
-  /// A certificate chain and its key (PEM files) for the TLS server block.
+  /// A certificate chain and its key (PEM files) for the TLS server block, and the CA
+  /// (PEM) that client certificates are checked against ("": none are asked for).
   struct tls_files {
     std::string certificate;
     std::string key;
+    std::string client_ca = {};
   };
 
   nginx() : nginx(std::nullopt) {}
@@ -382,6 +386,14 @@ class nginx {
       c += "    ssl_certificate_key " + tls_->key + ";\n";
       c += "    ssl_protocols TLSv1.2 TLSv1.3;\n";
       c += "    access_log " + d + "/tls_access.log connection_and_uri;\n";
+      if (!tls_->client_ca.empty()) {
+        c += "    ssl_verify_client optional;\n";
+        c += "    ssl_client_certificate " + tls_->client_ca + ";\n";
+        c += "    location = /client_cert {\n";
+        c += "      if ($ssl_client_verify != SUCCESS) { return 403 \"no client certificate\"; }\n";
+        c += "      return 200 \"client=$ssl_client_s_dn\";\n";
+        c += "    }\n";
+      }
       c += locations();
       c += "    location = /to_http/credentials { return 302 http://" + listen + "/credentials; }\n";
       c += "  }\n";

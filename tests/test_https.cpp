@@ -6,7 +6,8 @@
 //
 // What is covered: verified GETs by name and by IP address, 1 KiB, 5 MiB and chunked bodies
 // byte-exact; 1,000 keep-alive GETs on 4 connections (nginx's access log counts them); an
-// untrusted certificate (tls_certificate_error naming the host) and verification off; the
+// untrusted certificate (tls_certificate_error naming the host) and verification off; a
+// client certificate; the
 // client's default context (the system's trust store, ALPN http/1.1) and a server choosing
 // another ALPN protocol; a close-delimited body cut without close_notify (protocol_error,
 // never a whole body); the connect timeout bounding a stalled handshake; cancelling in the
@@ -68,7 +69,7 @@ cl::tls_context trusting_client() {
 }
 cl::tls_context test_server_context() { return cl::tls_context::server(file("server.pem"), file("server.key")); }
 
-nginx_test::nginx::tls_files nginx_tls() { return {file("server.pem"), file("server.key")}; }
+nginx_test::nginx::tls_files nginx_tls() { return {file("server.pem"), file("server.key"), file("ca.pem")}; }
 
 // The options of every client here: nothing may wait unbounded. An empty `tls` is the
 // client's default context.
@@ -460,6 +461,28 @@ TEST_CASE("https nginx: an untrusted CA is tls_certificate_error naming the host
       CHECK(difference(accepted.body, nginx_test::nginx::content(1024)) == "");
     }
     co_await test_support::expect_resources_back(before);
+  };
+  cl::run(cl::timeout(30s, body()));
+}
+
+TEST_CASE("https nginx: a client certificate given in client_options::tls reaches the server", "[https]") {
+  if (!tools_present()) return;
+  nginx_test::nginx server(nginx_tls());
+  auto body = [&]() -> cl::task<void> {
+    const std::string url = server.https_url("/client_cert");
+    {
+      cl::tls_context with_certificate = trusting_client();
+      with_certificate.load_cert_chain(file("client.pem"), file("client.key"));
+      http::client client(bounded(with_certificate));
+      const fetched presented = co_await get(client, url);
+      CHECK(presented.status == 200);
+      CHECK(presented.body == "client=CN=coro_loop test client");
+    }
+    {
+      http::client client(bounded(trusting_client()));
+      const fetched without = co_await get(client, url);
+      CHECK(without.status == 403);
+    }
   };
   cl::run(cl::timeout(30s, body()));
 }
