@@ -62,7 +62,7 @@
 //   incomplete_read_error, limit_overrun_error  >>net     what stream reads throw
 //   start_server(handler, host, port[, tls]), start_unix_server(handler, path), server, server_options   >>net
 //   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
-//   http::client, client_options, timeouts, limits   >>http  keep-alive pool (http://, https:// with TLS) and its settings
+//   http::client, client_options, timeouts, limits   >>http  keep-alive pool (http, https) and its settings
 //   http::request_options_view, request_options  >>http   a request's settings: written in the call, or owned
 //   http::response, json_parsable               >>http    status, headers, text(), body(), json<J>(), read_chunk()
 //   http::url, resolve_url, header_list, header_list_view, response_parser   >>http  URLs, fields, the parser

@@ -134,16 +134,21 @@ openssl_ptr<X509> issue(EVP_PKEY* key, const char* common_name, X509* issuer, EV
 void write_pem(const std::filesystem::path& path, X509* certificate, EVP_PKEY* key) {
   openssl_ptr<BIO> file(BIO_new_file(path.string().c_str(), "w"));
   require(file != nullptr, "opening a PEM file");
-  require(certificate != nullptr ? PEM_write_bio_X509(file.get(), certificate) == 1
-                                 : PEM_write_bio_PrivateKey(file.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1,
-          "writing a PEM file");
+  const bool written = certificate != nullptr
+                           ? PEM_write_bio_X509(file.get(), certificate) == 1
+                           : PEM_write_bio_PrivateKey(file.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  require(written, "writing a PEM file");
 }
 
 std::unique_ptr<throwaway_ca> make_throwaway_ca() {
   auto made = std::make_unique<throwaway_ca>();
   const auto unique = std::chrono::steady_clock::now().time_since_epoch().count();
-  made->dir = std::filesystem::temp_directory_path() / ("coro_loop_fetch_all." + std::to_string(unique));
-  std::filesystem::create_directory(made->dir);
+  // A directory of its own (removed at exit, so only once made here), readable by this
+  // user only: it holds a private key.
+  const auto dir = std::filesystem::temp_directory_path() / ("coro_loop_fetch_all." + std::to_string(unique));
+  require(std::filesystem::create_directory(dir), "a new temporary directory");
+  made->dir = dir;
+  std::filesystem::permissions(made->dir, std::filesystem::perms::owner_all);
   openssl_ptr<EVP_PKEY> ca_key(EVP_EC_gen("P-256"));
   openssl_ptr<EVP_PKEY> server_key(EVP_EC_gen("P-256"));
   require(ca_key != nullptr && server_key != nullptr, "EVP_EC_gen");

@@ -237,7 +237,9 @@ cl::task<void> serve(cl::stream connection, served* seen, cl::tls_context contex
       if (path == "/alpn") {
         connection.write(ok_response(std::string(connection.selected_alpn_protocol())));
       } else if (path == "/credentials") {
-        connection.write(ok_response("auth=" + field_of(head, "authorization") + " cookie=" + field_of(head, "cookie")));
+        const std::string credentials =
+            "auth=" + field_of(head, "authorization") + " cookie=" + field_of(head, "cookie");
+        connection.write(ok_response(credentials));
       } else if (path == "/to_https/credentials" || path == "/to_http/credentials") {
         const std::string target = path == "/to_https/credentials" ? "https" : "http";
         connection.write("HTTP/1.1 302 Found\r\nLocation: " + target + "://" + here +
@@ -295,7 +297,8 @@ cl::task<void> stop(cl::server& server) {
   co_await cl::timeout(10s, std::move(closing));
 }
 
-std::string url_of(const char* scheme, const cl::server& server, const std::string& path, const char* host = "127.0.0.1") {
+std::string url_of(const char* scheme, const cl::server& server, const std::string& path,
+                   const char* host = "127.0.0.1") {
   return std::string(scheme) + "://" + host + ":" + std::to_string(server.port()) + path;
 }
 
