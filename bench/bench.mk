@@ -17,8 +17,9 @@
 # What is built from what (pattern rules: a new bench/*.cpp or bench/*.c just works)
 #   bench/NAME.cpp -> build/bench/NAME   C++20, -O2, -I. (coro_loop.hpp)
 #   bench/NAME.c   -> build/bench/NAME   C17 (+ _GNU_SOURCE: POSIX and Linux headers), -O2, -I.
-#   bench/NAME.flags (optional) holds flags appended to that program's compile and link
-#   command, `#` starts a comment: e.g. `-DASIO_STANDALONE` or `-luv`.
+#   bench/NAME.flags (optional) holds flags for that program's compile and link command, `#`
+#   starts a comment: e.g. `-DASIO_STANDALONE` or `-luv` (-l, -L and -Wl, words follow the
+#   source, as the linker wants them; the Makefile's program_flags and program_libs).
 #   bench/*.py and bench/*.sh are run as they are (see bench/manifest.txt).
 
 BENCH_BUILD := build/bench
@@ -61,11 +62,13 @@ bench-build: $(BENCH_BINS)
 
 $(BENCH_BUILD)/%: bench/%.cpp $$(wildcard bench/$$*.flags) bench/bench.mk $(BENCH_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(BENCH_CXX) $(BENCH_CXXFLAGS) -I. $(DEPFLAGS) $< -o $@ $(call program_flags,bench/$*)
+	$(call quiet,CXX)$(BENCH_CXX) $(BENCH_CXXFLAGS) $(call program_flags,bench/$*) -I. $(DEPFLAGS) $< -o $@ \
+	  $(call program_libs,bench/$*)
 
 $(BENCH_BUILD)/%: bench/%.c $$(wildcard bench/$$*.flags) bench/bench.mk $(BENCH_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CC)$(BENCH_CC) $(BENCH_CFLAGS) -I. $(DEPFLAGS) $< -o $@ $(call program_flags,bench/$*)
+	$(call quiet,CC)$(BENCH_CC) $(BENCH_CFLAGS) $(call program_flags,bench/$*) -I. $(DEPFLAGS) $< -o $@ \
+	  $(call program_libs,bench/$*)
 
 $(BENCH_STAMP): ;
 

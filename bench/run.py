@@ -18,10 +18,11 @@ The manifest (whitespace separated, `#` starts a comment):
     repeats <WORKLOAD> <impl> <at most this many runs>      (optional)
 
 `<needs>` is `-` or `nginx`. In the command, {bin} is the benchmark build directory,
-{python} Debian's /usr/bin/python3, {root} the repository root and {port} the port of
+{python} Debian's /usr/bin/python3, {root} the repository root, {port} the port of
 the private nginx (bench/nginx.sh, pinned to CPU 0; needs=nginx commands then run
-under `taskset -c 1`). A program prints one stdout line `RESULT key=value ...`; a
-non-zero exit, a missing RESULT line or a timeout counts as a failed run.
+under `taskset -c 1`), {tls_port} its TLS port and {ca} the CA file that verifies it.
+A program prints one stdout line `RESULT key=value ...`; a non-zero exit, a missing
+RESULT line or a timeout counts as a failed run.
 
 Each `metric` line is one row of the table: coro_loop's median and min-max, the best
 peer (lowest or highest median, as the line says) and the ratio coro_loop / best peer.
@@ -144,9 +145,12 @@ class Runner:
         except subprocess.TimeoutExpired:
             log(f"run.py: process {process.pid} did not exit after SIGKILL")
 
-    def run_once(self, run, port):
+    def run_once(self, run, ports):
+        port, tls_port = ports if ports is not None else (None, None)
         substitutions = {"bin": self.args.bin, "python": PYTHON, "root": self.args.root,
-                         "port": str(port) if port is not None else "{port}"}
+                         "port": str(port) if port is not None else "{port}",
+                         "tls_port": str(tls_port) if tls_port is not None else "{tls_port}",
+                         "ca": os.path.join(self.nginx_dir, "tls", "ca.pem") if self.nginx_dir else "{ca}"}
         command_text = run.command
         for name, value in substitutions.items():
             command_text = command_text.replace("{" + name + "}", value)
@@ -183,10 +187,11 @@ class Runner:
         script = os.path.join(self.args.root, "bench", "nginx.sh")
         result = subprocess.run([script, "start", self.nginx_dir], stdout=subprocess.PIPE,
                                 text=True, timeout=60, check=False)
-        if result.returncode != 0 or not result.stdout.strip().isdigit():
+        ports = result.stdout.split()
+        if result.returncode != 0 or len(ports) != 2 or not all(p.isdigit() for p in ports):
             self.nginx_dir = None
             raise RuntimeError(f"bench/nginx.sh start failed (status {result.returncode})")
-        return int(result.stdout.strip())
+        return int(ports[0]), int(ports[1])
 
     def stop_nginx(self):
         if self.nginx_dir is None:
@@ -336,7 +341,7 @@ def main():
         if any(run.needs == "nginx" for run in runs):
             try:
                 port = runner.start_nginx()
-                log(f"run.py: nginx on 127.0.0.1:{port}, pinned to CPU 0; its clients on CPU 1")
+                log(f"run.py: nginx on 127.0.0.1:{port[0]} (TLS: {port[1]}), pinned to CPU 0; its clients on CPU 1")
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
                 log(f"run.py: {error}; the needs=nginx rows are skipped")
                 for run in runs:
