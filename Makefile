@@ -19,8 +19,9 @@
 #   make soak            tests/soak/soak.cpp: SOAK_SECONDS [1800] of mixed traffic, RSS and fds every
 #                        SOAK_REPORT_SECONDS [60]; fails when they grow or an operation fails
 #   make bench           the benchmarks, side by side with their peers (bench/bench.mk)
-#   make install         CMakeLists.txt's install: coro_loop.hpp into INCLUDEDIR, coro_loop.pc into
-#                        PKGCONFIGDIR, the package of find_package(coro_loop) into CMAKEDIR
+#   make install         CMakeLists.txt's install: coro_loop.hpp into INCLUDEDIR, coro_loop.pc (and,
+#                        where OpenSSL 3 is found, coro_loop-openssl.pc) into PKGCONFIGDIR, the package
+#                        of find_package(coro_loop) (with the component tls: coro_loop::tls) into CMAKEDIR
 #   make uninstall       remove them (same PREFIX and DESTDIR) and the directories left empty
 #   make deps, make cross-deps   install what the tests, the cross targets need
 #   make clean           remove build/
@@ -37,6 +38,8 @@
 #   TEST_TIMEOUT         seconds per test binary [300; 600 under qemu]; VALGRIND_TIMEOUT [1200]
 #   TEST_EXAMPLES=       make test without the examples and consumer projects [yes on this machine]
 #   TEST_RUNNER          put before each test binary [TSan: setarch -R; qemu; wine]
+#   HAVE_OPENSSL         yes where OpenSSL 3's headers are found for CXX [probed]; HAVE_OPENSSL= builds
+#                        as on a machine without them (no TLS tests, fetch_all over http)
 #   VALGRIND_TEST_ARGS   Catch2 test spec under valgrind [~[.] ~[slow]]
 #   DEMO_PROGRAMS        the examples make demo runs
 #   JOBS                 parallel compiles when make was not given -j [2]; V=1 whole command lines
@@ -48,8 +51,11 @@
 # -> BUILD/tests/test_two_translation_units (the header in several translation units); examples/X.cpp
 # -> BUILD/examples/X. meson.build finds the same files. X.flags beside X.cpp holds flags for that
 # program's compile and link (its -l, -L and -Wl, words: the link only), `#` starts a comment
-# (tests/test_task.flags: -O0; tests/test_tls.flags: -lssl -lcrypto). Editing the header, or changing
-# the compiler or flags (BUILD/config.stamp), rebuilds.
+# (tests/test_task.flags: -O0; tests/test_tls.flags: -lssl -lcrypto); a line starting `openssl:` is
+# used only where OpenSSL 3's headers are found for CXX (HAVE_OPENSSL; examples/fetch_all.flags:
+# `openssl: -DCORO_LOOP_OPENSSL -lssl -lcrypto`, so that make demo runs on a machine with only a
+# compiler). The TLS tests (they include tests/tls_fixture.hpp) are left out where it is not found.
+# Editing the header, or changing the compiler or flags (BUILD/config.stamp), rebuilds.
 
 MAKEFLAGS += --no-builtin-rules
 .SUFFIXES:
@@ -145,6 +151,13 @@ endif
 $(if $(STDLIB),$(if $(IS_CLANG),,$(error STDLIB=libc++ needs clang++ (CXX=$(CXX)))))
 STDLIB_FLAGS := $(if $(STDLIB),-stdlib=libc++)
 
+# OpenSSL 3 for this compiler and these flags: `yes`, or empty (no headers, or older than 3).
+# (`hash`: a literal # inside a function call, the same in every make 4.x.)
+hash := \#
+HAVE_OPENSSL := $(shell printf '$(hash)include <openssl/ssl.h>\n$(hash)if OPENSSL_VERSION_NUMBER < 0x30000000L\n$(hash)error\n$(hash)endif\n' | \
+  $(CXX) $(CXXFLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS) $(EXTRA_CXXFLAGS) -E -x c++ - >/dev/null 2>&1 && echo yes)
+TLS_TESTS := $(shell grep -l '"tls_fixture.hpp"' tests/test_*.cpp)
+
 given = $(filter $1,$(CXXFLAGS) $(EXTRA_CXXFLAGS))
 ALL_CXXFLAGS = $(if $(call given,-std=%),,-std=c++20) $(CXXFLAGS) $(if $(call given,-pthread),,-pthread) \
                $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS) $(EXTRA_CXXFLAGS) -I.
@@ -153,7 +166,8 @@ DEPFLAGS = -MMD -MP -MT $@ -MF $@.d
 # libraries left to right), and a compile alone never sees them (clang: "linker input unused").
 comma := ,
 link_only = -l% -L% -Wl$(comma)%
-program_words = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' $1.flags))
+program_words = $(if $(wildcard $1.flags),$(shell sed -e 's/\#.*//' \
+  $(if $(HAVE_OPENSSL),-e 's/^[[:space:]]*openssl://',-e '/^[[:space:]]*openssl:/d') $1.flags))
 program_flags = $(filter-out $(link_only),$(call program_words,$1))
 program_libs = $(filter $(link_only),$(call program_words,$1))
 
@@ -181,13 +195,13 @@ PARALLEL = $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(JOBS))
 SUBMAKE = $(MAKE) --no-print-directory
 quiet = $(if $(filter 1,$(V)),,@printf '  %-4s %s\n' $1 $@;)
 
-TEST_SRCS := $(filter-out $(TEST_SKIP),$(wildcard tests/test_*.cpp)) $(EXTRA_TESTS)
+TEST_SRCS := $(filter-out $(TEST_SKIP) $(if $(HAVE_OPENSSL),,$(TLS_TESTS)),$(wildcard tests/test_*.cpp)) $(EXTRA_TESTS)
 TWO_TU_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tests/two_tu/*.cpp))
 TEST_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(TEST_SRCS)) $(if $(TWO_TU_OBJS),$(BUILD)/tests/test_two_translation_units$(EXE))
 EXAMPLE_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(wildcard examples/*.cpp))
 CATCH_MAIN := $(BUILD)/catch_main.o
 CONFIG_STAMP := $(BUILD)/config.stamp
-CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS))
+CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS) | openssl $(or $(HAVE_OPENSSL),no))
 
 # --- targets -----------------------------------------------------------------------------------
 .PHONY: all tests examples test test-setup sanitize valgrind demo deps cross-deps fuzz soak install uninstall \
@@ -210,7 +224,8 @@ test: deps
 	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) test-setup || true
 	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' \
 	  TEST_SCRIPTS='$(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
-	  EXAMPLES_DIR='$(BUILD)/examples' CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' \
+	  EXAMPLES_DIR='$(BUILD)/examples' EXAMPLES_HTTPS='$(if $(HAVE_OPENSSL),on,off)' \
+	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' \
 	  scripts/run-tests.sh $(TEST_BINS) -- $(TEST_ARGS) $(CATCH_ARGS)
 
 test-setup: $(TEST_SETUP)

@@ -56,7 +56,7 @@
 //   read_some, write_some, wait_readable, wait_writable   >>net  awaitable I/O on a handle
 //   address, socket, resolve(host, port)        >>net     addresses, raw sockets, DNS off the loop thread
 //   tls_context, tls_options, tls_version       >>tls     TLS settings (asyncio's SSLContext) and per connection
-//   tls_error, tls_certificate_error            >>tls     what a TLS handshake, read or write throws
+//   tls_error, tls_certificate_error, tls_eof_error   >>tls  what a TLS handshake, read or write throws
 //   stream, stream_options, open_connection(host, port[, tls]), open_unix_connection(path)   >>net  streams
 //   stream::start_tls(tls), selected_alpn_protocol(), negotiated_tls_version()   >>net  TLS on a stream
 //   incomplete_read_error, limit_overrun_error  >>net     what stream reads throw
@@ -64,7 +64,7 @@
 //   datagram_endpoint, open_datagram_endpoint(host, port)   >>net  UDP: send_to, recv_from, recv_from_into
 //   create_subprocess_exec(program, args...[, options]), create_subprocess_shell(command[, options])   >>process
 //   process, process_options, stdio, communicate_result   >>process  pid/wait/communicate/returncode/kill/terminate/send_signal
-//   http::client, client_options, timeouts, limits   >>http  keep-alive pool and its settings
+//   http::client, client_options, timeouts, limits   >>http  keep-alive pool (http, https) and its settings
 //   http::request_options_view, request_options  >>http   a request's settings: written in the call, or owned
 //   http::response, json_parsable               >>http    status, headers, text(), body(), json<J>(), read_chunk()
 //   http::url, resolve_url, header_list, header_list_view, response_parser   >>http  URLs, fields, the parser
@@ -93,7 +93,7 @@
 //     reference): a fire-and-forget task is never collected mid-flight.
 //   - stream::read() to the end and read_exactly(n) stop at stream_options::max_read
 //     (64 MiB) with limit_overrun_error; asyncio's read(-1) and readexactly are unbounded.
-//   - Over TLS, an end without close_notify throws tls_error (a truncation), close()
+//   - Over TLS, an end without close_notify throws tls_eof_error (a truncation), close()
 //     sends close_notify without waiting for the peer's, and write_eof() is allowed.
 //   - A subprocess's program is looked up before it starts: a missing one throws from
 //     create_subprocess_exec, never as exit code 127 later. communicate() stops at
@@ -6602,9 +6602,20 @@ class tls_certificate_error : public tls_error {
   using tls_error::tls_error;
 };
 
+/// The peer closed the connection without close_notify, so what came may be cut short
+/// ("tls read from 127.0.0.1:8443: the peer closed the connection without close_notify (the
+/// data may be truncated)"); thrown by a read, never taken for the end (Python's ssl.SSLEOFError).
+class tls_eof_error : public tls_error {
+ public:
+  using tls_error::tls_error;
+};
+
 namespace detail {
 class tls_context_state;
 struct tls_context_access;
+// How to build TLS in: the end of every message that finds it missing.
+inline constexpr const char* how_to_build_tls_in =
+    "#define CORO_LOOP_OPENSSL before including coro_loop.hpp, and link with -lssl -lcrypto (OpenSSL 3)";
 }  // namespace detail
 
 /// TLS settings shared by many connections (asyncio's ssl.SSLContext): the check of the peer,
@@ -6676,6 +6687,9 @@ struct tls_context_access {
 enum class tls_step : std::uint8_t { done, want_input, closed, failed };
 
 #if defined(CORO_LOOP_OPENSSL)
+
+// The HTTP client takes https:// URLs (section 10).
+inline constexpr bool tls_built_in = true;
 
 // This thread's OpenSSL error queue as text, its reasons "; "-joined (the
 // queue is emptied); `fallback` when it held none. `verify_failed` tells
@@ -6996,10 +7010,11 @@ class tls_engine {
 
 #else  // no TLS library: the same classes; constructing one says how to build TLS in
 
+// The HTTP client refuses https:// URLs up front without a TLS library.
+inline constexpr bool tls_built_in = false;
+
 [[noreturn]] inline void throw_tls_not_built_in() {
-  throw tls_error(
-      "TLS is not built in: #define CORO_LOOP_OPENSSL before including coro_loop.hpp, and link with "
-      "-lssl -lcrypto (OpenSSL 3)");
+  throw tls_error(std::string("TLS is not built in: ") + how_to_build_tls_in);
 }
 
 class tls_context_state {
@@ -7504,8 +7519,8 @@ inline task<std::size_t> receive_decrypted(stream_state& state, std::size_t need
     const std::size_t received = co_await receive;
     if (received == 0) {
       if (state.closing_) co_return 0;
-      throw tls_error("tls read from " + tls.label +
-                      ": the peer closed the connection without close_notify (the data may be truncated)");
+      throw tls_eof_error("tls read from " + tls.label +
+                          ": the peer closed the connection without close_notify (the data may be truncated)");
     }
     tls.engine.feed(std::span<const char>(tls.ciphertext.get(), received));
   }
@@ -8840,7 +8855,7 @@ inline void child_process::free_if_unneeded() noexcept {
   delete this;
 }
 
-// --- 9.9 Spawning ---
+// --- 9.10 Spawning ---
 
 // What create_subprocess_exec was asked, copied: the caller's views may die
 // before the task runs.
@@ -9614,8 +9629,10 @@ inline process detail::start_process(spawn_request& request) {
 // ============================================================================
 // 10. HTTP/1.1 client  >>http
 //    Uses 2 (deadlines, errors), 5 (tasks), 6 (timeout_scope), 7 (semaphores)
-//    and 9 (streams); never the loop (3) or a backend (4). Plain http:// only:
-//    TLS is not built in. Framing follows RFC 9112, redirects RFC 9110.
+//    and 9 (streams, TLS); never the loop (3) or a backend (4). http://, and
+//    https:// where TLS is built in (CORO_LOOP_OPENSSL): a TLS stream is a
+//    stream, so only connecting, the pool's key and the end of a body differ.
+//    Framing follows RFC 9112, redirects RFC 9110.
 //    Left out where CORO_LOOP_NO_HTTP is defined.
 // ============================================================================
 
@@ -9659,7 +9676,7 @@ class status_error : public error {
   std::string url;
 };
 
-/// Too many redirects, or a redirect to another scheme (https://, ftp://).
+/// Too many redirects, or a redirect the client cannot follow (ftp://; https:// without TLS).
 class redirect_error : public error {
  public:
   using error::error;
@@ -9674,7 +9691,7 @@ class invalid_request_error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-/// A URL that does not parse, or one the client cannot fetch (https://).
+/// A URL that does not parse, or one the client cannot fetch (ftp://; https:// without TLS).
 class url_error : public invalid_request_error {
  public:
   using invalid_request_error::invalid_request_error;
@@ -9682,18 +9699,20 @@ class url_error : public invalid_request_error {
 
 // --- 10.2 URLs and headers ---
 
-/// An http:// URL, parsed strictly (RFC 3986): no user info, a port in
+/// An http:// or https:// URL, parsed strictly (RFC 3986): no user info, a port in
 /// 1..65535, IPv6 literals in brackets. The fragment is dropped; spaces and
 /// non-ASCII bytes in the path and query are percent-encoded, control bytes refused.
 struct url {
-  std::string scheme = "http";
+  std::string scheme = "http";  // "http" or "https", lower-case
   std::string host;           // lower-case; an IPv6 literal without its brackets
-  std::uint16_t port = 80;
+  std::uint16_t port = 80;    // [80 for http, 443 for https]
   std::string target = "/";   // path and query, never empty
-  /// Throws url_error saying what is wrong ("https://" names the missing TLS).
+  /// Throws url_error saying what is wrong; https:// without TLS built in says how to build it in.
   static url parse(std::string_view text);
-  /// The Host header: "example.com", "[::1]:8080" (the port only when not 80).
+  /// The Host header: "example.com", "[::1]:8080" (the port only when not the scheme's default).
   std::string host_header() const;
+  /// The scheme's default port: 443 for https, else 80.
+  std::uint16_t default_port() const noexcept { return scheme == "https" ? 443 : 80; }
   /// The URL again, as scheme://host_header() followed by target (the fragment is gone).
   std::string to_string() const { return scheme + "://" + host_header() + target; }
 };
@@ -9813,7 +9832,7 @@ struct limits {
 /// A client's settings (aiohttp's ClientSession and TCPConnector arguments).
 struct client_options {
   std::size_t limit = 100;         // connections in use at once, all hosts (0: no limit)
-  std::size_t limit_per_host = 0;  // connections in use at once per host and port (0: no limit)
+  std::size_t limit_per_host = 0;  // connections in use at once per scheme, host and port (0: no limit)
   duration keep_alive_timeout = std::chrono::seconds(15);  // an idle connection older than this is not reused
   bool keep_alive = true;          // false: every request says "Connection: close"
   /// Timeouts of each request (a request's own timeout replaces them) and response limits.
@@ -9826,6 +9845,13 @@ struct client_options {
   /// Follow 301, 302, 303, 307 and 308 up to max_redirects times (then redirect_error).
   bool follow_redirects = true;
   int max_redirects = 10;
+  /// The TLS settings of https:// requests (aiohttp's ssl=). Empty, the client makes
+  /// tls_context::client() on its first https request: the system's CAs, the URL's host
+  /// checked (an IP address against the certificate's addresses), ALPN "http/1.1". Give your
+  /// own to trust other CAs (load_verify_locations), present a client certificate
+  /// (load_cert_chain) or, only when asked for, accept any certificate (set_verify(false)).
+  /// https:// needs CORO_LOOP_OPENSSL; a server ALPN choice other than http/1.1 is protocol_error.
+  tls_context tls = {};
 };
 
 namespace detail {
@@ -9932,6 +9958,8 @@ class response_parser {
   /// needed (or done()).
   std::size_t parse_body(std::string_view data, std::string_view& payload,
                          std::size_t max_payload = static_cast<std::size_t>(-1));
+  /// Body bytes parsed so far (chunk framing not counted).
+  std::uint64_t body_bytes_received() const noexcept { return body_received_; }
   /// The connection ended: completes a close-delimited body; anything else
   /// unfinished is a protocol_error ("connection closed after 10 of 100 body bytes").
   void end_of_input();
@@ -10031,8 +10059,29 @@ struct request_context {
   std::string url;
 };
 
-// An idle kept-alive connection, with when it went idle.
+// An idle kept-alive connection, with when it went idle. One the pool drops (too
+// old, gone stale, the client closed) is closed, not aborted: over TLS the server
+// then reads close_notify, an orderly end, rather than a truncation. Nobody waits
+// for it: what cannot be sent at once is dropped with the socket.
 struct idle_connection {
+  idle_connection(stream idle, time_point when) noexcept : connection(std::move(idle)), since(when) {}
+  idle_connection(idle_connection&&) noexcept = default;
+  idle_connection& operator=(idle_connection&& other) noexcept {
+    if (this != &other) {
+      close_quietly();
+      connection = std::move(other.connection);
+      since = other.since;
+    }
+    return *this;
+  }
+  ~idle_connection() { close_quietly(); }
+  void close_quietly() noexcept {
+    try {
+      connection.close();  // a no-op once moved from
+    } catch (...) {
+    }
+  }
+
   stream connection;
   time_point since;
 };
@@ -10051,13 +10100,23 @@ struct pool_state {
         in_use_limit(options.limit > 0 ? std::make_unique<semaphore>(options.limit) : nullptr) {}
   client_options options;
   std::unique_ptr<semaphore> in_use_limit;  // limit, when set
-  std::map<std::string, host_pool> hosts;   // by "host:port"
+  std::map<std::string, host_pool> hosts;   // by "scheme://host:port": http and https never share
   std::size_t active = 0;
   std::size_t idle = 0;
   std::size_t opened = 0;
   time_point last_sweep = clock::now();
   bool closed = false;
 
+  // The context of https:// connections: options.tls, or the safe default made on
+  // first use (a client that never asks for https loads no trust store).
+  const tls_context& https_context() {
+    if (!options.tls.valid()) {
+      tls_context made = tls_context::client();
+      made.set_alpn_protocols({"http/1.1"});
+      options.tls = std::move(made);
+    }
+    return options.tls;
+  }
   // An idle connection older than keep_alive_timeout is not reused.
   bool too_old(const idle_connection& connection, time_point now) const noexcept {
     return now - connection.since >= options.keep_alive_timeout;
@@ -10112,7 +10171,7 @@ class connection_lease {
     if (counted_) {
       if (reusable && !pool_->closed && connection && !connection.is_closing() && connection.buffered().empty()) {
         try {
-          host_->idle.push_back(idle_connection{std::move(connection), clock::now()});
+          host_->idle.emplace_back(std::move(connection), clock::now());
           ++pool_->idle;
         } catch (...) {
         }
@@ -10252,7 +10311,8 @@ class response {
 };
 
 /// An HTTP/1.1 client with a keep-alive connection pool (aiohttp's
-/// ClientSession): create one and reuse it. Requests may run concurrently.
+/// ClientSession), for http:// and, with TLS built in, https:// URLs: create one
+/// and reuse it. Requests may run concurrently.
 /// Move-only; loop thread only; close it (or destroy it) before the loop ends.
 class client {
  public:
@@ -10272,9 +10332,9 @@ class client {
   /// Sends `method` to `url` and returns once the response head arrived; read
   /// the body from the response. Follows redirects unless told not to.
   /// Throws url_error / invalid_request_error (nothing sent), std::system_error
-  /// (connect, or a reset after part of the response arrived), protocol_error /
-  /// disconnected_error, redirect_error, timeout_error; invalid_state_error
-  /// after close().
+  /// (connect, or a reset after part of the response arrived), tls_error /
+  /// tls_certificate_error (https), protocol_error / disconnected_error,
+  /// redirect_error, timeout_error; invalid_state_error after close().
   // Not a coroutine: it copies what `options` views into the task it returns, so the
   // views may end with the call's full expression.
   task<response> request(std::string method, std::string url, request_options_view options = {}) {
@@ -10491,11 +10551,13 @@ inline url url::parse(std::string_view text) {
   if (scheme_end == std::string_view::npos) return fail("expected scheme://host (an absolute http:// URL)");
   std::string scheme(text.substr(0, scheme_end));
   std::transform(scheme.begin(), scheme.end(), scheme.begin(), header_list::to_lower);
-  if (scheme == "https") {
-    throw url_error("http: " + detail::quote_bytes(text) +
-                    ": https is not supported: TLS is not built in (use http://, or a TLS-terminating proxy)");
+  if (scheme == "https" && !coro_loop::detail::tls_built_in) {
+    throw url_error("http: " + detail::quote_bytes(text) + ": https needs TLS, which is not built in: " +
+                    coro_loop::detail::how_to_build_tls_in);
   }
-  if (scheme != "http") return fail("unsupported scheme \"" + scheme + "\" (only http:// is)");
+  if (scheme != "http" && scheme != "https") {
+    return fail("unsupported scheme \"" + scheme + "\" (only http:// and https:// are)");
+  }
   std::string_view rest = text.substr(scheme_end + 3);
   const std::size_t authority_end = rest.find_first_of("/?#");
   const std::string_view authority = rest.substr(0, authority_end);
@@ -10503,6 +10565,8 @@ inline url url::parse(std::string_view text) {
   if (authority.find('@') != std::string_view::npos) return fail("user info (user@host) is not supported");
 
   url parsed;
+  parsed.scheme = std::move(scheme);
+  parsed.port = parsed.default_port();
   std::string_view port_text;
   bool has_port = false;
   if (!authority.empty() && authority.front() == '[') {
@@ -10563,7 +10627,7 @@ inline url url::parse(std::string_view text) {
 
 inline std::string url::host_header() const {
   std::string header = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  if (port != 80) header += ":" + std::to_string(port);
+  if (port != default_port()) header += ":" + std::to_string(port);
   return header;
 }
 
@@ -10991,7 +11055,7 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
   pool->sweep_idle(clock::now());
   const request_deadlines::step connect = request.deadlines.connect();
-  host_pool& host = pool->hosts[target.host + ":" + std::to_string(target.port)];
+  host_pool& host = pool->hosts[target.scheme + "://" + target.host + ":" + std::to_string(target.port)];
   if (pool->options.limit_per_host > 0 && host.in_use_limit == nullptr) {
     host.in_use_limit = std::make_unique<semaphore>(pool->options.limit_per_host);
   }
@@ -11022,10 +11086,25 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
       co_return lease;
     }
   }
+  // The connect timeout bounds the TCP connect and the TLS handshake together; a cancel
+  // or a timeout during either closes the connection (open_connection aborts it).
   stream_options options;
-  lease.connection =
-      co_await request.deadlines.within(open_connection(target.host, target.port, options), connect, request.url);
+  task<stream> opening;
+  if (target.scheme == "https") {
+    tls_options tls(pool->https_context(), target.host);  // the URL's host: SNI and the name checked
+    opening = open_connection(target.host, target.port, std::move(tls), options);
+  } else {
+    opening = open_connection(target.host, target.port, options);
+  }
+  auto connecting = request.deadlines.within(std::move(opening), connect, request.url);
+  lease.connection = co_await std::move(connecting);
   ++pool->opened;
+  // Only HTTP/1.1 is spoken: a context of the user's that offered more ("h2") must
+  // not have it chosen.
+  if (const std::string_view alpn = lease.connection.selected_alpn_protocol(); !alpn.empty() && alpn != "http/1.1") {
+    throw protocol_error("http: " + request.url + ": the server chose \"" + std::string(alpn) +
+                         "\" through ALPN, and this client speaks HTTP/1.1 only (offer \"http/1.1\" alone)");
+  }
   co_return lease;
 }
 
@@ -11164,8 +11243,13 @@ inline task<response> client::send_request(std::shared_ptr<detail::pool_state> p
           if (parser.interim()) continue;
           break;
         }
-        const std::size_t received =
-            co_await request.deadlines.within(connection.fill(), request.deadlines.read(), request.url);
+        std::size_t received = 0;
+        try {
+          received = co_await request.deadlines.within(connection.fill(), request.deadlines.read(), request.url);
+        } catch (const tls_eof_error&) {
+          // Over TLS, an end without close_notify: inside a head it cuts no body, so it is
+          // an end like any other (and a pooled connection the server dropped is retried).
+        }
         if (received == 0) {
           if (!any_byte && connection.buffered().empty()) {
             throw disconnected_error("http: the server closed the connection without responding to " + method + " " +
@@ -11239,8 +11323,9 @@ inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, 
       body.clear();
       headers.erase("Content-Type");
     }
-    if (next.host != target.host || next.port != target.port) {
-      // Credentials are for the origin they were given to.
+    if (next.scheme != target.scheme || next.host != target.host || next.port != target.port) {
+      // Credentials are for the origin they were given to: scheme, host and port (RFC 6454),
+      // so http:// to https:// on the same host drops them too, as browsers do.
       headers.erase("Authorization");
       headers.erase("Cookie");
       if (headers.contains("Host")) headers.set("Host", next.host_header());
@@ -11269,8 +11354,19 @@ inline void response::finish_from_buffer() noexcept {
 }
 
 inline task<bool> response::fill() {
-  const std::size_t received =
-      co_await context_.deadlines.within(lease_.connection.fill(), context_.deadlines.read(), context_.url);
+  std::size_t received = 0;
+  try {
+    received = co_await context_.deadlines.within(lease_.connection.fill(), context_.deadlines.read(), context_.url);
+  } catch (const tls_eof_error& error) {
+    // A body delimited by the close is whole only at close_notify: cut without it, it may
+    // be short and is never taken for complete. A length or chunked body that stopped
+    // short says so below, as over plain TCP.
+    if (parser_.body_framing() == response_parser::framing::until_close) {
+      throw protocol_error("http: the body of " + context_.url + " ended without TLS close_notify after " +
+                           std::to_string(parser_.body_bytes_received()) + " bytes: it may be truncated (" +
+                           error.what() + ")");
+    }
+  }
   if (received > 0) co_return true;
   parser_.end_of_input();
   co_return false;

@@ -14,18 +14,25 @@
 #   BENCH_CXX, BENCH_CC compilers [g++, gcc]; BENCH_CXXFLAGS, BENCH_CFLAGS their flags
 #   BENCH_ARGS          more bench/run.py options (bench/run.py --help)
 #
+# Exit status: a peer failing its own check (or timing out) is reported in the table and
+# does not fail `make bench`; a coro_loop run that fails does (bench/run.py's docstring).
+#
 # What is built from what (pattern rules: a new bench/*.cpp or bench/*.c just works)
-#   bench/NAME.cpp -> build/bench/NAME   C++20, -O2, -I. (coro_loop.hpp)
-#   bench/NAME.c   -> build/bench/NAME   C17 (+ _GNU_SOURCE: POSIX and Linux headers), -O2, -I.
-#   bench/NAME.flags (optional) holds flags appended to that program's compile and link
-#   command, `#` starts a comment: e.g. `-DASIO_STANDALONE` or `-luv`.
+#   bench/NAME.cpp -> build/bench/NAME   C++20, -O2 -DNDEBUG, -I. (coro_loop.hpp)
+#   bench/NAME.c   -> build/bench/NAME   C17 (+ _GNU_SOURCE: POSIX and Linux headers), -O2 -DNDEBUG, -I.
+#   bench/NAME.flags (optional) holds flags for that program's compile and link command, `#`
+#   starts a comment: e.g. `-DASIO_STANDALONE` or `-luv` (-l, -L and -Wl, words follow the
+#   source, as the linker wants them; the Makefile's program_flags and program_libs).
 #   bench/*.py and bench/*.sh are run as they are (see bench/manifest.txt).
 
 BENCH_BUILD := build/bench
 BENCH_CXX ?= g++
 BENCH_CC ?= gcc
-BENCH_CXXFLAGS ?= -std=c++20 -O2 -Wall -Wextra -Wpedantic -Werror -pthread
-BENCH_CFLAGS ?= -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Wpedantic -Werror -pthread
+# A release build, as each library's users ship theirs: -DNDEBUG turns off the assert()s
+# in Boost.Beast and Asio (BOOST_ASSERT, ASIO_ASSERT), which would otherwise run on every
+# parse and buffer operation; coro_loop.hpp has none.
+BENCH_CXXFLAGS ?= -std=c++20 -O2 -DNDEBUG -Wall -Wextra -Wpedantic -Werror -pthread
+BENCH_CFLAGS ?= -std=c17 -D_GNU_SOURCE -O2 -DNDEBUG -Wall -Wextra -Wpedantic -Werror -pthread
 BENCH_REPEATS ?= 5
 BENCH_ONLY ?=
 BENCH_TIMEOUT ?= 120
@@ -61,11 +68,13 @@ bench-build: $(BENCH_BINS)
 
 $(BENCH_BUILD)/%: bench/%.cpp $$(wildcard bench/$$*.flags) bench/bench.mk $(BENCH_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(BENCH_CXX) $(BENCH_CXXFLAGS) -I. $(DEPFLAGS) $< -o $@ $(call program_flags,bench/$*)
+	$(call quiet,CXX)$(BENCH_CXX) $(BENCH_CXXFLAGS) $(call program_flags,bench/$*) -I. $(DEPFLAGS) $< -o $@ \
+	  $(call program_libs,bench/$*)
 
 $(BENCH_BUILD)/%: bench/%.c $$(wildcard bench/$$*.flags) bench/bench.mk $(BENCH_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CC)$(BENCH_CC) $(BENCH_CFLAGS) -I. $(DEPFLAGS) $< -o $@ $(call program_flags,bench/$*)
+	$(call quiet,CC)$(BENCH_CC) $(BENCH_CFLAGS) $(call program_flags,bench/$*) -I. $(DEPFLAGS) $< -o $@ \
+	  $(call program_libs,bench/$*)
 
 $(BENCH_STAMP): ;
 

@@ -2,8 +2,9 @@
 # bench/footprint.sh coro_loop|beast - what using the library costs a program.
 #
 # Compiles the fetch_all program (coro_loop: examples/fetch_all.cpp; beast: the same
-# program on Boost.Beast, bench/footprint_beast.cpp) with `g++ -std=c++20 -O2 -pthread`
-# (BENCH_CXX overrides g++), strips the binary and prints
+# program on Boost.Beast, bench/footprint_beast.cpp) with `g++ -std=c++20 -O2 -DNDEBUG
+# -pthread` (a release build, as bench/bench.mk's; BENCH_CXX overrides g++), strips the
+# binary and prints
 #   RESULT compile_s=<g++'s user + system CPU seconds> stripped_kib=<size of the stripped binary>
 # CPU time rather than wall time, so other jobs on the machine do not count. The
 # binary is run once to check it works (fetch_all's output ends with its connection count).
@@ -21,7 +22,7 @@ compiler=${BENCH_CXX:-g++}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 TIMEFORMAT='%U %S'
-cpu=$( { time "$compiler" -std=c++20 -O2 -pthread -I"$root" "$source" -o "$work/program" 2> "$work/compile.log"; } 2>&1 ) || {
+cpu=$( { time "$compiler" -std=c++20 -O2 -DNDEBUG -pthread -I"$root" "$source" -o "$work/program" 2> "$work/compile.log"; } 2>&1 ) || {
   cat "$work/compile.log" >&2
   echo "$0: compiling $source failed" >&2
   exit 1

@@ -1,7 +1,10 @@
-// bench/h1_beast.cpp - H1/H2/H3/C1 with Boost.Beast on Boost.Asio's C++20 coroutines
-// (see h1_common.hpp). One coroutine per connection, each sending its next GET as soon
-// as its last body was read; the read buffer is a flat_buffer with 64 KiB reserved, as
-// a tuned Beast client has it. H3 opens, uses and closes a connection per request.
+// bench/h1_beast.cpp - H1/H2/H3/C1, and H1S/H2S over TLS, with Boost.Beast on Boost.Asio's
+// C++20 coroutines (see h1_common.hpp). One coroutine per connection, each sending its next
+// GET as soon as its last body was read; the read buffer is a flat_buffer with 64 KiB
+// reserved, as a tuned Beast client has it. H3 opens, uses and closes a connection per
+// request. Over TLS, Beast's own way: an asio::ssl::stream over the socket, an
+// ssl::context(tls_client) trusting the benchmark's CA, verify_peer with
+// host_name_verification (OpenSSL: h1_beast.flags).
 #include "h1_common.hpp"
 
 // Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
@@ -13,6 +16,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -38,8 +42,21 @@ asio::awaitable<tcp::socket> connect_to(const tcp::endpoint& server) {
   co_return socket;
 }
 
-asio::awaitable<void> worker(const bench_http::workload& chosen, tcp::endpoint server,
-                             bench_http::measurement& measured, tally& counts) {
+// A verified TLS client handshake over a new connection.
+asio::awaitable<asio::ssl::stream<tcp::socket>> connect_tls(const tcp::endpoint& server, asio::ssl::context& tls,
+                                                            const std::string& host) {
+  asio::ssl::stream<tcp::socket> stream(co_await connect_to(server), tls);
+  stream.set_verify_mode(asio::ssl::verify_peer);
+  stream.set_verify_callback(asio::ssl::host_name_verification(host));
+  co_await stream.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+  co_return stream;
+}
+
+// `connect()` makes a connection: a tcp::socket, or a TLS stream over one.
+template <class Connect>
+asio::awaitable<void> worker(const bench_http::workload& chosen, Connect connect, bench_http::measurement& measured,
+                             tally& counts) {
+  using connection_type = typename decltype(connect())::value_type;
   try {
     http::request<http::empty_body> request(http::verb::get, chosen.path, 11);
     request.set(http::field::host, chosen.host + ":" + std::to_string(chosen.port));
@@ -47,11 +64,11 @@ asio::awaitable<void> worker(const bench_http::workload& chosen, tcp::endpoint s
     if (chosen.new_connection) request.set(http::field::connection, "close");
     beast::flat_buffer buffer;
     buffer.reserve(64 * 1024);
-    std::optional<tcp::socket> connection;
+    std::optional<connection_type> connection;
     while (counts.started < chosen.requests) {
       ++counts.started;
       const auto begin = std::chrono::steady_clock::now();
-      if (!connection) connection.emplace(co_await connect_to(server));
+      if (!connection) connection.emplace(co_await connect());
       co_await http::async_write(*connection, request, asio::use_awaitable);
       http::response_parser<http::string_body> parser;
       parser.body_limit(64 * 1024 * 1024);
@@ -66,7 +83,7 @@ asio::awaitable<void> worker(const bench_http::workload& chosen, tcp::endpoint s
       }
       if (chosen.new_connection || !reply.keep_alive()) {
         beast::error_code ignored;
-        connection->shutdown(tcp::socket::shutdown_both, ignored);
+        beast::get_lowest_layer(*connection).shutdown(tcp::socket::shutdown_both, ignored);
         connection.reset();
         buffer.clear();
       }
@@ -84,8 +101,16 @@ int main(int argc, char** argv) {
   bench_http::measurement measured(chosen);
   tally counts;
   measured.start();
+  asio::ssl::context tls(asio::ssl::context::tls_client);
+  if (chosen.tls) tls.load_verify_file(chosen.ca_file);
   for (std::size_t i = 0; i < chosen.connections; ++i) {
-    asio::co_spawn(context, worker(chosen, server, measured, counts), asio::detached);
+    if (chosen.tls) {
+      auto connect = [&] { return connect_tls(server, tls, chosen.host); };
+      asio::co_spawn(context, worker(chosen, connect, measured, counts), asio::detached);
+    } else {
+      auto connect = [&] { return connect_to(server); };
+      asio::co_spawn(context, worker(chosen, connect, measured, counts), asio::detached);
+    }
   }
   context.run();
   if (counts.failures != 0) return 1;

@@ -1,12 +1,15 @@
-// bench/h1_common.hpp - what the C++ HTTP benchmark clients share (H1, H2, H3, C1).
+// bench/h1_common.hpp - what the C++ HTTP benchmark clients share (H1, H2, H3, C1, H1S, H2S).
 //
 // Every client is run as `<program> <workload> <port> [requests]`, workload one of
 //   h1   GET /1k    100,000 requests over 64 keep-alive connections, latency percentiles
 //   h2   GET /1m      1,000 requests over 8 keep-alive connections
 //   h3   GET /1k     10,000 requests, a new connection each, 16 at a time
 //   c1   GET /c64k   10,000 requests over 16 keep-alive connections, chunked 64 KiB bodies
+// or, over TLS, as `<program> <workload> <tls-port> <ca-file> [requests]`:
+//   h1s  h1 over https: the certificate verified against ca-file (bench/nginx.sh's CA)
+//   h2s  h2 over https, likewise
 // against the nginx of bench/nginx.sh, and prints one RESULT line with the keys of that
-// workload. Client CPU is user + system time of this process (getrusage RUSAGE_SELF)
+// workload (h1s those of h1, h2s those of h2). Client CPU is user + system time of this process (getrusage RUSAGE_SELF)
 // across the timed part. A wrong status or body size makes the program exit non-zero.
 #pragma once
 
@@ -24,7 +27,7 @@
 namespace bench_http {
 
 struct workload {
-  std::string name;        // "h1", "h2", "h3", "c1"
+  std::string name;        // "h1", "h2", "h3", "c1" (h1s and h2s: "h1" and "h2" with tls set)
   std::string path;        // what is fetched
   std::size_t body_size;   // what every response body must hold
   std::size_t connections; // at once
@@ -32,17 +35,24 @@ struct workload {
   bool new_connection;     // H3: "Connection: close", a fresh TCP connection per request
   std::uint16_t port;
   std::string host = "127.0.0.1";
-  std::string url() const { return "http://" + host + ":" + std::to_string(port) + path; }
+  bool tls = false;        // https, the server's certificate verified against ca_file
+  std::string ca_file = {};
+  std::string url() const { return (tls ? "https://" : "http://") + host + ":" + std::to_string(port) + path; }
 };
 
 [[noreturn]] inline void usage(const char* program) {
-  std::fprintf(stderr, "usage: %s h1|h2|h3|c1 PORT [REQUESTS]\n", program);
+  std::fprintf(stderr, "usage: %s h1|h2|h3|c1 PORT [REQUESTS]\n       %s h1s|h2s TLS_PORT CA_FILE [REQUESTS]\n",
+               program, program);
   std::exit(2);
 }
 
 inline workload parse_arguments(int argc, char** argv) {
-  if (argc < 3 || argc > 4) usage(argv[0]);
-  const std::string name = argv[1];
+  if (argc < 3) usage(argv[0]);
+  std::string name = argv[1];
+  const bool tls = name == "h1s" || name == "h2s";
+  if (tls) name.pop_back();
+  const int first_optional = tls ? 4 : 3;
+  if (argc < first_optional || argc > first_optional + 1) usage(argv[0]);
   workload chosen;
   if (name == "h1") {
     chosen = {"h1", "/1k", 1024, 64, 100000, false, 0};
@@ -58,8 +68,12 @@ inline workload parse_arguments(int argc, char** argv) {
   const long port = std::atol(argv[2]);
   if (port <= 0 || port > 65535) usage(argv[0]);
   chosen.port = static_cast<std::uint16_t>(port);
-  if (argc == 4) {
-    const long requests = std::atol(argv[3]);
+  if (tls) {
+    chosen.tls = true;
+    chosen.ca_file = argv[3];
+  }
+  if (argc == first_optional + 1) {
+    const long requests = std::atol(argv[first_optional]);
     if (requests <= 0) usage(argv[0]);
     chosen.requests = static_cast<std::size_t>(requests);
   }
@@ -99,8 +113,8 @@ class measurement {
     }
     const double requests = static_cast<double>(chosen_.requests);
     const double mib = static_cast<double>(body_bytes) / (1024.0 * 1024.0);
-    std::fprintf(stderr, "%s: %zu requests in %.3f s, client CPU %.3f s\n", chosen_.name.c_str(), chosen_.requests,
-                 wall_s, cpu_us / 1e6);
+    std::fprintf(stderr, "%s%s: %zu requests in %.3f s, client CPU %.3f s\n", chosen_.name.c_str(),
+                 chosen_.tls ? "s" : "", chosen_.requests, wall_s, cpu_us / 1e6);
     if (chosen_.name == "h1") {
       std::printf("RESULT req_per_s=%.0f p50_us=%.1f p99_us=%.1f client_cpu_us_per_req=%.2f\n", requests / wall_s,
                   percentile(0.50), percentile(0.99), cpu_us / requests);

@@ -1,7 +1,9 @@
-// bench/h1_coro_loop.cpp - H1/H2/H3/C1 with coro_loop's http::client (see h1_common.hpp).
-// One client whose limit is the connection count and as many worker tasks, each
-// sending its next GET as soon as its last body was read; H3 turns keep-alive off,
-// so every request says "Connection: close" and opens a new connection.
+// bench/h1_coro_loop.cpp - H1/H2/H3/C1, and H1S/H2S over TLS, with coro_loop's http::client
+// (see h1_common.hpp). One client whose limit is the connection count and as many worker
+// tasks, each sending its next GET as soon as its last body was read; H3 turns keep-alive
+// off, so every request says "Connection: close" and opens a new connection. Over TLS the
+// client's context is tls_context::client() trusting the benchmark's CA, as a user with a
+// private CA writes it (verification on); built with CORO_LOOP_OPENSSL (h1_coro_loop.flags).
 #include "../coro_loop.hpp"
 #include "h1_common.hpp"
 
@@ -36,6 +38,10 @@ cl::task<int> run_workload(bench_http::workload chosen) {
   cl::http::client_options options;
   options.limit = chosen.connections;
   options.keep_alive = !chosen.new_connection;
+  if (chosen.tls) {
+    options.tls = cl::tls_context::client();
+    options.tls.load_verify_locations(chosen.ca_file);
+  }
   cl::http::client client(std::move(options));
   const std::string url = chosen.url();
   bench_http::measurement measured(chosen);

@@ -2,8 +2,8 @@
 # bench/nginx.sh start|stop <dir> - the private nginx the HTTP benchmarks talk to.
 #
 #   bench/nginx.sh start <dir>   writes <dir>/nginx.conf and the files it serves, starts
-#                                nginx pinned to CPU 0, prints its port on stdout once it
-#                                answers (at most 10 s); non-zero and the error log if not
+#                                nginx pinned to CPU 0, prints "PORT TLS_PORT" on stdout once
+#                                both answer (at most 10 s); non-zero and the error log if not
 #   bench/nginx.sh stop <dir>    stops it (SIGQUIT, then SIGTERM, then SIGKILL, each bounded)
 #
 # One process that serves (master_process off: the single worker), 127.0.0.1 only,
@@ -13,7 +13,11 @@
 #   /1m    a static file of 1,048,576 bytes (sendfile)
 #   /c64k  a 65,536-byte file sent with Transfer-Encoding: chunked: sub_filter is a
 #          body filter, so nginx no longer knows the length in advance and chunks it
-# Nothing outside <dir> is written; no root needed. Needs Debian's nginx (sub module).
+# The same over TLS (1.2 and 1.3, HTTP/1.1, nginx's defaults otherwise) on TLS_PORT, with a
+# certificate for 127.0.0.1 and localhost issued by a CA that the openssl command makes at
+# the first start: <dir>/tls/ca.pem is what the clients trust (EC P-256 keys).
+# Nothing outside <dir> is written; no root needed. Needs Debian's nginx (sub and ssl
+# modules) and the openssl command.
 set -euo pipefail
 
 usage() {
@@ -50,8 +54,53 @@ write_file_of_size() {
   [ "$(stat -c %s "$path")" -eq "$size" ]
 }
 
+# The CA and the server's certificate, made once per <dir> (valid 30 days; remade when older).
+make_certificates() {
+  local tls=$dir/tls
+  if [ -f "$tls/server.pem" ] && [ -n "$(find "$tls/server.pem" -mtime -20 2>/dev/null)" ]; then return 0; fi
+  command -v openssl >/dev/null || { echo "bench/nginx.sh: the openssl command is missing (apt-get install openssl)" >&2; exit 1; }
+  mkdir -p "$tls"
+  cat > "$tls/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+[server_ext]
+basicConstraints = CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+EOF
+  {
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/ca.key" &&
+      openssl req -config "$tls/openssl.cnf" -x509 -new -key "$tls/ca.key" -subj "/CN=coro_loop bench CA" \
+        -days 30 -extensions ca_ext -out "$tls/ca.pem" &&
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/server.key" &&
+      openssl req -config "$tls/openssl.cnf" -new -key "$tls/server.key" -subj "/CN=127.0.0.1" -out "$tls/server.csr" &&
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -set_serial 2 -days 30 \
+        -extfile "$tls/openssl.cnf" -extensions server_ext -out "$tls/server.pem"
+  } >"$tls/openssl.log" 2>&1 || { cat "$tls/openssl.log" >&2; exit 1; }
+}
+
+# What both server blocks serve.
+locations() {
+  cat <<EOF
+    root $dir/html;
+    location / { }
+    location = /c64k {
+      alias $dir/html/64k;
+      sub_filter_types *;
+      sub_filter '@@never matches@@' '';
+    }
+EOF
+}
+
 write_config() {
-  local port=$1
+  local port=$1 tls_port=$2
   cat > "$dir/nginx.conf" <<EOF
 # written by bench/nginx.sh
 daemon on;
@@ -76,23 +125,26 @@ http {
   keepalive_timeout 600s;
   server {
     listen 127.0.0.1:$port backlog=4096;
-    root $dir/html;
-    location / { }
-    location = /c64k {
-      alias $dir/html/64k;
-      sub_filter_types *;
-      sub_filter '@@never matches@@' '';
-    }
+$(locations)
+  }
+  server {
+    listen 127.0.0.1:$tls_port ssl backlog=4096;
+    ssl_certificate $dir/tls/server.pem;
+    ssl_certificate_key $dir/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+$(locations)
   }
 }
 EOF
 }
 
-# True once GET /1k answers 200 with 1,024 bytes.
+# True once GET /1k answers 200 with 1,024 bytes, in plain and over TLS (verified).
 answers() {
-  local port=$1 size
+  local port=$1 tls_port=$2 size tls_size
   size=$(curl -s --max-time 1 -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/1k" || true)
-  [ "$size" = "200 1024" ]
+  tls_size=$(curl -s --max-time 1 --cacert "$dir/tls/ca.pem" -o /dev/null -w '%{http_code} %{size_download}' \
+    "https://127.0.0.1:$tls_port/1k" || true)
+  [ "$size" = "200 1024" ] && [ "$tls_size" = "200 1024" ]
 }
 
 stop_nginx() {
@@ -122,9 +174,12 @@ case $action in
     write_file_of_size "$dir/html/1k" 1024
     write_file_of_size "$dir/html/1m" 1048576
     write_file_of_size "$dir/html/64k" 65536
+    make_certificates
     for attempt in 1 2 3 4 5; do
       port=$(free_port)
-      write_config "$port"
+      tls_port=$(free_port)
+      [ "$tls_port" != "$port" ] || continue
+      write_config "$port" "$tls_port"
       rm -f "$dir/error.log"
       if ! taskset -c 0 "$nginx_binary" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" 2>>"$dir/error.log"; then
         if grep -q 'in use' "$dir/error.log" 2>/dev/null; then continue; fi
@@ -132,8 +187,8 @@ case $action in
         exit 1
       fi
       for ((i = 0; i < 100; i++)); do
-        if answers "$port"; then
-          echo "$port"
+        if answers "$port" "$tls_port"; then
+          echo "$port $tls_port"
           exit 0
         fi
         sleep 0.1

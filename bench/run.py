@@ -18,13 +18,24 @@ The manifest (whitespace separated, `#` starts a comment):
     repeats <WORKLOAD> <impl> <at most this many runs>      (optional)
 
 `<needs>` is `-` or `nginx`. In the command, {bin} is the benchmark build directory,
-{python} Debian's /usr/bin/python3, {root} the repository root and {port} the port of
+{python} Debian's /usr/bin/python3, {root} the repository root, {port} the port of
 the private nginx (bench/nginx.sh, pinned to CPU 0; needs=nginx commands then run
-under `taskset -c 1`). A program prints one stdout line `RESULT key=value ...`; a
-non-zero exit, a missing RESULT line or a timeout counts as a failed run.
+under `taskset -c 1`), {tls_port} its TLS port and {ca} the CA file that verifies it.
+A program prints one stdout line `RESULT key=value ...`; a non-zero exit (its own check
+failed), a missing RESULT line, a program that cannot start or a timeout counts as a
+failed run.
 
 Each `metric` line is one row of the table: coro_loop's median and min-max, the best
 peer (lowest or highest median, as the line says) and the ratio coro_loop / best peer.
+Medians are of the successful runs only. A failed run is never a figure: the row's last
+column names each implementation of the workload with failed runs ("libuv 1/3 [2]"), the
+note it points to gives the reasons, and an implementation without one successful run
+shows "fail" in the table of every implementation (and is no candidate for best peer).
+
+Exit status: 0 when every coro_loop run succeeded, whatever the peers did (a peer's
+failure is the table's news, not the run's); 1 when a coro_loop run failed (its own
+check, a timeout, a program that did not build, nginx not starting for its rows);
+2 for a bad manifest or option; 130 when interrupted.
 """
 
 import argparse
@@ -144,9 +155,12 @@ class Runner:
         except subprocess.TimeoutExpired:
             log(f"run.py: process {process.pid} did not exit after SIGKILL")
 
-    def run_once(self, run, port):
+    def run_once(self, run, ports):
+        port, tls_port = ports if ports is not None else (None, None)
         substitutions = {"bin": self.args.bin, "python": PYTHON, "root": self.args.root,
-                         "port": str(port) if port is not None else "{port}"}
+                         "port": str(port) if port is not None else "{port}",
+                         "tls_port": str(tls_port) if tls_port is not None else "{tls_port}",
+                         "ca": os.path.join(self.nginx_dir, "tls", "ca.pem") if self.nginx_dir else "{ca}"}
         command_text = run.command
         for name, value in substitutions.items():
             command_text = command_text.replace("{" + name + "}", value)
@@ -171,7 +185,7 @@ class Runner:
         self.current = None
         if status != 0:
             tail = " | ".join(stderr.strip().splitlines()[-3:])
-            return None, f"exit status {status}: {tail}", elapsed
+            return None, f"exit status {status}" + (f": {tail}" if tail else ""), elapsed
         values, problem = parse_result(stdout)
         if values is None:
             return None, problem, elapsed
@@ -183,10 +197,11 @@ class Runner:
         script = os.path.join(self.args.root, "bench", "nginx.sh")
         result = subprocess.run([script, "start", self.nginx_dir], stdout=subprocess.PIPE,
                                 text=True, timeout=60, check=False)
-        if result.returncode != 0 or not result.stdout.strip().isdigit():
+        ports = result.stdout.split()
+        if result.returncode != 0 or len(ports) != 2 or not all(p.isdigit() for p in ports):
             self.nginx_dir = None
             raise RuntimeError(f"bench/nginx.sh start failed (status {result.returncode})")
-        return int(result.stdout.strip())
+        return int(ports[0]), int(ports[1])
 
     def stop_nginx(self):
         if self.nginx_dir is None:
@@ -217,12 +232,33 @@ def median_of(run, key):
     return (statistics.median(values), min(values), max(values), len(values)) if values else None
 
 
+def runs_text(run, repeats):
+    """"3", or "2 of 3" when fewer runs succeeded than were asked of this implementation."""
+    wanted = min(repeats, run.max_repeats) if run.max_repeats else repeats
+    succeeded = len(run.results)
+    return str(succeeded) if succeeded >= wanted else f"{succeeded} of {wanted}"
+
+
 def build_tables(runs, metrics, repeats):
-    """The summary table (one row per metric) and the table of every implementation."""
-    summary = ["| Workload | Metric | coro_loop median | coro_loop min–max | best peer | peer median | ratio coro_loop/peer |",
-               "|---|---|---:|---:|---|---:|---:|"]
-    detail = ["| Workload | Metric | Implementation | median | min–max | runs |", "|---|---|---|---:|---:|---:|"]
+    """The summary table (one row per metric), the table of every implementation, the notes."""
+    # One numbered note per implementation with failed runs, in the order of the manifest.
+    failure_note = {}
     notes = []
+    for run in runs:
+        if run.failures:
+            failure_note[id(run)] = len(failure_note) + 1
+            attempted = len(run.results) + len(run.failures)
+            reasons = "; ".join(sorted(set(run.failures)))
+            notes.append(f"[{failure_note[id(run)]}] {run.workload} {run.impl}: {len(run.failures)} of {attempted} "
+                         f"runs failed: {reasons}")
+    for run in runs:
+        if run.max_repeats and run.max_repeats < repeats:
+            notes.append(f"{run.workload} {run.impl}: at most {run.max_repeats} runs (slow).")
+
+    summary = ["| Workload | Metric | coro_loop median | coro_loop min–max | best peer | peer median | "
+               "ratio coro_loop/peer | failed runs |",
+               "|---|---|---:|---:|---|---:|---:|---|"]
+    detail = ["| Workload | Metric | Implementation | median | min–max | runs |", "|---|---|---|---:|---:|---:|"]
     for metric in metrics:
         workload_runs = [run for run in runs if run.workload == metric.workload]
         if not workload_runs:
@@ -230,17 +266,18 @@ def build_tables(runs, metrics, repeats):
         ours = next((run for run in workload_runs if run.impl == OUR_IMPL), None)
         our_figures = median_of(ours, metric.key) if ours else None
         best_peer, best_figures = None, None
+        failed_cells = []
         for run in workload_runs:
             figures = median_of(run, metric.key)
-            runs_text = str(figures[3]) if figures else "0"
-            if figures and figures[3] < repeats:
-                runs_text += f" of {min(repeats, run.max_repeats or repeats)}" if run.max_repeats else f" of {repeats}"
+            text = runs_text(run, repeats)
             if run.failures:
-                runs_text += f" ({len(run.failures)} failed)"
+                marker = f"[{failure_note[id(run)]}]"
+                text += f" ({len(run.failures)} failed {marker})"
+                failed_cells.append(f"{run.impl} {len(run.failures)}/{len(run.failures) + len(run.results)} {marker}")
             detail.append(f"| {metric.workload} | {metric.label} | {run.impl} | "
-                          f"{format_number(figures[0]) if figures else 'failed'} | "
+                          f"{format_number(figures[0]) if figures else 'fail'} | "
                           f"{format_number(figures[1]) + '–' + format_number(figures[2]) if figures else '-'} | "
-                          f"{runs_text} |")
+                          f"{text} |")
             if run.impl == OUR_IMPL or figures is None:
                 continue
             better = (best_figures is None or
@@ -255,16 +292,18 @@ def build_tables(runs, metrics, repeats):
             peer_name += f" ({best_figures[3]} runs)"
         summary.append(
             f"| {metric.workload} | {metric.label} ({metric.better} is better) | "
-            f"{format_number(our_figures[0]) if our_figures else 'failed'} | "
+            f"{format_number(our_figures[0]) if our_figures else 'fail'} | "
             f"{format_number(our_figures[1]) + '–' + format_number(our_figures[2]) if our_figures else '-'} | "
             f"{peer_name} | {format_number(best_figures[0]) if best_figures else '-'} | "
-            f"{f'{ratio:.2f}' if ratio is not None else '-'} |")
-    for run in runs:
-        if run.max_repeats and run.max_repeats < repeats:
-            notes.append(f"{run.workload} {run.impl}: at most {run.max_repeats} runs (slow).")
-        for reason in sorted(set(run.failures)):
-            notes.append(f"{run.workload} {run.impl} failed: {reason}")
+            f"{f'{ratio:.2f}' if ratio is not None else '-'} | {', '.join(failed_cells) or '-'} |")
     return summary, detail, notes
+
+
+def load_average():
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def machine_description():
@@ -330,13 +369,14 @@ def main():
     signal.signal(signal.SIGTERM, on_terminate)
 
     started = time.monotonic()
+    load_before = load_average()
     interrupted = False
     try:
         port = None
         if any(run.needs == "nginx" for run in runs):
             try:
                 port = runner.start_nginx()
-                log(f"run.py: nginx on 127.0.0.1:{port}, pinned to CPU 0; its clients on CPU 1")
+                log(f"run.py: nginx on 127.0.0.1:{port[0]} (TLS: {port[1]}), pinned to CPU 0; its clients on CPU 1")
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
                 log(f"run.py: {error}; the needs=nginx rows are skipped")
                 for run in runs:
@@ -373,7 +413,11 @@ def main():
 
     summary, detail, notes = build_tables(runs, metrics, args.repeats)
     command = "make bench" + (f" BENCH_ONLY={args.only}" if args.only else "") + f" BENCH_REPEATS={args.repeats}"
+    if args.impl:
+        command += f" BENCH_ARGS='--impl {args.impl}'"
     text = [f"Machine: {machine_description()}.",
+            f"Load average (1, 5, 15 min): {load_before} before, {load_average()} after; "
+            f"{time.strftime('%Y-%m-%d')}.",
             f"Command: `{command}` ({time.monotonic() - started:.0f} s). "
             f"Median of {args.repeats} interleaved runs unless said otherwise; ratio = coro_loop / best peer.",
             "", *summary, "", "Every implementation:", "", *detail]
@@ -388,8 +432,16 @@ def main():
         log(f"run.py: written to {args.results}")
     if interrupted:
         return 130
-    failed = any(run.failures for run in runs)
-    return 1 if failed else 0
+    # Only coro_loop's own failures fail the run: a peer that fails its check is
+    # reported above (and in the notes), and the other rows stand.
+    our_failures = [run for run in runs if run.impl == OUR_IMPL and run.failures]
+    for run in our_failures:
+        log(f"run.py: {run.workload} coro_loop failed {len(run.failures)} time(s)")
+    peer_failures = [run for run in runs if run.impl != OUR_IMPL and run.failures]
+    if peer_failures:
+        log("run.py: peers with failed runs (see the notes): "
+            + ", ".join(f"{run.workload} {run.impl}" for run in peer_failures))
+    return 1 if our_failures else 0
 
 
 if __name__ == "__main__":

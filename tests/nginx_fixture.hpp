@@ -3,6 +3,8 @@
 //   nginx_test::nginx server;          // started and answering when the constructor returns
 //   server.url("/1k")                  // "http://127.0.0.1:PORT/1k"
 //   server.stub_status().accepts       // connections nginx accepted so far
+//   nginx_test::nginx tls_server(nginx_test::nginx::tls_files{"server.pem", "server.key"});
+//   tls_server.https_url("/1k")        // "https://127.0.0.1:TLS_PORT/1k": the same locations over TLS
 //
 // Each instance writes its own nginx.conf into a fresh temporary directory
 // (mkdtemp), with the pid file, logs, temp paths and the files it serves inside
@@ -44,8 +46,22 @@
 //   /close           200 "closed" with Connection: close; nginx closes the connection
 //   /short           200 "short"; nginx closes the connection after 200 ms idle
 //   /fixture_token   200, the temporary directory's name (start-up check)
+//   /credentials     200, "auth=<Authorization> cookie=<Cookie>"
+//   /same/credentials         302 to /credentials (the same origin)
 // Elsewhere keepalive_requests and keepalive_timeout are large: nginx itself
 // closes no idle connection during a test.
+//
+// Given tls_files (a certificate chain and its key, PEM), a second server block
+// listens with TLS (1.2 and 1.3) on 127.0.0.1:tls_port(), serving the same
+// locations, and then also:
+//   /5m              a static file of 5 * 1,048,576 bytes (content(5 << 20))
+//   /rhttps          (on the plain port) 302 to https://127.0.0.1:TLS_PORT/1k
+//   /to_https/credentials     (plain) 302 to https://127.0.0.1:TLS_PORT/credentials
+//   /to_http/credentials      (TLS) 302 to http://127.0.0.1:PORT/credentials
+//   /client_cert     (TLS, with client_ca) 200 "client=<subject>" when the client presented a
+//                    certificate client_ca issued, else 403 (nginx asks, never requires one)
+// The TLS server's access log holds "CONNECTION_SERIAL REQUEST_URI" per request
+// (tls_connections(uri): how many connections carried requests for that URI).
 #pragma once
 
 #include <fcntl.h>
@@ -70,6 +86,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -90,7 +108,16 @@ class nginx {
     std::uint64_t requests = 0;  // requests since start (this one included)
   };
 
-  nginx() {
+  /// A certificate chain and its key (PEM files) for the TLS server block, and the CA
+  /// (PEM) that client certificates are checked against ("": none are asked for).
+  struct tls_files {
+    std::string certificate;
+    std::string key;
+    std::string client_ca = {};
+  };
+
+  nginx() : nginx(std::nullopt) {}
+  explicit nginx(std::optional<tls_files> tls) : tls_(std::move(tls)) {
     binary_ = find_binary();
     if (binary_.empty()) {
       throw std::runtime_error(
@@ -104,6 +131,11 @@ class nginx {
       std::string failures;
       for (int attempt = 0; attempt < 5; ++attempt) {
         port_ = free_port();
+        if (tls_) {
+          do {
+            tls_port_ = free_port();
+          } while (tls_port_ == port_);
+        }
         write_config();
         std::string why;
         if (start(why)) return;
@@ -129,6 +161,32 @@ class nginx {
   std::uint16_t port() const noexcept { return port_; }
   std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string url(const std::string& path) const { return base() + path; }
+  /// With tls_files: the TLS server's port and URLs ("https://127.0.0.1:TLS_PORT/1k").
+  std::uint16_t tls_port() const noexcept { return tls_port_; }
+  std::string https_url(const std::string& path) const {
+    return "https://127.0.0.1:" + std::to_string(tls_port_) + path;
+  }
+
+  /// With tls_files: how many TLS connections carried requests for `uri` (its access log).
+  std::size_t tls_connections(const std::string& uri) const {
+    std::istringstream log(read_file(dir_ + "/tls_access.log"));
+    std::set<std::string> serials;
+    std::string serial;
+    std::string logged_uri;
+    while (log >> serial >> logged_uri) {
+      if (logged_uri == uri) serials.insert(serial);
+    }
+    return serials.size();
+  }
+  /// With tls_files: requests for `uri` in the TLS server's access log.
+  std::size_t tls_requests(const std::string& uri) const {
+    std::istringstream log(read_file(dir_ + "/tls_access.log"));
+    std::size_t count = 0;
+    std::string serial;
+    std::string logged_uri;
+    while (log >> serial >> logged_uri) count += logged_uri == uri ? 1 : 0;
+    return count;
+  }
   const std::string& dir() const noexcept { return dir_; }
 
   /// The content of /1k (size 1024) and /1m (size 1 << 20).
@@ -281,6 +339,7 @@ class nginx {
     std::filesystem::create_directories(dir_ + "/tmp");
     write_file(dir_ + "/html/1k", content(1024));
     write_file(dir_ + "/html/1m", content(std::size_t{1} << 20));
+    if (tls_) write_file(dir_ + "/html/5m", content(std::size_t{5} << 20));
   }
 
   std::string token() const { return dir_.substr(dir_.rfind('/') + 1); }
@@ -288,6 +347,7 @@ class nginx {
   void write_config() const {
     const std::string& d = dir_;
     const std::string listen = "127.0.0.1:" + std::to_string(port_);
+    const std::string tls_listen = "127.0.0.1:" + std::to_string(tls_port_);
     std::string c;
     c += "# written by tests/nginx_fixture.hpp\n";
     c += "daemon off;\nmaster_process off;\nworker_processes 1;\n";
@@ -296,6 +356,7 @@ class nginx {
     c += "events { worker_connections 512; }\n";
     c += "http {\n";
     c += "  access_log " + d + "/access.log;\n";
+    c += "  log_format connection_and_uri '$connection $request_uri';\n";
     for (const char* kind : {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}) {
       c += std::string("  ") + kind + "_temp_path " + d + "/tmp/" + kind + ";\n";
     }
@@ -311,6 +372,40 @@ class nginx {
     c += "  }\n";
     c += "  server {\n";
     c += "    listen " + listen + ";\n";
+    c += locations();
+    // Without TLS, /rhttps points at this port (a client without TLS refuses it anyway).
+    c += "    location = /rhttps { return 302 https://" + (tls_ ? tls_listen : listen) + "/1k; }\n";
+    if (tls_) {
+      c += "    location = /to_https/credentials { return 302 https://" + tls_listen + "/credentials; }\n";
+    }
+    c += "  }\n";
+    if (tls_) {
+      c += "  server {\n";
+      c += "    listen " + tls_listen + " ssl;\n";
+      c += "    ssl_certificate " + tls_->certificate + ";\n";
+      c += "    ssl_certificate_key " + tls_->key + ";\n";
+      c += "    ssl_protocols TLSv1.2 TLSv1.3;\n";
+      c += "    access_log " + d + "/tls_access.log connection_and_uri;\n";
+      if (!tls_->client_ca.empty()) {
+        c += "    ssl_verify_client optional;\n";
+        c += "    ssl_client_certificate " + tls_->client_ca + ";\n";
+        c += "    location = /client_cert {\n";
+        c += "      if ($ssl_client_verify != SUCCESS) { return 403 \"no client certificate\"; }\n";
+        c += "      return 200 \"client=$ssl_client_s_dn\";\n";
+        c += "    }\n";
+      }
+      c += locations();
+      c += "    location = /to_http/credentials { return 302 http://" + listen + "/credentials; }\n";
+      c += "  }\n";
+    }
+    c += "}\n";
+    write_file(d + "/nginx.conf", c);
+  }
+
+  // What both server blocks serve.
+  std::string locations() const {
+    const std::string& d = dir_;
+    std::string c;
     c += "    root " + d + "/html;\n";
     c += "    location / { }\n";
     c += "    location /c/ { alias " + d + "/html/; sub_filter_types *; sub_filter '@@never@@' '';"
@@ -330,19 +425,18 @@ class nginx {
     c += "    location = /chain2 { return 302 /chain3; }\n";
     c += "    location = /chain3 { return 302 /1k; }\n";
     c += "    location = /loop { return 302 /loop; }\n";
-    c += "    location = /rhttps { return 302 https://" + listen + "/1k; }\n";
     c += "    location = /close { keepalive_timeout 0; return 200 \"closed\"; }\n";
     c += "    location = /short { keepalive_timeout 200ms; return 200 \"short\"; }\n";
     c += "    location = /method { return 200 \"$request_method\"; }\n";
     c += "    location = /headers { return 200 \"ua=$http_user_agent x=$http_x_test\"; }\n";
+    c += "    location = /credentials { return 200 \"auth=$http_authorization cookie=$http_cookie\"; }\n";
+    c += "    location = /same/credentials { absolute_redirect off; return 302 /credentials; }\n";
     c += "    location = /echo {\n";
     c += "      proxy_pass http://unix:" + d + "/echo.sock:/echo_inner;\n";
     c += "      proxy_set_header X-Echo-Body $request_body;\n";
     c += "      proxy_set_header X-Echo-Length $content_length;\n";
     c += "    }\n";
-    c += "  }\n";
-    c += "}\n";
-    write_file(d + "/nginx.conf", c);
+    return c;
   }
 
   // Starts nginx on port_; true once it answers /fixture_token. Otherwise stops
@@ -451,9 +545,11 @@ class nginx {
     pid_ = -1;  // not reaped after SIGKILL and 5 s: nothing more to do
   }
 
+  std::optional<tls_files> tls_;
   std::string binary_;
   std::string dir_;
   std::uint16_t port_ = 0;
+  std::uint16_t tls_port_ = 0;
   pid_t pid_ = -1;
 };
 

@@ -5,6 +5,8 @@
 # checks below only has to exit 0). Timings are checked loosely: the concurrent
 # figure below the sequential one, both within generous bounds.
 # echo_server (serves until Ctrl+C) runs with `0 --once`, and echo_client talks to it.
+# fetch_all says whether it was built with TLS ("https: on ..." or "https: off ...");
+# EXAMPLES_HTTPS=on or off says which to expect (the Makefile and meson know), else either.
 #   tests/run_examples.sh [BIN_DIR]   [$EXAMPLES_DIR]
 # Run by `make test` (BIN_DIR = BUILD/examples) and by meson test (the build directory).
 # Prints one line per example, then `examples: N passed, N failed`; exits non-zero if
@@ -71,6 +73,12 @@ check() {   # check NAME: the key lines of each example's output
       expect "read file.txt" "Sum: 333332833333500000" ;;
     fetch_all)
       expect "Sequential:" "Concurrent:" "Error: http 404 Not Found"
+      case ${EXAMPLES_HTTPS:-} in
+        on) expect "https: on, the certificate verified against a CA made at start-up" \
+              "Error: http 404 Not Found: https://127.0.0.1:" ;;
+        off) expect "https: off (built without CORO_LOOP_OPENSSL" "Error: http 404 Not Found: http://127.0.0.1:" ;;
+        *) expect_count 1 '^https: (on|off)' ;;
+      esac
       local title
       for title in "sunt aut facere repellat" "qui est esse" "ea molestias quasi exercitationem"; do
         expect_count 2 "^${title}\$"

@@ -8,6 +8,9 @@
 #     find_package     CMake, find_package(coro_loop) from PREFIX
 #   add_subdirectory   CMake, add_subdirectory(this repository)
 #   make uninstall     leaves nothing in PREFIX
+# Where OpenSSL 3's headers are found for CXX, each way also builds tests/consumer/main_tls.cpp with
+# TLS and runs it: -DCORO_LOOP_OPENSSL -lssl -lcrypto by hand, dependency('coro_loop-openssl') in
+# meson, coro_loop-openssl.pc, find_package(coro_loop COMPONENTS tls) and coro_loop::tls.
 # Prints a line per way and exits non-zero if any failed. Run by `make test`; needs cmake, meson,
 # ninja and pkg-config. Environment: CXX [g++]; CONSUMER_CXXFLAGS extra compile and link flags
 # (-stdlib=libc++); KEEP=1 keeps the temporary directory.
@@ -19,6 +22,7 @@ cxx=${CXX:-g++}
 extra_flags=${CONSUMER_CXXFLAGS:-}
 version=$(sed -n 's/^#define CORO_LOOP_VERSION "\(.*\)"$/\1/p' "$repo/coro_loop.hpp")
 expected="consumer: gather gave 6 (coro_loop ${version})"
+expected_tls="consumer: TLS built in, https accepted (coro_loop ${version})"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/coro_loop_consumer.XXXXXX")
 [[ ${KEEP:-} == 1 ]] && echo "consumer: keeping $tmp" || trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix
@@ -32,6 +36,11 @@ if ((${#missing[@]})); then
   echo "consumer: missing ${missing[*]}: run scripts/install-test-deps.sh (as root, it installs them)"
   exit 1
 fi
+
+# TLS: where OpenSSL 3's headers are found for this compiler (the Makefile's HAVE_OPENSSL).
+tls=""
+printf '#include <openssl/ssl.h>\n#if OPENSSL_VERSION_NUMBER < 0x30000000L\n#error\n#endif\n' |
+  $cxx -std=c++20 $extra_flags -E -x c++ - >/dev/null 2>&1 && tls=yes
 
 passed=0
 failed=0
@@ -48,33 +57,45 @@ way() {   # way NAME COMMAND...: runs COMMAND, its output in $tmp/NAME.log
   fi
 }
 
-check_run() {   # check_run BINARY: runs it, expects the one known line
-  local output
+check_run() {   # check_run BINARY [EXPECTED]: runs it, expects the one known line
+  local output want=${2:-$expected}
   output=$(timeout 30 "$1") || { echo "$1 exited with status $?: $output"; return 1; }
-  [[ $output == "$expected" ]] || { echo "$1 printed '$output', expected '$expected'"; return 1; }
+  [[ $output == "$want" ]] || { echo "$1 printed '$output', expected '$want'"; return 1; }
   echo "$output"
+}
+check_tls_run() {   # check_tls_run BINARY: with TLS, the TLS consumer was built and runs
+  [[ -z $tls ]] || check_run "$1" "$expected_tls"
 }
 
 compile() {   # compile DIR FLAG...: main.cpp in DIR with one compiler command
   (cd "$1" && shift && $cxx -std=c++20 -Wall -Wextra -Werror $extra_flags main.cpp "$@" -o consumer) && check_run "$1/consumer"
 }
+compile_tls() {   # compile_tls DIR FLAG...: main_tls.cpp, the same way
+  [[ -n $tls ]] || return 0
+  (cd "$1" && shift && $cxx -std=c++20 -Wall -Wextra -Werror $extra_flags main_tls.cpp "$@" -o consumer_tls) &&
+    check_tls_run "$1/consumer_tls"
+}
 
 copied_header() {
-  mkdir -p "$tmp/copy" && cp "$repo/coro_loop.hpp" "$consumer/main.cpp" "$tmp/copy/" && compile "$tmp/copy" -pthread
+  mkdir -p "$tmp/copy" && cp "$repo/coro_loop.hpp" "$consumer/main.cpp" "$consumer/main_tls.cpp" "$tmp/copy/" &&
+    compile "$tmp/copy" -pthread && compile_tls "$tmp/copy" -DCORO_LOOP_OPENSSL -pthread -lssl -lcrypto
 }
 
 meson_subproject() {
-  mkdir -p "$tmp/meson-src/subprojects" && cp "$consumer/meson.build" "$consumer/main.cpp" "$tmp/meson-src/" &&
+  mkdir -p "$tmp/meson-src/subprojects" &&
+    cp "$consumer/meson.build" "$consumer/main.cpp" "$consumer/main_tls.cpp" "$tmp/meson-src/" &&
     ln -s "$repo" "$tmp/meson-src/subprojects/coro_loop" &&
     CXX=$cxx CXXFLAGS=$extra_flags LDFLAGS=$extra_flags \
-      meson setup --force-fallback-for=coro_loop "$tmp/meson-build" "$tmp/meson-src" &&
-    meson compile -C "$tmp/meson-build" -j 1 && check_run "$tmp/meson-build/consumer"
+      meson setup --force-fallback-for=coro_loop,coro_loop-openssl "$tmp/meson-build" "$tmp/meson-src" &&
+    meson compile -C "$tmp/meson-build" -j 1 && check_run "$tmp/meson-build/consumer" &&
+    check_tls_run "$tmp/meson-build/consumer_tls"
 }
 
 make_install() {
   plain_make install PREFIX="$prefix" || return 1
   for file in include/coro_loop.hpp share/pkgconfig/coro_loop.pc share/cmake/coro_loop/coro_loop-config.cmake \
-      share/cmake/coro_loop/coro_loop-config-version.cmake; do
+      share/cmake/coro_loop/coro_loop-config-version.cmake \
+      ${tls:+share/pkgconfig/coro_loop-openssl.pc share/cmake/coro_loop/coro_loop-tls-targets.cmake}; do
     [[ -f $prefix/$file ]] || { echo "make install did not install $prefix/$file"; return 1; }
   done
   cmp "$repo/coro_loop.hpp" "$prefix/include/coro_loop.hpp" &&
@@ -91,15 +112,22 @@ pkg_config() {
   pkg-config --exists 'coro_loop >= 0.1' || { echo "pkg-config: coro_loop >= 0.1 not satisfied"; return 1; }
   flags=$(pkg-config --cflags --libs coro_loop) && echo "pkg-config --cflags --libs coro_loop: $flags" || return 1
   [[ " $flags " == *" -I$prefix/include "* ]] || { echo "no -I$prefix/include in the flags"; return 1; }
-  mkdir -p "$tmp/pkg-config" && cp "$consumer/main.cpp" "$tmp/pkg-config/" && compile "$tmp/pkg-config" $flags
+  mkdir -p "$tmp/pkg-config" && cp "$consumer/main.cpp" "$consumer/main_tls.cpp" "$tmp/pkg-config/" &&
+    compile "$tmp/pkg-config" $flags || return 1
+  [[ -n $tls ]] || return 0
+  flags=$(pkg-config --cflags --libs coro_loop-openssl) && echo "pkg-config --cflags --libs coro_loop-openssl: $flags" ||
+    return 1
+  [[ " $flags " == *" -DCORO_LOOP_OPENSSL "* && " $flags " == *" -lssl "* ]] ||
+    { echo "no -DCORO_LOOP_OPENSSL or -lssl in the flags"; return 1; }
+  compile_tls "$tmp/pkg-config" $flags
 }
 
 cmake_consumer() {   # cmake_consumer BUILD_DIR CMAKE_ARG...
   local build=$1
   shift
-  cmake -S "$consumer" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" \
+  cmake -S "$consumer" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" -DCONSUMER_TLS=${tls:+ON} \
       -DCMAKE_CXX_FLAGS="$extra_flags" -DCMAKE_EXE_LINKER_FLAGS="$extra_flags" "$@" &&
-    cmake --build "$build" -j 1 && check_run "$build/consumer"
+    cmake --build "$build" -j 1 && check_run "$build/consumer" && check_tls_run "$build/consumer_tls"
 }
 
 cmake_find_package() {
@@ -113,7 +141,7 @@ make_uninstall() {
     { [[ -z $(find "$prefix" -mindepth 1 2>/dev/null) ]] || { echo "left behind:"; find "$prefix"; return 1; }; }
 }
 
-echo "consumer: $cxx${extra_flags:+ $extra_flags}, coro_loop $version, in $tmp"
+echo "consumer: $cxx${extra_flags:+ $extra_flags}, coro_loop $version, TLS ${tls:-no (no OpenSSL 3 headers)}, in $tmp"
 way "copied header" copied_header
 way "meson subproject" meson_subproject
 way "make install" make_install
