@@ -7584,11 +7584,9 @@ inline task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, st
   }
 }
 
-}  // namespace detail
-
-namespace detail {
 // Makes the streams of 9.9 over pipes (defined there).
 struct stream_access;
+
 }  // namespace detail
 
 /// A connected byte stream (asyncio's StreamReader and StreamWriter in one
@@ -8927,12 +8925,15 @@ inline char** process_environment() noexcept {
 #endif
 }
 
+// Whether `entry` ("NAME=value") sets `name`.
+inline bool sets_variable(std::string_view entry, std::string_view name) noexcept {
+  return entry.size() > name.size() && entry.starts_with(name) && entry[name.size()] == '=';
+}
+
 // The value of `name` in a "NAME=value" list, if any.
 inline const char* find_in_environment(const std::vector<std::string>& entries, std::string_view name) {
   for (const std::string& entry : entries) {
-    if (entry.size() > name.size() && entry.compare(0, name.size(), name) == 0 && entry[name.size()] == '=') {
-      return entry.c_str() + name.size() + 1;
-    }
+    if (sets_variable(entry, name)) return entry.c_str() + name.size() + 1;
   }
   return nullptr;
 }
@@ -8947,9 +8948,7 @@ inline std::vector<std::string> child_environment(const spawn_request& request) 
     const std::size_t equals = change.find('=');
     const std::string_view name = std::string_view(change).substr(0, equals);
     if (name.empty()) throw std::invalid_argument("create_subprocess: an environment entry has no name: \"" + change + "\"");
-    std::erase_if(entries, [name](const std::string& entry) {
-      return entry.size() > name.size() && entry.compare(0, name.size(), name) == 0 && entry[name.size()] == '=';
-    });
+    std::erase_if(entries, [name](const std::string& entry) { return sets_variable(entry, name); });
     if (equals != std::string::npos) entries.push_back(change);
   }
   return entries;
@@ -9249,6 +9248,17 @@ class process {
  private:
   friend process detail::start_process(detail::spawn_request& request);
   explicit process(detail::child_process* child) noexcept : child_(child) {}
+  // A child just started, and the parent's ends of its pipes (empty where not piped).
+  static process adopt(detail::child_process* child, stream (&streams)[3]) {
+    process started(child);
+    stream* own[3] = {&started.stdin_, &started.stdout_, &started.stderr_};
+    const char* names[3] = {"the stdin_ of ", "the stdout_ of ", "the stderr_ of "};
+    for (int which = 0; which < 3; ++which) {
+      detail::stream_access::set_label(streams[which], names[which] + child->label());
+      *own[which] = std::move(streams[which]);
+    }
+    return started;
+  }
   detail::child_process& get(const char* operation) const {
     if (child_ == nullptr) throw invalid_state_error(std::string("process::") + operation + ": empty (moved-from) process");
     return *child_;
@@ -9484,13 +9494,7 @@ inline process detail::start_process(spawn_request& request) {
   if (error != 0) throw_spawn_error(error, request.program);
   for (owned_descriptor& end : child_ends) end.reset();
   child->started(pid, process_wait_handle(pid));  // links it: nothing below throws
-  process started(child.release());
-  const char* names[3] = {"the stdin_ of ", "the stdout_ of ", "the stderr_ of "};
-  for (int which = 0; which < 3; ++which) stream_access::set_label(streams[which], names[which] + started.child_->label());
-  started.stdin_ = std::move(streams[0]);
-  started.stdout_ = std::move(streams[1]);
-  started.stderr_ = std::move(streams[2]);
-  return started;
+  return process::adopt(child.release(), streams);
 }
 #endif  // CORO_LOOP_POSIX
 
@@ -9616,13 +9620,7 @@ inline process detail::start_process(spawn_request& request) {
   ::CloseHandle(created.hThread);
   for (owned_handle& end : child_ends) end.reset();
   child->started(created.dwProcessId, reinterpret_cast<native_handle>(created.hProcess));
-  process started(child.release());
-  const char* names[3] = {"the stdin_ of ", "the stdout_ of ", "the stderr_ of "};
-  for (int which = 0; which < 3; ++which) stream_access::set_label(streams[which], names[which] + started.child_->label());
-  started.stdin_ = std::move(streams[0]);
-  started.stdout_ = std::move(streams[1]);
-  started.stderr_ = std::move(streams[2]);
-  return started;
+  return process::adopt(child.release(), streams);
 }
 #endif  // CORO_LOOP_WINDOWS
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
@@ -66,7 +67,10 @@ cl::task<void> give_up_on_hang() {
 
 cl::task<void> main_task() {
   const cl::time_point started = cl::clock::now();
-  co_await cl::gather(run(failing_command), run(greeting_command), stream_lines(), give_up_on_hang());
+  // Named first: a std::string argument made inside the co_await would be a temporary there (GCC 12).
+  cl::task<void> failing = run(failing_command);
+  cl::task<void> greeting = run(greeting_command);
+  co_await cl::gather(std::move(failing), std::move(greeting), stream_lines(), give_up_on_hang());
   std::printf("all done in %.2f s\n", std::chrono::duration<double>(cl::clock::now() - started).count());
 }
 

@@ -266,6 +266,16 @@ inline cl::task<void> expect_resources_back(resource_counts before, cl::duration
   CHECK(after.parked == before.parked);
 }
 
+// The coroutine `body()`, then expect_resources_back: what it opened (descriptors,
+// tasks, timers, registrations, parked operations) must all be back. Its locals are
+// gone by then, so a test need not scope them itself.
+template <class Body>
+cl::task<void> leaves_nothing_behind(Body body) {
+  const resource_counts before = resource_counts::now();
+  co_await body();
+  co_await expect_resources_back(before);
+}
+
 // Outside any loop: the fd count before and after a whole cl::run().
 class fd_guard {
  public:
