@@ -180,6 +180,17 @@ cl::task<std::string> stdout_of(cl::process& child) {
 // A child that runs until killed (the tests kill it).
 cl::task<cl::process> start_sleeper(cl::process_options options = {}) { co_return co_await start_child(options, "sleep", "60000"); }
 
+// Whether `awaitable` is still unfinished after `delay`: timeout() threw timeout_error.
+template <class Awaitable>
+cl::task<bool> times_out(cl::duration delay, Awaitable awaitable) {
+  try {
+    co_await cl::timeout(delay, std::move(awaitable));
+  } catch (const cl::timeout_error&) {
+    co_return true;
+  }
+  co_return false;
+}
+
 #if defined(CORO_LOOP_POSIX)
 // -1: this process has no child at all; 0: none that exited without being reaped;
 // else the pid of a zombie.
@@ -607,12 +618,8 @@ TEST_CASE("process: communicate cancelled by a timeout stops reading and loses n
       co_await cl::timeout(20s, slow.stdout_.fill());
     }
     REQUIRE_FALSE(slow.stdout_.buffered().empty());
-    bool timed_out = false;
-    try {
-      co_await cl::timeout(100ms, slow.communicate());
-    } catch (const cl::timeout_error&) {
-      timed_out = true;
-    }
+    auto communicating = slow.communicate();
+    const bool timed_out = co_await times_out(100ms, std::move(communicating));
     CHECK(timed_out);
     const auto kept = co_await slow.stdout_.read_line();
     CHECK(kept == "part1\n");
@@ -629,12 +636,8 @@ TEST_CASE("process: timeout(d, p.wait()) leaves the child running; kill() then w
           "[process]") {
   auto body = []() -> cl::task<void> {
     cl::process sleeper = co_await start_sleeper();
-    bool timed_out = false;
-    try {
-      co_await cl::timeout(50ms, sleeper.wait());
-    } catch (const cl::timeout_error&) {
-      timed_out = true;
-    }
+    auto waiting = sleeper.wait();
+    const bool timed_out = co_await times_out(50ms, std::move(waiting));
     CHECK(timed_out);
     CHECK_FALSE(sleeper.returncode().has_value());
 #if defined(CORO_LOOP_POSIX)
@@ -724,12 +727,8 @@ TEST_CASE("process: a grandchild holding stdout open: wait() returns at the chil
       const std::string pid_line = co_await cl::timeout(20s, parent.stdout_.read_line());
       const int grandchild = std::atoi(pid_line.c_str());
       REQUIRE(grandchild > 0);
-      bool still_open = false;  // the grandchild holds the pipe: no end yet
-      try {
-        co_await cl::timeout(200ms, parent.stdout_.read());
-      } catch (const cl::timeout_error&) {
-        still_open = true;
-      }
+      auto reading = parent.stdout_.read();  // the grandchild holds the pipe: no end yet
+      const bool still_open = co_await times_out(200ms, std::move(reading));
       CHECK(still_open);
       CHECK(::kill(grandchild, SIGKILL) == 0);
       const std::string rest = co_await cl::timeout(20s, parent.stdout_.read());  // the end, now
@@ -882,12 +881,8 @@ TEST_CASE("process: [sigchld] waits, kills, 100 children at once and orphans thr
       CHECK(output.stdout_data == "[fallback]\n");
       CHECK(child.returncode() == 0);
       cl::process sleeper = co_await start_sleeper();
-      bool timed_out = false;
-      try {
-        co_await cl::timeout(50ms, sleeper.wait());
-      } catch (const cl::timeout_error&) {
-        timed_out = true;
-      }
+      auto waiting = sleeper.wait();
+      const bool timed_out = co_await times_out(50ms, std::move(waiting));
       CHECK(timed_out);
       sleeper.kill();
       const auto killed_code = co_await cl::timeout(20s, sleeper.wait());
