@@ -46,6 +46,7 @@ namespace http = coro_loop::http;
 using namespace std::chrono_literals;
 using net_test::eventually;
 using test_support::contains;
+using test_support::difference;
 using test_support::resource_counts;
 
 namespace {
@@ -80,15 +81,6 @@ http::client_options bounded(cl::tls_context tls) {
   options.timeout.read = 10s;
   options.tls = std::move(tls);
   return options;
-}
-
-// "" when `got` equals `expected`, else where they differ: a short failure message.
-std::string difference(const std::string& got, const std::string& expected) {
-  if (got == expected) return {};
-  std::size_t at = 0;
-  while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
-  return "got " + std::to_string(got.size()) + " bytes, expected " + std::to_string(expected.size()) +
-         ", first difference at byte " + std::to_string(at);
 }
 
 // A response read to its end.
