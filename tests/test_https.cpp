@@ -374,6 +374,18 @@ TEST_CASE("https nginx: verified GETs by name and by IP address; 1 KiB, 5 MiB an
       const std::string chunked_body = co_await chunked.text();
       CHECK(difference(chunked_body, nginx_test::nginx::content(std::size_t{1} << 20)) == "");
       CHECK(chunked.trailers().get("X-Trailer") == std::optional<std::string_view>("done"));
+
+      // read_into a caller's buffer: over TLS the stream decrypts through its own buffer.
+      http::response streamed = co_await client.get(server.https_url("/5m"));
+      std::string buffer(256 * 1024, '\0');
+      std::string streamed_body;
+      for (int reads = 0; reads < 10'000; ++reads) {
+        const std::size_t got = co_await streamed.read_into(buffer);
+        if (got == 0) break;
+        streamed_body.append(buffer, 0, got);
+      }
+      CHECK(difference(streamed_body, nginx_test::nginx::content(std::size_t{5} << 20)) == "");
+      CHECK(streamed.body_complete());
       // Everything after the first request to 127.0.0.1 went over that one connection.
       CHECK(client.connections_opened() == 2);
       CHECK(server.tls_connections("/5m") == 1);
