@@ -7254,14 +7254,15 @@ class stream_waiter : private parked_waiter {
 // or this stream's own close(). The socket's end without close_notify is a
 // truncation and throws: a close-delimited body cut there must not pass for
 // a whole one.
-inline task<std::size_t> receive_decrypted(stream_state& state, std::size_t needed) {
+inline task<std::size_t> receive_decrypted(stream_state& state, std::size_t needed, std::span<char> direct) {
   tls_layer& tls = *state.tls_;
+  const bool into_buffer = direct.empty();
   for (;;) {
     std::size_t produced = 0;
-    const tls_step step = tls.engine.read(state.free_space(needed), produced);
+    const tls_step step = tls.engine.read(into_buffer ? state.free_space(needed) : direct, produced);
     state.send_tls_output();
     if (produced > 0) {
-      state.filled(produced);
+      if (into_buffer) state.filled(produced);
       co_return produced;
     }
     if (step == tls_step::closed || state.closing_) co_return 0;
@@ -7405,14 +7406,15 @@ class stream {
   }
   /// Up to into.size() bytes into the caller's buffer (Python's readinto): at least 1,
   /// 0 at the end of the stream. Buffered bytes come first; with none, a buffer of at
-  /// least stream_options::read_chunk bytes is filled straight from the socket (no copy
-  /// through the stream's buffer: a large transfer into a reused buffer runs at the
-  /// kernel's copy speed), a smaller one through the stream's buffer, as is TLS.
+  /// least stream_options::read_chunk bytes is filled straight from the socket (over TLS,
+  /// decrypted straight into it): no copy through the stream's buffer, so a large
+  /// transfer into a reused buffer runs at the kernel's copy speed. A smaller buffer is
+  /// served through the stream's buffer.
   task<std::size_t> read_into(std::span<char> into) {
     detail::stream_state& state = get("read_into");
     if (into.empty()) co_return 0;
     if (state.buffered().empty()) {
-      const bool direct = state.tls_ == nullptr && into.size() >= state.options_.read_chunk;
+      const bool direct = into.size() >= state.options_.read_chunk;
       if (direct) co_return co_await read_more(into.size(), "read_into", into);
       co_await read_more(npos, "read_into");
     }
@@ -7583,8 +7585,8 @@ class stream {
     return *state_;
   }
   // fill(), growing the buffer no further than room for `needed` more bytes
-  // (free_space); or, given `direct` (a plain stream, nothing buffered), the
-  // socket read straight into it. `operation` names the caller in errors.
+  // (free_space); or, given `direct` (nothing buffered), the socket read (or
+  // decrypted) straight into it. `operation` names the caller in errors.
   task<std::size_t> read_more(std::size_t needed, const char* operation, std::span<char> direct = {}) {
     detail::stream_state& state = get(operation);
     if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
@@ -7596,7 +7598,7 @@ class stream {
     } guard{&state};
     if (state.tls_ != nullptr) {
       if (!state.tls_->handshake_done) throw invalid_state_error("stream: read before the TLS handshake finished");
-      const std::size_t decrypted = co_await detail::receive_decrypted(state, needed);
+      const std::size_t decrypted = co_await detail::receive_decrypted(state, needed, direct);
       if (decrypted == 0) state.eof_ = true;
       co_return decrypted;
     }
