@@ -9968,13 +9968,19 @@ task<void> response::read_rest(Buffer& out) {
   if (parser_.body_framing() == response_parser::framing::length && !parser_.done() && length &&
       *length <= context_.max_body) {
     // Known and within the limit: read straight into its place, not through the
-    // connection's buffer (read_into throws if the body comes short).
+    // connection's buffer (read_into throws if the body comes short). The block is
+    // reserved whole (address space), but sized, which zeroes and so touches its
+    // pages, a MiB at a time as the bytes come: a length announced but never sent
+    // costs at most that. (Smaller steps made glibc trim and re-fault the heap per
+    // response in make bench's H2: 167,000 page faults per 1,000 MiB, 30,000 now.)
+    constexpr std::size_t step = 1024 * 1024;
     const std::size_t size = static_cast<std::size_t>(*length);
-    out.resize(size);
+    out.reserve(size);
     std::size_t filled = 0;
     while (filled < size) {
-      const std::span<char> rest(reinterpret_cast<char*>(out.data()) + filled, size - filled);
-      const std::size_t got = co_await read_into(rest);
+      if (out.size() == filled) out.resize(filled + std::min(step, size - filled));
+      const std::span<char> room(reinterpret_cast<char*>(out.data()) + filled, out.size() - filled);
+      const std::size_t got = co_await read_into(room);
       if (got == 0) break;
       filled += got;
     }

@@ -1273,6 +1273,46 @@ TEST_CASE("http: read_into streams a body into the caller's buffer, whatever its
   cl::run(body());
 }
 
+TEST_CASE("http: a Content-Length announced but not sent costs no memory: text() holds what came", "[http]") {
+  if (test_support::instrumented()) return;  // RSS under a sanitizer or valgrind says nothing
+  auto body = []() -> cl::task<void> {
+    const io_counts before = io_counts::now();
+    constexpr int requests = 4;
+    int stalled = 0;
+    script s;
+    // 60 MiB announced (under max_body's 64 MiB), 100 KiB sent, then nothing until the client leaves.
+    s.act = [&stalled](cl::stream& connection, const seen_request&, int, int) -> cl::task<bool> {
+      ++stalled;
+      co_return co_await write_and_wait_for_close(
+          connection, "HTTP/1.1 200 OK\r\nContent-Length: 62914560\r\n\r\n" + std::string(100 * 1024, 'x'));
+    };
+    cl::server server = co_await start(s);
+    const std::string url = base_url(server) + "/big";
+    {
+      http::client client;
+      std::vector<http::response> responses;
+      for (int i = 0; i < requests; ++i) responses.push_back(co_await cl::timeout(10s, client.get(url)));
+      const std::size_t rss_before = test_support::rss_kib();
+      std::vector<cl::task<std::string>> reading;
+      for (http::response& r : responses) reading.push_back(r.text());
+      auto all = cl::create_task(cl::gather_settled(std::move(reading)));
+      for (int i = 0; i < 1000 && stalled < requests; ++i) co_await cl::sleep(1ms);
+      co_await cl::sleep(100ms);  // every text() has what was sent and waits for the rest
+      const std::size_t rss_during = test_support::rss_kib();
+      all.cancel();
+      const std::exception_ptr ended = co_await failure_of(std::move(all));
+      CHECK(ended != nullptr);
+      CHECK(stalled == requests);
+      // Each text() holds the 100 KiB that came and one step ahead, not the 60 MiB announced.
+      INFO("RSS " << rss_before << " KiB before, " << rss_during << " KiB while the bodies stall");
+      CHECK(rss_during < rss_before + 16 * 1024);
+    }
+    co_await stop(server);
+    co_await expect_counts(before);
+  };
+  cl::run(body());
+}
+
 TEST_CASE("http: a body over limits.max_body: text() and body() throw protocol_error, read_chunk() streams it",
           "[http]") {
   auto body = []() -> cl::task<void> {
