@@ -202,6 +202,13 @@ inline bool under_valgrind() {
 // Sanitizer or valgrind: slower, and memory is not returned at once (quarantine).
 inline bool instrumented() { return sanitized() || under_valgrind(); }
 
+// glibc fills every block it hands out when MALLOC_PERTURB_ is set (meson test sets it by
+// default): memory reserved and never written is then resident all the same.
+inline bool malloc_perturbed() {
+  const char* perturb = std::getenv("MALLOC_PERTURB_");
+  return perturb != nullptr && std::strtol(perturb, nullptr, 10) != 0;
+}
+
 // The number in the environment variable `name`, or `fallback` when it is unset or empty.
 inline std::uint64_t env_number(const char* name, std::uint64_t fallback) {
   const char* text = std::getenv(name);
