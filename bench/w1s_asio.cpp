@@ -42,7 +42,9 @@ asio::awaitable<void> suspend_all(shared_state& state) {
 }  // namespace
 
 int main() {
-  asio::io_context context(1);
+  // One thread runs the io_context and is the only one to touch its objects: Asio's
+  // documented concurrency hint for that case, without the scheduler's and reactor's locks.
+  asio::io_context context(ASIO_CONCURRENCY_HINT_UNSAFE);
   shared_state state(context);
   asio::co_spawn(context, suspend_all(state), asio::detached);
   context.run();

@@ -17,6 +17,7 @@
 #include "coro_loop.hpp"
 
 #include "nginx_fixture.hpp"
+#include "test_support.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -31,6 +32,7 @@ namespace http = coro_loop::http;
 using namespace std::chrono_literals;
 using nginx_test::nginx;
 using Catch::Matchers::ContainsSubstring;
+using test_support::difference;
 
 namespace {
 
@@ -43,16 +45,6 @@ http::client_options bounded(http::client_options options = {}) {
   options.timeout.connect = 5s;
   options.timeout.read = 5s;
   return options;
-}
-
-// "" when `got` equals `expected`, else where they differ: a short failure
-// message instead of a megabyte of expansion.
-std::string difference(const std::string& got, const std::string& expected) {
-  if (got == expected) return {};
-  std::size_t at = 0;
-  while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
-  return "got " + std::to_string(got.size()) + " bytes, expected " + std::to_string(expected.size()) +
-         ", first difference at byte " + std::to_string(at) + "; got from there: \"" + got.substr(at, 60) + "\"";
 }
 
 // Awaits `request` (and reads the body); the what() of the Error it throws, or

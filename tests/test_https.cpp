@@ -46,6 +46,7 @@ namespace http = coro_loop::http;
 using namespace std::chrono_literals;
 using net_test::eventually;
 using test_support::contains;
+using test_support::difference;
 using test_support::resource_counts;
 
 namespace {
@@ -80,15 +81,6 @@ http::client_options bounded(cl::tls_context tls) {
   options.timeout.read = 10s;
   options.tls = std::move(tls);
   return options;
-}
-
-// "" when `got` equals `expected`, else where they differ: a short failure message.
-std::string difference(const std::string& got, const std::string& expected) {
-  if (got == expected) return {};
-  std::size_t at = 0;
-  while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
-  return "got " + std::to_string(got.size()) + " bytes, expected " + std::to_string(expected.size()) +
-         ", first difference at byte " + std::to_string(at);
 }
 
 // A response read to its end.
@@ -382,6 +374,18 @@ TEST_CASE("https nginx: verified GETs by name and by IP address; 1 KiB, 5 MiB an
       const std::string chunked_body = co_await chunked.text();
       CHECK(difference(chunked_body, nginx_test::nginx::content(std::size_t{1} << 20)) == "");
       CHECK(chunked.trailers().get("X-Trailer") == std::optional<std::string_view>("done"));
+
+      // read_into a caller's buffer: over TLS the stream decrypts through its own buffer.
+      http::response streamed = co_await client.get(server.https_url("/5m"));
+      std::string buffer(256 * 1024, '\0');
+      std::string streamed_body;
+      for (int reads = 0; reads < 10'000; ++reads) {
+        const std::size_t got = co_await streamed.read_into(buffer);
+        if (got == 0) break;
+        streamed_body.append(buffer, 0, got);
+      }
+      CHECK(difference(streamed_body, nginx_test::nginx::content(std::size_t{5} << 20)) == "");
+      CHECK(streamed.body_complete());
       // Everything after the first request to 127.0.0.1 went over that one connection.
       CHECK(client.connections_opened() == 2);
       CHECK(server.tls_connections("/5m") == 1);

@@ -470,3 +470,84 @@ TEST_CASE("stream: consuming everything while another task's fill() waits keeps 
   };
   cl::run(body());
 }
+
+namespace {
+
+// Reads `from` to its end with read_into(buffer of `size`), returning the bytes and the
+// largest single read.
+cl::task<std::pair<std::string, std::size_t>> read_all_into(cl::stream& from, std::size_t size) {
+  std::string buffer(size, '\0');
+  std::string all;
+  std::size_t largest = 0;
+  for (int reads = 0; reads < 100'000; ++reads) {
+    const std::size_t got = co_await cl::timeout(10s, from.read_into(buffer));
+    if (got == 0) break;
+    if (got > size) throw std::logic_error("read_into wrote past its buffer");
+    largest = std::max(largest, got);
+    all.append(buffer, 0, got);
+  }
+  co_return std::pair<std::string, std::size_t>(std::move(all), largest);
+}
+
+}  // namespace
+
+TEST_CASE("stream: read_into gives buffered bytes first, reads a large buffer straight from the socket, 0 at the end",
+          "[stream]") {
+  auto body = []() -> cl::task<void> {
+    cl::stream_options options;
+    options.read_chunk = 4096;  // through the buffer: at most 4 KiB per read; straight: more
+    auto [a, b] = net_test::stream_pair(options);
+    std::string small(8, '\0');
+    std::string empty;
+    const std::size_t none = co_await a.read_into(empty);
+    CHECK(none == 0);
+
+    b.write("hello, world");
+    const std::string first = co_await cl::timeout(10s, a.read(1));
+    CHECK(first == "h");
+    // A buffer smaller than read_chunk: what is buffered, at most its size.
+    const std::size_t eight = co_await cl::timeout(10s, a.read_into(small));
+    CHECK(eight == 8);
+    CHECK(small == "ello, wo");
+    CHECK(a.buffered() == "rld");
+    std::string large(64 * 1024, '\0');
+    const std::size_t three = co_await cl::timeout(10s, a.read_into(large));  // the buffered rest, no wait
+    CHECK(three == 3);
+    CHECK(large.substr(0, 3) == "rld");
+
+    // A timed-out read_into loses nothing: the bytes that come later are read.
+    bool timed_out = false;
+    try {
+      (void)co_await cl::timeout(20ms, a.read_into(large));
+    } catch (const cl::timeout_error&) {
+      timed_out = true;
+    }
+    CHECK(timed_out);
+
+    const std::size_t total = 3 * 1024 * 1024 + 17;
+    auto writing = cl::create_task(&write_pattern, std::ref(b), total, true);
+    auto [all, largest] = co_await read_all_into(a, 256 * 1024);
+    co_await cl::timeout(10s, writing);
+    CHECK(all.size() == total);
+    CHECK(all == net_test::pattern(0, total));
+    CHECK(largest > options.read_chunk);  // at least one read went straight into the buffer
+    CHECK(a.buffered().empty());
+    const std::size_t at_end = co_await a.read_into(large);
+    CHECK(at_end == 0);
+    CHECK(a.at_eof());
+  };
+  cl::run(body());
+}
+
+TEST_CASE("stream: read_into with a small buffer goes through the stream's buffer, byte-exact", "[stream]") {
+  auto body = []() -> cl::task<void> {
+    auto [a, b] = net_test::stream_pair();
+    const std::size_t total = 300'001;
+    auto writing = cl::create_task(&write_pattern, std::ref(b), total, true);
+    auto [all, largest] = co_await read_all_into(a, 1000);
+    co_await cl::timeout(10s, writing);
+    CHECK(all == net_test::pattern(0, total));
+    CHECK(largest <= 1000);
+  };
+  cl::run(body());
+}

@@ -202,6 +202,13 @@ inline bool under_valgrind() {
 // Sanitizer or valgrind: slower, and memory is not returned at once (quarantine).
 inline bool instrumented() { return sanitized() || under_valgrind(); }
 
+// glibc fills every block it hands out when MALLOC_PERTURB_ is set (meson test sets it by
+// default): memory reserved and never written is then resident all the same.
+inline bool malloc_perturbed() {
+  const char* perturb = std::getenv("MALLOC_PERTURB_");
+  return perturb != nullptr && std::strtol(perturb, nullptr, 10) != 0;
+}
+
 // The number in the environment variable `name`, or `fallback` when it is unset or empty.
 inline std::uint64_t env_number(const char* name, std::uint64_t fallback) {
   const char* text = std::getenv(name);
@@ -220,6 +227,16 @@ inline std::uint64_t sized(const char* name, std::uint64_t plain, std::uint64_t 
 
 // Whether `part` occurs in `text`.
 inline bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+
+// "" when `got` equals `expected`, else where they differ: a short failure message
+// instead of a megabyte of expansion.
+inline std::string difference(const std::string& got, const std::string& expected) {
+  if (got == expected) return {};
+  std::size_t at = 0;
+  while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
+  return "got " + std::to_string(got.size()) + " bytes, expected " + std::to_string(expected.size()) +
+         ", first difference at byte " + std::to_string(at) + "; got from there: \"" + got.substr(at, 60) + "\"";
+}
 
 // How often `part` occurs in `text` (occurrences that do not overlap).
 inline std::size_t count_of(std::string_view text, std::string_view part) {
