@@ -414,6 +414,10 @@ inline int last_socket_error() noexcept { return errno; }
 // gives a clear message where a POSIX-only function is used on Windows.
 template <class>
 inline constexpr bool posix_only = false;
+// The same for the misuses a template can only see once instantiated (a
+// callable that returns void to create_task): the static_assert names it.
+template <class...>
+inline constexpr bool always_false = false;
 
 // How errors name a handle that has no better label.
 inline std::string handle_label(native_handle handle) {
@@ -864,13 +868,27 @@ class callback_of final : public callback_node {
   Callback callback_;
 };
 
+struct cancellable_wait;
+struct wait_report;  // (5.1) what a task tree records of one wait
+
+// What one kind of wait is: a table per awaiter type, in static storage, so a
+// suspended task points at its wait and its wait at its kind, and describing
+// waits costs an awaiter nothing. `interrupt` returns true when it has taken
+// charge of resuming the task (now or later) so that the waiting co_await
+// throws cancelled_error; false when the wait cannot be interrupted, in which
+// case the cancellation is delivered at the next suspension point.
+// `describe` (null: `operation` says it all) runs only when a task tree is
+// captured, on the loop thread.
+struct wait_kind {
+  const char* operation;  // "sleep", "queue::get": in errors, and the plainest description
+  bool (*interrupt)(cancellable_wait* self) noexcept;
+  void (*describe)(const cancellable_wait& self, wait_report& report);
+};
+
 // Something a task can be suspended on that a cancel() can interrupt: a sleep,
-// an I/O operation, a queue waiter, another task. `interrupt` returns true when
-// it has taken charge of resuming the task (now or later) so that the waiting
-// co_await throws cancelled_error; false when the wait cannot be interrupted,
-// in which case the cancellation is delivered at the next suspension point.
+// an I/O operation, a queue waiter, another task. Set at each suspension.
 struct cancellable_wait {
-  bool (*interrupt)(cancellable_wait* self) noexcept = nullptr;
+  const wait_kind* kind_of_wait = nullptr;
 };
 
 // The loop's door for other threads: call_soon_threadsafe, executor
@@ -2177,10 +2195,24 @@ class task_handle;
 class task_ref;
 
 namespace detail {
+// Where a task was created: a defaulted argument of create_task, gather,
+// task_group::create_task, with_task_group and run() (`site = source_site::here()`)
+// fills it in at the caller's line, with nothing written there. The builtins
+// rather than std::source_location: Clang 14 has neither it nor the builtin
+// libstdc++ builds it on. An aggregate, so no argument of a user converts to it.
+struct source_site {
+  const char* file = nullptr;
+  std::uint_least32_t line = 0;
+  static constexpr source_site here(const char* file = __builtin_FILE(),
+                                    std::uint_least32_t line = __builtin_LINE()) noexcept {
+    return {file, line};
+  }
+};
+
 template <class Callback>
 class done_callback;
 template <class Awaitable>
-auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name);
+auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name, source_site site);
 struct task_ref_access;
 template <class T>
 struct is_task_handle : std::false_type {};
@@ -2271,7 +2303,7 @@ class task_promise_base : public ready_node, public list_hook {
   bool cancel() noexcept {
     if (state_ == state::done) return false;
     ++cancel_requests_;
-    if (current_wait_ != nullptr && current_wait_->interrupt(current_wait_)) {
+    if (current_wait_ != nullptr && !wait_uninterruptible_ && current_wait_->kind_of_wait->interrupt(current_wait_)) {
       // The interrupted wait will resume the task with a cancelled_error, at
       // once or (gather, task_group) after its children finished; requests
       // made before the task runs again merge into it (asyncio).
@@ -2308,13 +2340,16 @@ class task_promise_base : public ready_node, public list_hook {
       return false;
     }
     current_wait_ = wait;
+    wait_uninterruptible_ = false;
     resume_point_ = resume_point;
     return true;
   }
   // Same, for a wait that cannot be interrupted (the task is resumed by
   // whoever completes it; a cancel waits for the next suspension point).
-  void suspend_uninterruptibly(std::coroutine_handle<> resume_point) noexcept {
-    current_wait_ = nullptr;
+  // `wait`, if any, is only there to be described in a task tree.
+  void suspend_uninterruptibly(std::coroutine_handle<> resume_point, cancellable_wait* wait = nullptr) noexcept {
+    current_wait_ = wait;
+    wait_uninterruptible_ = true;
     resume_point_ = resume_point;
   }
   // The wait is over (completed or interrupted): run the task's next step.
@@ -2382,6 +2417,16 @@ class task_promise_base : public ready_node, public list_hook {
   // Where a scheduled task's frame starts (its allocation).
   void* frame_address() const noexcept { return root_frame_.address(); }
 
+  // --- what a task tree reads (loop thread)
+  // The wait the task is suspended on, or null: ready, running, or suspended
+  // on an awaiter that is not coro_loop's.
+  const cancellable_wait* current_wait() const noexcept { return current_wait_; }
+  bool started() const noexcept { return started_; }
+  // Where create_task & co. were called; no file when unknown.
+  source_site created_at() const noexcept { return {created_file_, created_line_}; }
+  // The tasks and callbacks notified when this one ends, newest first.
+  const completion_waiter* waiters() const noexcept { return waiters_; }
+
   std::string name() const {
     if (name_ != nullptr) return *name_;
     return "Task-" + std::to_string(number_);
@@ -2398,11 +2443,13 @@ class task_promise_base : public ready_node, public list_hook {
   bool has_exception() const noexcept { return exception_ != nullptr; }
 
   // Makes a created frame a scheduled task of `loop` and queues its first step.
-  void start_as_task(loop_core& loop, std::coroutine_handle<> self) {
+  void start_as_task(loop_core& loop, std::coroutine_handle<> self, source_site site) {
     loop_.store(&loop, std::memory_order_relaxed);
     root_frame_ = self;
     resume_point_ = self;
     scheduled_ = true;
+    created_file_ = site.file;  // from here on the member of the union that lives
+    created_line_ = site.line;
     state_ = state::pending;
     references_ = 1;  // the loop's, dropped when the task finishes
     number_ = loop.next_task_number_++;
@@ -2488,8 +2535,13 @@ class task_promise_base : public ready_node, public list_hook {
     release();
   }
 
-  // --- when awaited directly
-  std::coroutine_handle<> continuation_{};
+  // When awaited directly, who resumes the frame when it ends; when scheduled,
+  // where it was created. A frame is one or the other for life (scheduled_
+  // says which), so they share a word: a task pays nothing for its site.
+  union {
+    std::coroutine_handle<> continuation_{};
+    const char* created_file_;
+  };
   // --- when scheduled
   // Its loop while pending; null once done, or once its loop closed without
   // it (then state_ is not done). Atomic: a handle misused on another thread
@@ -2504,23 +2556,30 @@ class task_promise_base : public ready_node, public list_hook {
   std::uint64_t number_ = 0;               // "Task-<number>" when unnamed
   std::exception_ptr exception_{};
   std::uint32_t references_ = 0;           // handles + the loop's while pending
+  std::uint32_t created_line_ = 0;         // with created_file_
   std::uint16_t cancel_requests_ = 0;      // cancel() minus uncancel() (asyncio's cancelling())
   state state_ = state::created;
-  bool scheduled_ = false;
-  bool started_ = false;
-  bool must_cancel_ = false;  // requested, not yet thrown into the coroutine
-  bool cancel_in_flight_ = false;  // woken by an interrupt: a cancelled_error is on its way
-  bool cancelled_ = false;
-  bool exception_retrieved_ = false;
+  // One bit each, in one byte, so that created_line_ fits in what was padding:
+  // the task tree costs a task no memory. Loop thread only (state_, which
+  // another thread may read, is a byte of its own).
+  bool scheduled_ : 1 = false;
+  bool started_ : 1 = false;
+  bool must_cancel_ : 1 = false;       // requested, not yet thrown into the coroutine
+  bool cancel_in_flight_ : 1 = false;  // woken by an interrupt: a cancelled_error is on its way
+  bool cancelled_ : 1 = false;
+  bool exception_retrieved_ : 1 = false;
+  bool wait_uninterruptible_ : 1 = false;  // current_wait_ is there to be described, not interrupted
 };
 
 // --- 5.1 The suspension protocol ---
 // Every awaiter that suspends a task keeps DESIGN's cancellation model the same
 // way, so the model is written here once and an awaiter says only what it
 // waits on. It derives from `suspension` and:
-//   await_suspend  calls suspend(caller, "what", &on_interrupt): false means a
-//                  cancel was already waiting (do not suspend; await_resume
-//                  throws); then links itself to what will grant the wait.
+//   await_suspend  calls suspend(caller, waiting): false means a cancel was
+//                  already waiting (do not suspend; await_resume throws);
+//                  then links itself to what will grant the wait. `waiting`
+//                  is the awaiter type's static wait_kind: its operation's
+//                  name, its on_interrupt, and its describe.
 //   the grant      calls resume(): the task runs on the next iteration.
 //   on_interrupt   is a cancel reaching the suspended task. It either stops
 //                  now (unlinks, then resume_cancelled()) or keeps waiting
@@ -2534,7 +2593,46 @@ class task_promise_base : public ready_node, public list_hook {
 //                  first returns what was granted (the lock, a permit, an
 //                  item). A grant that cannot go back without losing a result
 //                  (bytes read, a gather's values) uses throw_if_interrupted().
+//   describe       writes what the task waits on into a wait_report, in words
+//                  that name the object (`queue::get on queue 0x5568d0 (0 items,
+//                  3 getters)`), and lists the tasks it waits for; it runs only
+//                  when a task tree is captured (print_task_tree, in 11).
 // The awaiter lives in the awaiting frame: waiting allocates nothing.
+
+// What one wait says of itself in a task tree.
+struct wait_report {
+  time_point now;                           // one reading of the clock for the whole tree
+  std::string text;                         // "sleep until +2.4 s"
+  std::vector<task_promise_base*> awaited;  // the tasks it waits for: its children in the tree
+};
+
+// "2.4 s", "350 ms", "12 us": a duration as a person reads it (2 or 3 digits).
+inline std::string describe_duration(duration span) {
+  const bool negative = span < duration::zero();
+  const double us = std::chrono::duration<double, std::micro>(negative ? -span : span).count();
+  char text[48];
+  if (us >= 10e6) {
+    std::snprintf(text, sizeof text, "%.0f s", us / 1e6);
+  } else if (us >= 1e6) {
+    std::snprintf(text, sizeof text, "%.1f s", us / 1e6);
+  } else if (us >= 1e3) {
+    std::snprintf(text, sizeof text, "%.0f ms", us / 1e3);
+  } else {
+    std::snprintf(text, sizeof text, "%.0f us", us);
+  }
+  return negative ? std::string("-") + text : std::string(text);
+}
+// "+2.4 s" from now to `deadline`; "now" once it passed (its timer is due).
+inline std::string describe_deadline(time_point deadline, time_point now) {
+  if (deadline <= now) return "now";
+  return "+" + describe_duration(deadline - now);
+}
+// An object's identity, as a tree names the queue or lock a task waits on.
+inline std::string describe_address(const void* object) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%p", object);
+  return text;
+}
 
 // The running task, for whatever acts on it (an awaiter, a timeout scope); a
 // clear error outside any task.
@@ -2553,15 +2651,15 @@ class suspension : public cancellable_wait {
   suspension& operator=(suspension&&) = delete;
 
  protected:
-  using interrupt_function = bool (*)(cancellable_wait* self) noexcept;
-
-  bool suspend(std::coroutine_handle<> caller, const char* operation, interrupt_function on_interrupt) {
-    enter(operation);
+  // `operation` names the wait in errors when it differs from waiting.operation
+  // (an I/O awaiter: "read", "connect").
+  bool suspend(std::coroutine_handle<> caller, const wait_kind& waiting, const char* operation = nullptr) {
+    enter(operation != nullptr ? operation : waiting.operation);
+    kind_of_wait = &waiting;
     if (!interruptible_) {
-      task_->suspend_uninterruptibly(caller);
+      task_->suspend_uninterruptibly(caller, this);
       return true;
     }
-    interrupt = on_interrupt;
     if (!task_->suspend_on(this, caller)) {
       cancelled_ = true;
       return false;
@@ -2609,6 +2707,7 @@ class suspension : public cancellable_wait {
   }
 
   bool cancelled() const noexcept { return cancelled_; }
+  bool interruptible() const noexcept { return interruptible_; }
   // Null until suspend(): an awaiter whose await_ready took the fast path has none.
   task_promise_base* task() const noexcept { return task_; }
   loop_core& loop() const noexcept { return *loop_; }
@@ -2796,7 +2895,8 @@ class [[nodiscard]] task {
   template <class U>
   friend class task_handle;
   template <class Awaitable>
-  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name);
+  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name,
+                            detail::source_site site);
   explicit task(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
   void destroy() noexcept {
     if (frame_) {
@@ -2941,7 +3041,7 @@ class task_handle : public task_ref {
     bool await_ready() const noexcept { return target_->done(); }
     bool await_suspend(std::coroutine_handle<> caller) {
       target_->check_loop_thread("awaiting a task_handle");
-      if (!suspend(caller, "awaiting a task_handle", &on_cancel)) return false;
+      if (!suspend(caller, waiting)) return false;
       notify = &on_done;
       target_->add_waiter(*this);
       linked_ = true;
@@ -2974,6 +3074,12 @@ class task_handle : public task_ref {
       self->linked_ = false;
       self->resume();
     }
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const auto& self = static_cast<const awaiter&>(wait);
+      report.text = "awaiting task '" + self.target_->name() + "'";
+      report.awaited.push_back(self.target_);
+    }
+    static constexpr detail::wait_kind waiting{"awaiting a task_handle", &on_cancel, &describe};
     bool linked_ = false;  // first: it fills the protocol's tail
     detail::task_promise_base* target_;
   };
@@ -2982,7 +3088,8 @@ class task_handle : public task_ref {
 
  private:
   template <class Awaitable>
-  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name);
+  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name,
+                            detail::source_site site);
   explicit task_handle(detail::task_promise_base* task) noexcept : task_ref(task) {}
   detail::task_promise<T>& promise() const noexcept { return static_cast<detail::task_promise<T>&>(get()); }
 };
@@ -3047,7 +3154,7 @@ struct is_task<task<T>> : std::true_type {};
 
 namespace detail {
 template <class Awaitable>
-auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name) {
+auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name, source_site site) {
   using value_type = await_result_t<Awaitable>;
   task<value_type> body;
   if constexpr (detail::is_task<std::remove_cvref_t<Awaitable>>::value && std::is_rvalue_reference_v<Awaitable&&>) {
@@ -3061,29 +3168,87 @@ auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name) {
     frame.destroy();
     throw invalid_state_error("create_task: the task was already awaited");
   }
-  frame.promise().start_as_task(loop, frame);
+  frame.promise().start_as_task(loop, frame, site);
   if (!name.empty()) frame.promise().set_name(std::move(name));
   return task_handle<value_type>(&frame.promise());
+}
+
+// create_task(fn, args...): fn(args...) must return an awaitable. Checked
+// here, before anything else is instantiated, so that a mistake gets one
+// sentence naming it rather than pages from inside invoke_in_task.
+template <class Callable, class... Args>
+auto spawn_call(loop_core& loop, source_site site, Callable&& callable, Args&&... args) {
+  if constexpr (!std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>) {
+    static_assert(always_false<Callable, Args...>,
+                  "create_task(fn, args...): fn is neither an awaitable (a task<T>) nor callable with these "
+                  "arguments");
+  } else if constexpr (std::is_void_v<std::invoke_result_t<std::decay_t<Callable>&, std::decay_t<Args>&...>>) {
+    static_assert(always_false<Callable, Args...>,
+                  "create_task(fn, args...): fn(args...) returns void; it must return an awaitable, e.g. be a "
+                  "coroutine returning coro_loop::task<T>");
+  } else if constexpr (!awaitable<std::invoke_result_t<std::decay_t<Callable>&, std::decay_t<Args>&...>>) {
+    static_assert(always_false<Callable, Args...>,
+                  "create_task(fn, args...): fn(args...) returns a value that is not awaitable; it must return "
+                  "an awaitable, e.g. be a coroutine returning coro_loop::task<T>");
+  } else {
+    return spawn(loop,
+                 invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(std::forward<Callable>(callable),
+                                                                                std::forward<Args>(args)...),
+                 {}, site);
+  }
 }
 }  // namespace detail
 
 /// Starts `awaitable` as a scheduled task on the running loop (asyncio.create_task):
 /// its first step runs on a later iteration. Returns its task_handle.
-/// Throws invalid_state_error without a running loop.
+/// Throws invalid_state_error without a running loop. `site` is for the caller's line.
 template <class Awaitable>
   requires detail::awaitable<Awaitable>
-auto create_task(Awaitable&& awaitable, std::string name = {}) {
-  return detail::spawn(detail::running_core(), std::forward<Awaitable>(awaitable), std::move(name));
+auto create_task(Awaitable&& awaitable, std::string name = {},
+                 detail::source_site site = detail::source_site::here()) {
+  return detail::spawn(detail::running_core(), std::forward<Awaitable>(awaitable), std::move(name), site);
 }
+
+// create_task(callable, args...): one overload per count of arguments up to
+// three, because a defaulted parameter (the creation site) cannot follow a
+// pack; with more arguments the task tree does not know where the task began.
 
 /// Starts `callable(args...)` (which returns an awaitable) as a task, moving the
 /// callable and the arguments into the task's frame: a coroutine lambda's
 /// captures and the arguments live as long as the task.
+template <class Callable>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable));
+}
+/// The same with one argument.
+template <class Callable, class Arg>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, Arg&& arg, detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable), std::forward<Arg>(arg));
+}
+/// The same with two arguments.
+template <class Callable, class Arg1, class Arg2>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2,
+                 detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                            std::forward<Arg2>(arg2));
+}
+/// The same with three arguments.
+template <class Callable, class Arg1, class Arg2, class Arg3>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2, Arg3&& arg3,
+                 detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                            std::forward<Arg2>(arg2), std::forward<Arg3>(arg3));
+}
+/// The same with four arguments or more (the task tree shows no creation site).
 template <class Callable, class... Args>
-  requires(!detail::awaitable<Callable>) && std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>
+  requires(!detail::awaitable<Callable>) && (sizeof...(Args) > 3)
 auto create_task(Callable&& callable, Args&&... args) {
-  return create_task(detail::invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(
-      std::forward<Callable>(callable), std::forward<Args>(args)...));
+  return detail::spawn_call(detail::running_core(), detail::source_site{}, std::forward<Callable>(callable),
+                            std::forward<Args>(args)...);
 }
 
 /// The task running now, or an empty task_ref in a plain callback or without a loop.
@@ -3223,7 +3388,7 @@ class sleep_awaiter : private timer_node, private suspension {
   }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "sleep", &on_cancel)) return false;
+    if (!suspend(caller, waiting)) return false;
     if (yield_only_) {
       loop().schedule(*task());  // sleep(0): back of the ready queue, so it runs on the next iteration
     } else {
@@ -3246,6 +3411,12 @@ class sleep_awaiter : private timer_node, private suspension {
     }
     return true;
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const sleep_awaiter&>(wait);
+    report.text = self.yield_only_ ? "sleep(0): yielding for one iteration"
+                                   : "sleep until " + describe_deadline(self.deadline, report.now);
+  }
+  static constexpr wait_kind waiting{"sleep", &on_cancel, &describe};
   bool yield_only_;
 };
 
@@ -3417,12 +3588,12 @@ struct child {
 };
 
 template <class Awaitable>
-auto make_child(Awaitable&& awaitable) {
+auto make_child(Awaitable&& awaitable, source_site site) {
   using decayed = std::remove_cvref_t<Awaitable>;
   if constexpr (is_task_handle<decayed>::value) {
     return child<typename is_task_handle<decayed>::result_type>{awaitable, false};
   } else {
-    return child<await_result_t<Awaitable>>{spawn(running_core(), std::forward<Awaitable>(awaitable), {}), true};
+    return child<await_result_t<Awaitable>>{spawn(running_core(), std::forward<Awaitable>(awaitable), {}, site), true};
   }
 }
 
@@ -3535,7 +3706,7 @@ class children_watch : private tasks_watch, private suspension {
     return true;
   }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "gather", &on_interrupt)) {
+    if (!suspend(caller, waiting)) {
       on_interrupt(this);  // the pending cancel interrupts at once; we still wait for the children
       keep_waiting(caller);
     }
@@ -3579,6 +3750,19 @@ class children_watch : private tasks_watch, private suspension {
     self->cancel_children();
     return true;  // we resume once every child is done
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const children_watch&>(wait);
+    const std::size_t count = self.watched().size();
+    report.text = "gather of " + std::to_string(count) + (count == 1 ? " task" : " tasks") + " (" +
+                  std::to_string(self.remaining_) + " running" +
+                  (self.cancelled() ? "; cancelled, waiting for them to finish)"
+                   : self.children_cancelled_ ? "; one failed, the others cancelled)"
+                                              : ")");
+    for (task_promise_base* child : self.watched()) {
+      if (!child->done()) report.awaited.push_back(child);
+    }
+  }
+  static constexpr wait_kind waiting{"gather", &on_interrupt, &describe};
 
   bool cancel_siblings_;
   bool children_cancelled_ = false;
@@ -3608,88 +3792,232 @@ inline void rethrow_first_failure(std::span<task_promise_base* const> promises, 
 }
 
 template <class Range>
-using range_child_t = decltype(make_child(std::move(*std::ranges::begin(std::declval<Range&>()))));
+using range_child_t = decltype(make_child(std::move(*std::ranges::begin(std::declval<Range&>())), source_site{}));
 
 }  // namespace detail
 
 // --- 6.2 gather ---
 
-/// Runs every awaitable concurrently (task_handles as they are, anything else
-/// as a new task) and returns their values as a tuple, void as std::monostate.
-/// When one fails, the others are cancelled and awaited, then its exception
-/// propagates; cancelling the gather cancels every child (and awaits them).
-/// Differs from asyncio: siblings are cancelled and awaited before the error
-/// propagates, because a C++ frame must not outlive what its children use.
+namespace detail {
+
 template <class... Awaitables>
-  requires(detail::awaitable<Awaitables> && ...)
-task<std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>> gather(Awaitables... awaitables) {
+task<std::tuple<stored_value_t<await_result_t<Awaitables>>...>> gather_tuple(source_site site,
+                                                                             Awaitables... awaitables) {
   if constexpr (sizeof...(Awaitables) == 0) {
     co_return std::tuple<>{};
   } else {
     // Braces: left to right, so the children start in the arguments' order.
-    std::tuple<decltype(detail::make_child(std::move(awaitables)))...> children{
-        detail::make_child(std::move(awaitables))...};
-    const auto promises = detail::promises_of(children);
-    detail::children_watch watch(promises, true);
+    std::tuple<decltype(make_child(std::move(awaitables), site))...> children{
+        make_child(std::move(awaitables), site)...};
+    const auto promises = promises_of(children);
+    children_watch watch(promises, true);
     const std::size_t first_failure = co_await watch;
-    detail::rethrow_first_failure(promises, first_failure);
+    rethrow_first_failure(promises, first_failure);
     co_return std::apply(
-        [](auto&... c) { return std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>(detail::take_value(c)...); },
+        [](auto&... c) { return std::tuple<stored_value_t<await_result_t<Awaitables>>...>(take_value(c)...); },
         children);
   }
 }
 
-/// gather over a range of awaitables (or task_handles): a vector of values in
-/// the range's order. Same failure and cancellation rules as gather(a, b, ...).
-template <std::ranges::input_range Range>
-  requires(!detail::awaitable<Range>) && detail::awaitable<std::ranges::range_value_t<Range>>
-task<std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>>> gather(Range awaitables) {
-  using child_type = detail::range_child_t<Range>;
+template <class Range>
+task<std::vector<stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>>> gather_range(source_site site,
+                                                                                                  Range awaitables) {
+  using child_type = range_child_t<Range>;
   std::vector<child_type> children;
   if constexpr (std::ranges::sized_range<Range>) children.reserve(std::ranges::size(awaitables));
-  for (auto&& awaitable : awaitables) children.push_back(detail::make_child(std::move(awaitable)));
-  const std::vector<detail::task_promise_base*> promises = detail::promises_of(children);
-  detail::children_watch watch(promises, true);
+  for (auto&& awaitable : awaitables) children.push_back(make_child(std::move(awaitable), site));
+  const std::vector<task_promise_base*> promises = promises_of(children);
+  children_watch watch(promises, true);
   const std::size_t first_failure = co_await watch;
-  detail::rethrow_first_failure(promises, first_failure);
-  std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>> values;
+  rethrow_first_failure(promises, first_failure);
+  std::vector<stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>> values;
   values.reserve(children.size());
-  for (child_type& c : children) values.push_back(detail::take_value(c));
+  for (child_type& c : children) values.push_back(take_value(c));
   co_return values;
 }
 
-/// gather that never fails for a child (Python's return_exceptions=True): a
-/// tuple of outcome<T>, each a value or the child's exception. Cancelling it
-/// still cancels and awaits every child, then throws cancelled_error.
 template <class... Awaitables>
-  requires(detail::awaitable<Awaitables> && ...)
-task<std::tuple<outcome<await_result_t<Awaitables>>...>> gather_settled(Awaitables... awaitables) {
-  std::tuple<decltype(detail::make_child(std::move(awaitables)))...> children{
-      detail::make_child(std::move(awaitables))...};
+task<std::tuple<outcome<await_result_t<Awaitables>>...>> gather_tuple_settled(source_site site,
+                                                                              Awaitables... awaitables) {
+  std::tuple<decltype(make_child(std::move(awaitables), site))...> children{
+      make_child(std::move(awaitables), site)...};
   if constexpr (sizeof...(Awaitables) != 0) {
-    const auto promises = detail::promises_of(children);
-    detail::children_watch watch(promises, false);
+    const auto promises = promises_of(children);
+    children_watch watch(promises, false);
     co_await watch;
   }
   co_return std::apply(
-      [](auto&... c) { return std::tuple<outcome<await_result_t<Awaitables>>...>(detail::take_outcome(c)...); },
-      children);
+      [](auto&... c) { return std::tuple<outcome<await_result_t<Awaitables>>...>(take_outcome(c)...); }, children);
 }
 
-/// gather_settled over a range: a vector of outcome<T> in the range's order.
-template <std::ranges::input_range Range>
-  requires(!detail::awaitable<Range>) && detail::awaitable<std::ranges::range_value_t<Range>>
-task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> gather_settled(Range awaitables) {
-  using child_type = detail::range_child_t<Range>;
+template <class Range>
+task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> gather_range_settled(source_site site,
+                                                                                                   Range awaitables) {
+  using child_type = range_child_t<Range>;
   std::vector<child_type> children;
-  for (auto&& awaitable : awaitables) children.push_back(detail::make_child(std::move(awaitable)));
-  const std::vector<detail::task_promise_base*> promises = detail::promises_of(children);
-  detail::children_watch watch(promises, false);
+  for (auto&& awaitable : awaitables) children.push_back(make_child(std::move(awaitable), site));
+  const std::vector<task_promise_base*> promises = promises_of(children);
+  children_watch watch(promises, false);
   co_await watch;
   std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>> outcomes;
   outcomes.reserve(children.size());
-  for (child_type& c : children) outcomes.push_back(detail::take_outcome(c));
+  for (child_type& c : children) outcomes.push_back(take_outcome(c));
   co_return outcomes;
+}
+
+// What every gather overload calls: the arguments are checked first, so that
+// one that is not awaitable gets a sentence naming the mistake rather than
+// pages from inside the coroutines above. A defaulted parameter (the site)
+// cannot follow a pack, hence one overload per count of arguments below.
+template <bool Settled, class... Awaitables>
+auto gather_call(source_site site, Awaitables&&... awaitables) {
+  if constexpr (!(awaitable<Awaitables> && ...)) {
+    static_assert(always_false<Awaitables...>,
+                  "gather(a, b, ...): every argument must be awaitable: a task<T> (call the coroutine: f(), not "
+                  "f), a task_handle<T>, sleep(d), ...");
+  } else if constexpr (Settled) {
+    return gather_tuple_settled<std::decay_t<Awaitables>...>(site, std::forward<Awaitables>(awaitables)...);
+  } else {
+    return gather_tuple<std::decay_t<Awaitables>...>(site, std::forward<Awaitables>(awaitables)...);
+  }
+}
+template <bool Settled, class Range>
+auto gather_range_call(source_site site, Range&& awaitables) {
+  if constexpr (!awaitable<std::ranges::range_value_t<Range>>) {
+    static_assert(always_false<Range>,
+                  "gather(range): the range's elements must be awaitable: task<T>, task_handle<T>, ...");
+  } else if constexpr (Settled) {
+    return gather_range_settled<std::remove_cvref_t<Range>>(site, std::forward<Range>(awaitables));
+  } else {
+    return gather_range<std::remove_cvref_t<Range>>(site, std::forward<Range>(awaitables));
+  }
+}
+
+}  // namespace detail
+
+// gather(a, b, ...): runs every awaitable concurrently (task_handles as they
+// are, anything else as a new task) and returns a task whose value is the
+// tuple of theirs, void as std::monostate. When one fails, the others are
+// cancelled and awaited, then its exception propagates; cancelling the gather
+// cancels every child (and awaits them). Differs from asyncio: siblings are
+// cancelled and awaited before the error propagates, because a C++ frame must
+// not outlive what its children use. (The last parameter records the caller's
+// line for the task tree.)
+/// gather of one awaitable (see above; a range is the overload below).
+template <class A>
+  requires(detail::awaitable<A> || !std::ranges::input_range<A>)
+auto gather(A&& a, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a));
+}
+/// gather of two awaitables (see above).
+template <class A, class B>
+auto gather(A&& a, B&& b, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b));
+}
+/// gather of three awaitables (see above).
+template <class A, class B, class C>
+auto gather(A&& a, B&& b, C&& c, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c));
+}
+/// gather of four awaitables (see above).
+template <class A, class B, class C, class D>
+auto gather(A&& a, B&& b, C&& c, D&& d, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d));
+}
+/// gather of five awaitables (see above).
+template <class A, class B, class C, class D, class E>
+auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e));
+}
+/// gather of six awaitables (see above).
+template <class A, class B, class C, class D, class E, class F>
+auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f));
+}
+/// gather of seven awaitables (see above).
+template <class A, class B, class C, class D, class E, class F, class G>
+auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g));
+}
+/// gather of eight awaitables (see above).
+template <class A, class B, class C, class D, class E, class F, class G, class H>
+auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, H&& h, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g), std::forward<H>(h));
+}
+/// gather of none, or of more than eight awaitables (the task tree shows their children
+/// without a creation site).
+template <class... Awaitables>
+  requires(sizeof...(Awaitables) == 0 || sizeof...(Awaitables) > 8)
+auto gather(Awaitables&&... awaitables) {
+  return detail::gather_call<false>(detail::source_site{}, std::forward<Awaitables>(awaitables)...);
+}
+
+/// gather over a range of awaitables (or task_handles): a vector of values in
+/// the range's order. Same failure and cancellation rules as gather(a, b, ...).
+template <class Range>
+  requires std::ranges::input_range<Range> && (!detail::awaitable<Range>)
+auto gather(Range&& awaitables, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_range_call<false>(site, std::forward<Range>(awaitables));
+}
+
+// gather_settled(a, b, ...): gather that never fails for a child (Python's
+// return_exceptions=True): a tuple of outcome<T>, each a value or the child's
+// exception. Cancelling it still cancels and awaits every child, then throws
+// cancelled_error.
+/// gather_settled of one awaitable (see above; a range is the overload below).
+template <class A>
+  requires(detail::awaitable<A> || !std::ranges::input_range<A>)
+auto gather_settled(A&& a, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a));
+}
+/// gather_settled of two awaitables (see above).
+template <class A, class B>
+auto gather_settled(A&& a, B&& b, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b));
+}
+/// gather_settled of three awaitables (see above).
+template <class A, class B, class C>
+auto gather_settled(A&& a, B&& b, C&& c, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c));
+}
+/// gather_settled of four awaitables (see above).
+template <class A, class B, class C, class D>
+auto gather_settled(A&& a, B&& b, C&& c, D&& d, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d));
+}
+/// gather_settled of five awaitables (see above).
+template <class A, class B, class C, class D, class E>
+auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e));
+}
+/// gather_settled of six awaitables (see above).
+template <class A, class B, class C, class D, class E, class F>
+auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f));
+}
+/// gather_settled of seven awaitables (see above).
+template <class A, class B, class C, class D, class E, class F, class G>
+auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g));
+}
+/// gather_settled of eight awaitables (see above).
+template <class A, class B, class C, class D, class E, class F, class G, class H>
+auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, H&& h, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g), std::forward<H>(h));
+}
+/// gather_settled of none, or of more than eight awaitables (the task tree shows their children
+/// without a creation site).
+template <class... Awaitables>
+  requires(sizeof...(Awaitables) == 0 || sizeof...(Awaitables) > 8)
+auto gather_settled(Awaitables&&... awaitables) {
+  return detail::gather_call<true>(detail::source_site{}, std::forward<Awaitables>(awaitables)...);
+}
+
+/// gather_settled over a range: a vector of outcome<T> in the range's order.
+template <class Range>
+  requires std::ranges::input_range<Range> && (!detail::awaitable<Range>)
+auto gather_settled(Range&& awaitables, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_range_call<true>(site, std::forward<Range>(awaitables));
 }
 
 // --- 6.3 shield ---
@@ -3708,7 +4036,7 @@ class shield_wait : private completion_waiter, private suspension {
   }
   bool await_ready() const noexcept { return target_->done(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "shield", &on_interrupt)) return false;
+    if (!suspend(caller, waiting)) return false;
     notify = &on_done;
     target_->add_waiter(*this);
     linked_ = true;
@@ -3729,6 +4057,12 @@ class shield_wait : private completion_waiter, private suspension {
     self->resume_cancelled();
     return true;
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const shield_wait&>(wait);
+    report.text = "shield over task '" + self.target_->name() + "'";
+    report.awaited.push_back(self.target_);
+  }
+  static constexpr wait_kind waiting{"shield", &on_interrupt, &describe};
   bool linked_ = false;  // first: it fills the protocol's tail
   task_promise_base* target_;
 };
@@ -3739,8 +4073,8 @@ class shield_wait : private completion_waiter, private suspension {
 /// on (asyncio.shield). Whatever the inner work references must outlive it.
 template <class Awaitable>
   requires detail::awaitable<Awaitable>
-task<await_result_t<Awaitable>> shield(Awaitable awaitable) {
-  auto inner = detail::make_child(std::move(awaitable));
+task<await_result_t<Awaitable>> shield(Awaitable awaitable, detail::source_site site = detail::source_site::here()) {
+  auto inner = detail::make_child(std::move(awaitable), site);
   detail::shield_wait wait(detail::promise_of(inner));
   co_await wait;
   detail::task_promise_base* promise = detail::promise_of(inner);
@@ -3779,7 +4113,7 @@ class condition_wait : private tasks_watch, private timer_node, private suspensi
 
   bool await_ready() const noexcept { return satisfied(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "wait", &on_interrupt)) return false;
+    if (!suspend(caller, waiting)) return false;
     start_watching();
     if (deadline_) {
       deadline = *deadline_;
@@ -3817,6 +4151,17 @@ class condition_wait : private tasks_watch, private timer_node, private suspensi
     self->finish();
     return true;
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const condition_wait&>(wait);
+    static constexpr const char* whens[] = {"first_completed", "first_exception", "all_completed"};
+    report.text = std::string("wait (") + whens[static_cast<int>(self.when_)] + ") on " +
+                  std::to_string(self.watched().size()) + " tasks";
+    if (self.armed()) report.text += ", timeout in " + describe_duration(self.deadline - report.now);
+    for (task_promise_base* task : self.watched()) {
+      if (!task->done()) report.awaited.push_back(task);
+    }
+  }
+  static constexpr wait_kind waiting{"wait", &on_interrupt, &describe};
 
   return_when when_;
   std::optional<time_point> deadline_;
@@ -3891,7 +4236,7 @@ class as_completed : private detail::timer_node {
       if (owner_->waiter_ != nullptr) {
         throw invalid_state_error("as_completed::next: another task is already waiting on it");
       }
-      if (!suspend(caller, "as_completed", &on_interrupt)) return false;
+      if (!suspend(caller, waiting)) return false;
       owner_->waiter_ = this;
       return true;
     }
@@ -3914,6 +4259,16 @@ class as_completed : private detail::timer_node {
       self->resume_cancelled();
       return true;
     }
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const as_completed& owner = *static_cast<const next_awaiter&>(wait).owner_;
+      report.text = "as_completed::next (" + std::to_string(owner.handed_out_) + " of " +
+                    std::to_string(owner.tasks_.size()) + " handed out)";
+      if (owner.armed()) report.text += ", timeout in " + detail::describe_duration(owner.deadline - report.now);
+      for (detail::task_promise_base* task : owner.promises_) {
+        if (!task->done()) report.awaited.push_back(task);
+      }
+    }
+    static constexpr detail::wait_kind waiting{"as_completed", &on_interrupt, &describe};
     void wake() noexcept {
       owner_->waiter_ = nullptr;
       resume();
@@ -4146,8 +4501,9 @@ task<await_result_t<Awaitable>> wait_for(Awaitable awaitable, duration delay) {
 /// outlive what they reference).
 class task_group {
  public:
-  /// Binds the group to the task running now (its body's task).
-  task_group() : loop_(&detail::running_core()), parent_(loop_->current_task()) {
+  /// Binds the group to the task running now (its body's task); `site` is for the caller's line.
+  task_group(detail::source_site site = detail::source_site::here())
+      : loop_(&detail::running_core()), parent_(loop_->current_task()), site_(site) {
     if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
     cancelling_at_entry_ = parent_->cancelling();
   }
@@ -4173,18 +4529,51 @@ class task_group {
   /// join finished, or while the group is shutting down after a failure.
   template <class Awaitable>
     requires detail::awaitable<Awaitable>
-  auto create_task(Awaitable&& awaitable, std::string name = {}) {
+  auto create_task(Awaitable&& awaitable, std::string name = {},
+                   detail::source_site site = detail::source_site::here()) {
     check_open();
-    auto handle = detail::spawn(*loop_, std::forward<Awaitable>(awaitable), std::move(name));
-    adopt(detail::task_ref_access::promise(handle));
-    return handle;
+    return adopt(detail::spawn(*loop_, std::forward<Awaitable>(awaitable), std::move(name), site));
   }
-  /// Starts `callable(args...)` as a child, moving both into its frame.
+  /// Starts `callable(args...)` as a child, moving both into its frame (one overload per
+  /// count of arguments up to three, as the free create_task).
+  template <class Callable>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable)));
+  }
+  /// The same with one argument.
+  template <class Callable, class Arg>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, Arg&& arg, detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable), std::forward<Arg>(arg)));
+  }
+  /// The same with two arguments.
+  template <class Callable, class Arg1, class Arg2>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2,
+                   detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                                    std::forward<Arg2>(arg2)));
+  }
+  /// The same with three arguments.
+  template <class Callable, class Arg1, class Arg2, class Arg3>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2, Arg3&& arg3,
+                   detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                                    std::forward<Arg2>(arg2), std::forward<Arg3>(arg3)));
+  }
+  /// The same with four arguments or more (the task tree shows no creation site).
   template <class Callable, class... Args>
-    requires(!detail::awaitable<Callable>) && std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>
+    requires(!detail::awaitable<Callable>) && (sizeof...(Args) > 3)
   auto create_task(Callable&& callable, Args&&... args) {
-    return create_task(detail::invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(
-        std::forward<Callable>(callable), std::forward<Args>(args)...));
+    check_open();
+    return adopt(
+        detail::spawn_call(*loop_, detail::source_site{}, std::forward<Callable>(callable), std::forward<Args>(args)...));
   }
 
   /// Children not yet done.
@@ -4218,6 +4607,12 @@ class task_group {
     if (state_ == state::joined) throw invalid_state_error("task_group: create_task after join");
     if (aborting_) throw invalid_state_error("task_group: create_task while the group is shutting down");
   }
+  // Makes a new task one of the group's children; returns its handle.
+  template <class Handle>
+  Handle adopt(Handle handle) {
+    adopt(detail::task_ref_access::promise(handle));
+    return handle;
+  }
   void adopt(detail::task_promise_base* task) {
     auto* entry = new child_entry();
     entry->group = this;
@@ -4249,6 +4644,7 @@ class task_group {
 
   detail::loop_core* loop_;
   detail::task_promise_base* parent_;
+  detail::source_site site_;         // where the group was opened, for a task tree
   detail::intrusive_list children_;  // child_entry, still running
   std::vector<std::exception_ptr> errors_;
   join_wait* joiner_ = nullptr;
@@ -4272,7 +4668,7 @@ class task_group::join_wait : private detail::suspension {
   }
   bool await_ready() const noexcept { return group_->children_.empty(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "task_group::join", &on_interrupt)) {
+    if (!suspend(caller, waiting)) {
       on_interrupt(this);  // the pending cancel aborts the group; the children finish first
       keep_waiting(caller);
     }
@@ -4295,6 +4691,16 @@ class task_group::join_wait : private detail::suspension {
     }
     return true;
   }
+  static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+    task_group& group = *static_cast<const join_wait&>(wait).group_;
+    const std::size_t running = group.children_.size();
+    report.text = "task_group::join on task_group " + detail::describe_address(&group) + " (" +
+                  std::to_string(running) + (running == 1 ? " child" : " children") + " running" +
+                  (group.aborting_ ? "; shutting down)" : ")");
+    group.children_.for_each(
+        [&report](detail::list_hook& hook) { report.awaited.push_back(static_cast<child_entry&>(hook).task); });
+  }
+  static constexpr detail::wait_kind waiting{"task_group::join", &on_interrupt, &describe};
   task_group* group_;
 };
 
@@ -4371,9 +4777,10 @@ struct is_optional<std::optional<T>> : std::true_type {};
 /// body gives std::nullopt, any other type throws invalid_state_error.
 template <class Body>
   requires std::invocable<Body&, task_group&>
-auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
+auto with_task_group(Body body, detail::source_site site = detail::source_site::here())
+    -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
   using value_type = await_result_t<std::invoke_result_t<Body&, task_group&>>;
-  task_group group;
+  task_group group(site);
   auto settling = detail::settle(std::ref(body), group);
   outcome<value_type> result = co_await settling;
   auto joining = group.join(result.error());
@@ -4472,8 +4879,10 @@ class parked_waiter : public list_hook, protected suspension {
 
   // Links this waiter at the back of `waiters` and suspends; false (do not
   // suspend, await_resume throws) when a cancel was waiting to be delivered.
-  bool park(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
-    if (!suspend(caller, operation, &on_interrupt)) return false;
+  // `waiting` is the primitive's wait_kind, made by parking().
+  bool park(intrusive_list& waiters, std::coroutine_handle<> caller, const wait_kind& waiting,
+            const char* operation = nullptr) {
+    if (!suspend(caller, waiting, operation)) return false;
     waiters.push_back(*this);
     return true;
   }
@@ -4483,6 +4892,17 @@ class parked_waiter : public list_hook, protected suspension {
   }
 
   static parked_waiter& from(list_hook& hook) noexcept { return static_cast<parked_waiter&>(hook); }
+
+ protected:
+  // A primitive's wait kind: its name and describe, the interrupt shared.
+  static constexpr wait_kind parking(const char* operation,
+                                     void (*describe)(const cancellable_wait&, wait_report&)) noexcept {
+    return {operation, &on_interrupt, describe};
+  }
+  // "event 0x5568d0 (3 waiting)": the object a primitive's waiter waits on.
+  static std::string waited_object(const char* type, const void* object, const std::string& details) {
+    return std::string(type) + " " + describe_address(object) + " (" + details + ")";
+  }
 
  private:
   static bool on_interrupt(cancellable_wait* wait) noexcept {
@@ -4528,12 +4948,18 @@ class acquire_wait : private parked_waiter {
     if (!interruptible) make_uninterruptible();
   }
   bool await_ready() noexcept { return owner_->take_if_free(); }
-  bool await_suspend(std::coroutine_handle<> caller) { return park(owner_->waiters_, caller, Owner::acquire_name); }
+  bool await_suspend(std::coroutine_handle<> caller) { return park(owner_->waiters_, caller, waiting); }
   void await_resume() const {
     throw_if_cancelled([this] { owner_->Owner::release(); });
   }
 
  private:
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const acquire_wait&>(wait);
+    report.text = std::string(Owner::acquire_name) + " on " + self.owner_->describe_for_waiter();
+    if (!self.interruptible()) report.text += ", not cancellable (condition::wait taking its lock back)";
+  }
+  static constexpr wait_kind waiting = parking(Owner::acquire_name, &describe);
   Owner* owner_;
 };
 
@@ -4575,10 +5001,15 @@ class event {
    public:
     explicit awaiter(event& owner) noexcept : event_(&owner) {}
     bool await_ready() const noexcept { return event_->set_; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(event_->waiters_, caller, "event::wait"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(event_->waiters_, caller, waiting); }
     void await_resume() const { throw_if_cancelled(); }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const event* owner = static_cast<const awaiter&>(wait).event_;
+      report.text = "event::wait on " + waited_object("event", owner, std::to_string(owner->waiters_.size()) + " waiting");
+    }
+    static constexpr detail::wait_kind waiting = parking("event::wait", &describe);
     event* event_;
   };
   /// Waits until the flag is set; returns at once if it is.
@@ -4628,6 +5059,10 @@ class lock {
   friend class condition;
   friend class detail::acquire_wait<lock>;
   static constexpr const char* acquire_name = "lock::acquire";
+  std::string describe_for_waiter() const {
+    return "lock " + detail::describe_address(this) + " (" + (locked_ ? "held" : "free") + ", " +
+           std::to_string(waiters_.size()) + " waiting)";
+  }
   bool take_if_free() noexcept {
     if (locked_ || !waiters_.empty()) return false;
     locked_ = true;
@@ -4680,6 +5115,10 @@ class semaphore {
  private:
   friend class detail::acquire_wait<semaphore>;
   static constexpr const char* acquire_name = "semaphore::acquire";
+  std::string describe_for_waiter() const {
+    return "semaphore " + detail::describe_address(this) + " (" + std::to_string(value_) + " free, " +
+           std::to_string(waiters_.size()) + " waiting)";
+  }
   bool take_if_free() noexcept {
     if (value_ == 0 || !waiters_.empty()) return false;
     --value_;
@@ -4768,7 +5207,7 @@ class condition {
    public:
     explicit notify_awaiter(condition& owner) noexcept : condition_(&owner) {}
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(condition_->waiters_, caller, "condition::wait"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(condition_->waiters_, caller, waiting); }
     void await_resume() const {
       // Notified, then cancelled before it resumed: the notification is not
       // lost, the next waiter gets it (asyncio 3.13).
@@ -4776,6 +5215,12 @@ class condition {
     }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const condition* owner = static_cast<const notify_awaiter&>(wait).condition_;
+      report.text = "condition::wait on " +
+                    waited_object("condition", owner, std::to_string(owner->waiters_.size()) + " waiting");
+    }
+    static constexpr detail::wait_kind waiting = parking("condition::wait", &describe);
     condition* condition_;
   };
   bool wake_first() noexcept {
@@ -4858,10 +5303,19 @@ class barrier {
    public:
     explicit state_awaiter(barrier& owner) noexcept : barrier_(&owner) {}
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(barrier_->waiters_, caller, "barrier::wait"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(barrier_->waiters_, caller, waiting); }
     void await_resume() const { throw_if_cancelled(); }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const barrier* owner = static_cast<const state_awaiter&>(wait).barrier_;
+      static constexpr const char* states[] = {"filling", "draining", "resetting", "broken"};
+      report.text = "barrier::wait on " +
+                    waited_object("barrier", owner,
+                                  std::to_string(owner->count_) + " of " + std::to_string(owner->parties_) +
+                                      " arrived, " + states[static_cast<int>(owner->state_)]);
+    }
+    static constexpr detail::wait_kind waiting = parking("barrier::wait", &describe);
     barrier* barrier_;
   };
   // The last task out of a drained or reset round opens the next one.
@@ -5061,7 +5515,7 @@ class basic_queue {
       item_.reset();
       return true;
     }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->putters_, caller, "queue::put"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->putters_, caller, waiting); }
     void await_resume() const {
       // Granted means the queue took the item (a getter may have it already):
       // the put has happened, so a later cancel meets the next suspension.
@@ -5071,6 +5525,10 @@ class basic_queue {
 
    private:
     friend class basic_queue;
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      report.text = "queue::put on " + static_cast<const put_awaiter&>(wait).queue_->describe_for_waiter();
+    }
+    static constexpr detail::wait_kind waiting = parking("queue::put", &describe);
     basic_queue* queue_;
     std::optional<T> item_;  // ours until the queue takes it
   };
@@ -5086,7 +5544,7 @@ class basic_queue {
       if (item_.has_value() && queue_ != nullptr && linked() == false) queue_->return_item(std::move(*item_));
     }
     bool await_ready() const noexcept { return queue_->items_.size() != 0 || queue_->shut_down_; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->getters_, caller, "queue::get"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->getters_, caller, waiting); }
     T await_resume() {
       throw_if_cancelled([this] {
         if (!item_.has_value()) return;
@@ -5106,6 +5564,10 @@ class basic_queue {
 
    private:
     friend class basic_queue;
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      report.text = "queue::get on " + static_cast<const get_awaiter&>(wait).queue_->describe_for_waiter();
+    }
+    static constexpr detail::wait_kind waiting = parking("queue::get", &describe);
     basic_queue* queue_;
     std::optional<T> item_;  // an item handed over by a put while we waited
   };
@@ -5114,14 +5576,32 @@ class basic_queue {
    public:
     explicit join_awaiter(basic_queue& owner) noexcept : queue_(&owner) {}
     bool await_ready() const noexcept { return queue_->unfinished_ == 0; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->joiners_, caller, "queue::join"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->joiners_, caller, waiting); }
     void await_resume() const { throw_if_cancelled(); }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const basic_queue* owner = static_cast<const join_awaiter&>(wait).queue_;
+      report.text = "queue::join on queue " + detail::describe_address(owner) + " (" +
+                    std::to_string(owner->unfinished_) + " items not task_done)";
+    }
+    static constexpr detail::wait_kind waiting = parking("queue::join", &describe);
     basic_queue* queue_;
   };
 
  private:
+  // What a task tree says of the queue a task waits on.
+  std::string describe_for_waiter() const {
+    std::string text = "queue " + detail::describe_address(this) + " (" + std::to_string(items_.size());
+    if (maxsize_ > 0) text += " of " + std::to_string(maxsize_);
+    text += items_.size() == 1 && maxsize_ == 0 ? " item, " : " items, ";
+    const std::size_t getters = getters_.size();
+    const std::size_t putters = putters_.size();
+    text += std::to_string(getters) + (getters == 1 ? " getter" : " getters");
+    if (putters > 0) text += ", " + std::to_string(putters) + (putters == 1 ? " putter" : " putters");
+    return text + (shut_down_ ? ", shut down)" : ")");
+  }
+
   // Moves from `item` only when it is put.
   bool put_if_room(T& item) {
     if (shut_down_) throw queue_shut_down();
@@ -5202,6 +5682,9 @@ class pool_job {
   pool_job* prev_job = nullptr;
   pool_job* next_job = nullptr;
   std::atomic<int> state{queued};
+  // When a worker took it: written before `state` becomes running, so whoever
+  // reads running (acquire) may read it (a task tree: "running for 1.2 s").
+  time_point started{};
   // Worker thread: run the work and deliver (or delete the job if abandoned).
   void (*execute)(pool_job* self) noexcept = nullptr;
   // Any thread, under the pool's lock released: the job will never run.
@@ -5337,6 +5820,7 @@ class thread_pool {
       }
       detail::pool_job* job = pop_front_locked();
       if (job == nullptr) return;  // shutting down and drained
+      job->started = clock::now();
       job->state.store(detail::pool_job::running, std::memory_order_release);
       if (head_ != nullptr && idle_workers_ > 0 && wakeups_pending_ == 0) {
         wake_one_locked(guard);  // more jobs wait: one more worker, each in turn
@@ -5449,6 +5933,12 @@ class executor_job final : public pool_job, public ready_node {
   bool dropped_by_pool_ = false;
 };
 
+// The pool of to_thread, made on first use (a task tree names its jobs as to_thread's).
+CORO_LOOP_NOINLINE inline thread_pool& default_pool() {
+  static thread_pool pool(std::min<std::size_t>(32, std::max(1u, std::thread::hardware_concurrency()) + 4));
+  return pool;
+}
+
 template <class Result, class Work>
 class executor_job<Result, Work>::awaiter : private suspension {
  public:
@@ -5460,7 +5950,7 @@ class executor_job<Result, Work>::awaiter : private suspension {
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "to_thread", &on_interrupt)) return false;
+    if (!suspend(caller, waiting)) return false;
     job_->awaiter_ = this;
     try {
       pool_->enqueue(*job_);  // a worker may finish it at once, but the
@@ -5531,6 +6021,27 @@ class executor_job<Result, Work>::awaiter : private suspension {
     }
     job_->awaiter_ = nullptr;  // completed, delivery in flight: it frees itself
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const awaiter&>(wait);
+    report.text = self.pool_ == &default_pool() ? "to_thread job"
+                                                : "run_in_executor job on thread_pool " + describe_address(self.pool_);
+    if (self.job_ == nullptr) {
+      report.text += ", cancelled: its worker finishes it and drops the result";
+      return;
+    }
+    switch (self.job_->state.load(std::memory_order_acquire)) {
+      case queued:
+        report.text += " queued (" + std::to_string(self.pool_->queued()) + " jobs queued in all)";
+        break;
+      case running:
+        report.text += " running for " + describe_duration(report.now - self.job_->started);
+        break;
+      default:
+        report.text += " done, its result on its way";
+    }
+    if (self.cancel_when_delivered_) report.text += "; cancelled";
+  }
+  static constexpr wait_kind waiting{"to_thread", &on_interrupt, &describe};
 
   // The flags first: they fill the protocol's tail.
   bool submitted_ = false;
@@ -5557,11 +6068,6 @@ auto bind_work(Callable&& callable, Args&&... args) {
           ... args = std::forward<Args>(args)]() mutable -> decltype(auto) {
     return std::invoke(std::move(callable), std::move(args)...);  // runs once: move-only arguments work
   };
-}
-
-CORO_LOOP_NOINLINE inline thread_pool& default_pool() {
-  static thread_pool pool(std::min<std::size_t>(32, std::max(1u, std::thread::hardware_concurrency()) + 4));
-  return pool;
 }
 
 }  // namespace detail
@@ -5635,7 +6141,7 @@ class concurrent_future {
 
  private:
   template <class Awaitable>
-  friend auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop);
+  friend auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop, detail::source_site site);
   template <class, class>
   friend class detail::threadsafe_start;
   struct shared_state {
@@ -5697,8 +6203,8 @@ template <class T, class Awaitable>
 class threadsafe_start final : public ready_node, public ending_waiter {
  public:
   using shared_state = typename concurrent_future<T>::shared_state;
-  threadsafe_start(std::shared_ptr<shared_state> state, Awaitable awaitable)
-      : ending_waiter(&on_task_end), state_(std::move(state)), awaitable_(std::move(awaitable)) {
+  threadsafe_start(std::shared_ptr<shared_state> state, Awaitable awaitable, source_site site)
+      : ending_waiter(&on_task_end), state_(std::move(state)), awaitable_(std::move(awaitable)), site_(site) {
     run = &start_on_loop;
   }
 
@@ -5710,7 +6216,7 @@ class threadsafe_start final : public ready_node, public ending_waiter {
       return;
     }
     try {
-      auto handle = create_task(std::move(self->awaitable_));
+      auto handle = create_task(std::move(self->awaitable_), {}, self->site_);
       self->task_ = handle;
       self->state_->task = handle;
       task_ref_access::promise(handle)->add_waiter(*self);
@@ -5760,6 +6266,7 @@ class threadsafe_start final : public ready_node, public ending_waiter {
 
   std::shared_ptr<shared_state> state_;
   Awaitable awaitable_;
+  source_site site_;
   task_ref task_;
 };
 }  // namespace detail
@@ -5769,12 +6276,13 @@ class threadsafe_start final : public ready_node, public ending_waiter {
 /// Throws invalid_state_error when the loop is closed. The future always
 /// ends: cancelled_error when the loop closes before the task finished.
 template <class Awaitable>
-auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
+auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop,
+                              detail::source_site site = detail::source_site::here()) {
   using value_type = await_result_t<Awaitable>;
   using future_type = concurrent_future<value_type>;
   auto state = std::make_shared<typename future_type::shared_state>();
   state->inbox = detail::core_of(loop).inbox();
-  auto* start = new detail::threadsafe_start<value_type, Awaitable>(state, std::move(awaitable));
+  auto* start = new detail::threadsafe_start<value_type, Awaitable>(state, std::move(awaitable), site);
   if (!state->inbox->post(*start)) {
     delete start;
     throw invalid_state_error("run_coroutine_threadsafe: the event loop is closed");
@@ -5819,7 +6327,7 @@ class io_awaiter : protected io_operation, private suspension {
   }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, name_, &on_cancel)) return false;
+    if (!suspend(caller, waiting, name_)) return false;
     complete = &on_complete;
     if (loop().backend().start(*this)) {
       not_suspending();
@@ -5864,6 +6372,23 @@ class io_awaiter : protected io_operation, private suspension {
     self->loop().backend().cancel(*self);
     return true;
   }
+  // "read from 127.0.0.1:8080 (fd 7)".
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const io_awaiter&>(wait);
+    static constexpr const char* verbs[] = {"read from",   "write to",          "read from",
+                                            "write to",    "accept on",         "connect to",
+                                            "receive a datagram on", "send a datagram to", "wait until readable:",
+                                            "wait until writable:"};
+    const auto index = static_cast<std::size_t>(self.io_operation::kind);
+    report.text = std::string(index < std::size(verbs) ? verbs[index] : self.name_) + " ";
+    if (self.label_ != nullptr && !self.label_->empty()) {
+      report.text += *self.label_ + " (" + handle_label(self.handle) + ")";
+    } else {
+      report.text += handle_label(self.handle);
+    }
+    if (self.cancelled()) report.text += ", cancelled: waiting for the OS to confirm";
+  }
+  static constexpr wait_kind waiting{"I/O", &on_cancel, &describe};
   const char* name_;
   const std::string* label_;
 };
@@ -7229,10 +7754,14 @@ class stream_waiter : private parked_waiter {
  public:
   stream_waiter(intrusive_list& waiters, const char* operation) noexcept : waiters_(&waiters), operation_(operation) {}
   bool await_ready() const noexcept { return false; }
-  bool await_suspend(std::coroutine_handle<> caller) { return park(*waiters_, caller, operation_); }
+  bool await_suspend(std::coroutine_handle<> caller) { return park(*waiters_, caller, waiting, operation_); }
   void await_resume() const { throw_if_cancelled(); }
 
  private:
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    report.text = static_cast<const stream_waiter&>(wait).operation_;
+  }
+  static constexpr wait_kind waiting = parking("stream", &describe);
   intrusive_list* waiters_;
   const char* operation_;
 };
@@ -10100,7 +10629,7 @@ class event_loop : private detail::loop_core {
   void stop() noexcept { stopping_ = true; }
   /// Runs `awaitable` as a task until it finishes; returns its value or rethrows.
   template <class Awaitable>
-  decltype(auto) run_until_complete(Awaitable&& awaitable);
+  decltype(auto) run_until_complete(Awaitable&& awaitable, detail::source_site site = detail::source_site::here());
   /// True inside run_forever / run_until_complete; is_closed() once close() has finished.
   using loop_core::is_closed;
   using loop_core::is_running;
@@ -10195,14 +10724,14 @@ inline event_loop& get_running_loop() {
 inline detail::loop_core& detail::core_of(event_loop& loop) noexcept { return loop; }
 
 template <class Awaitable>
-decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
+decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable, detail::source_site site) {
   using value_type = await_result_t<Awaitable>;
   check_can_run();
   auto handle = [&] {
     if constexpr (detail::is_task_handle<std::remove_cvref_t<Awaitable>>::value) {
       return awaitable;
     } else {
-      return detail::spawn<Awaitable>(core(), std::forward<Awaitable>(awaitable), {});
+      return detail::spawn<Awaitable>(core(), std::forward<Awaitable>(awaitable), {}, site);
     }
   }();
   run_while([&] { return !handle.done() && !stopping_; });
@@ -10386,7 +10915,8 @@ inline void release_keyboard_interrupt(event_loop& loop) noexcept {
 /// Windows: the same for Ctrl+C and Ctrl+Break, in the first run() of the
 /// process (a console control handler, on any thread).
 template <class Awaitable>
-decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
+decltype(auto) run(Awaitable&& awaitable, run_options options = {},
+                   detail::source_site site = detail::source_site::here()) {
   using value_type = await_result_t<Awaitable>;
   if (detail::running_loop_slot() != nullptr) {
     throw invalid_state_error("run: cannot be called while another event loop is running in this thread");
@@ -10406,7 +10936,7 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
       loop.close();
     }
   } finish{loop};
-  auto main_task = detail::spawn(detail::core_of(loop), std::forward<Awaitable>(awaitable), {});
+  auto main_task = detail::spawn(detail::core_of(loop), std::forward<Awaitable>(awaitable), {}, site);
   detail::claim_keyboard_interrupt(loop, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
     interrupted = true;
     detail::release_keyboard_interrupt(loop);  // the next Ctrl+C is the default one
