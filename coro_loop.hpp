@@ -21,7 +21,8 @@
 //   CORO_LOOP_OPENSSL                        TLS through OpenSSL 3 (section 9.5); link
 //                                            -lssl -lcrypto [off: TLS throws tls_error
 //                                            saying how to turn it on]
-// Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()).
+// Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()); there, on POSIX,
+// SIGQUIT (Ctrl+\) prints the task tree and the program goes on.
 //
 // Contents (search ">>name" to jump):
 //   1 config & platform  >>config      2 utilities        >>util
@@ -71,6 +72,7 @@
 //   event_loop, get_running_loop()              >>run     the loop (call_soon/later/at/threadsafe, run_*,
 //                                                         stop, close, release, signal handlers); this thread's
 //   run(aw, options), keyboard_interrupt        >>run     asyncio.run; what Ctrl+C ends it with
+//   print_task_tree(), capture_task_tree(), task_tree_node   >>run  what every task waits on, and who awaits it
 //
 // Differences from asyncio that matter (README.md has the whole table):
 //   - cancelled_error does not derive from std::exception, so catch (std::exception&)
@@ -626,6 +628,8 @@ class timer_heap {
   bool empty() const noexcept { return heap_.empty(); }
   std::size_t size() const noexcept { return heap_.size(); }
   timer_node* top() const noexcept { return heap_.front(); }
+  // Every armed timer, in no particular order (a task tree looks for timeouts).
+  std::span<timer_node* const> nodes() const noexcept { return heap_; }
 
   void push(timer_node& node) {
     node.sequence = next_sequence_++;
@@ -1012,6 +1016,7 @@ class loop_core {
   intrusive_list& pending_tasks() noexcept { return pending_tasks_; }
   std::uint64_t next_task_number() const noexcept { return next_task_number_; }
   bool has_ready() const noexcept { return !ready_.empty(); }
+  const timer_heap& timers() const noexcept { return timers_; }
 
   // --- running
   // Runs iterations while keep_running() holds, as this thread's running loop.
@@ -3865,16 +3870,28 @@ task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> ga
   co_return outcomes;
 }
 
+// One argument that is a range of awaitables rather than an awaitable: the
+// gather(range) overloads.
+template <class... Arguments>
+concept one_range = sizeof...(Arguments) == 1 && (std::ranges::input_range<Arguments> && ...) &&
+                    (!awaitable<Arguments> && ...);
+
 // What every gather overload calls: the arguments are checked first, so that
 // one that is not awaitable gets a sentence naming the mistake rather than
 // pages from inside the coroutines above. A defaulted parameter (the site)
-// cannot follow a pack, hence one overload per count of arguments below.
+// cannot follow a pack: gather(a, b, ...) gives its children no site of their
+// own (the tree shows them under the gather of the task that called it), a
+// range's children get the caller's line.
 template <bool Settled, class... Awaitables>
 auto gather_call(source_site site, Awaitables&&... awaitables) {
   if constexpr (!(awaitable<Awaitables> && ...)) {
     static_assert(always_false<Awaitables...>,
                   "gather(a, b, ...): every argument must be awaitable: a task<T> (call the coroutine: f(), not "
                   "f), a task_handle<T>, sleep(d), ...");
+  } else if constexpr (!(std::is_constructible_v<std::decay_t<Awaitables>, Awaitables&&> && ...)) {
+    static_assert(always_false<Awaitables...>,
+                  "gather(a, b, ...): an argument cannot be copied (a task<T> is move-only): pass it as a "
+                  "temporary, f(), or with std::move");
   } else if constexpr (Settled) {
     return gather_tuple_settled<std::decay_t<Awaitables>...>(site, std::forward<Awaitables>(awaitables)...);
   } else {
@@ -3895,127 +3912,39 @@ auto gather_range_call(source_site site, Range&& awaitables) {
 
 }  // namespace detail
 
-// gather(a, b, ...): runs every awaitable concurrently (task_handles as they
-// are, anything else as a new task) and returns a task whose value is the
-// tuple of theirs, void as std::monostate. When one fails, the others are
-// cancelled and awaited, then its exception propagates; cancelling the gather
-// cancels every child (and awaits them). Differs from asyncio: siblings are
-// cancelled and awaited before the error propagates, because a C++ frame must
-// not outlive what its children use. (The last parameter records the caller's
-// line for the task tree.)
-/// gather of one awaitable (see above; a range is the overload below).
-template <class A>
-  requires(detail::awaitable<A> || !std::ranges::input_range<A>)
-auto gather(A&& a, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a));
-}
-/// gather of two awaitables (see above).
-template <class A, class B>
-auto gather(A&& a, B&& b, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b));
-}
-/// gather of three awaitables (see above).
-template <class A, class B, class C>
-auto gather(A&& a, B&& b, C&& c, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c));
-}
-/// gather of four awaitables (see above).
-template <class A, class B, class C, class D>
-auto gather(A&& a, B&& b, C&& c, D&& d, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d));
-}
-/// gather of five awaitables (see above).
-template <class A, class B, class C, class D, class E>
-auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e));
-}
-/// gather of six awaitables (see above).
-template <class A, class B, class C, class D, class E, class F>
-auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f));
-}
-/// gather of seven awaitables (see above).
-template <class A, class B, class C, class D, class E, class F, class G>
-auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g));
-}
-/// gather of eight awaitables (see above).
-template <class A, class B, class C, class D, class E, class F, class G, class H>
-auto gather(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, H&& h, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<false>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g), std::forward<H>(h));
-}
-/// gather of none, or of more than eight awaitables (the task tree shows their children
-/// without a creation site).
+/// Runs every awaitable concurrently (task_handles as they are, anything else
+/// as a new task) and returns their values as a tuple, void as std::monostate.
+/// When one fails, the others are cancelled and awaited, then its exception
+/// propagates; cancelling the gather cancels every child (and awaits them).
+/// Differs from asyncio: siblings are cancelled and awaited before the error
+/// propagates, because a C++ frame must not outlive what its children use.
 template <class... Awaitables>
-  requires(sizeof...(Awaitables) == 0 || sizeof...(Awaitables) > 8)
+  requires(!detail::one_range<Awaitables...>)
 auto gather(Awaitables&&... awaitables) {
   return detail::gather_call<false>(detail::source_site{}, std::forward<Awaitables>(awaitables)...);
 }
 
 /// gather over a range of awaitables (or task_handles): a vector of values in
 /// the range's order. Same failure and cancellation rules as gather(a, b, ...).
+/// (`site`: the caller's line, for the task tree.)
 template <class Range>
-  requires std::ranges::input_range<Range> && (!detail::awaitable<Range>)
+  requires detail::one_range<Range>
 auto gather(Range&& awaitables, detail::source_site site = detail::source_site::here()) {
   return detail::gather_range_call<false>(site, std::forward<Range>(awaitables));
 }
 
-// gather_settled(a, b, ...): gather that never fails for a child (Python's
-// return_exceptions=True): a tuple of outcome<T>, each a value or the child's
-// exception. Cancelling it still cancels and awaits every child, then throws
-// cancelled_error.
-/// gather_settled of one awaitable (see above; a range is the overload below).
-template <class A>
-  requires(detail::awaitable<A> || !std::ranges::input_range<A>)
-auto gather_settled(A&& a, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a));
-}
-/// gather_settled of two awaitables (see above).
-template <class A, class B>
-auto gather_settled(A&& a, B&& b, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b));
-}
-/// gather_settled of three awaitables (see above).
-template <class A, class B, class C>
-auto gather_settled(A&& a, B&& b, C&& c, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c));
-}
-/// gather_settled of four awaitables (see above).
-template <class A, class B, class C, class D>
-auto gather_settled(A&& a, B&& b, C&& c, D&& d, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d));
-}
-/// gather_settled of five awaitables (see above).
-template <class A, class B, class C, class D, class E>
-auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e));
-}
-/// gather_settled of six awaitables (see above).
-template <class A, class B, class C, class D, class E, class F>
-auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f));
-}
-/// gather_settled of seven awaitables (see above).
-template <class A, class B, class C, class D, class E, class F, class G>
-auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g));
-}
-/// gather_settled of eight awaitables (see above).
-template <class A, class B, class C, class D, class E, class F, class G, class H>
-auto gather_settled(A&& a, B&& b, C&& c, D&& d, E&& e, F&& f, G&& g, H&& h, detail::source_site site = detail::source_site::here()) {
-  return detail::gather_call<true>(site, std::forward<A>(a), std::forward<B>(b), std::forward<C>(c), std::forward<D>(d), std::forward<E>(e), std::forward<F>(f), std::forward<G>(g), std::forward<H>(h));
-}
-/// gather_settled of none, or of more than eight awaitables (the task tree shows their children
-/// without a creation site).
+/// gather that never fails for a child (Python's return_exceptions=True): a
+/// tuple of outcome<T>, each a value or the child's exception. Cancelling it
+/// still cancels and awaits every child, then throws cancelled_error.
 template <class... Awaitables>
-  requires(sizeof...(Awaitables) == 0 || sizeof...(Awaitables) > 8)
+  requires(!detail::one_range<Awaitables...>)
 auto gather_settled(Awaitables&&... awaitables) {
   return detail::gather_call<true>(detail::source_site{}, std::forward<Awaitables>(awaitables)...);
 }
 
 /// gather_settled over a range: a vector of outcome<T> in the range's order.
 template <class Range>
-  requires std::ranges::input_range<Range> && (!detail::awaitable<Range>)
+  requires detail::one_range<Range>
 auto gather_settled(Range&& awaitables, detail::source_site site = detail::source_site::here()) {
   return detail::gather_range_call<true>(site, std::forward<Range>(awaitables));
 }
@@ -4326,6 +4255,12 @@ class as_completed : private detail::timer_node {
 /// requests are counted (cancelling()/uncancel()), never guessed.
 ///   timeout_scope scope(2s);
 ///   auto value = co_await scope.run(work(scope));   // work may call scope.reschedule(...)
+namespace detail {
+// Reads timeout scopes and task groups to draw the task tree (11.3): declared
+// here, defined with the tree, so that neither needs a public accessor.
+class task_tree_builder;
+}  // namespace detail
+
 class timeout_scope : private detail::timer_node {
  public:
   /// A deadline `delay` from now.
@@ -4372,6 +4307,7 @@ class timeout_scope : private detail::timer_node {
   }
 
  private:
+  friend class detail::task_tree_builder;
   enum class state : std::uint8_t { created, active, expiring, expired, finished };
   void enter() {
     if (state_ != state::created) throw invalid_state_error("timeout_scope::run: a scope runs once");
@@ -4597,10 +4533,17 @@ class task_group {
   // One per child: notified when it ends, then handled on a later iteration
   // through the ready queue, as asyncio runs a TaskGroup's done-callbacks (so
   // siblings already resumed in that iteration may still fail on their own).
+  friend class detail::task_tree_builder;
   struct child_entry : detail::completion_waiter, detail::list_hook, detail::ready_node {
     task_group* group;
     detail::task_promise_base* task;
   };
+  // A child's end, told to its entry: joined on the next iteration. Named, so
+  // that a task tree knows a group's entry among a task's waiters.
+  static void on_child_notified(detail::completion_waiter* waiter) noexcept {
+    auto* done = static_cast<child_entry*>(waiter);
+    done->group->loop_->schedule(*done);
+  }
   class join_wait;
 
   void check_open() const {
@@ -4617,10 +4560,7 @@ class task_group {
     auto* entry = new child_entry();
     entry->group = this;
     entry->task = task;
-    entry->notify = [](detail::completion_waiter* waiter) noexcept {
-      auto* done = static_cast<child_entry*>(waiter);
-      done->group->loop_->schedule(*done);
-    };
+    entry->notify = &on_child_notified;
     entry->run = &on_child_done;
     task->retain();
     children_.push_back(*entry);
@@ -4770,15 +4710,9 @@ template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
 }  // namespace detail
 
-/// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
-/// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
-/// Returns the body's value; throws exception_group or cancelled_error as join does.
-/// When group.cancel() ended the body before it returned a value: a std::optional
-/// body gives std::nullopt, any other type throws invalid_state_error.
+namespace detail {
 template <class Body>
-  requires std::invocable<Body&, task_group&>
-auto with_task_group(Body body, detail::source_site site = detail::source_site::here())
-    -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
+auto run_with_task_group(Body body, source_site site) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
   using value_type = await_result_t<std::invoke_result_t<Body&, task_group&>>;
   task_group group(site);
   auto settling = detail::settle(std::ref(body), group);
@@ -4804,8 +4738,51 @@ auto with_task_group(Body body, detail::source_site site = detail::source_site::
     co_return detail::unwrap(std::move(result));
   }
 }
+}  // namespace detail
+
+/// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
+/// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
+/// Returns the body's value; throws exception_group or cancelled_error as join does.
+/// When group.cancel() ended the body before it returned a value: a std::optional
+/// body gives std::nullopt, any other type throws invalid_state_error.
+template <class Body>
+auto with_task_group(Body body, detail::source_site site = detail::source_site::here()) {
+  if constexpr (!std::invocable<Body&, task_group&>) {
+    static_assert(detail::always_false<Body>,
+                  "with_task_group(body): body must be callable as body(group) with a coro_loop::task_group&, "
+                  "e.g. [](coro_loop::task_group& group) -> coro_loop::task<void> { ... }");
+  } else if constexpr (!detail::awaitable<std::invoke_result_t<Body&, task_group&>>) {
+    static_assert(detail::always_false<Body>,
+                  "with_task_group(body): body(group) must return an awaitable, e.g. be a coroutine returning "
+                  "coro_loop::task<T>; this one returns void or a plain value");
+  } else {
+    return detail::run_with_task_group(std::move(body), site);
+  }
+}
 
 // --- 6.7 async_with ---
+
+namespace detail {
+template <class Resource>
+concept async_closable = requires(Resource& resource) {
+  { resource.aclose() } -> awaitable;
+};
+
+template <class Opening, class Body>
+auto run_async_with(Opening opening, Body body)
+    -> task<await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>> {
+  using value_type = await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>;
+  auto resource = co_await std::move(opening);
+  auto settling = settle(std::ref(body), resource);
+  outcome<value_type> result = co_await settling;
+  try {
+    co_await resource.aclose();
+  } catch (...) {
+    if (result.has_value() || is_cancellation(std::current_exception())) throw;
+  }
+  co_return unwrap(std::move(result));
+}
+}  // namespace detail
 
 /// `async with` for a resource whose cleanup must co_await (a destructor
 /// cannot): awaits `opening` for the resource, awaits body(resource), then
@@ -4816,19 +4793,28 @@ auto with_task_group(Body body, detail::source_site site = detail::source_site::
 /// (a cancellation is never swallowed).
 ///   auto rows = co_await async_with(open_db(), [](db& conn) { return conn.query("SELECT 1"); });
 template <class Opening, class Body>
-  requires detail::awaitable<Opening>
-auto async_with(Opening opening, Body body)
-    -> task<await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>> {
-  using value_type = await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>;
-  auto resource = co_await std::move(opening);
-  auto settling = detail::settle(std::ref(body), resource);
-  outcome<value_type> result = co_await settling;
-  try {
-    co_await resource.aclose();
-  } catch (...) {
-    if (result.has_value() || detail::is_cancellation(std::current_exception())) throw;
+auto async_with(Opening opening, Body body) {
+  if constexpr (!detail::awaitable<Opening>) {
+    static_assert(detail::always_false<Opening>,
+                  "async_with(opening, body): opening must be awaitable (a task<Resource> that opens the "
+                  "resource: call the coroutine, open(), not open)");
+  } else if constexpr (std::is_void_v<await_result_t<Opening>>) {
+    static_assert(detail::always_false<Opening>,
+                  "async_with(opening, body): co_await opening must give the resource; it gives void");
+  } else if constexpr (!detail::async_closable<std::remove_cvref_t<await_result_t<Opening>>>) {
+    static_assert(detail::always_false<Opening>,
+                  "async_with(opening, body): the resource needs a member aclose() returning an awaitable "
+                  "(task<void>), which async_with awaits on every path");
+  } else if constexpr (!std::invocable<Body&, await_result_t<Opening>&>) {
+    static_assert(detail::always_false<Body>,
+                  "async_with(opening, body): body must be callable as body(resource&) with what opening gives");
+  } else if constexpr (!detail::awaitable<std::invoke_result_t<Body&, await_result_t<Opening>&>>) {
+    static_assert(detail::always_false<Body>,
+                  "async_with(opening, body): body(resource) must return an awaitable, e.g. be a coroutine "
+                  "returning coro_loop::task<T>; this one returns void or a plain value");
+  } else {
+    return detail::run_async_with(std::move(opening), std::move(body));
   }
-  co_return detail::unwrap(std::move(result));
 }
 
 // ============================================================================
@@ -5410,6 +5396,14 @@ class priority_items {
 /// cancelled put inserts nothing. Move-only items work. Loop thread only.
 template <class T, class Items>
 class basic_queue {
+  static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                "queue<T>: T must be an object type, not a reference, void, a function or an array (for a "
+                "reference, use a pointer or std::reference_wrapper<T>)");
+  static_assert(!std::is_const_v<T> && !std::is_volatile_v<T>,
+                "queue<T>: T must not be const or volatile: get() moves the item out of the queue");
+  static_assert(std::is_move_constructible_v<T> || !std::is_object_v<T>,
+                "queue<T>: T must be move-constructible: put() and get() move items in and out");
+
  public:
   /// `maxsize` 0: unbounded. Not copyable: waiters point into it. Tasks still waiting when it
   /// is destroyed are never resumed.
@@ -6091,10 +6085,20 @@ auto thread_pool::submit(Callable&& callable, Args&&... args)
 /// gets cancelled_error at once.
 template <class Callable, class... Args>
 auto run_in_executor(thread_pool& pool, Callable&& callable, Args&&... args) {
-  using result_type = std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>;
-  auto work = detail::bind_work(std::forward<Callable>(callable), std::forward<Args>(args)...);
-  using job_type = detail::executor_job<result_type, decltype(work)>;
-  return typename job_type::awaiter(pool, std::move(work));
+  if constexpr (!std::invocable<std::decay_t<Callable>, std::decay_t<Args>...>) {
+    static_assert(detail::always_false<Callable, Args...>,
+                  "run_in_executor(pool, fn, args...) / to_thread(fn, args...): fn is not callable with these "
+                  "arguments (each is copied or moved to the worker thread, then fn(args...) runs there)");
+  } else if constexpr (detail::awaitable<std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>>) {
+    static_assert(detail::always_false<Callable, Args...>,
+                  "run_in_executor(pool, fn, args...) / to_thread(fn, args...): fn returns an awaitable (a "
+                  "coroutine?); a worker thread runs plain functions: co_await the coroutine, or create_task it");
+  } else {
+    using result_type = std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>;
+    auto work = detail::bind_work(std::forward<Callable>(callable), std::forward<Args>(args)...);
+    using job_type = detail::executor_job<result_type, decltype(work)>;
+    return typename job_type::awaiter(pool, std::move(work));
+  }
 }
 
 /// run_in_executor on the default pool, made on first use with
@@ -8421,6 +8425,24 @@ inline task<std::vector<socket>> listen_on(std::string host, std::uint16_t port,
 }
 }  // namespace detail
 
+namespace detail {
+// A server's checks of the user's handler, the first statement of its body,
+// so that a mistake gets one sentence naming it rather than an error inside
+// the header ("'void handling' has incomplete type").
+template <class Handler>
+void check_connection_handler() noexcept {
+  if constexpr (!std::invocable<Handler&, stream>) {
+    static_assert(always_false<Handler>,
+                  "start_server(handler, ...): handler must be callable as handler(stream), taking each "
+                  "connection's coro_loop::stream by value or as stream&&");
+  } else if constexpr (!awaitable<std::invoke_result_t<Handler&, stream>>) {
+    static_assert(always_false<Handler>,
+                  "start_server(handler, ...): handler(stream) must return an awaitable: make it a coroutine "
+                  "returning coro_loop::task<void>; this one returns void or a plain value");
+  }
+}
+}  // namespace detail
+
 /// Listens on host:port (every address it resolves to; "" for every IPv4
 /// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
 /// port 0 picks a free port) and runs handler(stream) for each
@@ -8428,8 +8450,8 @@ inline task<std::vector<socket>> listen_on(std::string host, std::uint16_t port,
 /// reported on stderr, never fatal; so is a failed accept (out of descriptors):
 /// accepting pauses 1 s, then resumes. Throws std::system_error ("bind ...").
 template <class Handler>
-  requires std::invocable<Handler&, stream>
 task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {
+  detail::check_connection_handler<Handler>();
   std::vector<socket> listeners = co_await detail::listen_on(std::move(host), port, options);
   co_return start_serving(std::move(listeners), std::move(handler), options, std::string(), std::nullopt);
 }
@@ -8438,9 +8460,9 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
 /// gets the stream once its handshake succeeded, within tls.handshake_timeout; a connection
 /// whose handshake fails is closed (debug mode says why). `tls` needs a server context.
 template <class Handler>
-  requires std::invocable<Handler&, stream>
 task<server> start_server(Handler handler, std::string host, std::uint16_t port, tls_options tls,
                           server_options options = {}) {
+  detail::check_connection_handler<Handler>();
   if (!tls.context.valid() || !tls.context.is_server()) {
     throw invalid_state_error("start_server " + host + ":" + std::to_string(port) +
                               ": TLS needs a server context (tls_context::server(certificate, key))");
@@ -8453,8 +8475,8 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
 /// Listens on a Unix domain socket at `path` (a stale socket file there is
 /// removed first, and the file is removed on close). POSIX only.
 template <class Handler>
-  requires std::invocable<Handler&, stream>
 task<server> start_unix_server(Handler handler, std::string path, server_options options = {}) {
+  detail::check_connection_handler<Handler>();
   const address local = address::unix_path(path);
   struct stat existing {};
   if (::stat(path.c_str(), &existing) == 0 && S_ISSOCK(existing.st_mode)) ::unlink(path.c_str());
@@ -10808,7 +10830,309 @@ inline void event_loop::close() {
 }
 
 
-// --- 11.3 run() ---
+// --- 11.3 The task tree ---
+// What every task waits on, as asyncio.capture_call_graph / print_call_graph
+// give it and Go's goroutine dump on SIGQUIT: read on the loop thread from
+// what the tasks already hold (each wait's wait_kind, each task's creation
+// site and waiters), so it costs nothing until asked for.
+
+/// One task of a task tree (capture_task_tree), with the tasks it waits for.
+struct task_tree_node {
+  std::string name;        ///< the task's name: the one given, or "Task-<n>"
+  std::string state;       ///< "running", "ready", "not started", "suspended", "suspended, cancelling"
+  std::string created_at;  ///< "file.cpp:42": where create_task, run, gather(range) ... was called; empty when unknown
+  std::string waiting_on;  ///< what it is suspended on, in words; empty when not on one of coro_loop's waits
+  std::string awaited_by;  ///< who waits for it: "gather in 'main'", "task_group 0x... in 'main'"; empty for a root
+  std::vector<task_tree_node> children;  ///< the tasks it waits for (a gather's, a group's children, ...)
+  /// The tree from this task down: a line per task, its wait on the next, children indented.
+  std::string to_string() const;
+};
+
+namespace detail {
+
+class task_tree_builder {
+ public:
+  explicit task_tree_builder(loop_core& loop) : loop_(&loop), now_(clock::now()) {
+    loop.pending_tasks().for_each([this](list_hook& hook) {
+      auto* task = static_cast<task_promise_base*>(&hook);
+      index_.emplace(task, entries_.size());
+      entries_.emplace_back(task);
+    });
+    for (timer_node* timer : loop.timers().nodes()) note_timeout(*timer);
+    for (entry& each : entries_) describe(each);
+    for (std::size_t i = 0; i < entries_.size(); ++i) adopt_awaited(i);
+    for (std::size_t i = 0; i < entries_.size(); ++i) adopt_group_child(i);
+  }
+
+  // Every pending task: the roots (awaited by no task) and their trees; then
+  // any task left over (tasks awaiting each other in a cycle: a deadlock).
+  std::vector<task_tree_node> all() {
+    std::vector<task_tree_node> roots;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (entries_[i].parent == none) roots.push_back(build(i));
+    }
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (!entries_[i].visited) {
+        roots.push_back(build(i));
+        roots.back().awaited_by += " (tasks awaiting each other in a cycle)";
+      }
+    }
+    return roots;
+  }
+  // The tree of one task; a done task is one node with its end as its state.
+  task_tree_node one(task_promise_base& task) {
+    auto found = index_.find(&task);
+    if (found != index_.end()) return build(found->second);
+    task_tree_node node;
+    node.name = task.name();
+    node.state = task.cancelled() ? "done, cancelled" : task.has_exception() ? "done, failed" : "done";
+    return node;
+  }
+
+ private:
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+  struct entry {
+    explicit entry(task_promise_base* of) noexcept : task(of) {}
+    task_promise_base* task;
+    std::string waiting_on;
+    std::vector<task_promise_base*> awaited;
+    std::optional<time_point> timeout;  // the nearest timeout_scope armed by this task
+    std::size_t parent = none;
+    std::string awaited_by;
+    std::vector<std::size_t> children;
+    bool visited = false;
+  };
+
+  void note_timeout(timer_node& timer) {
+    if (timer.fire != &timeout_scope::on_deadline) return;
+    const auto& scope = static_cast<const timeout_scope&>(timer);
+    auto found = index_.find(scope.task_);
+    if (found == index_.end()) return;
+    std::optional<time_point>& nearest = entries_[found->second].timeout;
+    if (!nearest || timer.deadline < *nearest) nearest = timer.deadline;
+  }
+
+  void describe(entry& each) {
+    const cancellable_wait* wait = each.task->current_wait();
+    if (wait != nullptr && each.task != loop_->current_task()) {
+      const wait_kind& kind = *wait->kind_of_wait;
+      wait_report report{now_, {}, {}};
+      if (kind.describe != nullptr) {
+        kind.describe(*wait, report);
+      } else {
+        report.text = kind.operation;
+      }
+      each.waiting_on = std::move(report.text);
+      each.awaited = std::move(report.awaited);
+    }
+    if (each.timeout) {
+      each.waiting_on += (each.waiting_on.empty() ? "" : ", ") + std::string("timeout in ") +
+                         describe_duration(*each.timeout - now_);
+    }
+  }
+
+  std::string state_of(const task_promise_base& task) const {
+    if (&task == loop_->current_task()) return "running";
+    if (!task.started()) return "not started";
+    if (task.current_wait() == nullptr) return "ready";
+    return task.cancelling() > 0 ? "suspended, cancelling" : "suspended";
+  }
+
+  void attach(std::size_t child, std::size_t parent, std::string awaited_by) {
+    entries_[child].parent = parent;
+    entries_[child].awaited_by = std::move(awaited_by);
+    entries_[parent].children.push_back(child);
+  }
+
+  // The tasks a task's wait names are its children, under the first waiter.
+  void adopt_awaited(std::size_t parent) {
+    const entry& waiting = entries_[parent];
+    if (waiting.awaited.empty()) return;
+    std::string operation = waiting.task->current_wait()->kind_of_wait->operation;
+    if (operation == "awaiting a task_handle") operation = "co_await";
+    const std::string awaited_by = operation + " in '" + waiting.task->name() + "'";
+    for (task_promise_base* awaited : waiting.awaited) {
+      auto found = index_.find(awaited);
+      if (found == index_.end() || found->second == parent || entries_[found->second].parent != none) continue;
+      attach(found->second, parent, awaited_by);
+    }
+  }
+
+  // A group's child that no wait names (its group's task is not in join yet)
+  // goes under the task that opened the group.
+  void adopt_group_child(std::size_t child) {
+    if (entries_[child].parent != none) return;
+    for (const completion_waiter* waiter = entries_[child].task->waiters(); waiter != nullptr;
+         waiter = waiter->next_waiter) {
+      if (waiter->notify != &task_group::on_child_notified) continue;
+      const task_group& group = *static_cast<const task_group::child_entry*>(waiter)->group;
+      auto found = index_.find(group.parent_);
+      if (found == index_.end() || found->second == child) return;
+      std::string awaited_by = "task_group " + describe_address(&group);
+      if (group.site_.file != nullptr) awaited_by += " (opened at " + site_text(group.site_) + ")";
+      attach(child, found->second, awaited_by + " in '" + group.parent_->name() + "'");
+      return;
+    }
+  }
+
+  static std::string site_text(source_site site) {
+    if (site.file == nullptr) return {};
+    return std::string(site.file) + ":" + std::to_string(site.line);
+  }
+
+  task_tree_node build(std::size_t index) {
+    entry& each = entries_[index];
+    each.visited = true;
+    task_tree_node node;
+    node.name = each.task->name();
+    node.state = state_of(*each.task);
+    node.created_at = site_text(each.task->created_at());
+    node.waiting_on = std::move(each.waiting_on);
+    node.awaited_by = std::move(each.awaited_by);
+    for (std::size_t child : each.children) {
+      if (!entries_[child].visited) node.children.push_back(build(child));
+    }
+    return node;
+  }
+
+  loop_core* loop_;
+  time_point now_;
+  std::vector<entry> entries_;
+  std::map<const task_promise_base*, std::size_t> index_;
+};
+
+inline void append_task_tree(std::string& out, const task_tree_node& node, const std::string& first,
+                             const std::string& rest) {
+  out += first + "Task '" + node.name + "' (" + node.state + ")";
+  if (!node.created_at.empty()) out += " created at " + node.created_at;
+  if (!node.awaited_by.empty()) out += ", awaited by " + node.awaited_by;
+  out += '\n';
+  const std::string below = node.children.empty() ? "   " : "|  ";
+  if (!node.waiting_on.empty()) out += rest + below + "waiting on: " + node.waiting_on + "\n";
+  for (std::size_t i = 0; i < node.children.size(); ++i) {
+    const bool last = i + 1 == node.children.size();
+    append_task_tree(out, node.children[i], rest + (last ? "`- " : "|- "), rest + (last ? "   " : "|  "));
+  }
+}
+
+inline std::string task_tree_text(const std::vector<task_tree_node>& roots) {
+  std::string out;
+  for (const task_tree_node& root : roots) append_task_tree(out, root, "", "");
+  return out;
+}
+
+// "coro_loop: <why>: 3 tasks on event loop 0x5568d0" and the tree, to stderr
+// at once (one write, so that two loops' dumps do not interleave by line).
+inline void print_loop_task_tree(loop_core& loop, const char* why) {
+  const std::vector<task_tree_node> roots = task_tree_builder(loop).all();
+  const std::size_t count = loop.pending_tasks().size();
+  std::string text = std::string("coro_loop: ") + why + ": " + std::to_string(count) +
+                     (count == 1 ? " task" : " tasks") + " on event loop " + describe_address(&loop) + "\n" +
+                     task_tree_text(roots);
+  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::fflush(stderr);
+}
+
+// The loops run() runs in debug mode: SIGQUIT prints the tree of each, each
+// on its own thread. An entry lives from run()'s start until its loop closed.
+struct debug_loop_list {
+  std::mutex mutex;
+  std::vector<event_loop*> loops;
+};
+inline debug_loop_list& debug_loops() {
+  static debug_loop_list list;
+  return list;
+}
+class debug_loop_entry {
+ public:
+  explicit debug_loop_entry(event_loop& loop) : loop_(loop.debug() ? &loop : nullptr) {
+    if (loop_ == nullptr) return;
+    std::lock_guard<std::mutex> guard(debug_loops().mutex);
+    debug_loops().loops.push_back(loop_);
+  }
+  debug_loop_entry(const debug_loop_entry&) = delete;
+  debug_loop_entry& operator=(const debug_loop_entry&) = delete;
+  ~debug_loop_entry() {
+    if (loop_ == nullptr) return;
+    std::lock_guard<std::mutex> guard(debug_loops().mutex);
+    std::erase(debug_loops().loops, loop_);
+  }
+
+ private:
+  event_loop* loop_;
+};
+
+// SIGQUIT's callback, on the loop that claimed it: its own tree now, every
+// other debug loop's posted to that loop's thread.
+inline void print_every_loop_task_tree(event_loop& here) {
+  print_loop_task_tree(core_of(here), "SIGQUIT");
+  std::lock_guard<std::mutex> guard(debug_loops().mutex);
+  for (event_loop* other : debug_loops().loops) {
+    if (other == &here) continue;
+    try {
+      other->call_soon_threadsafe([other] { print_loop_task_tree(core_of(*other), "SIGQUIT"); });
+    } catch (...) {  // closing: it has no tasks left to show
+    }
+  }
+}
+
+// run() in debug mode takes SIGQUIT while it has its default disposition
+// (which ends the process with a core dump) and no loop holds it already.
+inline void claim_task_tree_signal([[maybe_unused]] event_loop& loop) noexcept {
+#if defined(CORO_LOOP_POSIX)
+  if (!loop.debug()) return;
+  struct sigaction current {};
+  if (::sigaction(SIGQUIT, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) return;
+  try {
+    loop.add_signal_handler(SIGQUIT, [&loop] { print_every_loop_task_tree(loop); });
+  } catch (...) {  // another loop holds it, or no pipe: the API still works
+  }
+#endif
+}
+
+// How long run()'s shutdown waits for the tasks before debug mode prints them.
+inline constexpr std::chrono::seconds shutdown_report_delay{3};
+
+}  // namespace detail
+
+inline std::string task_tree_node::to_string() const {
+  std::string out;
+  detail::append_task_tree(out, *this, "", "");
+  return out;
+}
+
+/// Every pending task of the running loop as trees (asyncio.capture_call_graph):
+/// each root a task no other task waits for, below it the tasks it waits for.
+/// Loop thread only; invalid_state_error without a running loop.
+inline std::vector<task_tree_node> capture_task_tree() {
+  return detail::task_tree_builder(detail::running_core()).all();
+}
+
+/// The tree of one task and the tasks it waits for; a done task alone.
+inline task_tree_node capture_task_tree(const task_ref& task) {
+  detail::task_promise_base* promise = detail::task_ref_access::promise(task);
+  if (promise == nullptr) throw invalid_state_error("capture_task_tree: empty task_ref");
+  return detail::task_tree_builder(detail::running_core()).one(*promise);
+}
+
+/// The trees of `loop`'s pending tasks, from its thread while it is not running (after
+/// run_until_complete). invalid_state_error from a thread that runs it.
+inline std::vector<task_tree_node> capture_task_tree(event_loop& loop) {
+  if (loop.is_running() && detail::running_loop_slot() != &detail::core_of(loop)) {
+    throw invalid_state_error("capture_task_tree: the loop runs on another thread; use call_soon_threadsafe");
+  }
+  return detail::task_tree_builder(detail::core_of(loop)).all();
+}
+
+/// Prints capture_task_tree() to `out` (asyncio.print_call_graph): a line per task (name,
+/// state, where it was created, who awaits it), its wait on the next, children indented.
+inline void print_task_tree(std::FILE* out = stderr) {
+  const std::string text = detail::task_tree_text(capture_task_tree());
+  std::fwrite(text.data(), 1, text.size(), out);
+  std::fflush(out);
+}
+
+// --- 11.4 run() ---
 
 /// Thrown by run() when Ctrl+C (SIGINT; on Windows also Ctrl+Break) cancelled
 /// the main task (Python's KeyboardInterrupt): catch it in main() for a clean exit.
@@ -10927,16 +11251,26 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {},
   loop.set_slow_callback_duration(options.slow_callback_duration);
   struct finish_on_exit {
     event_loop& loop;
+    detail::debug_loop_entry listed;  // for SIGQUIT, in debug mode: until the loop closed
     ~finish_on_exit() {
       try {
         detail::release_keyboard_interrupt(loop);
+        // Debug mode: a shutdown that hangs says which tasks it waits for, and on what.
+        callback_handle report;
+        if (loop.debug()) {
+          report = loop.call_later(detail::shutdown_report_delay, [&waiting = loop] {
+            detail::print_loop_task_tree(detail::core_of(waiting), "run() is still waiting for its tasks to finish");
+          });
+        }
         detail::finish_tasks(detail::core_of(loop), duration::max());
+        report.cancel();
       } catch (...) {
       }
       loop.close();
     }
-  } finish{loop};
+  } finish{loop, detail::debug_loop_entry(loop)};
   auto main_task = detail::spawn(detail::core_of(loop), std::forward<Awaitable>(awaitable), {}, site);
+  detail::claim_task_tree_signal(loop);
   detail::claim_keyboard_interrupt(loop, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
     interrupted = true;
     detail::release_keyboard_interrupt(loop);  // the next Ctrl+C is the default one
