@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <optional>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -343,6 +344,23 @@ TEST_CASE("task tree: print_task_tree prints each task, its wait below it, child
 
 TEST_CASE("task tree: capture_task_tree needs a running loop", "[task_tree]") {
   CHECK_THROWS_AS(cl::capture_task_tree(), cl::invalid_state_error);
+}
+
+cl::task<void> leave_a_sleeper(std::optional<cl::task_handle<void>>& sleeper) {
+  sleeper = cl::create_task(sleep_forever(), "left sleeping");
+  co_await let_tasks_settle();
+}
+
+TEST_CASE("task tree: a loop's tree from its thread between runs", "[task_tree]") {
+  cl::event_loop loop;
+  std::optional<cl::task_handle<void>> sleeper;
+  loop.run_until_complete(leave_a_sleeper(sleeper));
+  const std::vector<cl::task_tree_node> roots = cl::capture_task_tree(loop);
+  REQUIRE(roots.size() == 1);
+  CHECK(roots[0].name == "left sleeping");
+  CHECK_THAT(roots[0].waiting_on, StartsWith("sleep until +"));
+  sleeper->cancel();
+  loop.run_until_complete(task_test::finished(*sleeper));
 }
 
 // --- debug mode ---
