@@ -2308,16 +2308,24 @@ class task_promise_base : public ready_node, public list_hook {
   bool cancel() noexcept {
     if (state_ == state::done) return false;
     ++cancel_requests_;
-    if (current_wait_ != nullptr && !wait_uninterruptible_ && current_wait_->kind_of_wait->interrupt(current_wait_)) {
-      // The interrupted wait will resume the task with a cancelled_error, at
-      // once or (gather, task_group) after its children finished; requests
-      // made before the task runs again merge into it (asyncio).
-      cancel_in_flight_ = true;
-      return true;
+    if (current_wait_ != nullptr && !wait_uninterruptible_) {
+      passing_cancel_on_ = true;
+      const bool interrupted = current_wait_->kind_of_wait->interrupt(current_wait_);
+      passing_cancel_on_ = false;
+      if (interrupted) {
+        // The interrupted wait will resume the task with a cancelled_error, at
+        // once or (gather, task_group) after its children finished; requests
+        // made before the task runs again merge into it (asyncio).
+        cancel_in_flight_ = true;
+        return true;
+      }
     }
     if (!cancel_in_flight_) must_cancel_ = true;
     return true;
   }
+  // True while cancel() is passing its request to the task's wait: a cancel
+  // that comes back here went round a cycle of tasks awaiting each other.
+  bool passing_cancel_on() const noexcept { return passing_cancel_on_; }
   // The wait ended early (a cancel interrupted it): nothing to interrupt now.
   void stop_waiting() noexcept { current_wait_ = nullptr; }
   // An interrupted wait completed anyway: the cancel it took is delivered at
@@ -2574,6 +2582,7 @@ class task_promise_base : public ready_node, public list_hook {
   bool cancelled_ : 1 = false;
   bool exception_retrieved_ : 1 = false;
   bool wait_uninterruptible_ : 1 = false;  // current_wait_ is there to be described, not interrupted
+  bool passing_cancel_on_ : 1 = false;     // inside cancel(), interrupting current_wait_
 };
 
 // --- 5.1 The suspension protocol ---
@@ -3069,9 +3078,18 @@ class task_handle : public task_ref {
    private:
     [[noreturn]] static void throw_empty() { throw invalid_state_error("awaiting an empty task_handle"); }
     // The awaiting task was cancelled: pass the cancel inward and keep
-    // waiting; its outcome (usually cancelled_error) becomes ours.
+    // waiting; its outcome (usually cancelled_error) becomes ours. Tasks that
+    // await each other in a cycle (a deadlock) would pass it round for ever:
+    // where it comes back to a task already passing it on, this wait stops.
     static bool on_cancel(detail::cancellable_wait* wait) noexcept {
-      static_cast<awaiter*>(wait)->target_->cancel();
+      auto* self = static_cast<awaiter*>(wait);
+      if (self->target_->passing_cancel_on()) {
+        self->target_->remove_waiter(*self);
+        self->linked_ = false;
+        self->resume_cancelled();
+        return true;
+      }
+      self->target_->cancel();
       return true;
     }
     static void on_done(detail::completion_waiter* waiter) noexcept {

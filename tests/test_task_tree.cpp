@@ -346,6 +346,35 @@ TEST_CASE("task tree: capture_task_tree needs a running loop", "[task_tree]") {
   CHECK_THROWS_AS(cl::capture_task_tree(), cl::invalid_state_error);
 }
 
+cl::task<void> await_other(std::optional<cl::task_handle<void>>& other) { co_await *other; }
+
+cl::task<void> tasks_awaiting_each_other() {
+  std::optional<cl::task_handle<void>> first;
+  std::optional<cl::task_handle<void>> second;
+  first = cl::create_task(await_other(second), "first");
+  second = cl::create_task(await_other(first), "second");
+  co_await let_tasks_settle();
+  const std::vector<cl::task_tree_node> roots = cl::capture_task_tree();
+  // Neither is a root by the rule; the tree still shows both, once, and says why.
+  const cl::task_tree_node* node = find_task(roots, "first");
+  REQUIRE(node != nullptr);
+  CHECK_THAT(node->awaited_by, EndsWith("(tasks awaiting each other in a cycle)"));
+  REQUIRE(node->children.size() == 1);
+  CHECK(node->children[0].name == "second");
+  CHECK(node->children[0].children.empty());
+  // Cancelling one ends both: the cancel goes round the cycle once, and the
+  // wait it comes back to stops (it recursed without end before).
+  first->cancel();
+  co_await task_test::finished(*first);
+  co_await task_test::finished(*second);
+  CHECK(first->cancelled());
+  CHECK(second->cancelled());
+}
+
+TEST_CASE("task tree: tasks awaiting each other (a deadlock) appear once, marked as a cycle; a cancel ends both", "[task_tree]") {
+  cl::run(tasks_awaiting_each_other());
+}
+
 cl::task<void> leave_a_sleeper(std::optional<cl::task_handle<void>>& sleeper) {
   sleeper = cl::create_task(sleep_forever(), "left sleeping");
   co_await let_tasks_settle();
