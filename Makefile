@@ -3,8 +3,9 @@
 # Targets
 #   make, make all       build every test and example (make tests, make examples: only those)
 #   make test            install what the tests need if missing (make deps), build, run each test
-#                        binary, then tests/run_examples.sh (each example runs, its output checked)
-#                        and tests/consumer/run.sh (a user's project takes coro_loop each way);
+#                        binary, then tests/compile_fail/run.sh (each mistake there fails to compile,
+#                        its first error naming it), tests/run_examples.sh (each example runs, its
+#                        output checked) and tests/consumer/run.sh (a user's project takes coro_loop each way);
 #                        PASS/FAIL each, then "tests: N passed, N failed"
 #   make demo            build and run DEMO_PROGRAMS, each under a "== name ==" heading
 #   make sanitize        make test with SANITIZE=asan (ASan+UBSan), then with SANITIZE=tsan
@@ -223,9 +224,9 @@ test: deps
 	@echo "== make test: $(BUILD) ($(strip $(CXX) $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS)))$(if $(TEST_RUNNER), under $(TEST_RUNNER)) =="
 	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) test-setup || true
 	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' \
-	  TEST_SCRIPTS='$(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
+	  TEST_SCRIPTS='tests/compile_fail/run.sh $(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
 	  EXAMPLES_DIR='$(BUILD)/examples' EXAMPLES_HTTPS='$(if $(HAVE_OPENSSL),on,off)' \
-	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' \
+	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' COMPILE_FAIL_CXXFLAGS='$(ALL_CXXFLAGS)' \
 	  scripts/run-tests.sh $(TEST_BINS) -- $(TEST_ARGS) $(CATCH_ARGS)
 
 test-setup: $(TEST_SETUP)

@@ -21,7 +21,8 @@
 //   CORO_LOOP_OPENSSL                        TLS through OpenSSL 3 (section 9.5); link
 //                                            -lssl -lcrypto [off: TLS throws tls_error
 //                                            saying how to turn it on]
-// Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()).
+// Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()); there, on POSIX,
+// SIGQUIT (Ctrl+\) prints the task tree and the program goes on.
 //
 // Contents (search ">>name" to jump):
 //   1 config & platform  >>config      2 utilities        >>util
@@ -75,6 +76,7 @@
 //   event_loop, get_running_loop()              >>run     the loop (call_soon/later/at/threadsafe, run_*,
 //                                                         stop, close, release, signal handlers); this thread's
 //   run(aw, options), keyboard_interrupt        >>run     asyncio.run; what Ctrl+C ends it with
+//   print_task_tree(), capture_task_tree(), task_tree_node   >>run  what every task waits on, and who awaits it
 //
 // Differences from asyncio that matter (README.md has the whole table):
 //   - cancelled_error does not derive from std::exception, so catch (std::exception&)
@@ -445,6 +447,10 @@ inline int last_socket_error() noexcept { return errno; }
 // gives a clear message where a POSIX-only function is used on Windows.
 template <class>
 inline constexpr bool posix_only = false;
+// The same for the misuses a template can only see once instantiated (a
+// callable that returns void to create_task): the static_assert names it.
+template <class...>
+inline constexpr bool always_false = false;
 
 // How errors name a handle that has no better label.
 inline std::string handle_label(native_handle handle) {
@@ -653,6 +659,8 @@ class timer_heap {
   bool empty() const noexcept { return heap_.empty(); }
   std::size_t size() const noexcept { return heap_.size(); }
   timer_node* top() const noexcept { return heap_.front(); }
+  // Every armed timer, in no particular order (a task tree looks for timeouts).
+  std::span<timer_node* const> nodes() const noexcept { return heap_; }
 
   void push(timer_node& node) {
     node.sequence = next_sequence_++;
@@ -895,13 +903,27 @@ class callback_of final : public callback_node {
   Callback callback_;
 };
 
+struct cancellable_wait;
+struct wait_report;  // (5.1) what a task tree records of one wait
+
+// What one kind of wait is: a table per awaiter type, in static storage, so a
+// suspended task points at its wait and its wait at its kind, and describing
+// waits costs an awaiter nothing. `interrupt` returns true when it has taken
+// charge of resuming the task (now or later) so that the waiting co_await
+// throws cancelled_error; false when the wait cannot be interrupted, in which
+// case the cancellation is delivered at the next suspension point.
+// `describe` (null: `operation` says it all) runs only when a task tree is
+// captured, on the loop thread.
+struct wait_kind {
+  const char* operation;  // "sleep", "queue::get": in errors, and the plainest description
+  bool (*interrupt)(cancellable_wait* self) noexcept;
+  void (*describe)(const cancellable_wait& self, wait_report& report);
+};
+
 // Something a task can be suspended on that a cancel() can interrupt: a sleep,
-// an I/O operation, a queue waiter, another task. `interrupt` returns true when
-// it has taken charge of resuming the task (now or later) so that the waiting
-// co_await throws cancelled_error; false when the wait cannot be interrupted,
-// in which case the cancellation is delivered at the next suspension point.
+// an I/O operation, a queue waiter, another task. Set at each suspension.
 struct cancellable_wait {
-  bool (*interrupt)(cancellable_wait* self) noexcept = nullptr;
+  const wait_kind* kind_of_wait = nullptr;
 };
 
 // The loop's door for other threads: call_soon_threadsafe, executor
@@ -1047,6 +1069,7 @@ class loop_core {
     attachment.next_attachment = attachments_;
     attachments_ = &attachment;
   }
+  const timer_heap& timers() const noexcept { return timers_; }
 
   // --- running
   // Runs iterations while keep_running() holds, as this thread's running loop.
@@ -2411,10 +2434,24 @@ class task_handle;
 class task_ref;
 
 namespace detail {
+// Where a task was created: a defaulted argument of create_task, gather,
+// task_group::create_task, with_task_group and run() (`site = source_site::here()`)
+// fills it in at the caller's line, with nothing written there. The builtins
+// rather than std::source_location: Clang 14 has neither it nor the builtin
+// libstdc++ builds it on. An aggregate, so no argument of a user converts to it.
+struct source_site {
+  const char* file = nullptr;
+  std::uint_least32_t line = 0;
+  static constexpr source_site here(const char* file = __builtin_FILE(),
+                                    std::uint_least32_t line = __builtin_LINE()) noexcept {
+    return {file, line};
+  }
+};
+
 template <class Callback>
 class done_callback;
 template <class Awaitable>
-auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name);
+auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name, source_site site);
 struct task_ref_access;
 template <class T>
 struct is_task_handle : std::false_type {};
@@ -2505,16 +2542,24 @@ class task_promise_base : public ready_node, public list_hook {
   bool cancel() noexcept {
     if (state_ == state::done) return false;
     ++cancel_requests_;
-    if (current_wait_ != nullptr && current_wait_->interrupt(current_wait_)) {
-      // The interrupted wait will resume the task with a cancelled_error, at
-      // once or (gather, task_group) after its children finished; requests
-      // made before the task runs again merge into it (asyncio).
-      cancel_in_flight_ = true;
-      return true;
+    if (current_wait_ != nullptr && !wait_uninterruptible_) {
+      passing_cancel_on_ = true;
+      const bool interrupted = current_wait_->kind_of_wait->interrupt(current_wait_);
+      passing_cancel_on_ = false;
+      if (interrupted) {
+        // The interrupted wait will resume the task with a cancelled_error, at
+        // once or (gather, task_group) after its children finished; requests
+        // made before the task runs again merge into it (asyncio).
+        cancel_in_flight_ = true;
+        return true;
+      }
     }
     if (!cancel_in_flight_) must_cancel_ = true;
     return true;
   }
+  // True while cancel() is passing its request to the task's wait: a cancel
+  // that comes back here went round a cycle of tasks awaiting each other.
+  bool passing_cancel_on() const noexcept { return passing_cancel_on_; }
   // The wait ended early (a cancel interrupted it): nothing to interrupt now.
   void stop_waiting() noexcept { current_wait_ = nullptr; }
   // An interrupted wait completed anyway: the cancel it took is delivered at
@@ -2542,13 +2587,16 @@ class task_promise_base : public ready_node, public list_hook {
       return false;
     }
     current_wait_ = wait;
+    wait_uninterruptible_ = false;
     resume_point_ = resume_point;
     return true;
   }
   // Same, for a wait that cannot be interrupted (the task is resumed by
   // whoever completes it; a cancel waits for the next suspension point).
-  void suspend_uninterruptibly(std::coroutine_handle<> resume_point) noexcept {
-    current_wait_ = nullptr;
+  // `wait`, if any, is only there to be described in a task tree.
+  void suspend_uninterruptibly(std::coroutine_handle<> resume_point, cancellable_wait* wait = nullptr) noexcept {
+    current_wait_ = wait;
+    wait_uninterruptible_ = true;
     resume_point_ = resume_point;
   }
   // The wait is over (completed or interrupted): run the task's next step.
@@ -2616,6 +2664,16 @@ class task_promise_base : public ready_node, public list_hook {
   // Where a scheduled task's frame starts (its allocation).
   void* frame_address() const noexcept { return root_frame_.address(); }
 
+  // --- what a task tree reads (loop thread)
+  // The wait the task is suspended on, or null: ready, running, or suspended
+  // on an awaiter that is not coro_loop's.
+  const cancellable_wait* current_wait() const noexcept { return current_wait_; }
+  bool started() const noexcept { return started_; }
+  // Where create_task & co. were called; no file when unknown.
+  source_site created_at() const noexcept { return {created_file_, created_line_}; }
+  // The tasks and callbacks notified when this one ends, newest first.
+  const completion_waiter* waiters() const noexcept { return waiters_; }
+
   std::string name() const {
     if (name_ != nullptr) return *name_;
     return "Task-" + std::to_string(number_);
@@ -2632,11 +2690,13 @@ class task_promise_base : public ready_node, public list_hook {
   bool has_exception() const noexcept { return exception_ != nullptr; }
 
   // Makes a created frame a scheduled task of `loop` and queues its first step.
-  void start_as_task(loop_core& loop, std::coroutine_handle<> self) {
+  void start_as_task(loop_core& loop, std::coroutine_handle<> self, source_site site) {
     loop_.store(&loop, std::memory_order_relaxed);
     root_frame_ = self;
     resume_point_ = self;
     scheduled_ = true;
+    created_file_ = site.file;  // from here on the member of the union that lives
+    created_line_ = site.line;
     state_ = state::pending;
     references_ = 1;  // the loop's, dropped when the task finishes
     number_ = loop.next_task_number_++;
@@ -2722,8 +2782,13 @@ class task_promise_base : public ready_node, public list_hook {
     release();
   }
 
-  // --- when awaited directly
-  std::coroutine_handle<> continuation_{};
+  // When awaited directly, who resumes the frame when it ends; when scheduled,
+  // where it was created. A frame is one or the other for life (scheduled_
+  // says which), so they share a word: a task pays nothing for its site.
+  union {
+    std::coroutine_handle<> continuation_{};
+    const char* created_file_;
+  };
   // --- when scheduled
   // Its loop while pending; null once done, or once its loop closed without
   // it (then state_ is not done). Atomic: a handle misused on another thread
@@ -2738,23 +2803,31 @@ class task_promise_base : public ready_node, public list_hook {
   std::uint64_t number_ = 0;               // "Task-<number>" when unnamed
   std::exception_ptr exception_{};
   std::uint32_t references_ = 0;           // handles + the loop's while pending
+  std::uint32_t created_line_ = 0;         // with created_file_
   std::uint16_t cancel_requests_ = 0;      // cancel() minus uncancel() (asyncio's cancelling())
   state state_ = state::created;
-  bool scheduled_ = false;
-  bool started_ = false;
-  bool must_cancel_ = false;  // requested, not yet thrown into the coroutine
-  bool cancel_in_flight_ = false;  // woken by an interrupt: a cancelled_error is on its way
-  bool cancelled_ = false;
-  bool exception_retrieved_ = false;
+  // One bit each, in one byte, so that created_line_ fits in what was padding:
+  // the task tree costs a task no memory. Loop thread only (state_, which
+  // another thread may read, is a byte of its own).
+  bool scheduled_ : 1 = false;
+  bool started_ : 1 = false;
+  bool must_cancel_ : 1 = false;       // requested, not yet thrown into the coroutine
+  bool cancel_in_flight_ : 1 = false;  // woken by an interrupt: a cancelled_error is on its way
+  bool cancelled_ : 1 = false;
+  bool exception_retrieved_ : 1 = false;
+  bool wait_uninterruptible_ : 1 = false;  // current_wait_ is there to be described, not interrupted
+  bool passing_cancel_on_ : 1 = false;     // inside cancel(), interrupting current_wait_
 };
 
 // --- 5.1 The suspension protocol ---
 // Every awaiter that suspends a task keeps DESIGN's cancellation model the same
 // way, so the model is written here once and an awaiter says only what it
 // waits on. It derives from `suspension` and:
-//   await_suspend  calls suspend(caller, "what", &on_interrupt): false means a
-//                  cancel was already waiting (do not suspend; await_resume
-//                  throws); then links itself to what will grant the wait.
+//   await_suspend  calls suspend(caller, waiting): false means a cancel was
+//                  already waiting (do not suspend; await_resume throws);
+//                  then links itself to what will grant the wait. `waiting`
+//                  is the awaiter type's static wait_kind: its operation's
+//                  name, its on_interrupt, and its describe.
 //   the grant      calls resume(): the task runs on the next iteration.
 //   on_interrupt   is a cancel reaching the suspended task. It either stops
 //                  now (unlinks, then resume_cancelled()) or keeps waiting
@@ -2768,7 +2841,46 @@ class task_promise_base : public ready_node, public list_hook {
 //                  first returns what was granted (the lock, a permit, an
 //                  item). A grant that cannot go back without losing a result
 //                  (bytes read, a gather's values) uses throw_if_interrupted().
+//   describe       writes what the task waits on into a wait_report, in words
+//                  that name the object (`queue::get on queue 0x5568d0 (0 items,
+//                  3 getters)`), and lists the tasks it waits for; it runs only
+//                  when a task tree is captured (print_task_tree, in 11).
 // The awaiter lives in the awaiting frame: waiting allocates nothing.
+
+// What one wait says of itself in a task tree.
+struct wait_report {
+  time_point now;                           // one reading of the clock for the whole tree
+  std::string text;                         // "sleep until +2.4 s"
+  std::vector<task_promise_base*> awaited;  // the tasks it waits for: its children in the tree
+};
+
+// "2.4 s", "350 ms", "12 us": a duration as a person reads it (2 or 3 digits).
+inline std::string describe_duration(duration span) {
+  const bool negative = span < duration::zero();
+  const double us = std::chrono::duration<double, std::micro>(negative ? -span : span).count();
+  char text[48];
+  if (us >= 10e6) {
+    std::snprintf(text, sizeof text, "%.0f s", us / 1e6);
+  } else if (us >= 1e6) {
+    std::snprintf(text, sizeof text, "%.1f s", us / 1e6);
+  } else if (us >= 1e3) {
+    std::snprintf(text, sizeof text, "%.0f ms", us / 1e3);
+  } else {
+    std::snprintf(text, sizeof text, "%.0f us", us);
+  }
+  return negative ? std::string("-") + text : std::string(text);
+}
+// "+2.4 s" from now to `deadline`; "now" once it passed (its timer is due).
+inline std::string describe_deadline(time_point deadline, time_point now) {
+  if (deadline <= now) return "now";
+  return "+" + describe_duration(deadline - now);
+}
+// An object's identity, as a tree names the queue or lock a task waits on.
+inline std::string describe_address(const void* object) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%p", object);
+  return text;
+}
 
 // The running task, for whatever acts on it (an awaiter, a timeout scope); a
 // clear error outside any task.
@@ -2787,15 +2899,15 @@ class suspension : public cancellable_wait {
   suspension& operator=(suspension&&) = delete;
 
  protected:
-  using interrupt_function = bool (*)(cancellable_wait* self) noexcept;
-
-  bool suspend(std::coroutine_handle<> caller, const char* operation, interrupt_function on_interrupt) {
-    enter(operation);
+  // `operation` names the wait in errors when it differs from waiting.operation
+  // (an I/O awaiter: "read", "connect").
+  bool suspend(std::coroutine_handle<> caller, const wait_kind& waiting, const char* operation = nullptr) {
+    enter(operation != nullptr ? operation : waiting.operation);
+    kind_of_wait = &waiting;
     if (!interruptible_) {
-      task_->suspend_uninterruptibly(caller);
+      task_->suspend_uninterruptibly(caller, this);
       return true;
     }
-    interrupt = on_interrupt;
     if (!task_->suspend_on(this, caller)) {
       cancelled_ = true;
       return false;
@@ -2845,6 +2957,7 @@ class suspension : public cancellable_wait {
   }
 
   bool cancelled() const noexcept { return cancelled_; }
+  bool interruptible() const noexcept { return interruptible_; }
   // Null until suspend(): an awaiter whose await_ready took the fast path has none.
   task_promise_base* task() const noexcept { return task_; }
   loop_core& loop() const noexcept { return *loop_; }
@@ -3032,7 +3145,8 @@ class [[nodiscard]] task {
   template <class U>
   friend class task_handle;
   template <class Awaitable>
-  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name);
+  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name,
+                            detail::source_site site);
   explicit task(std::coroutine_handle<promise_type> frame) noexcept : frame_(frame) {}
   void destroy() noexcept {
     if (frame_) {
@@ -3177,7 +3291,7 @@ class task_handle : public task_ref {
     bool await_ready() const noexcept { return target_->done(); }
     bool await_suspend(std::coroutine_handle<> caller) {
       target_->check_loop_thread("awaiting a task_handle");
-      if (!suspend(caller, "awaiting a task_handle", &on_cancel)) return false;
+      if (!suspend(caller, waiting)) return false;
       notify = &on_done;
       target_->add_waiter(*this);
       linked_ = true;
@@ -3200,9 +3314,18 @@ class task_handle : public task_ref {
    private:
     [[noreturn]] static void throw_empty() { throw invalid_state_error("awaiting an empty task_handle"); }
     // The awaiting task was cancelled: pass the cancel inward and keep
-    // waiting; its outcome (usually cancelled_error) becomes ours.
+    // waiting; its outcome (usually cancelled_error) becomes ours. Tasks that
+    // await each other in a cycle (a deadlock) would pass it round for ever:
+    // where it comes back to a task already passing it on, this wait stops.
     static bool on_cancel(detail::cancellable_wait* wait) noexcept {
-      static_cast<awaiter*>(wait)->target_->cancel();
+      auto* self = static_cast<awaiter*>(wait);
+      if (self->target_->passing_cancel_on()) {
+        self->target_->remove_waiter(*self);
+        self->linked_ = false;
+        self->resume_cancelled();
+        return true;
+      }
+      self->target_->cancel();
       return true;
     }
     static void on_done(detail::completion_waiter* waiter) noexcept {
@@ -3210,6 +3333,12 @@ class task_handle : public task_ref {
       self->linked_ = false;
       self->resume();
     }
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const auto& self = static_cast<const awaiter&>(wait);
+      report.text = "awaiting task '" + self.target_->name() + "'";
+      report.awaited.push_back(self.target_);
+    }
+    static constexpr detail::wait_kind waiting{"awaiting a task_handle", &on_cancel, &describe};
     bool linked_ = false;  // first: it fills the protocol's tail
     detail::task_promise_base* target_;
   };
@@ -3218,7 +3347,8 @@ class task_handle : public task_ref {
 
  private:
   template <class Awaitable>
-  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name);
+  friend auto detail::spawn(detail::loop_core& loop, Awaitable&& awaitable, std::string name,
+                            detail::source_site site);
   explicit task_handle(detail::task_promise_base* task) noexcept : task_ref(task) {}
   detail::task_promise<T>& promise() const noexcept { return static_cast<detail::task_promise<T>&>(get()); }
 };
@@ -3283,7 +3413,7 @@ struct is_task<task<T>> : std::true_type {};
 
 namespace detail {
 template <class Awaitable>
-auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name) {
+auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name, source_site site) {
   using value_type = await_result_t<Awaitable>;
   task<value_type> body;
   if constexpr (detail::is_task<std::remove_cvref_t<Awaitable>>::value && std::is_rvalue_reference_v<Awaitable&&>) {
@@ -3297,29 +3427,87 @@ auto spawn(loop_core& loop, Awaitable&& awaitable, std::string name) {
     frame.destroy();
     throw invalid_state_error("create_task: the task was already awaited");
   }
-  frame.promise().start_as_task(loop, frame);
+  frame.promise().start_as_task(loop, frame, site);
   if (!name.empty()) frame.promise().set_name(std::move(name));
   return task_handle<value_type>(&frame.promise());
+}
+
+// create_task(fn, args...): fn(args...) must return an awaitable. Checked
+// here, before anything else is instantiated, so that a mistake gets one
+// sentence naming it rather than pages from inside invoke_in_task.
+template <class Callable, class... Args>
+auto spawn_call(loop_core& loop, source_site site, Callable&& callable, Args&&... args) {
+  if constexpr (!std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>) {
+    static_assert(always_false<Callable, Args...>,
+                  "create_task(fn, args...): fn is neither an awaitable (a task<T>) nor callable with these "
+                  "arguments");
+  } else if constexpr (std::is_void_v<std::invoke_result_t<std::decay_t<Callable>&, std::decay_t<Args>&...>>) {
+    static_assert(always_false<Callable, Args...>,
+                  "create_task(fn, args...): fn(args...) returns void; it must return an awaitable, e.g. be a "
+                  "coroutine returning coro_loop::task<T>");
+  } else if constexpr (!awaitable<std::invoke_result_t<std::decay_t<Callable>&, std::decay_t<Args>&...>>) {
+    static_assert(always_false<Callable, Args...>,
+                  "create_task(fn, args...): fn(args...) returns a value that is not awaitable; it must return "
+                  "an awaitable, e.g. be a coroutine returning coro_loop::task<T>");
+  } else {
+    return spawn(loop,
+                 invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(std::forward<Callable>(callable),
+                                                                                std::forward<Args>(args)...),
+                 {}, site);
+  }
 }
 }  // namespace detail
 
 /// Starts `awaitable` as a scheduled task on the running loop (asyncio.create_task):
 /// its first step runs on a later iteration. Returns its task_handle.
-/// Throws invalid_state_error without a running loop.
+/// Throws invalid_state_error without a running loop. `site` is for the caller's line.
 template <class Awaitable>
   requires detail::awaitable<Awaitable>
-auto create_task(Awaitable&& awaitable, std::string name = {}) {
-  return detail::spawn(detail::running_core(), std::forward<Awaitable>(awaitable), std::move(name));
+auto create_task(Awaitable&& awaitable, std::string name = {},
+                 detail::source_site site = detail::source_site::here()) {
+  return detail::spawn(detail::running_core(), std::forward<Awaitable>(awaitable), std::move(name), site);
 }
+
+// create_task(callable, args...): one overload per count of arguments up to
+// three, because a defaulted parameter (the creation site) cannot follow a
+// pack; with more arguments the task tree does not know where the task began.
 
 /// Starts `callable(args...)` (which returns an awaitable) as a task, moving the
 /// callable and the arguments into the task's frame: a coroutine lambda's
 /// captures and the arguments live as long as the task.
+template <class Callable>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable));
+}
+/// The same with one argument.
+template <class Callable, class Arg>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, Arg&& arg, detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable), std::forward<Arg>(arg));
+}
+/// The same with two arguments.
+template <class Callable, class Arg1, class Arg2>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2,
+                 detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                            std::forward<Arg2>(arg2));
+}
+/// The same with three arguments.
+template <class Callable, class Arg1, class Arg2, class Arg3>
+  requires(!detail::awaitable<Callable>)
+auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2, Arg3&& arg3,
+                 detail::source_site site = detail::source_site::here()) {
+  return detail::spawn_call(detail::running_core(), site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                            std::forward<Arg2>(arg2), std::forward<Arg3>(arg3));
+}
+/// The same with four arguments or more (the task tree shows no creation site).
 template <class Callable, class... Args>
-  requires(!detail::awaitable<Callable>) && std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>
+  requires(!detail::awaitable<Callable>) && (sizeof...(Args) > 3)
 auto create_task(Callable&& callable, Args&&... args) {
-  return create_task(detail::invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(
-      std::forward<Callable>(callable), std::forward<Args>(args)...));
+  return detail::spawn_call(detail::running_core(), detail::source_site{}, std::forward<Callable>(callable),
+                            std::forward<Args>(args)...);
 }
 
 /// The task running now, or an empty task_ref in a plain callback or without a loop.
@@ -3459,7 +3647,7 @@ class sleep_awaiter : private timer_node, private suspension {
   }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "sleep", &on_cancel)) return false;
+    if (!suspend(caller, waiting)) return false;
     if (yield_only_) {
       loop().schedule(*task());  // sleep(0): back of the ready queue, so it runs on the next iteration
     } else {
@@ -3482,6 +3670,12 @@ class sleep_awaiter : private timer_node, private suspension {
     }
     return true;
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const sleep_awaiter&>(wait);
+    report.text = self.yield_only_ ? "sleep(0): yielding for one iteration"
+                                   : "sleep until " + describe_deadline(self.deadline, report.now);
+  }
+  static constexpr wait_kind waiting{"sleep", &on_cancel, &describe};
   bool yield_only_;
 };
 
@@ -3653,12 +3847,12 @@ struct child {
 };
 
 template <class Awaitable>
-auto make_child(Awaitable&& awaitable) {
+auto make_child(Awaitable&& awaitable, source_site site) {
   using decayed = std::remove_cvref_t<Awaitable>;
   if constexpr (is_task_handle<decayed>::value) {
     return child<typename is_task_handle<decayed>::result_type>{awaitable, false};
   } else {
-    return child<await_result_t<Awaitable>>{spawn(running_core(), std::forward<Awaitable>(awaitable), {}), true};
+    return child<await_result_t<Awaitable>>{spawn(running_core(), std::forward<Awaitable>(awaitable), {}, site), true};
   }
 }
 
@@ -3780,7 +3974,7 @@ class children_watch : private tasks_watch, private suspension {
     return true;
   }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "gather", &on_interrupt)) {
+    if (!suspend(caller, waiting)) {
       on_interrupt(this);  // the pending cancel interrupts at once; we still wait for the children
       keep_waiting(caller);
     }
@@ -3821,6 +4015,19 @@ class children_watch : private tasks_watch, private suspension {
     self->cancel_children();
     return true;  // we resume once every child is done
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const children_watch&>(wait);
+    const std::size_t count = self.watched().size();
+    report.text = "gather of " + std::to_string(count) + (count == 1 ? " task" : " tasks") + " (" +
+                  std::to_string(self.remaining_) + " running" +
+                  (self.cancelled() ? "; cancelled, waiting for them to finish)"
+                   : self.children_cancelled_ ? "; one failed, the others cancelled)"
+                                              : ")");
+    for (task_promise_base* child : self.watched()) {
+      if (!child->done()) report.awaited.push_back(child);
+    }
+  }
+  static constexpr wait_kind waiting{"gather", &on_interrupt, &describe};
 
   bool cancel_siblings_;
   bool children_cancelled_ = false;
@@ -3850,11 +4057,120 @@ inline void rethrow_first_failure(std::span<task_promise_base* const> promises, 
 }
 
 template <class Range>
-using range_child_t = decltype(make_child(std::move(*std::ranges::begin(std::declval<Range&>()))));
+using range_child_t = decltype(make_child(std::move(*std::ranges::begin(std::declval<Range&>())), source_site{}));
 
 }  // namespace detail
 
 // --- 6.2 gather ---
+
+namespace detail {
+
+template <class... Awaitables>
+task<std::tuple<stored_value_t<await_result_t<Awaitables>>...>> gather_tuple(source_site site,
+                                                                             Awaitables... awaitables) {
+  if constexpr (sizeof...(Awaitables) == 0) {
+    co_return std::tuple<>{};
+  } else {
+    // Braces: left to right, so the children start in the arguments' order.
+    std::tuple<decltype(make_child(std::move(awaitables), site))...> children{
+        make_child(std::move(awaitables), site)...};
+    const auto promises = promises_of(children);
+    children_watch watch(promises, true);
+    const std::size_t first_failure = co_await watch;
+    rethrow_first_failure(promises, first_failure);
+    co_return std::apply(
+        [](auto&... c) { return std::tuple<stored_value_t<await_result_t<Awaitables>>...>(take_value(c)...); },
+        children);
+  }
+}
+
+template <class Range>
+task<std::vector<stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>>> gather_range(source_site site,
+                                                                                                  Range awaitables) {
+  using child_type = range_child_t<Range>;
+  std::vector<child_type> children;
+  if constexpr (std::ranges::sized_range<Range>) children.reserve(std::ranges::size(awaitables));
+  for (auto&& awaitable : awaitables) children.push_back(make_child(std::move(awaitable), site));
+  const std::vector<task_promise_base*> promises = promises_of(children);
+  children_watch watch(promises, true);
+  const std::size_t first_failure = co_await watch;
+  rethrow_first_failure(promises, first_failure);
+  std::vector<stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>> values;
+  values.reserve(children.size());
+  for (child_type& c : children) values.push_back(take_value(c));
+  co_return values;
+}
+
+template <class... Awaitables>
+task<std::tuple<outcome<await_result_t<Awaitables>>...>> gather_tuple_settled(source_site site,
+                                                                              Awaitables... awaitables) {
+  std::tuple<decltype(make_child(std::move(awaitables), site))...> children{
+      make_child(std::move(awaitables), site)...};
+  if constexpr (sizeof...(Awaitables) != 0) {
+    const auto promises = promises_of(children);
+    children_watch watch(promises, false);
+    co_await watch;
+  }
+  co_return std::apply(
+      [](auto&... c) { return std::tuple<outcome<await_result_t<Awaitables>>...>(take_outcome(c)...); }, children);
+}
+
+template <class Range>
+task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> gather_range_settled(source_site site,
+                                                                                                   Range awaitables) {
+  using child_type = range_child_t<Range>;
+  std::vector<child_type> children;
+  for (auto&& awaitable : awaitables) children.push_back(make_child(std::move(awaitable), site));
+  const std::vector<task_promise_base*> promises = promises_of(children);
+  children_watch watch(promises, false);
+  co_await watch;
+  std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>> outcomes;
+  outcomes.reserve(children.size());
+  for (child_type& c : children) outcomes.push_back(take_outcome(c));
+  co_return outcomes;
+}
+
+// One argument that is a range of awaitables rather than an awaitable: the
+// gather(range) overloads.
+template <class... Arguments>
+concept one_range = sizeof...(Arguments) == 1 && (std::ranges::input_range<Arguments> && ...) &&
+                    (!awaitable<Arguments> && ...);
+
+// What every gather overload calls: the arguments are checked first, so that
+// one that is not awaitable gets a sentence naming the mistake rather than
+// pages from inside the coroutines above. A defaulted parameter (the site)
+// cannot follow a pack: gather(a, b, ...) gives its children no site of their
+// own (the tree shows them under the gather of the task that called it), a
+// range's children get the caller's line.
+template <bool Settled, class... Awaitables>
+auto gather_call(source_site site, Awaitables&&... awaitables) {
+  if constexpr (!(awaitable<Awaitables> && ...)) {
+    static_assert(always_false<Awaitables...>,
+                  "gather(a, b, ...): every argument must be awaitable: a task<T> (call the coroutine: f(), not "
+                  "f), a task_handle<T>, sleep(d), ...");
+  } else if constexpr (!(std::is_constructible_v<std::decay_t<Awaitables>, Awaitables&&> && ...)) {
+    static_assert(always_false<Awaitables...>,
+                  "gather(a, b, ...): an argument cannot be copied (a task<T> is move-only): pass it as a "
+                  "temporary, f(), or with std::move");
+  } else if constexpr (Settled) {
+    return gather_tuple_settled<std::decay_t<Awaitables>...>(site, std::forward<Awaitables>(awaitables)...);
+  } else {
+    return gather_tuple<std::decay_t<Awaitables>...>(site, std::forward<Awaitables>(awaitables)...);
+  }
+}
+template <bool Settled, class Range>
+auto gather_range_call(source_site site, Range&& awaitables) {
+  if constexpr (!awaitable<std::ranges::range_value_t<Range>>) {
+    static_assert(always_false<Range>,
+                  "gather(range): the range's elements must be awaitable: task<T>, task_handle<T>, ...");
+  } else if constexpr (Settled) {
+    return gather_range_settled<std::remove_cvref_t<Range>>(site, std::forward<Range>(awaitables));
+  } else {
+    return gather_range<std::remove_cvref_t<Range>>(site, std::forward<Range>(awaitables));
+  }
+}
+
+}  // namespace detail
 
 /// Runs every awaitable concurrently (task_handles as they are, anything else
 /// as a new task) and returns their values as a tuple, void as std::monostate.
@@ -3863,75 +4179,34 @@ using range_child_t = decltype(make_child(std::move(*std::ranges::begin(std::dec
 /// Differs from asyncio: siblings are cancelled and awaited before the error
 /// propagates, because a C++ frame must not outlive what its children use.
 template <class... Awaitables>
-  requires(detail::awaitable<Awaitables> && ...)
-task<std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>> gather(Awaitables... awaitables) {
-  if constexpr (sizeof...(Awaitables) == 0) {
-    co_return std::tuple<>{};
-  } else {
-    // Braces: left to right, so the children start in the arguments' order.
-    std::tuple<decltype(detail::make_child(std::move(awaitables)))...> children{
-        detail::make_child(std::move(awaitables))...};
-    const auto promises = detail::promises_of(children);
-    detail::children_watch watch(promises, true);
-    const std::size_t first_failure = co_await watch;
-    detail::rethrow_first_failure(promises, first_failure);
-    co_return std::apply(
-        [](auto&... c) { return std::tuple<detail::stored_value_t<await_result_t<Awaitables>>...>(detail::take_value(c)...); },
-        children);
-  }
+  requires(!detail::one_range<Awaitables...>)
+auto gather(Awaitables&&... awaitables) {
+  return detail::gather_call<false>(detail::source_site{}, std::forward<Awaitables>(awaitables)...);
 }
 
 /// gather over a range of awaitables (or task_handles): a vector of values in
 /// the range's order. Same failure and cancellation rules as gather(a, b, ...).
-template <std::ranges::input_range Range>
-  requires(!detail::awaitable<Range>) && detail::awaitable<std::ranges::range_value_t<Range>>
-task<std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>>> gather(Range awaitables) {
-  using child_type = detail::range_child_t<Range>;
-  std::vector<child_type> children;
-  if constexpr (std::ranges::sized_range<Range>) children.reserve(std::ranges::size(awaitables));
-  for (auto&& awaitable : awaitables) children.push_back(detail::make_child(std::move(awaitable)));
-  const std::vector<detail::task_promise_base*> promises = detail::promises_of(children);
-  detail::children_watch watch(promises, true);
-  const std::size_t first_failure = co_await watch;
-  detail::rethrow_first_failure(promises, first_failure);
-  std::vector<detail::stored_value_t<await_result_t<std::ranges::range_value_t<Range>>>> values;
-  values.reserve(children.size());
-  for (child_type& c : children) values.push_back(detail::take_value(c));
-  co_return values;
+/// (`site`: the caller's line, for the task tree.)
+template <class Range>
+  requires detail::one_range<Range>
+auto gather(Range&& awaitables, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_range_call<false>(site, std::forward<Range>(awaitables));
 }
 
 /// gather that never fails for a child (Python's return_exceptions=True): a
 /// tuple of outcome<T>, each a value or the child's exception. Cancelling it
 /// still cancels and awaits every child, then throws cancelled_error.
 template <class... Awaitables>
-  requires(detail::awaitable<Awaitables> && ...)
-task<std::tuple<outcome<await_result_t<Awaitables>>...>> gather_settled(Awaitables... awaitables) {
-  std::tuple<decltype(detail::make_child(std::move(awaitables)))...> children{
-      detail::make_child(std::move(awaitables))...};
-  if constexpr (sizeof...(Awaitables) != 0) {
-    const auto promises = detail::promises_of(children);
-    detail::children_watch watch(promises, false);
-    co_await watch;
-  }
-  co_return std::apply(
-      [](auto&... c) { return std::tuple<outcome<await_result_t<Awaitables>>...>(detail::take_outcome(c)...); },
-      children);
+  requires(!detail::one_range<Awaitables...>)
+auto gather_settled(Awaitables&&... awaitables) {
+  return detail::gather_call<true>(detail::source_site{}, std::forward<Awaitables>(awaitables)...);
 }
 
 /// gather_settled over a range: a vector of outcome<T> in the range's order.
-template <std::ranges::input_range Range>
-  requires(!detail::awaitable<Range>) && detail::awaitable<std::ranges::range_value_t<Range>>
-task<std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>>> gather_settled(Range awaitables) {
-  using child_type = detail::range_child_t<Range>;
-  std::vector<child_type> children;
-  for (auto&& awaitable : awaitables) children.push_back(detail::make_child(std::move(awaitable)));
-  const std::vector<detail::task_promise_base*> promises = detail::promises_of(children);
-  detail::children_watch watch(promises, false);
-  co_await watch;
-  std::vector<outcome<await_result_t<std::ranges::range_value_t<Range>>>> outcomes;
-  outcomes.reserve(children.size());
-  for (child_type& c : children) outcomes.push_back(detail::take_outcome(c));
-  co_return outcomes;
+template <class Range>
+  requires detail::one_range<Range>
+auto gather_settled(Range&& awaitables, detail::source_site site = detail::source_site::here()) {
+  return detail::gather_range_call<true>(site, std::forward<Range>(awaitables));
 }
 
 // --- 6.3 shield ---
@@ -3950,7 +4225,7 @@ class shield_wait : private completion_waiter, private suspension {
   }
   bool await_ready() const noexcept { return target_->done(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "shield", &on_interrupt)) return false;
+    if (!suspend(caller, waiting)) return false;
     notify = &on_done;
     target_->add_waiter(*this);
     linked_ = true;
@@ -3971,6 +4246,12 @@ class shield_wait : private completion_waiter, private suspension {
     self->resume_cancelled();
     return true;
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const shield_wait&>(wait);
+    report.text = "shield over task '" + self.target_->name() + "'";
+    report.awaited.push_back(self.target_);
+  }
+  static constexpr wait_kind waiting{"shield", &on_interrupt, &describe};
   bool linked_ = false;  // first: it fills the protocol's tail
   task_promise_base* target_;
 };
@@ -3981,8 +4262,8 @@ class shield_wait : private completion_waiter, private suspension {
 /// on (asyncio.shield). Whatever the inner work references must outlive it.
 template <class Awaitable>
   requires detail::awaitable<Awaitable>
-task<await_result_t<Awaitable>> shield(Awaitable awaitable) {
-  auto inner = detail::make_child(std::move(awaitable));
+task<await_result_t<Awaitable>> shield(Awaitable awaitable, detail::source_site site = detail::source_site::here()) {
+  auto inner = detail::make_child(std::move(awaitable), site);
   detail::shield_wait wait(detail::promise_of(inner));
   co_await wait;
   detail::task_promise_base* promise = detail::promise_of(inner);
@@ -4021,7 +4302,7 @@ class condition_wait : private tasks_watch, private timer_node, private suspensi
 
   bool await_ready() const noexcept { return satisfied(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "wait", &on_interrupt)) return false;
+    if (!suspend(caller, waiting)) return false;
     start_watching();
     if (deadline_) {
       deadline = *deadline_;
@@ -4059,6 +4340,17 @@ class condition_wait : private tasks_watch, private timer_node, private suspensi
     self->finish();
     return true;
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const condition_wait&>(wait);
+    static constexpr const char* whens[] = {"first_completed", "first_exception", "all_completed"};
+    report.text = std::string("wait (") + whens[static_cast<int>(self.when_)] + ") on " +
+                  std::to_string(self.watched().size()) + " tasks";
+    if (self.armed()) report.text += ", timeout in " + describe_duration(self.deadline - report.now);
+    for (task_promise_base* task : self.watched()) {
+      if (!task->done()) report.awaited.push_back(task);
+    }
+  }
+  static constexpr wait_kind waiting{"wait", &on_interrupt, &describe};
 
   return_when when_;
   std::optional<time_point> deadline_;
@@ -4133,7 +4425,7 @@ class as_completed : private detail::timer_node {
       if (owner_->waiter_ != nullptr) {
         throw invalid_state_error("as_completed::next: another task is already waiting on it");
       }
-      if (!suspend(caller, "as_completed", &on_interrupt)) return false;
+      if (!suspend(caller, waiting)) return false;
       owner_->waiter_ = this;
       return true;
     }
@@ -4156,6 +4448,16 @@ class as_completed : private detail::timer_node {
       self->resume_cancelled();
       return true;
     }
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const as_completed& owner = *static_cast<const next_awaiter&>(wait).owner_;
+      report.text = "as_completed::next (" + std::to_string(owner.handed_out_) + " of " +
+                    std::to_string(owner.tasks_.size()) + " handed out)";
+      if (owner.armed()) report.text += ", timeout in " + detail::describe_duration(owner.deadline - report.now);
+      for (detail::task_promise_base* task : owner.promises_) {
+        if (!task->done()) report.awaited.push_back(task);
+      }
+    }
+    static constexpr detail::wait_kind waiting{"as_completed", &on_interrupt, &describe};
     void wake() noexcept {
       owner_->waiter_ = nullptr;
       resume();
@@ -4213,6 +4515,12 @@ class as_completed : private detail::timer_node {
 /// requests are counted (cancelling()/uncancel()), never guessed.
 ///   timeout_scope scope(2s);
 ///   auto value = co_await scope.run(work(scope));   // work may call scope.reschedule(...)
+namespace detail {
+// Reads timeout scopes and task groups to draw the task tree (11.3): declared
+// here, defined with the tree, so that neither needs a public accessor.
+class task_tree_builder;
+}  // namespace detail
+
 class timeout_scope : private detail::timer_node {
  public:
   /// A deadline `delay` from now.
@@ -4259,6 +4567,7 @@ class timeout_scope : private detail::timer_node {
   }
 
  private:
+  friend class detail::task_tree_builder;
   enum class state : std::uint8_t { created, active, expiring, expired, finished };
   void enter() {
     if (state_ != state::created) throw invalid_state_error("timeout_scope::run: a scope runs once");
@@ -4388,8 +4697,9 @@ task<await_result_t<Awaitable>> wait_for(Awaitable awaitable, duration delay) {
 /// outlive what they reference).
 class task_group {
  public:
-  /// Binds the group to the task running now (its body's task).
-  task_group() : loop_(&detail::running_core()), parent_(loop_->current_task()) {
+  /// Binds the group to the task running now (its body's task); `site` is for the caller's line.
+  task_group(detail::source_site site = detail::source_site::here())
+      : loop_(&detail::running_core()), parent_(loop_->current_task()), site_(site) {
     if (parent_ == nullptr) throw invalid_state_error("task_group: must be created inside a task");
     cancelling_at_entry_ = parent_->cancelling();
   }
@@ -4415,18 +4725,51 @@ class task_group {
   /// join finished, or while the group is shutting down after a failure.
   template <class Awaitable>
     requires detail::awaitable<Awaitable>
-  auto create_task(Awaitable&& awaitable, std::string name = {}) {
+  auto create_task(Awaitable&& awaitable, std::string name = {},
+                   detail::source_site site = detail::source_site::here()) {
     check_open();
-    auto handle = detail::spawn(*loop_, std::forward<Awaitable>(awaitable), std::move(name));
-    adopt(detail::task_ref_access::promise(handle));
-    return handle;
+    return adopt(detail::spawn(*loop_, std::forward<Awaitable>(awaitable), std::move(name), site));
   }
-  /// Starts `callable(args...)` as a child, moving both into its frame.
+  /// Starts `callable(args...)` as a child, moving both into its frame (one overload per
+  /// count of arguments up to three, as the free create_task).
+  template <class Callable>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable)));
+  }
+  /// The same with one argument.
+  template <class Callable, class Arg>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, Arg&& arg, detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable), std::forward<Arg>(arg)));
+  }
+  /// The same with two arguments.
+  template <class Callable, class Arg1, class Arg2>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2,
+                   detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                                    std::forward<Arg2>(arg2)));
+  }
+  /// The same with three arguments.
+  template <class Callable, class Arg1, class Arg2, class Arg3>
+    requires(!detail::awaitable<Callable>)
+  auto create_task(Callable&& callable, Arg1&& arg1, Arg2&& arg2, Arg3&& arg3,
+                   detail::source_site site = detail::source_site::here()) {
+    check_open();
+    return adopt(detail::spawn_call(*loop_, site, std::forward<Callable>(callable), std::forward<Arg1>(arg1),
+                                    std::forward<Arg2>(arg2), std::forward<Arg3>(arg3)));
+  }
+  /// The same with four arguments or more (the task tree shows no creation site).
   template <class Callable, class... Args>
-    requires(!detail::awaitable<Callable>) && std::invocable<std::decay_t<Callable>&, std::decay_t<Args>&...>
+    requires(!detail::awaitable<Callable>) && (sizeof...(Args) > 3)
   auto create_task(Callable&& callable, Args&&... args) {
-    return create_task(detail::invoke_in_task<std::decay_t<Callable>, std::decay_t<Args>...>(
-        std::forward<Callable>(callable), std::forward<Args>(args)...));
+    check_open();
+    return adopt(
+        detail::spawn_call(*loop_, detail::source_site{}, std::forward<Callable>(callable), std::forward<Args>(args)...));
   }
 
   /// Children not yet done.
@@ -4450,24 +4793,34 @@ class task_group {
   // One per child: notified when it ends, then handled on a later iteration
   // through the ready queue, as asyncio runs a TaskGroup's done-callbacks (so
   // siblings already resumed in that iteration may still fail on their own).
+  friend class detail::task_tree_builder;
   struct child_entry : detail::completion_waiter, detail::list_hook, detail::ready_node {
     task_group* group;
     detail::task_promise_base* task;
   };
+  // A child's end, told to its entry: joined on the next iteration. Named, so
+  // that a task tree knows a group's entry among a task's waiters.
+  static void on_child_notified(detail::completion_waiter* waiter) noexcept {
+    auto* done = static_cast<child_entry*>(waiter);
+    done->group->loop_->schedule(*done);
+  }
   class join_wait;
 
   void check_open() const {
     if (state_ == state::joined) throw invalid_state_error("task_group: create_task after join");
     if (aborting_) throw invalid_state_error("task_group: create_task while the group is shutting down");
   }
+  // Makes a new task one of the group's children; returns its handle.
+  template <class Handle>
+  Handle adopt(Handle handle) {
+    adopt(detail::task_ref_access::promise(handle));
+    return handle;
+  }
   void adopt(detail::task_promise_base* task) {
     auto* entry = new child_entry();
     entry->group = this;
     entry->task = task;
-    entry->notify = [](detail::completion_waiter* waiter) noexcept {
-      auto* done = static_cast<child_entry*>(waiter);
-      done->group->loop_->schedule(*done);
-    };
+    entry->notify = &on_child_notified;
     entry->run = &on_child_done;
     task->retain();
     children_.push_back(*entry);
@@ -4491,6 +4844,7 @@ class task_group {
 
   detail::loop_core* loop_;
   detail::task_promise_base* parent_;
+  detail::source_site site_;         // where the group was opened, for a task tree
   detail::intrusive_list children_;  // child_entry, still running
   std::vector<std::exception_ptr> errors_;
   join_wait* joiner_ = nullptr;
@@ -4514,7 +4868,7 @@ class task_group::join_wait : private detail::suspension {
   }
   bool await_ready() const noexcept { return group_->children_.empty(); }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "task_group::join", &on_interrupt)) {
+    if (!suspend(caller, waiting)) {
       on_interrupt(this);  // the pending cancel aborts the group; the children finish first
       keep_waiting(caller);
     }
@@ -4537,6 +4891,16 @@ class task_group::join_wait : private detail::suspension {
     }
     return true;
   }
+  static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+    task_group& group = *static_cast<const join_wait&>(wait).group_;
+    const std::size_t running = group.children_.size();
+    report.text = "task_group::join on task_group " + detail::describe_address(&group) + " (" +
+                  std::to_string(running) + (running == 1 ? " child" : " children") + " running" +
+                  (group.aborting_ ? "; shutting down)" : ")");
+    group.children_.for_each(
+        [&report](detail::list_hook& hook) { report.awaited.push_back(static_cast<child_entry&>(hook).task); });
+  }
+  static constexpr detail::wait_kind waiting{"task_group::join", &on_interrupt, &describe};
   task_group* group_;
 };
 
@@ -4606,16 +4970,11 @@ template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
 }  // namespace detail
 
-/// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
-/// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
-/// Returns the body's value; throws exception_group or cancelled_error as join does.
-/// When group.cancel() ended the body before it returned a value: a std::optional
-/// body gives std::nullopt, any other type throws invalid_state_error.
+namespace detail {
 template <class Body>
-  requires std::invocable<Body&, task_group&>
-auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
+auto run_with_task_group(Body body, source_site site) -> task<await_result_t<std::invoke_result_t<Body&, task_group&>>> {
   using value_type = await_result_t<std::invoke_result_t<Body&, task_group&>>;
-  task_group group;
+  task_group group(site);
   auto settling = detail::settle(std::ref(body), group);
   outcome<value_type> result = co_await settling;
   auto joining = group.join(result.error());
@@ -4639,8 +4998,51 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
     co_return detail::unwrap(std::move(result));
   }
 }
+}  // namespace detail
+
+/// Runs `body(group)` (which returns an awaitable) with a fresh task_group and
+/// always joins it, even when the body throws (asyncio's `async with TaskGroup()`).
+/// Returns the body's value; throws exception_group or cancelled_error as join does.
+/// When group.cancel() ended the body before it returned a value: a std::optional
+/// body gives std::nullopt, any other type throws invalid_state_error.
+template <class Body>
+auto with_task_group(Body body, detail::source_site site = detail::source_site::here()) {
+  if constexpr (!std::invocable<Body&, task_group&>) {
+    static_assert(detail::always_false<Body>,
+                  "with_task_group(body): body must be callable as body(group) with a coro_loop::task_group&, "
+                  "e.g. [](coro_loop::task_group& group) -> coro_loop::task<void> { ... }");
+  } else if constexpr (!detail::awaitable<std::invoke_result_t<Body&, task_group&>>) {
+    static_assert(detail::always_false<Body>,
+                  "with_task_group(body): body(group) must return an awaitable, e.g. be a coroutine returning "
+                  "coro_loop::task<T>; this one returns void or a plain value");
+  } else {
+    return detail::run_with_task_group(std::move(body), site);
+  }
+}
 
 // --- 6.7 async_with ---
+
+namespace detail {
+template <class Resource>
+concept async_closable = requires(Resource& resource) {
+  { resource.aclose() } -> awaitable;
+};
+
+template <class Opening, class Body>
+auto run_async_with(Opening opening, Body body)
+    -> task<await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>> {
+  using value_type = await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>;
+  auto resource = co_await std::move(opening);
+  auto settling = settle(std::ref(body), resource);
+  outcome<value_type> result = co_await settling;
+  try {
+    co_await resource.aclose();
+  } catch (...) {
+    if (result.has_value() || is_cancellation(std::current_exception())) throw;
+  }
+  co_return unwrap(std::move(result));
+}
+}  // namespace detail
 
 /// `async with` for a resource whose cleanup must co_await (a destructor
 /// cannot): awaits `opening` for the resource, awaits body(resource), then
@@ -4651,19 +5053,28 @@ auto with_task_group(Body body) -> task<await_result_t<std::invoke_result_t<Body
 /// (a cancellation is never swallowed).
 ///   auto rows = co_await async_with(open_db(), [](db& conn) { return conn.query("SELECT 1"); });
 template <class Opening, class Body>
-  requires detail::awaitable<Opening>
-auto async_with(Opening opening, Body body)
-    -> task<await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>> {
-  using value_type = await_result_t<std::invoke_result_t<Body&, await_result_t<Opening>&>>;
-  auto resource = co_await std::move(opening);
-  auto settling = detail::settle(std::ref(body), resource);
-  outcome<value_type> result = co_await settling;
-  try {
-    co_await resource.aclose();
-  } catch (...) {
-    if (result.has_value() || detail::is_cancellation(std::current_exception())) throw;
+auto async_with(Opening opening, Body body) {
+  if constexpr (!detail::awaitable<Opening>) {
+    static_assert(detail::always_false<Opening>,
+                  "async_with(opening, body): opening must be awaitable (a task<Resource> that opens the "
+                  "resource: call the coroutine, open(), not open)");
+  } else if constexpr (std::is_void_v<await_result_t<Opening>>) {
+    static_assert(detail::always_false<Opening>,
+                  "async_with(opening, body): co_await opening must give the resource; it gives void");
+  } else if constexpr (!detail::async_closable<std::remove_cvref_t<await_result_t<Opening>>>) {
+    static_assert(detail::always_false<Opening>,
+                  "async_with(opening, body): the resource needs a member aclose() returning an awaitable "
+                  "(task<void>), which async_with awaits on every path");
+  } else if constexpr (!std::invocable<Body&, await_result_t<Opening>&>) {
+    static_assert(detail::always_false<Body>,
+                  "async_with(opening, body): body must be callable as body(resource&) with what opening gives");
+  } else if constexpr (!detail::awaitable<std::invoke_result_t<Body&, await_result_t<Opening>&>>) {
+    static_assert(detail::always_false<Body>,
+                  "async_with(opening, body): body(resource) must return an awaitable, e.g. be a coroutine "
+                  "returning coro_loop::task<T>; this one returns void or a plain value");
+  } else {
+    return detail::run_async_with(std::move(opening), std::move(body));
   }
-  co_return detail::unwrap(std::move(result));
 }
 
 // ============================================================================
@@ -4714,8 +5125,10 @@ class parked_waiter : public list_hook, protected suspension {
 
   // Links this waiter at the back of `waiters` and suspends; false (do not
   // suspend, await_resume throws) when a cancel was waiting to be delivered.
-  bool park(intrusive_list& waiters, std::coroutine_handle<> caller, const char* operation) {
-    if (!suspend(caller, operation, &on_interrupt)) return false;
+  // `waiting` is the primitive's wait_kind, made by parking().
+  bool park(intrusive_list& waiters, std::coroutine_handle<> caller, const wait_kind& waiting,
+            const char* operation = nullptr) {
+    if (!suspend(caller, waiting, operation)) return false;
     waiters.push_back(*this);
     return true;
   }
@@ -4725,6 +5138,17 @@ class parked_waiter : public list_hook, protected suspension {
   }
 
   static parked_waiter& from(list_hook& hook) noexcept { return static_cast<parked_waiter&>(hook); }
+
+ protected:
+  // A primitive's wait kind: its name and describe, the interrupt shared.
+  static constexpr wait_kind parking(const char* operation,
+                                     void (*describe)(const cancellable_wait&, wait_report&)) noexcept {
+    return {operation, &on_interrupt, describe};
+  }
+  // "event 0x5568d0 (3 waiting)": the object a primitive's waiter waits on.
+  static std::string waited_object(const char* type, const void* object, const std::string& details) {
+    return std::string(type) + " " + describe_address(object) + " (" + details + ")";
+  }
 
  private:
   static bool on_interrupt(cancellable_wait* wait) noexcept {
@@ -4770,12 +5194,18 @@ class acquire_wait : private parked_waiter {
     if (!interruptible) make_uninterruptible();
   }
   bool await_ready() noexcept { return owner_->take_if_free(); }
-  bool await_suspend(std::coroutine_handle<> caller) { return park(owner_->waiters_, caller, Owner::acquire_name); }
+  bool await_suspend(std::coroutine_handle<> caller) { return park(owner_->waiters_, caller, waiting); }
   void await_resume() const {
     throw_if_cancelled([this] { owner_->Owner::release(); });
   }
 
  private:
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const acquire_wait&>(wait);
+    report.text = std::string(Owner::acquire_name) + " on " + self.owner_->describe_for_waiter();
+    if (!self.interruptible()) report.text += ", not cancellable (condition::wait taking its lock back)";
+  }
+  static constexpr wait_kind waiting = parking(Owner::acquire_name, &describe);
   Owner* owner_;
 };
 
@@ -4817,10 +5247,15 @@ class event {
    public:
     explicit awaiter(event& owner) noexcept : event_(&owner) {}
     bool await_ready() const noexcept { return event_->set_; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(event_->waiters_, caller, "event::wait"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(event_->waiters_, caller, waiting); }
     void await_resume() const { throw_if_cancelled(); }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const event* owner = static_cast<const awaiter&>(wait).event_;
+      report.text = "event::wait on " + waited_object("event", owner, std::to_string(owner->waiters_.size()) + " waiting");
+    }
+    static constexpr detail::wait_kind waiting = parking("event::wait", &describe);
     event* event_;
   };
   /// Waits until the flag is set; returns at once if it is.
@@ -4870,6 +5305,10 @@ class lock {
   friend class condition;
   friend class detail::acquire_wait<lock>;
   static constexpr const char* acquire_name = "lock::acquire";
+  std::string describe_for_waiter() const {
+    return "lock " + detail::describe_address(this) + " (" + (locked_ ? "held" : "free") + ", " +
+           std::to_string(waiters_.size()) + " waiting)";
+  }
   bool take_if_free() noexcept {
     if (locked_ || !waiters_.empty()) return false;
     locked_ = true;
@@ -4922,6 +5361,10 @@ class semaphore {
  private:
   friend class detail::acquire_wait<semaphore>;
   static constexpr const char* acquire_name = "semaphore::acquire";
+  std::string describe_for_waiter() const {
+    return "semaphore " + detail::describe_address(this) + " (" + std::to_string(value_) + " free, " +
+           std::to_string(waiters_.size()) + " waiting)";
+  }
   bool take_if_free() noexcept {
     if (value_ == 0 || !waiters_.empty()) return false;
     --value_;
@@ -5010,7 +5453,7 @@ class condition {
    public:
     explicit notify_awaiter(condition& owner) noexcept : condition_(&owner) {}
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(condition_->waiters_, caller, "condition::wait"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(condition_->waiters_, caller, waiting); }
     void await_resume() const {
       // Notified, then cancelled before it resumed: the notification is not
       // lost, the next waiter gets it (asyncio 3.13).
@@ -5018,6 +5461,12 @@ class condition {
     }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const condition* owner = static_cast<const notify_awaiter&>(wait).condition_;
+      report.text = "condition::wait on " +
+                    waited_object("condition", owner, std::to_string(owner->waiters_.size()) + " waiting");
+    }
+    static constexpr detail::wait_kind waiting = parking("condition::wait", &describe);
     condition* condition_;
   };
   bool wake_first() noexcept {
@@ -5100,10 +5549,19 @@ class barrier {
    public:
     explicit state_awaiter(barrier& owner) noexcept : barrier_(&owner) {}
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(barrier_->waiters_, caller, "barrier::wait"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(barrier_->waiters_, caller, waiting); }
     void await_resume() const { throw_if_cancelled(); }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const barrier* owner = static_cast<const state_awaiter&>(wait).barrier_;
+      static constexpr const char* states[] = {"filling", "draining", "resetting", "broken"};
+      report.text = "barrier::wait on " +
+                    waited_object("barrier", owner,
+                                  std::to_string(owner->count_) + " of " + std::to_string(owner->parties_) +
+                                      " arrived, " + states[static_cast<int>(owner->state_)]);
+    }
+    static constexpr detail::wait_kind waiting = parking("barrier::wait", &describe);
     barrier* barrier_;
   };
   // The last task out of a drained or reset round opens the next one.
@@ -5198,6 +5656,14 @@ class priority_items {
 /// cancelled put inserts nothing. Move-only items work. Loop thread only.
 template <class T, class Items>
 class basic_queue {
+  static_assert(std::is_object_v<T> && !std::is_array_v<T>,
+                "queue<T>: T must be an object type, not a reference, void, a function or an array (for a "
+                "reference, use a pointer or std::reference_wrapper<T>)");
+  static_assert(!std::is_const_v<T> && !std::is_volatile_v<T>,
+                "queue<T>: T must not be const or volatile: get() moves the item out of the queue");
+  static_assert(std::is_move_constructible_v<T> || !std::is_object_v<T>,
+                "queue<T>: T must be move-constructible: put() and get() move items in and out");
+
  public:
   /// `maxsize` 0: unbounded. Not copyable: waiters point into it. Tasks still waiting when it
   /// is destroyed are never resumed.
@@ -5303,7 +5769,7 @@ class basic_queue {
       item_.reset();
       return true;
     }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->putters_, caller, "queue::put"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->putters_, caller, waiting); }
     void await_resume() const {
       // Granted means the queue took the item (a getter may have it already):
       // the put has happened, so a later cancel meets the next suspension.
@@ -5313,6 +5779,10 @@ class basic_queue {
 
    private:
     friend class basic_queue;
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      report.text = "queue::put on " + static_cast<const put_awaiter&>(wait).queue_->describe_for_waiter();
+    }
+    static constexpr detail::wait_kind waiting = parking("queue::put", &describe);
     basic_queue* queue_;
     std::optional<T> item_;  // ours until the queue takes it
   };
@@ -5328,7 +5798,7 @@ class basic_queue {
       if (item_.has_value() && queue_ != nullptr && linked() == false) queue_->return_item(std::move(*item_));
     }
     bool await_ready() const noexcept { return queue_->items_.size() != 0 || queue_->shut_down_; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->getters_, caller, "queue::get"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->getters_, caller, waiting); }
     T await_resume() {
       throw_if_cancelled([this] {
         if (!item_.has_value()) return;
@@ -5348,6 +5818,10 @@ class basic_queue {
 
    private:
     friend class basic_queue;
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      report.text = "queue::get on " + static_cast<const get_awaiter&>(wait).queue_->describe_for_waiter();
+    }
+    static constexpr detail::wait_kind waiting = parking("queue::get", &describe);
     basic_queue* queue_;
     std::optional<T> item_;  // an item handed over by a put while we waited
   };
@@ -5356,14 +5830,32 @@ class basic_queue {
    public:
     explicit join_awaiter(basic_queue& owner) noexcept : queue_(&owner) {}
     bool await_ready() const noexcept { return queue_->unfinished_ == 0; }
-    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->joiners_, caller, "queue::join"); }
+    bool await_suspend(std::coroutine_handle<> caller) { return park(queue_->joiners_, caller, waiting); }
     void await_resume() const { throw_if_cancelled(); }
 
    private:
+    static void describe(const detail::cancellable_wait& wait, detail::wait_report& report) {
+      const basic_queue* owner = static_cast<const join_awaiter&>(wait).queue_;
+      report.text = "queue::join on queue " + detail::describe_address(owner) + " (" +
+                    std::to_string(owner->unfinished_) + " items not task_done)";
+    }
+    static constexpr detail::wait_kind waiting = parking("queue::join", &describe);
     basic_queue* queue_;
   };
 
  private:
+  // What a task tree says of the queue a task waits on.
+  std::string describe_for_waiter() const {
+    std::string text = "queue " + detail::describe_address(this) + " (" + std::to_string(items_.size());
+    if (maxsize_ > 0) text += " of " + std::to_string(maxsize_);
+    text += items_.size() == 1 && maxsize_ == 0 ? " item, " : " items, ";
+    const std::size_t getters = getters_.size();
+    const std::size_t putters = putters_.size();
+    text += std::to_string(getters) + (getters == 1 ? " getter" : " getters");
+    if (putters > 0) text += ", " + std::to_string(putters) + (putters == 1 ? " putter" : " putters");
+    return text + (shut_down_ ? ", shut down)" : ")");
+  }
+
   // Moves from `item` only when it is put.
   bool put_if_room(T& item) {
     if (shut_down_) throw queue_shut_down();
@@ -5444,6 +5936,9 @@ class pool_job {
   pool_job* prev_job = nullptr;
   pool_job* next_job = nullptr;
   std::atomic<int> state{queued};
+  // When a worker took it: written before `state` becomes running, so whoever
+  // reads running (acquire) may read it (a task tree: "running for 1.2 s").
+  time_point started{};
   // Worker thread: run the work and deliver (or delete the job if abandoned).
   void (*execute)(pool_job* self) noexcept = nullptr;
   // Any thread, under the pool's lock released: the job will never run.
@@ -5579,6 +6074,7 @@ class thread_pool {
       }
       detail::pool_job* job = pop_front_locked();
       if (job == nullptr) return;  // shutting down and drained
+      job->started = clock::now();
       job->state.store(detail::pool_job::running, std::memory_order_release);
       if (head_ != nullptr && idle_workers_ > 0 && wakeups_pending_ == 0) {
         wake_one_locked(guard);  // more jobs wait: one more worker, each in turn
@@ -5691,6 +6187,12 @@ class executor_job final : public pool_job, public ready_node {
   bool dropped_by_pool_ = false;
 };
 
+// The pool of to_thread, made on first use (a task tree names its jobs as to_thread's).
+CORO_LOOP_NOINLINE inline thread_pool& default_pool() {
+  static thread_pool pool(std::min<std::size_t>(32, std::max(1u, std::thread::hardware_concurrency()) + 4));
+  return pool;
+}
+
 template <class Result, class Work>
 class executor_job<Result, Work>::awaiter : private suspension {
  public:
@@ -5702,7 +6204,7 @@ class executor_job<Result, Work>::awaiter : private suspension {
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, "to_thread", &on_interrupt)) return false;
+    if (!suspend(caller, waiting)) return false;
     job_->awaiter_ = this;
     try {
       pool_->enqueue(*job_);  // a worker may finish it at once, but the
@@ -5773,6 +6275,27 @@ class executor_job<Result, Work>::awaiter : private suspension {
     }
     job_->awaiter_ = nullptr;  // completed, delivery in flight: it frees itself
   }
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const awaiter&>(wait);
+    report.text = self.pool_ == &default_pool() ? "to_thread job"
+                                                : "run_in_executor job on thread_pool " + describe_address(self.pool_);
+    if (self.job_ == nullptr) {
+      report.text += ", cancelled: its worker finishes it and drops the result";
+      return;
+    }
+    switch (self.job_->state.load(std::memory_order_acquire)) {
+      case queued:
+        report.text += " queued (" + std::to_string(self.pool_->queued()) + " jobs queued in all)";
+        break;
+      case running:
+        report.text += " running for " + describe_duration(report.now - self.job_->started);
+        break;
+      default:
+        report.text += " done, its result on its way";
+    }
+    if (self.cancel_when_delivered_) report.text += "; cancelled";
+  }
+  static constexpr wait_kind waiting{"to_thread", &on_interrupt, &describe};
 
   // The flags first: they fill the protocol's tail.
   bool submitted_ = false;
@@ -5801,11 +6324,6 @@ auto bind_work(Callable&& callable, Args&&... args) {
   };
 }
 
-CORO_LOOP_NOINLINE inline thread_pool& default_pool() {
-  static thread_pool pool(std::min<std::size_t>(32, std::max(1u, std::thread::hardware_concurrency()) + 4));
-  return pool;
-}
-
 }  // namespace detail
 
 template <class Callable, class... Args>
@@ -5827,10 +6345,20 @@ auto thread_pool::submit(Callable&& callable, Args&&... args)
 /// gets cancelled_error at once.
 template <class Callable, class... Args>
 auto run_in_executor(thread_pool& pool, Callable&& callable, Args&&... args) {
-  using result_type = std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>;
-  auto work = detail::bind_work(std::forward<Callable>(callable), std::forward<Args>(args)...);
-  using job_type = detail::executor_job<result_type, decltype(work)>;
-  return typename job_type::awaiter(pool, std::move(work));
+  if constexpr (!std::invocable<std::decay_t<Callable>, std::decay_t<Args>...>) {
+    static_assert(detail::always_false<Callable, Args...>,
+                  "run_in_executor(pool, fn, args...) / to_thread(fn, args...): fn is not callable with these "
+                  "arguments (each is copied or moved to the worker thread, then fn(args...) runs there)");
+  } else if constexpr (detail::awaitable<std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>>) {
+    static_assert(detail::always_false<Callable, Args...>,
+                  "run_in_executor(pool, fn, args...) / to_thread(fn, args...): fn returns an awaitable (a "
+                  "coroutine?); a worker thread runs plain functions: co_await the coroutine, or create_task it");
+  } else {
+    using result_type = std::invoke_result_t<std::decay_t<Callable>, std::decay_t<Args>...>;
+    auto work = detail::bind_work(std::forward<Callable>(callable), std::forward<Args>(args)...);
+    using job_type = detail::executor_job<result_type, decltype(work)>;
+    return typename job_type::awaiter(pool, std::move(work));
+  }
 }
 
 /// run_in_executor on the default pool, made on first use with
@@ -5877,7 +6405,7 @@ class concurrent_future {
 
  private:
   template <class Awaitable>
-  friend auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop);
+  friend auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop, detail::source_site site);
   template <class, class>
   friend class detail::threadsafe_start;
   struct shared_state {
@@ -5939,8 +6467,8 @@ template <class T, class Awaitable>
 class threadsafe_start final : public ready_node, public ending_waiter {
  public:
   using shared_state = typename concurrent_future<T>::shared_state;
-  threadsafe_start(std::shared_ptr<shared_state> state, Awaitable awaitable)
-      : ending_waiter(&on_task_end), state_(std::move(state)), awaitable_(std::move(awaitable)) {
+  threadsafe_start(std::shared_ptr<shared_state> state, Awaitable awaitable, source_site site)
+      : ending_waiter(&on_task_end), state_(std::move(state)), awaitable_(std::move(awaitable)), site_(site) {
     run = &start_on_loop;
   }
 
@@ -5952,7 +6480,7 @@ class threadsafe_start final : public ready_node, public ending_waiter {
       return;
     }
     try {
-      auto handle = create_task(std::move(self->awaitable_));
+      auto handle = create_task(std::move(self->awaitable_), {}, self->site_);
       self->task_ = handle;
       self->state_->task = handle;
       task_ref_access::promise(handle)->add_waiter(*self);
@@ -6002,6 +6530,7 @@ class threadsafe_start final : public ready_node, public ending_waiter {
 
   std::shared_ptr<shared_state> state_;
   Awaitable awaitable_;
+  source_site site_;
   task_ref task_;
 };
 }  // namespace detail
@@ -6011,12 +6540,13 @@ class threadsafe_start final : public ready_node, public ending_waiter {
 /// Throws invalid_state_error when the loop is closed. The future always
 /// ends: cancelled_error when the loop closes before the task finished.
 template <class Awaitable>
-auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop) {
+auto run_coroutine_threadsafe(Awaitable awaitable, event_loop& loop,
+                              detail::source_site site = detail::source_site::here()) {
   using value_type = await_result_t<Awaitable>;
   using future_type = concurrent_future<value_type>;
   auto state = std::make_shared<typename future_type::shared_state>();
   state->inbox = detail::core_of(loop).inbox();
-  auto* start = new detail::threadsafe_start<value_type, Awaitable>(state, std::move(awaitable));
+  auto* start = new detail::threadsafe_start<value_type, Awaitable>(state, std::move(awaitable), site);
   if (!state->inbox->post(*start)) {
     delete start;
     throw invalid_state_error("run_coroutine_threadsafe: the event loop is closed");
@@ -6062,7 +6592,7 @@ class io_awaiter : protected io_operation, private suspension {
   }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> caller) {
-    if (!suspend(caller, name_, &on_cancel)) return false;
+    if (!suspend(caller, waiting, name_)) return false;
     complete = &on_complete;
     if (loop().backend().start(*this)) {
       not_suspending();
@@ -6107,6 +6637,23 @@ class io_awaiter : protected io_operation, private suspension {
     self->loop().backend().cancel(*self);
     return true;
   }
+  // "read from 127.0.0.1:8080 (fd 7)".
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const auto& self = static_cast<const io_awaiter&>(wait);
+    static constexpr const char* verbs[] = {"read from",   "write to",          "read from",
+                                            "write to",    "accept on",         "connect to",
+                                            "receive a datagram on", "send a datagram to", "wait until readable:",
+                                            "wait until writable:"};
+    const auto index = static_cast<std::size_t>(self.io_operation::kind);
+    report.text = std::string(index < std::size(verbs) ? verbs[index] : self.name_) + " ";
+    if (self.label_ != nullptr && !self.label_->empty()) {
+      report.text += *self.label_ + " (" + handle_label(self.handle) + ")";
+    } else {
+      report.text += handle_label(self.handle);
+    }
+    if (self.cancelled()) report.text += ", cancelled: waiting for the OS to confirm";
+  }
+  static constexpr wait_kind waiting{"I/O", &on_cancel, &describe};
   const char* name_;
   const std::string* label_;
 };
@@ -7502,10 +8049,14 @@ class stream_waiter : private parked_waiter {
  public:
   stream_waiter(intrusive_list& waiters, const char* operation) noexcept : waiters_(&waiters), operation_(operation) {}
   bool await_ready() const noexcept { return false; }
-  bool await_suspend(std::coroutine_handle<> caller) { return park(*waiters_, caller, operation_); }
+  bool await_suspend(std::coroutine_handle<> caller) { return park(*waiters_, caller, waiting, operation_); }
   void await_resume() const { throw_if_cancelled(); }
 
  private:
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    report.text = static_cast<const stream_waiter&>(wait).operation_;
+  }
+  static constexpr wait_kind waiting = parking("stream", &describe);
   intrusive_list* waiters_;
   const char* operation_;
 };
@@ -8200,6 +8751,24 @@ inline task<std::vector<socket>> listen_on(std::string host, std::uint16_t port,
 }
 }  // namespace detail
 
+namespace detail {
+// A server's checks of the user's handler, the first statement of its body,
+// so that a mistake gets one sentence naming it rather than an error inside
+// the header ("'void handling' has incomplete type").
+template <class Handler>
+void check_connection_handler() noexcept {
+  if constexpr (!std::invocable<Handler&, stream>) {
+    static_assert(always_false<Handler>,
+                  "start_server(handler, ...): handler must be callable as handler(stream), taking each "
+                  "connection's coro_loop::stream by value or as stream&&");
+  } else if constexpr (!awaitable<std::invoke_result_t<Handler&, stream>>) {
+    static_assert(always_false<Handler>,
+                  "start_server(handler, ...): handler(stream) must return an awaitable: make it a coroutine "
+                  "returning coro_loop::task<void>; this one returns void or a plain value");
+  }
+}
+}  // namespace detail
+
 /// Listens on host:port (every address it resolves to; "" for every IPv4
 /// interface, 0.0.0.0 only, where asyncio also binds "::"; pass "::" for IPv6;
 /// port 0 picks a free port) and runs handler(stream) for each
@@ -8207,8 +8776,8 @@ inline task<std::vector<socket>> listen_on(std::string host, std::uint16_t port,
 /// reported on stderr, never fatal; so is a failed accept (out of descriptors):
 /// accepting pauses 1 s, then resumes. Throws std::system_error ("bind ...").
 template <class Handler>
-  requires std::invocable<Handler&, stream>
 task<server> start_server(Handler handler, std::string host, std::uint16_t port, server_options options = {}) {
+  detail::check_connection_handler<Handler>();
   std::vector<socket> listeners = co_await detail::listen_on(std::move(host), port, options);
   co_return start_serving(std::move(listeners), std::move(handler), options, std::string(), std::nullopt);
 }
@@ -8217,9 +8786,9 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
 /// gets the stream once its handshake succeeded, within tls.handshake_timeout; a connection
 /// whose handshake fails is closed (debug mode says why). `tls` needs a server context.
 template <class Handler>
-  requires std::invocable<Handler&, stream>
 task<server> start_server(Handler handler, std::string host, std::uint16_t port, tls_options tls,
                           server_options options = {}) {
+  detail::check_connection_handler<Handler>();
   if (!tls.context.valid() || !tls.context.is_server()) {
     throw invalid_state_error("start_server " + host + ":" + std::to_string(port) +
                               ": TLS needs a server context (tls_context::server(certificate, key))");
@@ -8232,8 +8801,8 @@ task<server> start_server(Handler handler, std::string host, std::uint16_t port,
 /// Listens on a Unix domain socket at `path` (a stale socket file there is
 /// removed first, and the file is removed on close). POSIX only.
 template <class Handler>
-  requires std::invocable<Handler&, stream>
 task<server> start_unix_server(Handler handler, std::string path, server_options options = {}) {
+  detail::check_connection_handler<Handler>();
   const address local = address::unix_path(path);
   struct stat existing {};
   if (::stat(path.c_str(), &existing) == 0 && S_ISSOCK(existing.st_mode)) ::unlink(path.c_str());
@@ -8466,6 +9035,7 @@ class child_process : public list_hook {
     free_if_unneeded();
   }
   intrusive_list& waiters() noexcept { return waiters_; }
+  const intrusive_list& waiters() const noexcept { return waiters_; }
   // True while its exit is watched through the SIGCHLD fallback.
   bool polled() const noexcept { return !returncode_.has_value() && wait_handle_ == invalid_handle; }
 
@@ -8515,7 +9085,7 @@ class process_wait : private parked_waiter {
     if (!child_->has_loop()) throw invalid_state_error("process::wait: the event loop of " + child_->label() + " is closed");
     child_->watch();  // before parking: it may throw, or see the exit now
     if (child_->returncode().has_value()) return false;
-    return park(child_->waiters(), caller, "process::wait");
+    return park(child_->waiters(), caller, waiting);
   }
   int await_resume() const {
     throw_if_cancelled();  // a cancel after the exit was seen wins; the returncode stays known
@@ -8528,6 +9098,11 @@ class process_wait : private parked_waiter {
   }
 
  private:
+  static void describe(const cancellable_wait& wait, wait_report& report) {
+    const child_process& child = *static_cast<const process_wait&>(wait).child_;
+    report.text = "process::wait for " + child.label() + " (" + std::to_string(child.waiters().size()) + " waiting)";
+  }
+  static constexpr wait_kind waiting = parking("process::wait", &describe);
   child_process* child_;
 };
 
@@ -11798,7 +12373,7 @@ class event_loop : private detail::loop_core {
   void stop() noexcept { stopping_ = true; }
   /// Runs `awaitable` as a task until it finishes; returns its value or rethrows.
   template <class Awaitable>
-  decltype(auto) run_until_complete(Awaitable&& awaitable);
+  decltype(auto) run_until_complete(Awaitable&& awaitable, detail::source_site site = detail::source_site::here());
   /// True inside run_forever / run_until_complete; is_closed() once close() has finished.
   using loop_core::is_closed;
   using loop_core::is_running;
@@ -11893,14 +12468,14 @@ inline event_loop& get_running_loop() {
 inline detail::loop_core& detail::core_of(event_loop& loop) noexcept { return loop; }
 
 template <class Awaitable>
-decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable) {
+decltype(auto) event_loop::run_until_complete(Awaitable&& awaitable, detail::source_site site) {
   using value_type = await_result_t<Awaitable>;
   check_can_run();
   auto handle = [&] {
     if constexpr (detail::is_task_handle<std::remove_cvref_t<Awaitable>>::value) {
       return awaitable;
     } else {
-      return detail::spawn<Awaitable>(core(), std::forward<Awaitable>(awaitable), {});
+      return detail::spawn<Awaitable>(core(), std::forward<Awaitable>(awaitable), {}, site);
     }
   }();
   run_while([&] { return !handle.done() && !stopping_; });
@@ -11983,7 +12558,309 @@ inline void event_loop::close() {
 }
 
 
-// --- 11.3 run() ---
+// --- 11.3 The task tree ---
+// What every task waits on, as asyncio.capture_call_graph / print_call_graph
+// give it and Go's goroutine dump on SIGQUIT: read on the loop thread from
+// what the tasks already hold (each wait's wait_kind, each task's creation
+// site and waiters), so it costs nothing until asked for.
+
+/// One task of a task tree (capture_task_tree), with the tasks it waits for.
+struct task_tree_node {
+  std::string name;        ///< the task's name: the one given, or "Task-<n>"
+  std::string state;       ///< "running", "ready", "not started", "suspended", "suspended, cancelling"
+  std::string created_at;  ///< "file.cpp:42": where create_task, run, gather(range) ... was called; empty when unknown
+  std::string waiting_on;  ///< what it is suspended on, in words; empty when not on one of coro_loop's waits
+  std::string awaited_by;  ///< who waits for it: "gather in 'main'", "task_group 0x... in 'main'"; empty for a root
+  std::vector<task_tree_node> children;  ///< the tasks it waits for (a gather's, a group's children, ...)
+  /// The tree from this task down: a line per task, its wait on the next, children indented.
+  std::string to_string() const;
+};
+
+namespace detail {
+
+class task_tree_builder {
+ public:
+  explicit task_tree_builder(loop_core& loop) : loop_(&loop), now_(clock::now()) {
+    loop.pending_tasks().for_each([this](list_hook& hook) {
+      auto* task = static_cast<task_promise_base*>(&hook);
+      index_.emplace(task, entries_.size());
+      entries_.emplace_back(task);
+    });
+    for (timer_node* timer : loop.timers().nodes()) note_timeout(*timer);
+    for (entry& each : entries_) describe(each);
+    for (std::size_t i = 0; i < entries_.size(); ++i) adopt_awaited(i);
+    for (std::size_t i = 0; i < entries_.size(); ++i) adopt_group_child(i);
+  }
+
+  // Every pending task: the roots (awaited by no task) and their trees; then
+  // any task left over (tasks awaiting each other in a cycle: a deadlock).
+  std::vector<task_tree_node> all() {
+    std::vector<task_tree_node> roots;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (entries_[i].parent == none) roots.push_back(build(i));
+    }
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (!entries_[i].visited) {
+        roots.push_back(build(i));
+        roots.back().awaited_by += " (tasks awaiting each other in a cycle)";
+      }
+    }
+    return roots;
+  }
+  // The tree of one task; a done task is one node with its end as its state.
+  task_tree_node one(task_promise_base& task) {
+    auto found = index_.find(&task);
+    if (found != index_.end()) return build(found->second);
+    task_tree_node node;
+    node.name = task.name();
+    node.state = task.cancelled() ? "done, cancelled" : task.has_exception() ? "done, failed" : "done";
+    return node;
+  }
+
+ private:
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+  struct entry {
+    explicit entry(task_promise_base* of) noexcept : task(of) {}
+    task_promise_base* task;
+    std::string waiting_on;
+    std::vector<task_promise_base*> awaited;
+    std::optional<time_point> timeout;  // the nearest timeout_scope armed by this task
+    std::size_t parent = none;
+    std::string awaited_by;
+    std::vector<std::size_t> children;
+    bool visited = false;
+  };
+
+  void note_timeout(timer_node& timer) {
+    if (timer.fire != &timeout_scope::on_deadline) return;
+    const auto& scope = static_cast<const timeout_scope&>(timer);
+    auto found = index_.find(scope.task_);
+    if (found == index_.end()) return;
+    std::optional<time_point>& nearest = entries_[found->second].timeout;
+    if (!nearest || timer.deadline < *nearest) nearest = timer.deadline;
+  }
+
+  void describe(entry& each) {
+    const cancellable_wait* wait = each.task->current_wait();
+    if (wait != nullptr && each.task != loop_->current_task()) {
+      const wait_kind& kind = *wait->kind_of_wait;
+      wait_report report{now_, {}, {}};
+      if (kind.describe != nullptr) {
+        kind.describe(*wait, report);
+      } else {
+        report.text = kind.operation;
+      }
+      each.waiting_on = std::move(report.text);
+      each.awaited = std::move(report.awaited);
+    }
+    if (each.timeout) {
+      each.waiting_on += (each.waiting_on.empty() ? "" : ", ") + std::string("timeout in ") +
+                         describe_duration(*each.timeout - now_);
+    }
+  }
+
+  std::string state_of(const task_promise_base& task) const {
+    if (&task == loop_->current_task()) return "running";
+    if (!task.started()) return "not started";
+    if (task.current_wait() == nullptr) return "ready";
+    return task.cancelling() > 0 ? "suspended, cancelling" : "suspended";
+  }
+
+  void attach(std::size_t child, std::size_t parent, std::string awaited_by) {
+    entries_[child].parent = parent;
+    entries_[child].awaited_by = std::move(awaited_by);
+    entries_[parent].children.push_back(child);
+  }
+
+  // The tasks a task's wait names are its children, under the first waiter.
+  void adopt_awaited(std::size_t parent) {
+    const entry& waiting = entries_[parent];
+    if (waiting.awaited.empty()) return;
+    std::string operation = waiting.task->current_wait()->kind_of_wait->operation;
+    if (operation == "awaiting a task_handle") operation = "co_await";
+    const std::string awaited_by = operation + " in '" + waiting.task->name() + "'";
+    for (task_promise_base* awaited : waiting.awaited) {
+      auto found = index_.find(awaited);
+      if (found == index_.end() || found->second == parent || entries_[found->second].parent != none) continue;
+      attach(found->second, parent, awaited_by);
+    }
+  }
+
+  // A group's child that no wait names (its group's task is not in join yet)
+  // goes under the task that opened the group.
+  void adopt_group_child(std::size_t child) {
+    if (entries_[child].parent != none) return;
+    for (const completion_waiter* waiter = entries_[child].task->waiters(); waiter != nullptr;
+         waiter = waiter->next_waiter) {
+      if (waiter->notify != &task_group::on_child_notified) continue;
+      const task_group& group = *static_cast<const task_group::child_entry*>(waiter)->group;
+      auto found = index_.find(group.parent_);
+      if (found == index_.end() || found->second == child) return;
+      std::string awaited_by = "task_group " + describe_address(&group);
+      if (group.site_.file != nullptr) awaited_by += " (opened at " + site_text(group.site_) + ")";
+      attach(child, found->second, awaited_by + " in '" + group.parent_->name() + "'");
+      return;
+    }
+  }
+
+  static std::string site_text(source_site site) {
+    if (site.file == nullptr) return {};
+    return std::string(site.file) + ":" + std::to_string(site.line);
+  }
+
+  task_tree_node build(std::size_t index) {
+    entry& each = entries_[index];
+    each.visited = true;
+    task_tree_node node;
+    node.name = each.task->name();
+    node.state = state_of(*each.task);
+    node.created_at = site_text(each.task->created_at());
+    node.waiting_on = std::move(each.waiting_on);
+    node.awaited_by = std::move(each.awaited_by);
+    for (std::size_t child : each.children) {
+      if (!entries_[child].visited) node.children.push_back(build(child));
+    }
+    return node;
+  }
+
+  loop_core* loop_;
+  time_point now_;
+  std::vector<entry> entries_;
+  std::map<const task_promise_base*, std::size_t> index_;
+};
+
+inline void append_task_tree(std::string& out, const task_tree_node& node, const std::string& first,
+                             const std::string& rest) {
+  out += first + "Task '" + node.name + "' (" + node.state + ")";
+  if (!node.created_at.empty()) out += " created at " + node.created_at;
+  if (!node.awaited_by.empty()) out += ", awaited by " + node.awaited_by;
+  out += '\n';
+  const std::string below = node.children.empty() ? "   " : "|  ";
+  if (!node.waiting_on.empty()) out += rest + below + "waiting on: " + node.waiting_on + "\n";
+  for (std::size_t i = 0; i < node.children.size(); ++i) {
+    const bool last = i + 1 == node.children.size();
+    append_task_tree(out, node.children[i], rest + (last ? "`- " : "|- "), rest + (last ? "   " : "|  "));
+  }
+}
+
+inline std::string task_tree_text(const std::vector<task_tree_node>& roots) {
+  std::string out;
+  for (const task_tree_node& root : roots) append_task_tree(out, root, "", "");
+  return out;
+}
+
+// "coro_loop: <why>: 3 tasks on event loop 0x5568d0" and the tree, to stderr
+// at once (one write, so that two loops' dumps do not interleave by line).
+inline void print_loop_task_tree(loop_core& loop, const char* why) {
+  const std::vector<task_tree_node> roots = task_tree_builder(loop).all();
+  const std::size_t count = loop.pending_tasks().size();
+  std::string text = std::string("coro_loop: ") + why + ": " + std::to_string(count) +
+                     (count == 1 ? " task" : " tasks") + " on event loop " + describe_address(&loop) + "\n" +
+                     task_tree_text(roots);
+  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::fflush(stderr);
+}
+
+// The loops run() runs in debug mode: SIGQUIT prints the tree of each, each
+// on its own thread. An entry lives from run()'s start until its loop closed.
+struct debug_loop_list {
+  std::mutex mutex;
+  std::vector<event_loop*> loops;
+};
+inline debug_loop_list& debug_loops() {
+  static debug_loop_list list;
+  return list;
+}
+class debug_loop_entry {
+ public:
+  explicit debug_loop_entry(event_loop& loop) : loop_(loop.debug() ? &loop : nullptr) {
+    if (loop_ == nullptr) return;
+    std::lock_guard<std::mutex> guard(debug_loops().mutex);
+    debug_loops().loops.push_back(loop_);
+  }
+  debug_loop_entry(const debug_loop_entry&) = delete;
+  debug_loop_entry& operator=(const debug_loop_entry&) = delete;
+  ~debug_loop_entry() {
+    if (loop_ == nullptr) return;
+    std::lock_guard<std::mutex> guard(debug_loops().mutex);
+    std::erase(debug_loops().loops, loop_);
+  }
+
+ private:
+  event_loop* loop_;
+};
+
+// SIGQUIT's callback, on the loop that claimed it: its own tree now, every
+// other debug loop's posted to that loop's thread.
+inline void print_every_loop_task_tree(event_loop& here) {
+  print_loop_task_tree(core_of(here), "SIGQUIT");
+  std::lock_guard<std::mutex> guard(debug_loops().mutex);
+  for (event_loop* other : debug_loops().loops) {
+    if (other == &here) continue;
+    try {
+      other->call_soon_threadsafe([other] { print_loop_task_tree(core_of(*other), "SIGQUIT"); });
+    } catch (...) {  // closing: it has no tasks left to show
+    }
+  }
+}
+
+// run() in debug mode takes SIGQUIT while it has its default disposition
+// (which ends the process with a core dump) and no loop holds it already.
+inline void claim_task_tree_signal([[maybe_unused]] event_loop& loop) noexcept {
+#if defined(CORO_LOOP_POSIX)
+  if (!loop.debug()) return;
+  struct sigaction current {};
+  if (::sigaction(SIGQUIT, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) return;
+  try {
+    loop.add_signal_handler(SIGQUIT, [&loop] { print_every_loop_task_tree(loop); });
+  } catch (...) {  // another loop holds it, or no pipe: the API still works
+  }
+#endif
+}
+
+// How long run()'s shutdown waits for the tasks before debug mode prints them.
+inline constexpr std::chrono::seconds shutdown_report_delay{3};
+
+}  // namespace detail
+
+inline std::string task_tree_node::to_string() const {
+  std::string out;
+  detail::append_task_tree(out, *this, "", "");
+  return out;
+}
+
+/// Every pending task of the running loop as trees (asyncio.capture_call_graph):
+/// each root a task no other task waits for, below it the tasks it waits for.
+/// Loop thread only; invalid_state_error without a running loop.
+inline std::vector<task_tree_node> capture_task_tree() {
+  return detail::task_tree_builder(detail::running_core()).all();
+}
+
+/// The tree of one task and the tasks it waits for; a done task alone.
+inline task_tree_node capture_task_tree(const task_ref& task) {
+  detail::task_promise_base* promise = detail::task_ref_access::promise(task);
+  if (promise == nullptr) throw invalid_state_error("capture_task_tree: empty task_ref");
+  return detail::task_tree_builder(detail::running_core()).one(*promise);
+}
+
+/// The trees of `loop`'s pending tasks, from its thread while it is not running (after
+/// run_until_complete). invalid_state_error from a thread that runs it.
+inline std::vector<task_tree_node> capture_task_tree(event_loop& loop) {
+  if (loop.is_running() && detail::running_loop_slot() != &detail::core_of(loop)) {
+    throw invalid_state_error("capture_task_tree: the loop runs on another thread; use call_soon_threadsafe");
+  }
+  return detail::task_tree_builder(detail::core_of(loop)).all();
+}
+
+/// Prints capture_task_tree() to `out` (asyncio.print_call_graph): a line per task (name,
+/// state, where it was created, who awaits it), its wait on the next, children indented.
+inline void print_task_tree(std::FILE* out = stderr) {
+  const std::string text = detail::task_tree_text(capture_task_tree());
+  std::fwrite(text.data(), 1, text.size(), out);
+  std::fflush(out);
+}
+
+// --- 11.4 run() ---
 
 /// Thrown by run() when Ctrl+C (SIGINT; on Windows also Ctrl+Break) cancelled
 /// the main task (Python's KeyboardInterrupt): catch it in main() for a clean exit.
@@ -12090,7 +12967,8 @@ inline void release_keyboard_interrupt(event_loop& loop) noexcept {
 /// Windows: the same for Ctrl+C and Ctrl+Break, in the first run() of the
 /// process (a console control handler, on any thread).
 template <class Awaitable>
-decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
+decltype(auto) run(Awaitable&& awaitable, run_options options = {},
+                   detail::source_site site = detail::source_site::here()) {
   using value_type = await_result_t<Awaitable>;
   if (detail::running_loop_slot() != nullptr) {
     throw invalid_state_error("run: cannot be called while another event loop is running in this thread");
@@ -12101,16 +12979,26 @@ decltype(auto) run(Awaitable&& awaitable, run_options options = {}) {
   loop.set_slow_callback_duration(options.slow_callback_duration);
   struct finish_on_exit {
     event_loop& loop;
+    detail::debug_loop_entry listed;  // for SIGQUIT, in debug mode: until the loop closed
     ~finish_on_exit() {
       try {
         detail::release_keyboard_interrupt(loop);
+        // Debug mode: a shutdown that hangs says which tasks it waits for, and on what.
+        callback_handle report;
+        if (loop.debug()) {
+          report = loop.call_later(detail::shutdown_report_delay, [&waiting = loop] {
+            detail::print_loop_task_tree(detail::core_of(waiting), "run() is still waiting for its tasks to finish");
+          });
+        }
         detail::finish_tasks(detail::core_of(loop), duration::max());
+        report.cancel();
       } catch (...) {
       }
       loop.close();
     }
-  } finish{loop};
-  auto main_task = detail::spawn(detail::core_of(loop), std::forward<Awaitable>(awaitable), {});
+  } finish{loop, detail::debug_loop_entry(loop)};
+  auto main_task = detail::spawn(detail::core_of(loop), std::forward<Awaitable>(awaitable), {}, site);
+  detail::claim_task_tree_signal(loop);
   detail::claim_keyboard_interrupt(loop, [&loop, &interrupted, main = task_ref(main_task)]() mutable {
     interrupted = true;
     detail::release_keyboard_interrupt(loop);  // the next Ctrl+C is the default one

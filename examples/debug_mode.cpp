@@ -14,10 +14,22 @@ cl::task<void> slow_step() {
   co_return;
 }
 
+cl::task<int> consume(cl::queue<int>& jobs) { co_return co_await jobs.get(); }
+
 cl::task<void> amain() {
   auto task = cl::create_task(slow_step(), "slow_step");
   co_await task;
   co_await cl::sleep(10ms);  // fast steps are not reported
+
+  // What is every task waiting on? print_task_tree() says, with where each task
+  // was created (asyncio.print_call_graph); in debug mode SIGQUIT (Ctrl+\ on a
+  // terminal) prints the same to stderr, and the program goes on.
+  cl::queue<int> jobs;
+  auto consumer = cl::create_task(consume(jobs), "consumer");
+  co_await cl::sleep(0ms);  // one iteration: the consumer starts and waits on the queue
+  cl::print_task_tree(stdout);
+  jobs.put_nowait(1);
+  co_await consumer;
   std::printf("main() done\n");
 }
 

@@ -66,7 +66,8 @@ check() {   # check NAME: the key lines of each example's output
       expect "Opening DB connection" "[{'id': 1, 'name': 'Alice'}]" "Closing DB connection" \
         "Connection closed" "lock held: True" "lock held: False" ;;
     debug_mode)
-      expect "is blocking code running in a coroutine?" "main() done" ;;
+      expect "is blocking code running in a coroutine?" "main() done" \
+        "Task 'consumer' (suspended) created at " "waiting on: queue::get on queue " ;;
     echo_client)
       expect "Started an echo server on 127.0.0.1:" "echoed: hello" "echoed: world" ;;
     executors)

@@ -96,29 +96,8 @@ cl::task<int> compute() {
 }
 
 #if defined(CORO_LOOP_POSIX)
-void (*current_handler(int signal_number))(int) {
-  struct sigaction current {};
-  ::sigaction(signal_number, nullptr, &current);
-  return current.sa_handler;
-}
-
-// Sets a signal's disposition for a scope, then restores the one before.
-class disposition_guard {
- public:
-  disposition_guard(int signal_number, void (*handler)(int)) : signal_number_(signal_number) {
-    struct sigaction action {};
-    action.sa_handler = handler;
-    ::sigemptyset(&action.sa_mask);
-    ::sigaction(signal_number, &action, &saved_);
-  }
-  disposition_guard(const disposition_guard&) = delete;
-  disposition_guard& operator=(const disposition_guard&) = delete;
-  ~disposition_guard() { ::sigaction(signal_number_, &saved_, nullptr); }
-
- private:
-  int signal_number_;
-  struct sigaction saved_ {};
-};
+using test_support::current_handler;
+using test_support::disposition_guard;
 
 std::atomic<int> own_handler_calls{0};
 void own_handler(int) { own_handler_calls.fetch_add(1); }

@@ -331,6 +331,28 @@ TEST_CASE("process: a wait that finds the exit first wakes the waiters parked be
   cl::run(leaves_nothing_behind(body));
 }
 
+TEST_CASE("process: a task tree names the child a task waits for", "[process]") {
+  auto body = []() -> cl::task<void> {
+    cl::process child = co_await start_sleeper();
+    auto waiting = cl::create_task(child.wait(), "waiter");
+    co_await cl::sleep(0ms);  // it runs, and parks on the exit watch
+    const std::vector<cl::task_tree_node> roots = cl::capture_task_tree();
+    const cl::task_tree_node* node = nullptr;
+    for (const cl::task_tree_node& root : roots) {
+      if (root.name == "waiter") node = &root;
+    }
+    REQUIRE(node != nullptr);
+    INFO(node->waiting_on);
+    CHECK(node->waiting_on.starts_with("process::wait for "));
+    CHECK(contains(node->waiting_on, "(pid " + std::to_string(child.pid()) + ")"));
+    CHECK(node->waiting_on.ends_with("(1 waiting)"));
+    child.kill();
+    const int code = co_await cl::timeout(20s, waiting);
+    CHECK(code != 0);
+  };
+  cl::run(leaves_nothing_behind(body));
+}
+
 TEST_CASE("process: a missing program is an error of create_subprocess_exec that names it", "[process]") {
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();

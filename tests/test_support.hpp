@@ -2,7 +2,8 @@
 // tests: after each case the counts of open file descriptors, live tasks, timers and
 // the loop's I/O registrations return to where they were. Also what several test
 // files need alike: stderr captured into a string, whether a sanitizer or valgrind
-// is watching, sizes read from the environment, counting a text's occurrences.
+// is watching, sizes read from the environment, counting a text's occurrences,
+// a signal's disposition set for a scope (POSIX).
 // Included after catch.hpp and coro_loop.hpp; everything is inline. Linux: open fds
 // are counted in /proc/self/fd, the resident set size read from /proc/self/status.
 // Windows: open file, pipe and socket handles, and the working set size.
@@ -10,6 +11,7 @@
 
 #if defined(CORO_LOOP_POSIX)
 #include <dirent.h>
+#include <signal.h>  // sigaction: a disposition for a scope
 #include <unistd.h>  // dup, dup2, close
 #else
 #include <io.h>  // dup, dup2, close
@@ -265,6 +267,33 @@ struct resource_counts {
            ", registered " + std::to_string(registered) + ", parked " + std::to_string(parked);
   }
 };
+
+#if defined(CORO_LOOP_POSIX)
+// A signal's disposition now (its handler, SIG_DFL or SIG_IGN).
+inline void (*current_handler(int signal_number))(int) {
+  struct sigaction current {};
+  ::sigaction(signal_number, nullptr, &current);
+  return current.sa_handler;
+}
+
+// Sets a signal's disposition for a scope, then restores the one before.
+class disposition_guard {
+ public:
+  disposition_guard(int signal_number, void (*handler)(int)) : signal_number_(signal_number) {
+    struct sigaction action {};
+    action.sa_handler = handler;
+    ::sigemptyset(&action.sa_mask);
+    ::sigaction(signal_number, &action, &saved_);
+  }
+  disposition_guard(const disposition_guard&) = delete;
+  disposition_guard& operator=(const disposition_guard&) = delete;
+  ~disposition_guard() { ::sigaction(signal_number_, &saved_, nullptr); }
+
+ private:
+  int signal_number_;
+  struct sigaction saved_ {};
+};
+#endif  // CORO_LOOP_POSIX
 
 // The checks below need Catch2 (tests); tests/soak/soak.cpp uses only the counters.
 #if defined(CHECK)
