@@ -5357,13 +5357,16 @@ class semaphore {
  protected:
   std::size_t value_;
   detail::intrusive_list waiters_;
+  // What a task tree calls this semaphore instead of "semaphore 0x…" (the HTTP
+  // client's connection slots); the derived class that sets it owns the text.
+  const std::string* described_as_ = nullptr;
 
  private:
   friend class detail::acquire_wait<semaphore>;
   static constexpr const char* acquire_name = "semaphore::acquire";
   std::string describe_for_waiter() const {
-    return "semaphore " + detail::describe_address(this) + " (" + std::to_string(value_) + " free, " +
-           std::to_string(waiters_.size()) + " waiting)";
+    return (described_as_ != nullptr ? *described_as_ : "semaphore " + detail::describe_address(this)) + " (" +
+           std::to_string(value_) + " free, " + std::to_string(waiters_.size()) + " waiting)";
   }
   bool take_if_free() noexcept {
     if (value_ == 0 || !waiters_.empty()) return false;
@@ -10701,9 +10704,22 @@ struct idle_connection {
   time_point since;
 };
 
+// A limit on connections in use, named in a task tree by what it limits: a
+// request waiting for a slot reads "semaphore::acquire on http::client's
+// connection slots for http://host:80 (0 free, 3 waiting)".
+class connection_slots : public semaphore {
+ public:
+  connection_slots(std::size_t limit, std::string what) : semaphore(limit), what_(std::move(what)) {
+    described_as_ = &what_;
+  }
+
+ private:
+  std::string what_;
+};
+
 // Connections to one host and port.
 struct host_pool {
-  std::unique_ptr<semaphore> in_use_limit;  // limit_per_host, when set
+  std::unique_ptr<connection_slots> in_use_limit;  // limit_per_host, when set
   std::vector<idle_connection> idle;        // the most recently used at the back
 };
 
@@ -10712,9 +10728,11 @@ struct host_pool {
 struct pool_state {
   explicit pool_state(client_options settings)
       : options(std::move(settings)),
-        in_use_limit(options.limit > 0 ? std::make_unique<semaphore>(options.limit) : nullptr) {}
+        in_use_limit(options.limit > 0 ? std::make_unique<connection_slots>(
+                                             options.limit, "http::client's connection slots (all hosts)")
+                                       : nullptr) {}
   client_options options;
-  std::unique_ptr<semaphore> in_use_limit;  // limit, when set
+  std::unique_ptr<connection_slots> in_use_limit;  // limit, when set
   std::map<std::string, host_pool> hosts;   // by "scheme://host:port": http and https never share
   std::size_t active = 0;
   std::size_t idle = 0;
@@ -11702,9 +11720,11 @@ inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> poo
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
   pool->sweep_idle(clock::now());
   const request_deadlines::step connect = request.deadlines.connect();
-  host_pool& host = pool->hosts[target.scheme + "://" + target.host + ":" + std::to_string(target.port)];
+  const std::string origin = target.scheme + "://" + target.host + ":" + std::to_string(target.port);
+  host_pool& host = pool->hosts[origin];
   if (pool->options.limit_per_host > 0 && host.in_use_limit == nullptr) {
-    host.in_use_limit = std::make_unique<semaphore>(pool->options.limit_per_host);
+    host.in_use_limit =
+        std::make_unique<connection_slots>(pool->options.limit_per_host, "http::client's connection slots for " + origin);
   }
   // Per host first, then the total, so a host at its own limit never holds a
   // total permit another host could use.

@@ -1854,6 +1854,15 @@ TEST_CASE("http: 5 sequential GETs use one connection; limit_per_host = 1 serial
       const bool leased = co_await eventually([&] { return client.active_connections() == 1; }, 5s);
       CHECK(leased);
       CHECK(client.active_connections() <= 1);
+      // The two others wait for the host's one slot, and a task tree says so.
+      int waiting_for_a_slot = 0;
+      for (const cl::task_tree_node& node : cl::capture_task_tree()) {
+        INFO(node.waiting_on);
+        if (contains(node.waiting_on, "semaphore::acquire on http::client's connection slots for " + base + " (0 free, 2 waiting)")) {
+          ++waiting_for_a_slot;
+        }
+      }
+      CHECK(waiting_for_a_slot == 2);
       CHECK_AWAIT_EQ(cl::timeout(10s, a), "/c0");
       CHECK_AWAIT_EQ(cl::timeout(10s, b), "/c1");
       CHECK_AWAIT_EQ(cl::timeout(10s, c), "/c2");
