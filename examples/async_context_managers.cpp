@@ -1,4 +1,5 @@
-// examples/async_context_managers.cpp - the guide's "Async Context Managers" section.
+// examples/async_context_managers.cpp - the section "Async Context Managers" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // C++ answer to `async with`: RAII when cleanup is synchronous (a destructor, a
 // scoped lock guard), and async_with(opening, body) when cleanup must co_await:
 // it awaits the resource, runs the body, then always awaits resource.aclose(),

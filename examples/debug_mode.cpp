@@ -1,4 +1,5 @@
-// examples/debug_mode.cpp - the guide's "How do I debug asyncio applications?":
+// examples/debug_mode.cpp - the section "How do I debug asyncio applications?" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++:
 // asyncio.run(main(), debug=True) is run(main, {.debug = true}); PYTHONASYNCIODEBUG=1 is CORO_LOOP_DEBUG=1.
 #include "coro_loop.hpp"
 

@@ -1,4 +1,5 @@
-// examples/executors.cpp - the guide's "Running Sync Code in Executors".
+// examples/executors.cpp - the section "Running Sync Code in Executors" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // Blocking I/O on the default thread pool (run_in_executor(nullptr, ...)), CPU work on a pool of 4 workers.
 #include "coro_loop.hpp"
 

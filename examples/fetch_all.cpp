@@ -1,8 +1,9 @@
-// examples/fetch_all.cpp - the guide's "aiohttp for Async HTTP Requests" section.
+// examples/fetch_all.cpp - the section "aiohttp for Async HTTP Requests" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // fetch / fetch_all with one reused http::client, against a small JSON server this
 // program starts on 127.0.0.1 (each answer takes 200 ms, like a slow API), first one
 // URL after another, then all at once with gather_settled (return_exceptions=True).
-// Over https, as the Python asyncio guide's URLs are, the certificate checked: the
+// Over https, as the tutorial's URLs are, the certificate checked: the
 // program makes a throwaway certificate authority at start-up and trusts it. Built
 // without TLS (CORO_LOOP_OPENSSL: `make` defines it where OpenSSL's headers are found)
 // it says so and fetches over plain http. No network needed: everything is on loopback.
@@ -28,7 +29,7 @@
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
 
-// --- the server side: a tiny JSON API (the guide uses jsonplaceholder.typicode.com) ---
+// --- the server side: a tiny JSON API (the tutorial uses jsonplaceholder.typicode.com) ---
 
 const char* const titles[] = {"sunt aut facere repellat", "qui est esse", "ea molestias quasi exercitationem"};
 
@@ -75,7 +76,7 @@ struct post {
 };
 
 #if defined(CORO_LOOP_OPENSSL)
-// --- a throwaway certificate authority (the Python asyncio guide fetches from a public API) ---
+// --- a throwaway certificate authority (the tutorial fetches from a public API) ---
 // A CA and a certificate for 127.0.0.1 and localhost that it signs, EC P-256 keys, made
 // with OpenSSL's C API in a temporary directory removed at exit: the client trusts this
 // CA alone, and verification stays on, as it would against a public server.
@@ -168,7 +169,7 @@ std::unique_ptr<throwaway_ca> make_throwaway_ca() {
 }
 #endif  // CORO_LOOP_OPENSSL
 
-// --- the guide's program ---
+// --- the tutorial's program ---
 
 // async def fetch(session, url): session.get(url, timeout=aiohttp.ClientTimeout(total=10)),
 // raise_for_status, return await resp.json().

@@ -1,4 +1,5 @@
-// examples/gather_vs_create_task.cpp - the guide's "asyncio.gather vs asyncio.create_task" section.
+// examples/gather_vs_create_task.cpp - the section "asyncio.gather vs asyncio.create_task" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // Shows gather (results in argument order), gather_settled (return_exceptions=True), named create_task, task_group.
 #include "coro_loop.hpp"
 
@@ -23,7 +24,7 @@ cl::task<void> use_gather() {
   std::printf("['%s', '%s', '%s']\n", r1.c_str(), r2.c_str(), r3.c_str());  // ['result-1', 'result-2', 'result-3']
 }
 
-// The guide's use_gather_safe never fails; here work 2 fails, so the
+// The tutorial's use_gather_safe never fails; here work 2 fails, so the
 // "Task failed: ..." line shows and the other two results still arrive.
 cl::task<std::string> work_or_fail(int n) {
   if (n == 2) {
@@ -78,7 +79,7 @@ cl::task<void> use_task_group() {
   std::printf("%s %s\n", t1.result().c_str(), t2.result().c_str());
 }
 
-// The guide's asyncio.run(...) runs only use_task_group; this runs all four, in order.
+// The tutorial's asyncio.run(...) runs only use_task_group; this runs all four, in order.
 cl::task<void> main_task() {
   co_await use_gather();
   co_await use_gather_safe();

@@ -1,4 +1,5 @@
-// examples/pitfalls.cpp - the guide's "Common Pitfalls", in C++.
+// examples/pitfalls.cpp - the section "Common Pitfalls" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // 1. blocking code in a coroutine (debug mode names it), 2. forgetting co_await, 3. fire-and-forget tasks.
 #include "coro_loop.hpp"
 

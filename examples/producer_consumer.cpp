@@ -1,4 +1,5 @@
-// examples/producer_consumer.cpp - the guide's "asyncio.Queue for Producer-Consumer".
+// examples/producer_consumer.cpp - the section "asyncio.Queue for Producer-Consumer" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // A bounded queue feeding 3 workers: stopped by sentinels (None -> std::nullopt), then by join() and shutdown().
 //
 // Python:                                   C++ (coro_loop):
@@ -31,7 +32,7 @@ int randint(int low, int high) {
 
 constexpr int worker_count = 3;
 
-// --- 1. The guide's program: None sentinels stop the workers ---
+// --- 1. The tutorial's program: None sentinels stop the workers ---
 
 cl::task<void> producer(cl::queue<std::optional<int>>& queue, int n_items) {
   for (int i = 0; i < n_items; ++i) {

@@ -1,4 +1,5 @@
-// Answers the guide's "Event Loop Mechanics" and "Async/Await Syntax" examples:
+// examples/sequential_vs_concurrent.cpp - the examples of "Event Loop Mechanics" and "Async/Await Syntax"
+// in the tutorial "Python Asyncio: Async/Await Complete Guide (2026)", in C++:
 // main() sleeping 1 s; fetch_data awaited one after the other (~1.0 s) vs with gather (~0.5 s).
 #include <chrono>
 #include <cstdio>
@@ -59,5 +60,5 @@ int main() {
   coro_loop::run(event_loop_main());  // asyncio.run(main())
   coro_loop::run(process());
   coro_loop::run(sequential());
-  coro_loop::run(concurrent());  // the guide's asyncio.run(concurrent())
+  coro_loop::run(concurrent());  // the tutorial's asyncio.run(concurrent())
 }

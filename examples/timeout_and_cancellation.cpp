@@ -1,4 +1,5 @@
-// examples/timeout_and_cancellation.cpp - the guide's "asyncio.timeout and Cancellation" section.
+// examples/timeout_and_cancellation.cpp - the section "asyncio.timeout and Cancellation" of the tutorial
+// "Python Asyncio: Async/Await Complete Guide (2026)", in C++.
 // Shows timeout() raising timeout_error after cancelling slow work, and cancelling a task by hand.
 #include "coro_loop.hpp"
 
@@ -37,7 +38,7 @@ cl::task<void> cancelable() {
   }
 }
 
-// The guide's asyncio.run runs only with_timeout(); this runs both, in order.
+// The tutorial's asyncio.run runs only with_timeout(); this runs both, in order.
 int main() {
   cl::run(with_timeout());
   cl::run(cancelable());
