@@ -41,8 +41,13 @@
 #   TEST_RUNNER          put before each test binary [TSan: setarch -R; qemu; wine]
 #   HAVE_OPENSSL         yes where OpenSSL 3's headers are found for CXX [probed]; HAVE_OPENSSL= builds
 #                        as on a machine without them (no TLS tests, fetch_all over http)
+#   VALGRIND             the valgrind command make valgrind puts before each test binary
+#                        [valgrind --error-exitcode=1 --leak-check=full, leaks definite to possible]
 #   VALGRIND_TEST_ARGS   Catch2 test spec under valgrind [~[.] ~[slow]]
-#   DEMO_PROGRAMS        the examples make demo runs
+#   ASAN_OPTIONS, UBSAN_OPTIONS, TSAN_OPTIONS   the sanitizers' run-time settings, exported to the
+#                        tests; the environment's win [detect_leaks=1:abort_on_error=0,
+#                        print_stacktrace=1:halt_on_error=1, halt_on_error=1:second_deadlock_stack=1]
+#   DEMO_PROGRAMS        the examples make demo runs [all but echo_server, in the README's order]
 #   JOBS                 parallel compiles when make was not given -j [2]; V=1 whole command lines
 #   FUZZ_SECONDS [600], FUZZ_MAX_LEN [4096], FUZZ_CXX [clang++], FUZZ_ARGS more libFuzzer options
 #   PREFIX [/usr/local], DESTDIR a staging directory (not written into the files), INCLUDEDIR,
