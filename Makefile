@@ -23,7 +23,8 @@
 #   make install         CMakeLists.txt's install: coro_loop.hpp into INCLUDEDIR, coro_loop.pc (and,
 #                        where OpenSSL 3 is found, coro_loop-openssl.pc) into PKGCONFIGDIR, the package
 #                        of find_package(coro_loop) (with the component tls: coro_loop::tls) into CMAKEDIR
-#   make uninstall       remove them (same PREFIX and DESTDIR) and the directories left empty
+#   make uninstall       remove them (same PREFIX and DESTDIR) and the directories left empty below
+#                        PREFIX; with a DESTDIR, also PREFIX's path inside it and DESTDIR when empty
 #   make deps, make cross-deps   install what the tests, the cross targets need
 #   make clean           remove build/
 #
@@ -299,11 +300,15 @@ cmake_install = command -v cmake >/dev/null || { echo "make $@: needs cmake (Deb
 install:
 	@$(call cmake_install,'$(DESTDIR)')
 # What an install into a scratch directory lists goes, then each directory below PREFIX left empty.
+# With a DESTDIR, the install made PREFIX's path inside it too: PREFIX, its parents there and DESTDIR
+# itself go as well when left empty. Without one, PREFIX stays (it may be /opt or the like).
 uninstall:
 	@$(call cmake_install,"$$tmp/stage") >/dev/null && cd "$$tmp/stage" && \
 	  find . -type f | while read -r file; do rm -fv '$(DESTDIR)'"$${file#.}"; done && \
 	  find . -depth -type d | while read -r dir; do dir=$${dir#.}; \
-	    [[ $$dir == '$(PREFIX)'/* ]] && rmdir '$(DESTDIR)'"$$dir" 2>/dev/null && echo "removed '$(DESTDIR)$$dir/'"; done; true
+	    [[ $$dir == '$(patsubst %/,%,$(PREFIX))'/* ]] && rmdir '$(DESTDIR)'"$$dir" 2>/dev/null && echo "removed '$(DESTDIR)$$dir/'"; done; \
+	  if [[ -n '$(DESTDIR)' ]]; then dir='$(patsubst %/,%,$(PREFIX))'; \
+	    while rmdir '$(DESTDIR)'"$$dir" 2>/dev/null; do echo "removed '$(DESTDIR)$$dir/'"; [[ -n $$dir ]] || break; dir=$${dir%/*}; done; fi; true
 
 clean:
 	rm -rf build
