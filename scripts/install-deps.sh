@@ -72,14 +72,14 @@ if [[ $(id -u) != 0 ]] || ! has apt-get; then
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt_get() { apt-get -y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 "$@"; }
+apt_get() { apt-get -y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=600 "$@"; }
 # The package lists are updated only when the install cannot do without. apt-get update takes its
 # lock without waiting (DPkg::Lock::Timeout is dpkg's), so it is tried again while another holds it.
 if ! apt_get install --no-install-recommends "${missing[@]}"; then
-  for attempt in {1..60}; do
+  for attempt in {1..120}; do
     output=$(apt_get update 2>&1) && { echo "$output"; break; }
     echo "$output" >&2
-    [[ $output == *'Could not get lock'* && $attempt -lt 60 ]] || exit 1
+    [[ $output == *'Could not get lock'* && $attempt -lt 120 ]] || exit 1
     sleep 5
   done
   apt_get install --no-install-recommends "${missing[@]}"
