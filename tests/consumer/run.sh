@@ -7,7 +7,7 @@
 #     pkg-config       --cflags --libs coro_loop from PREFIX, one compiler command
 #     find_package     CMake, find_package(coro_loop) from PREFIX
 #   add_subdirectory   CMake, add_subdirectory(this repository)
-#   make uninstall     leaves nothing in PREFIX
+#   make uninstall     leaves nothing in PREFIX, nor the DESTDIR
 # Where OpenSSL 3's headers are found for CXX, each way also builds tests/consumer/main_tls.cpp with
 # TLS and runs it: -DCORO_LOOP_OPENSSL -lssl -lcrypto by hand, dependency('coro_loop-openssl') in
 # meson, coro_loop-openssl.pc, find_package(coro_loop COMPONENTS tls) and coro_loop::tls.
@@ -138,7 +138,10 @@ cmake_find_package() {
 
 make_uninstall() {
   plain_make uninstall PREFIX="$prefix" &&
-    { [[ -z $(find "$prefix" -mindepth 1 2>/dev/null) ]] || { echo "left behind:"; find "$prefix"; return 1; }; }
+    { [[ -z $(find "$prefix" -mindepth 1 2>/dev/null) ]] || { echo "left behind:"; find "$prefix"; return 1; }; } &&
+    # DESTDIR: the directories the install made there go too, the staging directory included.
+    plain_make uninstall DESTDIR="$tmp/destdir" PREFIX=/opt/coro_loop &&
+    { [[ ! -e $tmp/destdir ]] || { echo "left behind:"; find "$tmp/destdir"; return 1; }; }
 }
 
 echo "consumer: $cxx${extra_flags:+ $extra_flags}, coro_loop $version, TLS ${tls:-no (no OpenSSL 3 headers)}, in $tmp"
