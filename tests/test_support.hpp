@@ -201,6 +201,16 @@ inline bool under_valgrind() {
   return preload != nullptr && std::strstr(preload, "vgpreload") != nullptr;
 }
 
+// Running under wine rather than Windows: its ntdll exports wine_get_version.
+inline bool under_wine() {
+#if defined(CORO_LOOP_WINDOWS)
+  const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  return ntdll != nullptr && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+#else
+  return false;
+#endif
+}
+
 // Sanitizer or valgrind: slower, and memory is not returned at once (quarantine).
 inline bool instrumented() { return sanitized() || under_valgrind(); }
 
