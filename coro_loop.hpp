@@ -1148,7 +1148,7 @@ inline bool debug_enabled() noexcept {
 
 // The loop running on this thread, for the layers below event_loop;
 // invalid_state_error when there is none.
-inline loop_core& running_core() {
+CORO_LOOP_ALWAYS_INLINE loop_core& running_core() {
   loop_core* loop = running_loop_slot();
   if (loop == nullptr) throw invalid_state_error("coro_loop: no running event loop in this thread");
   return *loop;
@@ -5760,7 +5760,7 @@ class basic_queue {
     put_awaiter(put_awaiter&& other) noexcept(std::is_nothrow_move_constructible_v<T>)
         : queue_(other.queue_), item_(std::move(other.item_)) {}
     put_awaiter& operator=(put_awaiter&&) = delete;
-    bool await_ready() {
+    CORO_LOOP_ALWAYS_INLINE bool await_ready() {
       if (queue_->shut_down_) return true;
       if (queue_->give_to_getter(*item_)) {
         item_.reset();
