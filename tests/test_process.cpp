@@ -41,6 +41,7 @@ using test_support::contains;
 using test_support::expect_resources_back;
 using test_support::leaves_nothing_behind;
 using test_support::resource_counts;
+using test_support::times_out;
 
 extern int (*test_child_main)(int argc, char* argv[]);
 
@@ -194,17 +195,6 @@ cl::task<std::string> stdout_of(cl::process& child) {
 
 // A child that runs until killed (the tests kill it).
 cl::task<cl::process> start_sleeper(cl::process_options options = {}) { co_return co_await start_child(options, "sleep", "60000"); }
-
-// Whether `awaitable` is still unfinished after `delay`: timeout() threw timeout_error.
-template <class Awaitable>
-cl::task<bool> times_out(cl::duration delay, Awaitable awaitable) {
-  try {
-    co_await cl::timeout(delay, std::move(awaitable));
-  } catch (const cl::timeout_error&) {
-    co_return true;
-  }
-  co_return false;
-}
 
 #if defined(CORO_LOOP_POSIX)
 // -1: this process has no child at all; 0: none that exited without being reaped;

@@ -305,6 +305,18 @@ class disposition_guard {
 };
 #endif  // CORO_LOOP_POSIX
 
+// Whether `awaitable` is still unfinished after `delay`: timeout() threw timeout_error.
+// (Bind a task to a local and move it in: no temporary inside a co_await with GCC 12.)
+template <class Awaitable>
+cl::task<bool> times_out(cl::duration delay, Awaitable awaitable) {
+  try {
+    co_await cl::timeout(delay, std::move(awaitable));
+  } catch (const cl::timeout_error&) {
+    co_return true;
+  }
+  co_return false;
+}
+
 // The checks below need Catch2 (tests); tests/soak/soak.cpp uses only the counters.
 #if defined(CHECK)
 // Waits (bounded, polling every millisecond) until the counts equal `before`, then
