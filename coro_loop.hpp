@@ -8867,8 +8867,9 @@ class datagram_endpoint {
     // max_size bytes.
     buffer_loan loan(*this, max_size);
     auto receiving = socket_.recv_from(std::span<char>(loan.data(), max_size));
-    auto [size, sender] = co_await receiving;
-    co_return std::pair<std::string, address>(std::string(loan.data(), size), sender);
+    std::pair<std::size_t, address> received;
+    received = co_await receiving;
+    co_return std::pair<std::string, address>(std::string(loan.data(), received.first), received.second);
   }
   /// Receives one datagram into `buffer`: returns {bytes, sender}; one longer than
   /// the buffer is truncated to buffer.size() bytes (asyncio's sock_recvfrom_into).

@@ -54,7 +54,7 @@ for set in "$@"; do
         exit 1
       fi
       missing+=(clang clang-14 libclang-rt-14-dev) ;;
-    ci) want g++ make catch2 nlohmann-json3-dev clang clang-14 libclang-rt-14-dev libc++-14-dev libc++abi-14-dev \
+    ci) want g++ g++-11 make catch2 nlohmann-json3-dev clang clang-14 clang-16 libclang-rt-14-dev libc++-14-dev libc++abi-14-dev \
           meson ninja-build cmake pkg-config valgrind nginx libssl-dev openssl python3 util-linux coreutils ;;
     cross) want g++-aarch64-linux-gnu g++-arm-linux-gnueabihf libasan8-arm64-cross libubsan1-arm64-cross qemu-user \
              g++-mingw-w64-x86-64-posix wine wine64 catch2 make ;;

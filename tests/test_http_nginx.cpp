@@ -49,15 +49,17 @@ http::client_options bounded(http::client_options options = {}) {
 
 // Awaits `request` (and reads the body); the what() of the Error it throws, or
 // nullopt when it does not throw. Another exception type propagates.
+// (No co_return inside the handler: g++ 11 stops with an internal compiler error.)
 template <class Error>
 cl::task<std::optional<std::string>> error_of(cl::task<http::response> request) {
+  std::optional<std::string> message;
   try {
     http::response response = co_await std::move(request);
     (void)co_await response.text();
   } catch (const Error& error) {
-    co_return std::string(error.what());
+    message = error.what();
   }
-  co_return std::nullopt;
+  co_return message;
 }
 
 // GET url and read the whole body; the size read. Also records the most
