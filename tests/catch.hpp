@@ -22,5 +22,5 @@ inline auto ContainsSubstring(std::string const& text,
 }
 }  // namespace Catch::Matchers
 #else
-#  error "Catch2 not found: install Catch2: apt-get install catch2 (or run scripts/install-test-deps.sh)"
+#  error "Catch2 not found: install Catch2: apt-get install catch2 (or run scripts/install-deps.sh test)"
 #endif

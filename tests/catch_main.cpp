@@ -37,5 +37,5 @@ int main(int argc, char* argv[]) {
   return Catch::Session().run(argc, argv);
 }
 #else
-#  error "Catch2 not found: install Catch2: apt-get install catch2 (or run scripts/install-test-deps.sh)"
+#  error "Catch2 not found: install Catch2: apt-get install catch2 (or run scripts/install-deps.sh test)"
 #endif

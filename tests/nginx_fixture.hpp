@@ -21,7 +21,7 @@
 // nginx is looked for in $NGINX, then on PATH, then in the sbin directories that
 // are not on an ordinary user's PATH. When there is none, the constructor throws:
 // a test that needs nginx fails loudly instead of being skipped
-// (scripts/install-test-deps.sh, run by `make test`, installs it). Needs
+// (scripts/install-deps.sh test, run by `make test`, installs it). Needs
 // nginx >= 1.19.5 (-e) with the stub_status, proxy, sub and rewrite modules
 // (Debian's `nginx` package).
 //
@@ -122,7 +122,7 @@ class nginx {
     if (binary_.empty()) {
       throw std::runtime_error(
           "nginx_fixture: nginx not found ($NGINX, PATH, /usr/sbin, /usr/local/sbin, ...): "
-          "install it with scripts/install-test-deps.sh (Debian: apt-get install nginx), "
+          "install it with scripts/install-deps.sh test (Debian: apt-get install nginx), "
           "or set NGINX=/path/to/nginx");
     }
     dir_ = make_temp_dir();

@@ -3,7 +3,7 @@
 // Each test case starts its own nginx (tests/nginx_fixture.hpp) on 127.0.0.1 and
 // a free port, with its own configuration in a temporary directory; it is
 // stopped and removed when the case ends. nginx missing is a failure, never a
-// skip: `make test` installs it (scripts/install-test-deps.sh).
+// skip: `make test` installs it (scripts/install-deps.sh test).
 //
 // nginx's stub_status ("accepts": TCP connections nginx accepted) is read on a
 // blocking socket of the fixture's own, independent of the client under test:

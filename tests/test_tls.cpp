@@ -39,12 +39,12 @@ using test_support::resource_counts;
 
 namespace {
 
-// The openssl and python3 commands are required (scripts/install-test-deps.sh);
+// The openssl and python3 commands are required (scripts/install-deps.sh test);
 // only when one is missing does a test say so and pass.
 bool tools_present() {
   const std::string missing = tls_test::missing_tools();
   if (missing.empty()) return true;
-  WARN("TLS test skipped: missing" << missing << " (scripts/install-test-deps.sh installs them)");
+  WARN("TLS test skipped: missing" << missing << " (scripts/install-deps.sh test installs them)");
   return false;
 }
 

@@ -28,7 +28,7 @@
 // again on another (up to 5) if something took it meanwhile; it is ready once it
 // said so ("ACCEPT" from s_server, "PORT n" from the Python script).
 //
-// The tools are required: `make test` runs scripts/install-test-deps.sh, which
+// The tools are required: `make test` runs scripts/install-deps.sh test, which
 // installs them (Debian: openssl, python3, libssl-dev), and CI installs them the
 // same way. Only when the openssl or python3 command is missing does a test WARN
 // and return.

@@ -33,7 +33,7 @@ plain_make() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory
 missing=()
 for tool in "$cxx" make cmake meson ninja pkg-config; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if ((${#missing[@]})); then
-  echo "consumer: missing ${missing[*]}: run scripts/install-test-deps.sh (as root, it installs them)"
+  echo "consumer: missing ${missing[*]}: run scripts/install-deps.sh test (as root, it installs them)"
   exit 1
 fi
 
@@ -76,9 +76,22 @@ compile_tls() {   # compile_tls DIR FLAG...: main_tls.cpp, the same way
     check_tls_run "$1/consumer_tls"
 }
 
+compile_both() {   # compile_both DIR FLAG... -- TLS_FLAG...: compile and compile_tls at once (two cores)
+  local dir=$1 plain=() status=0 pid
+  shift
+  while (($#)) && [[ $1 != -- ]]; do plain+=("$1"); shift; done
+  (($#)) && shift
+  compile "$dir" "${plain[@]}" >"$dir/plain.log" 2>&1 &
+  pid=$!
+  compile_tls "$dir" "$@" || status=1
+  wait "$pid" || status=1
+  cat "$dir/plain.log"
+  return "$status"
+}
+
 copied_header() {
   mkdir -p "$tmp/copy" && cp "$repo/coro_loop.hpp" "$consumer/main.cpp" "$consumer/main_tls.cpp" "$tmp/copy/" &&
-    compile "$tmp/copy" -pthread && compile_tls "$tmp/copy" -DCORO_LOOP_OPENSSL -pthread -lssl -lcrypto
+    compile_both "$tmp/copy" -pthread -- -DCORO_LOOP_OPENSSL -pthread -lssl -lcrypto
 }
 
 meson_subproject() {
@@ -87,7 +100,7 @@ meson_subproject() {
     ln -s "$repo" "$tmp/meson-src/subprojects/coro_loop" &&
     CXX=$cxx CXXFLAGS=$extra_flags LDFLAGS=$extra_flags \
       meson setup --force-fallback-for=coro_loop,coro_loop-openssl "$tmp/meson-build" "$tmp/meson-src" &&
-    meson compile -C "$tmp/meson-build" -j 1 && check_run "$tmp/meson-build/consumer" &&
+    meson compile -C "$tmp/meson-build" -j 2 && check_run "$tmp/meson-build/consumer" &&
     check_tls_run "$tmp/meson-build/consumer_tls"
 }
 
@@ -106,20 +119,20 @@ make_install() {
 }
 
 pkg_config() {
-  local flags
+  local flags tls_flags=""
   local -x PKG_CONFIG_PATH=$prefix/share/pkgconfig
   [[ $(pkg-config --modversion coro_loop) == "$version" ]] || { echo "pkg-config --modversion: wrong version"; return 1; }
   pkg-config --exists 'coro_loop >= 0.1' || { echo "pkg-config: coro_loop >= 0.1 not satisfied"; return 1; }
   flags=$(pkg-config --cflags --libs coro_loop) && echo "pkg-config --cflags --libs coro_loop: $flags" || return 1
   [[ " $flags " == *" -I$prefix/include "* ]] || { echo "no -I$prefix/include in the flags"; return 1; }
+  if [[ -n $tls ]]; then
+    tls_flags=$(pkg-config --cflags --libs coro_loop-openssl) &&
+      echo "pkg-config --cflags --libs coro_loop-openssl: $tls_flags" || return 1
+    [[ " $tls_flags " == *" -DCORO_LOOP_OPENSSL "* && " $tls_flags " == *" -lssl "* ]] ||
+      { echo "no -DCORO_LOOP_OPENSSL or -lssl in the flags"; return 1; }
+  fi
   mkdir -p "$tmp/pkg-config" && cp "$consumer/main.cpp" "$consumer/main_tls.cpp" "$tmp/pkg-config/" &&
-    compile "$tmp/pkg-config" $flags || return 1
-  [[ -n $tls ]] || return 0
-  flags=$(pkg-config --cflags --libs coro_loop-openssl) && echo "pkg-config --cflags --libs coro_loop-openssl: $flags" ||
-    return 1
-  [[ " $flags " == *" -DCORO_LOOP_OPENSSL "* && " $flags " == *" -lssl "* ]] ||
-    { echo "no -DCORO_LOOP_OPENSSL or -lssl in the flags"; return 1; }
-  compile_tls "$tmp/pkg-config" $flags
+    compile_both "$tmp/pkg-config" $flags -- $tls_flags
 }
 
 cmake_consumer() {   # cmake_consumer BUILD_DIR CMAKE_ARG...
@@ -127,7 +140,7 @@ cmake_consumer() {   # cmake_consumer BUILD_DIR CMAKE_ARG...
   shift
   cmake -S "$consumer" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" -DCONSUMER_TLS=${tls:+ON} \
       -DCMAKE_CXX_FLAGS="$extra_flags" -DCMAKE_EXE_LINKER_FLAGS="$extra_flags" "$@" &&
-    cmake --build "$build" -j 1 && check_run "$build/consumer" && check_tls_run "$build/consumer_tls"
+    cmake --build "$build" -j 2 && check_run "$build/consumer" && check_tls_run "$build/consumer_tls"
 }
 
 cmake_find_package() {
