@@ -8867,6 +8867,8 @@ class datagram_endpoint {
     // max_size bytes.
     buffer_loan loan(*this, max_size);
     auto receiving = socket_.recv_from(std::span<char>(loan.data(), max_size));
+    // Assigned, not bound: g++ 11 has an internal compiler error on a structured
+    // binding (or an initialization) from a co_await of a named awaiter.
     std::pair<std::size_t, address> received;
     received = co_await receiving;
     co_return std::pair<std::string, address>(std::string(loan.data(), received.first), received.second);

@@ -49,7 +49,8 @@ http::client_options bounded(http::client_options options = {}) {
 
 // Awaits `request` (and reads the body); the what() of the Error it throws, or
 // nullopt when it does not throw. Another exception type propagates.
-// (No co_return inside the handler: g++ 11 stops with an internal compiler error.)
+// (No co_return of a string inside the handler of a coroutine template: g++ 11 stops
+// with an internal compiler error.)
 template <class Error>
 cl::task<std::optional<std::string>> error_of(cl::task<http::response> request) {
   std::optional<std::string> message;
