@@ -34,10 +34,13 @@
 #   TARGET               kqueue, aarch64, armhf or windows: what make test-TARGET builds for
 #   CXXFLAGS             [-std=c++20 -O1 -g -Wall -Wextra -Wpedantic -Werror -pthread], -std=c++20 and
 #                        -pthread added if missing; EXTRA_CXXFLAGS appended; LDFLAGS, LDLIBS
+#   TEST_CXXFLAGS        added for the test programs, before EXTRA_CXXFLAGS [-O0: a third of -O1 -g's
+#                        compile time for the suite; TEST_CXXFLAGS= tests the CXXFLAGS build, as CI does]
 #   BUILD                output directory [build/[SANITIZE-]CXX[-STDLIB], build/kqueue-the same,
 #                        build/[asan-]aarch64, build/[asan-]armhf, build/windows]
 #   CATCH_ARGS           Catch2 arguments for each test binary: CATCH_ARGS='"[queue]" --durations yes'
 #   TEST_TIMEOUT         seconds per test binary [300; 600 under qemu]; VALGRIND_TIMEOUT [1200]
+#   TEST_JOBS            test binaries and scripts run at once [2; 1 under wine]
 #   TEST_EXAMPLES=       make test without the examples and consumer projects [yes on this machine]
 #   COMPILE_FAIL=        make test without tests/compile_fail/run.sh [yes, but under TSan, valgrind and
 #                        the cross targets, which compile as the native runs do]
@@ -56,7 +59,9 @@
 #   PREFIX [/usr/local], DESTDIR a staging directory (not written into the files), INCLUDEDIR,
 #   PKGCONFIGDIR, CMAKEDIR [PREFIX/include, PREFIX/share/pkgconfig, PREFIX/share/cmake/coro_loop]
 #
-# tests/test_X.cpp -> BUILD/tests/test_X, with Catch2's main (BUILD/catch_main.o); tests/two_tu/*.cpp
+# tests/test_X.cpp -> BUILD/tests/test_X, with Catch2's main (BUILD/catch_main.o), except the files
+# tests/programs.txt gathers: NAME's files -> BUILD/tests/NAME, one translation unit (BUILD/tests/NAME.cpp
+# includes them); tests/two_tu/*.cpp
 # -> BUILD/tests/test_two_translation_units (the header in several translation units); examples/X.cpp
 # -> BUILD/examples/X. meson.build finds the same files. X.flags beside X.cpp holds flags for that
 # program's compile and link (its -l, -L and -Wl, words: the link only), `#` starts a comment
@@ -121,6 +126,8 @@ LDLIBS ?= -lws2_32
 TARGET_FLAGS := -isystem cross/catch2-include
 EXE := .exe
 BUILD ?= build/windows
+# One test at a time: every wine process goes through the one wineserver.
+TEST_JOBS ?= 1
 TEST_RUNNER ?= env WINEPREFIX=$(CURDIR)/$(BUILD)/wineprefix WINEDLLOVERRIDES=winedbg.exe=d WINEDEBUG=-all wine
 TEST_SETUP = $(BUILD)/wineprefix/.created
 TEST_SKIP := $(shell grep -l -e '"nginx_fixture.hpp"' -e '"tls_fixture.hpp"' tests/test_*.cpp)
@@ -168,8 +175,11 @@ HAVE_OPENSSL := $(shell printf '$(hash)include <openssl/ssl.h>\n$(hash)if OPENSS
 TLS_TESTS := $(shell grep -l '"tls_fixture.hpp"' tests/test_*.cpp)
 
 given = $(filter $1,$(CXXFLAGS) $(EXTRA_CXXFLAGS))
-ALL_CXXFLAGS = $(if $(call given,-std=%),,-std=c++20) $(CXXFLAGS) $(if $(call given,-pthread),,-pthread) \
-               $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS) $(EXTRA_CXXFLAGS) -I.
+COMMON_CXXFLAGS = $(if $(call given,-std=%),,-std=c++20) $(CXXFLAGS) $(if $(call given,-pthread),,-pthread) \
+                  $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS)
+ALL_CXXFLAGS = $(COMMON_CXXFLAGS) $(EXTRA_CXXFLAGS) -I.
+TEST_CXXFLAGS ?= -O0
+ALL_TEST_CXXFLAGS = $(COMMON_CXXFLAGS) $(TEST_CXXFLAGS) $(EXTRA_CXXFLAGS) -I.
 DEPFLAGS = -MMD -MP -MT $@ -MF $@.d
 # A .flags file's -l, -L and -Wl, words are for the link: they follow the objects (the linker takes
 # libraries left to right), and a compile alone never sees them (clang: "linker input unused").
@@ -193,6 +203,7 @@ export ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
 # runs go through `setarch -R` (no ASLR for that process) wherever setarch works.
 TEST_RUNNER ?= $(if $(filter tsan,$(SANITIZE)),$(shell setarch $$(uname -m) -R true >/dev/null 2>&1 && echo "setarch $$(uname -m) -R"))
 TEST_TIMEOUT ?= 300
+TEST_JOBS ?= 2
 TEST_EXAMPLES ?= yes
 # The compile-fail checks ask the compiler and its standard library, not the build: the native g++,
 # clang++ (ASan) and clang++ with libc++ (kqueue) runs are enough; TSan, valgrind and the cross
@@ -209,12 +220,19 @@ SUBMAKE = $(MAKE) --no-print-directory
 quiet = $(if $(filter 1,$(V)),,@printf '  %-4s %s\n' $1 $@;)
 
 TEST_SRCS := $(filter-out $(TEST_SKIP) $(if $(HAVE_OPENSSL),,$(TLS_TESTS)),$(wildcard tests/test_*.cpp)) $(EXTRA_TESTS)
+# tests/programs.txt: NAME's files, those of TEST_SRCS, make one program; the rest one program each.
+PROGRAMS_FILE := tests/programs.txt
+program_members = $(filter $(patsubst %,tests/%.cpp,$(shell sed -n 's/^$1:\([^\#]*\).*/\1/p' $(PROGRAMS_FILE))),$(TEST_SRCS))
+PROGRAMS := $(foreach name,$(shell sed -n 's/^\([A-Za-z0-9_]*\):.*/\1/p' $(PROGRAMS_FILE)),$(if $(call program_members,$(name)),$(name)))
+PROGRAM_BINS := $(PROGRAMS:%=$(BUILD)/tests/%$(EXE))
+GATHERED_SRCS := $(foreach name,$(PROGRAMS),$(call program_members,$(name)))
 TWO_TU_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tests/two_tu/*.cpp))
-TEST_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(TEST_SRCS)) $(if $(TWO_TU_OBJS),$(BUILD)/tests/test_two_translation_units$(EXE))
+TEST_BINS := $(PROGRAM_BINS) $(patsubst %.cpp,$(BUILD)/%$(EXE),$(filter-out $(GATHERED_SRCS),$(TEST_SRCS))) \
+             $(if $(TWO_TU_OBJS),$(BUILD)/tests/test_two_translation_units$(EXE))
 EXAMPLE_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(wildcard examples/*.cpp))
 CATCH_MAIN := $(BUILD)/catch_main.o
 CONFIG_STAMP := $(BUILD)/config.stamp
-CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS) | openssl $(or $(HAVE_OPENSSL),no))
+CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | tests $(TEST_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS) | openssl $(or $(HAVE_OPENSSL),no))
 
 # --- targets -----------------------------------------------------------------------------------
 .PHONY: all tests examples test test-setup sanitize valgrind demo deps cross-deps fuzz soak install uninstall \
@@ -235,7 +253,7 @@ cross-deps:
 test: deps
 	@echo "== make test: $(BUILD) ($(strip $(CXX) $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS)))$(if $(TEST_RUNNER), under $(TEST_RUNNER)) =="
 	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) test-setup || true
-	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' \
+	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' TEST_JOBS='$(TEST_JOBS)' \
 	  TEST_SCRIPTS='$(if $(COMPILE_FAIL),tests/compile_fail/run.sh) $(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
 	  EXAMPLES_DIR='$(BUILD)/examples' EXAMPLES_HTTPS='$(if $(HAVE_OPENSSL),on,off)' \
 	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' COMPILE_FAIL_CXXFLAGS='$(ALL_CXXFLAGS)' \
@@ -337,18 +355,31 @@ $(CATCH_MAIN): tests/catch_main.cpp $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
 	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) -w -O0 $(DEPFLAGS) -c $< -o $@
 
+# A program of several test files: its files' flags (each word once), and -Wno-subobject-linkage for
+# GCC, which otherwise warns that a TEST_CASE's lambda, in a file that is not the main file, has a
+# type from the anonymous namespace (no other translation unit sees these files).
+unique = $(if $1,$(firstword $1) $(call unique,$(filter-out $(firstword $1),$1)))
+members_words = $(call unique,$(foreach file,$(call program_members,$2),$(call $1,$(file:.cpp=))))
+$(PROGRAM_BINS:%=%.cpp): $(PROGRAMS_FILE) $(CONFIG_STAMP)
+	@mkdir -p $(@D); printf '#include "%s"\n' $(call program_members,$(basename $(@F))) >$@
+$(PROGRAM_BINS): $(BUILD)/tests/%$(EXE): $(BUILD)/tests/%.cpp $(CATCH_MAIN) \
+                 $$(wildcard $$(addsuffix .flags,$$(basename $$(call program_members,$$*)))) $(CONFIG_STAMP)
+	@mkdir -p $(@D); rm -f $@
+	$(call quiet,CXX)$(CXX) $(ALL_TEST_CXXFLAGS) -Itests $(if $(IS_CLANG),,-Wno-subobject-linkage) $(call members_words,program_flags,$*) \
+	  $(DEPFLAGS) $< $(CATCH_MAIN) -o $@ $(LDFLAGS) $(call members_words,program_libs,$*) $(LDLIBS)
+
 $(BUILD)/tests/%$(EXE): tests/%.cpp $(CATCH_MAIN) $$(wildcard tests/$$*.flags) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) -Itests $(call program_flags,tests/$*) $(DEPFLAGS) $< $(CATCH_MAIN) \
+	$(call quiet,CXX)$(CXX) $(ALL_TEST_CXXFLAGS) -Itests $(call program_flags,tests/$*) $(DEPFLAGS) $< $(CATCH_MAIN) \
 	  -o $@ $(LDFLAGS) $(call program_libs,tests/$*) $(LDLIBS)
 
 $(BUILD)/tests/two_tu/%.o: tests/two_tu/%.cpp $$(wildcard tests/two_tu/$$*.flags) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) -Itests $(call program_flags,tests/two_tu/$*) $(DEPFLAGS) -c $< -o $@
+	$(call quiet,CXX)$(CXX) $(ALL_TEST_CXXFLAGS) -Itests $(call program_flags,tests/two_tu/$*) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/tests/test_two_translation_units$(EXE): $(TWO_TU_OBJS) $(CATCH_MAIN) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,LINK)$(CXX) $(ALL_CXXFLAGS) $(filter %.o,$^) -o $@ $(LDFLAGS) $(LDLIBS)
+	$(call quiet,LINK)$(CXX) $(ALL_TEST_CXXFLAGS) $(filter %.o,$^) -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/examples/%$(EXE): examples/%.cpp $$(wildcard examples/$$*.flags) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@

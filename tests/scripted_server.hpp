@@ -300,6 +300,12 @@ inline cl::task<void> stop(cl::server& server) {
   co_await cl::timeout(10s, server.wait_closed());
 }
 
+// The body of a GET of `url`, as text.
+inline cl::task<std::string> fetch_text(http::client& client, std::string url) {
+  http::response response = co_await client.get(std::move(url));
+  co_return co_await response.text();
+}
+
 // A 200 response carrying `body`, with its Content-Length.
 inline std::string ok_response(std::string_view body) {
   return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);

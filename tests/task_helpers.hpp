@@ -164,6 +164,9 @@ inline std::string message_of(const std::exception_ptr& error) {
   }
 }
 
+// One item from `items`, as a task of its own.
+inline cl::task<int> get_one(cl::queue<int>& items) { co_return co_await items.get(); }
+
 // --- the loop and the current task -----------------------------------------------
 
 inline std::size_t timers_now() { return cl::get_running_loop().timer_count(); }

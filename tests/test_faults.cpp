@@ -129,10 +129,6 @@ fault_action write_then_close(std::string bytes) {
   };
 }
 
-cl::task<std::string> fetch_text(http::client& client, std::string url) {
-  http::response response = co_await client.get(std::move(url));
-  co_return co_await response.text();
-}
 
 // After a fault: the same client serves a good request, nothing stays leased.
 cl::task<void> expect_client_usable(http::client& client, const fault_server& s) {

@@ -92,10 +92,6 @@ cl::task<std::string> fetch_text_with(http::client& client, std::string url, htt
   co_return co_await response.text();
 }
 
-cl::task<std::string> fetch_text(http::client& client, std::string url) {
-  http::response response = co_await client.get(std::move(url));
-  co_return co_await response.text();
-}
 
 cl::task<std::string> post_text(http::client& client, std::string url, std::string body) {
   http::response response = co_await client.post(std::move(url), std::move(body));

@@ -81,7 +81,7 @@ const seen_request& sent(const script& s, std::string_view target) {
 }
 
 // A client whose requests cannot hang the test.
-http::client_options bounded() {
+http::client_options within_10s() {
   http::client_options options;
   options.timeout.total = 10s;
   return options;
@@ -104,7 +104,7 @@ TEST_CASE("http: options written inside the co_await reach the server", "[http]"
     const std::string payload(100, 'p');
     const std::string id = "id-" + std::string(40, '7');
     {
-      http::client client(bounded());
+      http::client client(within_10s());
       {
         http::response r = co_await client.get(base + "/total", {.timeout = {.total = 10s}});
         co_await expect_ok(r);
@@ -232,7 +232,7 @@ TEST_CASE("http: request_options pass by name, moved, returned or value-initiali
     cl::server server = co_await start(s);
     const std::string base = base_url(server);
     {
-      http::client client(bounded());
+      http::client client(within_10s());
       http::request_options options;
       options.headers.add("X-Named", "n");
       options.set_body(std::string_view("named body"));
@@ -279,7 +279,7 @@ TEST_CASE("http: response::json<T>() parses the body with T::parse, within limit
     cl::server server = co_await start(s);
     const std::string base = base_url(server);
     {
-      http::client client(bounded());
+      http::client client(within_10s());
       http::response r = co_await client.get(base + "/object", {.timeout = {.total = 10s}});
       const json_object_text document = co_await r.json<json_object_text>();
       CHECK(document.text == R"({"id": 1, "title": "qui est esse"})");
@@ -294,7 +294,7 @@ TEST_CASE("http: response::json<T>() parses the body with T::parse, within limit
       co_await after.json<json_object_text>();
       CHECK(client.connections_opened() == 1);  // read to the end, the connection was reused
 
-      http::client_options small = bounded();
+      http::client_options small = within_10s();
       small.limits.max_body = 64;
       http::client limited(small);
       http::response big = co_await limited.get(base + "/big");
@@ -320,7 +320,7 @@ TEST_CASE("http: response::json<nlohmann::json>() reads a document as aiohttp's 
     cl::server server = co_await start(s);
     const std::string base = base_url(server);
     {
-      http::client client(bounded());
+      http::client client(within_10s());
       http::response r = co_await client.get(base + "/posts/2", {.timeout = {.total = 10s}});
       r.raise_for_status();
       const nlohmann::json post = co_await r.json<nlohmann::json>();

@@ -48,26 +48,11 @@ using net_test::eventually;
 using test_support::contains;
 using test_support::difference;
 using test_support::resource_counts;
+using tls_test::file;
+using tls_test::trusting_client;
 
 namespace {
 
-// The openssl and python3 commands are required (scripts/install-deps.sh test);
-// only when one is missing does a test say so and pass.
-bool tools_present() {
-  const std::string missing = tls_test::missing_tools();
-  if (missing.empty()) return true;
-  WARN("https test skipped: missing" << missing << " (scripts/install-deps.sh test installs them)");
-  return false;
-}
-
-std::string file(const char* name) { return tls_test::certificates::shared().file(name); }
-
-// A client context trusting the test CA only.
-cl::tls_context trusting_client() {
-  cl::tls_context context = cl::tls_context::client();
-  context.load_verify_locations(file("ca.pem"));
-  return context;
-}
 cl::tls_context test_server_context() { return cl::tls_context::server(file("server.pem"), file("server.key")); }
 
 nginx_test::nginx::tls_files nginx_tls() { return {file("server.pem"), file("server.key"), file("ca.pem")}; }
@@ -105,7 +90,7 @@ cl::task<fetched> get(http::client& client, std::string url) { return fetch(clie
 
 // What awaiting `work` throws as Error (its what()), or nullopt when it does not throw.
 template <class Error, class Awaitable>
-cl::task<std::optional<std::string>> error_of(Awaitable work) {
+cl::task<std::optional<std::string>> maybe_error_of(Awaitable work) {
   try {
     co_await std::move(work);
   } catch (const Error& error) {
@@ -346,7 +331,7 @@ TEST_CASE("https: url::parse takes https:// with port 443 by default; resolve_ur
 
 TEST_CASE("https nginx: verified GETs by name and by IP address; 1 KiB, 5 MiB and chunked bodies byte-exact",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   nginx_test::nginx server(nginx_tls());
   auto body = [&]() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
@@ -397,7 +382,7 @@ TEST_CASE("https nginx: verified GETs by name and by IP address; 1 KiB, 5 MiB an
 }
 
 TEST_CASE("https nginx: 1,000 keep-alive GETs from 4 tasks use 4 connections, by nginx's access log", "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   nginx_test::nginx server(nginx_tls());
   auto body = [&]() -> cl::task<void> {
     constexpr int requests = 1000;
@@ -438,7 +423,7 @@ TEST_CASE("https nginx: 1,000 keep-alive GETs from 4 tasks use 4 connections, by
 
 TEST_CASE("https nginx: an untrusted CA is tls_certificate_error naming the host; verification off accepts it",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   nginx_test::nginx server(nginx_tls());
   auto body = [&]() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
@@ -448,14 +433,14 @@ TEST_CASE("https nginx: an untrusted CA is tls_certificate_error naming the host
       other_ca.load_verify_locations(file("other_ca.pem"));
       http::client client(bounded(other_ca));
       const std::string url = "https://localhost:" + port + "/1k";
-      const std::optional<std::string> what = co_await error_of<cl::tls_certificate_error>(get(client, url));
+      const std::optional<std::string> what = co_await maybe_error_of<cl::tls_certificate_error>(get(client, url));
       REQUIRE(what.has_value());
       CHECK(*what == "tls handshake with localhost (127.0.0.1:" + port +
                          "): certificate verify failed: unable to get local issuer certificate");
       CHECK(client.active_connections() == 0);
       CHECK(client.idle_connections() == 0);
       // Again: nothing half-made was pooled.
-      const std::optional<std::string> again = co_await error_of<cl::tls_certificate_error>(get(client, url));
+      const std::optional<std::string> again = co_await maybe_error_of<cl::tls_certificate_error>(get(client, url));
       CHECK(again.has_value());
       CHECK(client.connections_opened() == 0);
     }
@@ -473,7 +458,7 @@ TEST_CASE("https nginx: an untrusted CA is tls_certificate_error naming the host
 }
 
 TEST_CASE("https nginx: a client certificate given in client_options::tls reaches the server", "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   nginx_test::nginx server(nginx_tls());
   auto body = [&]() -> cl::task<void> {
     const std::string url = server.https_url("/client_cert");
@@ -497,7 +482,7 @@ TEST_CASE("https nginx: a client certificate given in client_options::tls reache
 TEST_CASE("https: the default context trusts the system's store and offers ALPN http/1.1; another ALPN choice "
           "is protocol_error",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   // OpenSSL's default trust store is SSL_CERT_FILE when set: the test CA stands in for the system's.
   const scoped_env trust_store("SSL_CERT_FILE", file("ca.pem"));
   auto body = []() -> cl::task<void> {
@@ -519,7 +504,7 @@ TEST_CASE("https: the default context trusts the system's store and offers ALPN 
       offering_h2.set_alpn_protocols({"h2"});
       http::client client(bounded(offering_h2));
       const std::optional<std::string> what =
-          co_await error_of<http::protocol_error>(get(client, url_of("https", ours, "/alpn")));
+          co_await maybe_error_of<http::protocol_error>(get(client, url_of("https", ours, "/alpn")));
       REQUIRE(what.has_value());
       CHECK(contains(*what, "the server chose \"h2\" through ALPN, and this client speaks HTTP/1.1 only"));
       CHECK(client.active_connections() == 0);
@@ -533,7 +518,7 @@ TEST_CASE("https: the default context trusts the system's store and offers ALPN 
 
 TEST_CASE("https: a close-delimited body cut without close_notify is protocol_error, never a whole body",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
     served seen;
@@ -546,7 +531,7 @@ TEST_CASE("https: a close-delimited body cut without close_notify is protocol_er
       CHECK(whole.body == "partial body");
 
       const std::string cut_url = url_of("https", ours, "/until-close-cut");
-      const std::optional<std::string> cut = co_await error_of<http::protocol_error>(get(client, cut_url));
+      const std::optional<std::string> cut = co_await maybe_error_of<http::protocol_error>(get(client, cut_url));
       REQUIRE(cut.has_value());
       CHECK(contains(*cut, "http: the body of " + cut_url +
                                " ended without TLS close_notify after 12 bytes: it may be truncated"));
@@ -555,12 +540,12 @@ TEST_CASE("https: a close-delimited body cut without close_notify is protocol_er
         http::response response = co_await client.get(cut_url);
         const std::string piece = co_await response.read_chunk();
         CHECK(piece == "partial body");
-        const std::optional<std::string> then = co_await error_of<http::protocol_error>(response.read_chunk());
+        const std::optional<std::string> then = co_await maybe_error_of<http::protocol_error>(response.read_chunk());
         CHECK(then.has_value());
         CHECK_FALSE(response.body_complete());
       }
       const std::optional<std::string> short_length =
-          co_await error_of<http::protocol_error>(get(client, url_of("https", ours, "/length-cut")));
+          co_await maybe_error_of<http::protocol_error>(get(client, url_of("https", ours, "/length-cut")));
       REQUIRE(short_length.has_value());
       CHECK(contains(*short_length, "connection closed after 10 of 100 body bytes"));
       CHECK(client.active_connections() == 0);
@@ -573,7 +558,7 @@ TEST_CASE("https: a close-delimited body cut without close_notify is protocol_er
 }
 
 TEST_CASE("https: the connect timeout bounds the TCP connect and the TLS handshake together", "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
     served seen;
@@ -584,7 +569,7 @@ TEST_CASE("https: the connect timeout bounds the TCP connect and the TLS handsha
       options.timeout.connect = 300ms;
       http::client client(std::move(options));
       const cl::time_point start = cl::clock::now();
-      const std::optional<std::string> what = co_await error_of<cl::timeout_error>(get(client, url));
+      const std::optional<std::string> what = co_await maybe_error_of<cl::timeout_error>(get(client, url));
       const cl::duration took = cl::clock::now() - start;
       REQUIRE(what.has_value());
       CHECK(*what == "http: connect timeout (300 ms) waiting for " + url);
@@ -598,7 +583,7 @@ TEST_CASE("https: the connect timeout bounds the TCP connect and the TLS handsha
       options.timeout.connect = std::nullopt;
       options.timeout.total = 400ms;
       http::client client(std::move(options));
-      const std::optional<std::string> what = co_await error_of<cl::timeout_error>(get(client, url));
+      const std::optional<std::string> what = co_await maybe_error_of<cl::timeout_error>(get(client, url));
       REQUIRE(what.has_value());
       CHECK(*what == "http: total timeout (400 ms) waiting for " + url);
     }
@@ -616,7 +601,7 @@ TEST_CASE("https: the connect timeout bounds the TCP connect and the TLS handsha
 TEST_CASE("https: cancelling in the handshake, before the head or in the body closes that connection; the pool "
           "stays sound",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
     served stalled;
@@ -690,7 +675,7 @@ TEST_CASE("https: cancelling in the handshake, before the head or in the body cl
 TEST_CASE("https: a pooled connection the server closed is retried once for GET (with close_notify or without), "
           "not for POST",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
     served seen;
@@ -714,7 +699,7 @@ TEST_CASE("https: a pooled connection the server closed is retried once for GET 
       http::request_options post;
       post.body = "data";
       const std::optional<std::string> refused =
-          co_await error_of<http::disconnected_error>(fetch(client, "POST", url_of("https", ours, "/stale-cut"), post));
+          co_await maybe_error_of<http::disconnected_error>(fetch(client, "POST", url_of("https", ours, "/stale-cut"), post));
       REQUIRE(refused.has_value());
       CHECK(contains(*refused, "the server closed the connection without responding to POST"));
       CHECK(seen.connections == 3);
@@ -729,7 +714,7 @@ TEST_CASE("https: a pooled connection the server closed is retried once for GET 
 
 TEST_CASE("https nginx: a connection nginx closed after its keepalive_timeout is not reused, nor an error",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   nginx_test::nginx server(nginx_tls());
   auto body = [&]() -> cl::task<void> {
     http::client client(bounded(trusting_client()));
@@ -751,7 +736,7 @@ TEST_CASE("https nginx: a connection nginx closed after its keepalive_timeout is
 TEST_CASE("https: redirects between http:// and https:// drop Authorization and Cookie, the scheme alone "
           "changing the origin",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   nginx_test::nginx server(nginx_tls());
   auto body = [&]() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
@@ -796,7 +781,7 @@ TEST_CASE("https: redirects between http:// and https:// drop Authorization and 
 TEST_CASE("https: one pool per scheme, host and port: http:// and https:// to one port never share a connection; "
           "closing the client sends close_notify",
           "[https]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("https")) return;
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
     served seen;

@@ -32,7 +32,6 @@ using namespace task_test;
 
 namespace {
 
-cl::task<int> get_one(cl::queue<int>& queue) { co_return co_await queue.get(); }
 
 // A getter that logs (its id, its item) once served.
 cl::task<void> logging_getter(cl::queue<int>& queue, int id, int delay_iterations,

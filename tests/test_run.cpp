@@ -31,14 +31,14 @@ cl::task<std::string> greeting(std::string name) {
   co_return "hello " + name;
 }
 
-struct custom_error : std::runtime_error {
+struct coded_error : std::runtime_error {
   int code;
-  explicit custom_error(int c) : std::runtime_error("custom error"), code(c) {}
+  explicit coded_error(int c) : std::runtime_error("custom error"), code(c) {}
 };
 
 cl::task<int> fails() {
   co_await cl::sleep(1ms);
-  throw custom_error(17);
+  throw coded_error(17);
 }
 
 cl::task<void> nothing() { co_await cl::sleep(0ms); }
@@ -59,7 +59,7 @@ TEST_CASE("run: run() rethrows the main task's exception with its type", "[run]"
   bool caught = false;
   try {
     cl::run(fails());
-  } catch (const custom_error& error) {
+  } catch (const coded_error& error) {
     caught = true;
     CHECK(error.code == 17);
   }
@@ -142,9 +142,9 @@ TEST_CASE("run: leftover tasks are cancelled and awaited also when the main task
   auto body = [&]() -> cl::task<int> {
     (void)cl::create_task(worker);
     co_await cl::sleep(0ms);
-    throw custom_error(3);
+    throw coded_error(3);
   };
-  CHECK_THROWS_AS(cl::run(body()), custom_error);
+  CHECK_THROWS_AS(cl::run(body()), coded_error);
   CHECK(cleaned);
 }
 

@@ -31,6 +31,7 @@ using Catch::Matchers::ContainsSubstring;
 using Catch::Matchers::EndsWith;
 using Catch::Matchers::StartsWith;
 using task_test::forever;
+using task_test::get_one;
 
 namespace {
 
@@ -231,7 +232,6 @@ TEST_CASE("task tree: a task_group's children sit under the task that opened it"
 
 // --- what each wait says ---
 
-cl::task<int> get_one(cl::queue<int>& items) { co_return co_await items.get(); }
 cl::task<void> acquire_and_release(cl::lock& guard) {
   co_await guard.acquire();
   guard.release();

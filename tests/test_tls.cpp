@@ -36,27 +36,12 @@ using namespace std::chrono_literals;
 using net_test::eventually;
 using test_support::contains;
 using test_support::resource_counts;
+using tls_test::file;
+using tls_test::trusting_client;
 
 namespace {
 
-// The openssl and python3 commands are required (scripts/install-deps.sh test);
-// only when one is missing does a test say so and pass.
-bool tools_present() {
-  const std::string missing = tls_test::missing_tools();
-  if (missing.empty()) return true;
-  WARN("TLS test skipped: missing" << missing << " (scripts/install-deps.sh test installs them)");
-  return false;
-}
-
 const tls_test::certificates& certs() { return tls_test::certificates::shared(); }
-std::string file(const char* name) { return certs().file(name); }
-
-// A client context trusting the test CA only.
-cl::tls_context trusting_client() {
-  cl::tls_context context = cl::tls_context::client();
-  context.load_verify_locations(file("ca.pem"));
-  return context;
-}
 cl::tls_context test_server() { return cl::tls_context::server(file("server.pem"), file("server.key")); }
 
 // s_server's arguments to present certificate `name` (with server.key) and
@@ -168,7 +153,7 @@ bool enough_descriptors(rlim_t needed) {
 }  // namespace
 
 TEST_CASE("tls: a verified exchange with openssl s_server, by name and by IP address; ALPN", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   tls_test::process plain = tls_test::s_server(reversing("server.pem"));
   tls_test::process alpn = tls_test::s_server(reversing("server.pem", {"-alpn", "http/1.1"}));
   auto body = [](std::uint16_t plain_port, std::uint16_t alpn_port) -> cl::task<void> {
@@ -196,7 +181,7 @@ TEST_CASE("tls: a verified exchange with openssl s_server, by name and by IP add
 }
 
 TEST_CASE("tls: TLS 1.2 and 1.3, either side setting the limit", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   tls_test::process only_12 = tls_test::s_server(reversing("server.pem", {"-tls1_2"}));
   tls_test::process only_13 = tls_test::python_server(python_args("echo", {"--min-version", "TLSv1_3"}));
   auto body = [](std::uint16_t port_12, std::uint16_t port_13) -> cl::task<void> {
@@ -233,7 +218,7 @@ TEST_CASE("tls: TLS 1.2 and 1.3, either side setting the limit", "[tls]") {
 }
 
 TEST_CASE("tls: 5 MiB byte-exact both ways with Python's ssl module, over TLS 1.3 and TLS 1.2", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   tls_test::process python = tls_test::python_server(python_args("echo"));
   auto body = [](std::uint16_t port) -> cl::task<void> {
     constexpr std::size_t size = std::size_t{5} << 20;
@@ -260,7 +245,7 @@ TEST_CASE("tls: 5 MiB byte-exact both ways with Python's ssl module, over TLS 1.
 }
 
 TEST_CASE("tls: each bad certificate fails the handshake with its reason; verify = false accepts it", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   struct bad_certificate {
     const char* file;
     const char* host;
@@ -301,7 +286,7 @@ TEST_CASE("tls: each bad certificate fails the handshake with its reason; verify
 }
 
 TEST_CASE("tls: the end of the connection without close_notify is an error, with it a clean end", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   constexpr std::size_t size = 100000;
   tls_test::process cutting = tls_test::python_server(python_args("cut", {"--size", std::to_string(size)}));
   tls_test::process closing = tls_test::python_server(python_args("send", {"--size", std::to_string(size)}));
@@ -338,7 +323,7 @@ TEST_CASE("tls: the end of the connection without close_notify is an error, with
 }
 
 TEST_CASE("tls: close() sends close_notify (Python sees a clean end), abort() does not", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   tls_test::process python = tls_test::python_server(python_args("expect_end"));
   auto body = [](const tls_test::process& python) -> cl::task<void> {
     cl::tls_context context = trusting_client();
@@ -361,7 +346,7 @@ TEST_CASE("tls: close() sends close_notify (Python sees a clean end), abort() do
 
 TEST_CASE("tls: our client and server: close() ends cleanly, abort() reads as a truncation", "[tls]") {
   auto body = []() -> cl::task<void> {
-    if (!tools_present()) co_return;
+    if (!tls_test::tools_present("TLS")) co_return;
     const resource_counts before = resource_counts::now();
     std::vector<std::string> outcomes;
     // A line answered first: the client then has read the server's TLS 1.3 session
@@ -446,7 +431,7 @@ TEST_CASE("tls: a stalled handshake is bounded by timeout() and by handshake_tim
 
 TEST_CASE("tls: our server drops a client that stalls its handshake, or does not speak TLS", "[tls]") {
   auto body = []() -> cl::task<void> {
-    if (!tools_present()) co_return;
+    if (!tls_test::tools_present("TLS")) co_return;
     int handled = 0;
     auto handler = [&handled](cl::stream) -> cl::task<void> {
       ++handled;
@@ -491,7 +476,7 @@ TEST_CASE("tls: our server drops a client that stalls its handshake, or does not
 }
 
 TEST_CASE("tls: a server's failed handshake is reported in debug mode only (as asyncio)", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   for (const bool debug : {false, true}) {
     INFO("debug " << debug);
     test_support::stderr_capture captured;
@@ -540,7 +525,7 @@ TEST_CASE("tls: a peer that does not speak TLS gives the client a clear error", 
 }
 
 TEST_CASE("tls: a client certificate the server demands: presented, or missing with a clear error", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   tls_test::process demanding =
       tls_test::s_server(reversing("server.pem", {"-Verify", "1", "-CAfile", file("ca.pem")}));
   tls_test::process demanding_12 =
@@ -577,7 +562,7 @@ TEST_CASE("tls: a client certificate the server demands: presented, or missing w
 
 TEST_CASE("tls: our server demanding a client certificate, with Python's ssl clients and ours", "[tls]") {
   auto body = []() -> cl::task<void> {
-    if (!tools_present()) co_return;
+    if (!tls_test::tools_present("TLS")) co_return;
     cl::tls_context context = test_server();
     context.set_verify(true).load_verify_locations(file("ca.pem"));
     auto echo = [](cl::stream connection) { return echo_prefixed(std::move(connection), false); };
@@ -611,7 +596,7 @@ TEST_CASE("tls: our server demanding a client certificate, with Python's ssl cli
 
 TEST_CASE("tls: our server driven by openssl s_client, TLS 1.3 and 1.2, with ALPN", "[tls]") {
   auto body = []() -> cl::task<void> {
-    if (!tools_present()) co_return;
+    if (!tls_test::tools_present("TLS")) co_return;
     cl::tls_context context = test_server();
     context.set_alpn_protocols({"h2", "http/1.1"});
     // One line: s_client (-quiet) ends when the server closes.
@@ -667,7 +652,7 @@ cl::task<void> many_python_clients(std::size_t count) {
 }  // namespace
 
 TEST_CASE("tls: our server with 1,000 concurrent Python ssl clients (100 under valgrind)", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   std::size_t count = test_support::sized("CORO_LOOP_TLS_CLIENTS", 1000, 1000, 100);
   // Each connection is a descriptor here and one in Python (which inherits the limit).
   if (!enough_descriptors(static_cast<rlim_t>(count) + 256)) {
@@ -679,7 +664,7 @@ TEST_CASE("tls: our server with 1,000 concurrent Python ssl clients (100 under v
 }
 
 TEST_CASE("tls: start_tls upgrades a plain stream: against Python, and ours on both ends", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   tls_test::process python = tls_test::python_server(python_args("starttls"));
   auto body = [](std::uint16_t python_port) -> cl::task<void> {
     const resource_counts before = resource_counts::now();
@@ -724,7 +709,7 @@ TEST_CASE("tls: start_tls upgrades a plain stream: against Python, and ours on b
 }
 
 TEST_CASE("tls: a TLS 1.3 key update the peer asks for during a read is answered", "[tls]") {
-  if (!tools_present()) return;
+  if (!tls_test::tools_present("TLS")) return;
   // s_server without -rev: stdin goes to the client, its "K" command sends a
   // KeyUpdate asking for ours; what the client sends is printed.
   tls_test::process server =
@@ -763,7 +748,7 @@ TEST_CASE("tls: a TLS 1.3 key update the peer asks for during a read is answered
 // test is the proof under g++ 12 with ASan, at -O0 and -O2).
 TEST_CASE("tls: tls_options written inside a co_await expression, every way", "[tls]") {
   auto body = []() -> cl::task<void> {
-    if (!tools_present()) co_return;
+    if (!tls_test::tools_present("TLS")) co_return;
     cl::tls_context server_context = test_server();
     auto echo = [](cl::stream connection) { return echo_prefixed(std::move(connection), false); };
     cl::server listener = co_await cl::start_server(echo, "127.0.0.1", 0, server_context);

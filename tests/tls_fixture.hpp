@@ -34,6 +34,9 @@
 // and return.
 #pragma once
 
+#include "catch.hpp"
+#include "coro_loop.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -570,6 +573,25 @@ inline process python_clients(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {python_program(), python_script(), "clients"};
   argv.insert(argv.end(), args.begin(), args.end());
   return process(std::move(argv), output_file("python_clients"));
+}
+
+// A file in the certificates' directory.
+inline std::string file(const std::string& name) { return certificates::shared().file(name); }
+
+// A client context trusting the test CA only.
+inline coro_loop::tls_context trusting_client() {
+  coro_loop::tls_context context = coro_loop::tls_context::client();
+  context.load_verify_locations(file("ca.pem"));
+  return context;
+}
+
+// The openssl and python3 commands are required (scripts/install-deps.sh test); only when one
+// is missing does a test say so (`suite`: which tests) and pass.
+inline bool tools_present(const char* suite) {
+  const std::string missing = missing_tools();
+  if (missing.empty()) return true;
+  WARN(suite << " test skipped: missing" << missing << " (scripts/install-deps.sh test installs them)");
+  return false;
 }
 
 }  // namespace tls_test
