@@ -2,11 +2,11 @@
 #
 # Targets
 #   make, make all       build every test and example (make tests, make examples: only those)
-#   make test            install what the tests need if missing (make deps), build, run each test
-#                        binary, then tests/compile_fail/run.sh (each mistake there fails to compile,
+#   make test            install what the tests need if missing (make deps), build, run the test
+#                        binaries, tests/compile_fail/run.sh (each mistake there fails to compile,
 #                        its first error naming it), tests/run_examples.sh (each example runs, its
-#                        output checked) and tests/consumer/run.sh (a user's project takes coro_loop each way);
-#                        PASS/FAIL each, then "tests: N passed, N failed"
+#                        output checked) and tests/consumer/run.sh (a user's project takes coro_loop each way),
+#                        TEST_JOBS at a time; PASS/FAIL each, then "tests: N passed, N failed"
 #   make demo            build and run DEMO_PROGRAMS, each under a "== name ==" heading
 #   make sanitize        make test with SANITIZE=asan (ASan+UBSan), then with SANITIZE=tsan
 #   make valgrind        the tests (no examples) under valgrind memcheck
@@ -360,7 +360,7 @@ $(CATCH_MAIN): tests/catch_main.cpp $(CONFIG_STAMP)
 # type from the anonymous namespace (no other translation unit sees these files).
 unique = $(if $1,$(firstword $1) $(call unique,$(filter-out $(firstword $1),$1)))
 members_words = $(call unique,$(foreach file,$(call program_members,$2),$(call $1,$(file:.cpp=))))
-$(PROGRAM_BINS:%=%.cpp): $(PROGRAMS_FILE) $(CONFIG_STAMP)
+$(PROGRAMS:%=$(BUILD)/tests/%.cpp): $(PROGRAMS_FILE) $(CONFIG_STAMP)
 	@mkdir -p $(@D); printf '#include "%s"\n' $(call program_members,$(basename $(@F))) >$@
 $(PROGRAM_BINS): $(BUILD)/tests/%$(EXE): $(BUILD)/tests/%.cpp $(CATCH_MAIN) \
                  $$(wildcard $$(addsuffix .flags,$$(basename $$(call program_members,$$*)))) $(CONFIG_STAMP)
