@@ -35,7 +35,8 @@
 #   CXXFLAGS             [-std=c++20 -O1 -g -Wall -Wextra -Wpedantic -Werror -pthread], -std=c++20 and
 #                        -pthread added if missing; EXTRA_CXXFLAGS appended; LDFLAGS, LDLIBS
 #   TEST_CXXFLAGS        added for the test programs, before EXTRA_CXXFLAGS [-O0: a third of -O1 -g's
-#                        compile time for the suite; TEST_CXXFLAGS= tests the CXXFLAGS build, as CI does]
+#                        compile time for the suite; TEST_CXXFLAGS= tests the CXXFLAGS build, and CI's
+#                        TEST_CXXFLAGS=-g0 that build without debug information]
 #   BUILD                output directory [build/[SANITIZE-]CXX[-STDLIB], build/kqueue-the same,
 #                        build/[asan-]aarch64, build/[asan-]armhf, build/windows]
 #   CATCH_ARGS           Catch2 arguments for each test binary: CATCH_ARGS='"[queue]" --durations yes'
@@ -123,7 +124,8 @@ override CXX := x86_64-w64-mingw32-g++-posix
 CXXFLAGS ?= -std=c++20 -O1 -Wall -Wextra -Wpedantic -Werror
 LDFLAGS ?= -static
 LDLIBS ?= -lws2_32
-TARGET_FLAGS := -isystem cross/catch2-include
+# -Wa,-mbig-obj: a test program of several files has more sections than PE's 32,767.
+TARGET_FLAGS := -isystem cross/catch2-include -Wa,-mbig-obj
 EXE := .exe
 BUILD ?= build/windows
 # One test at a time: every wine process goes through the one wineserver.
@@ -231,6 +233,11 @@ TEST_BINS := $(PROGRAM_BINS) $(patsubst %.cpp,$(BUILD)/%$(EXE),$(filter-out $(GA
              $(if $(TWO_TU_OBJS),$(BUILD)/tests/test_two_translation_units$(EXE))
 EXAMPLE_BINS := $(patsubst %.cpp,$(BUILD)/%$(EXE),$(wildcard examples/*.cpp))
 CATCH_MAIN := $(BUILD)/catch_main.o
+# g++ reads the header once for the examples and the compile-fail checks: BUILD/pch/coro_loop.hpp.gch
+# comes first on their include path (a program built with other flags, fetch_all with TLS, reads the
+# header itself). clang++ takes a precompiled header only when named (-include-pch): none.
+PCH := $(if $(IS_CLANG),,$(BUILD)/pch/coro_loop.hpp.gch)
+PCH_FLAGS := $(if $(PCH),-I$(BUILD)/pch)
 CONFIG_STAMP := $(BUILD)/config.stamp
 CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | tests $(TEST_CXXFLAGS) | $(LDFLAGS) | $(LDLIBS) | openssl $(or $(HAVE_OPENSSL),no))
 
@@ -252,11 +259,11 @@ cross-deps:
 # -k: one broken file does not hide the others; what did not build counts as failed.
 test: deps
 	@echo "== make test: $(BUILD) ($(strip $(CXX) $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS)))$(if $(TEST_RUNNER), under $(TEST_RUNNER)) =="
-	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) test-setup || true
+	+@$(SUBMAKE) $(PARALLEL) -k tests $(if $(TEST_EXAMPLES),examples) $(if $(COMPILE_FAIL),$(PCH)) test-setup || true
 	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' TEST_JOBS='$(TEST_JOBS)' \
 	  TEST_SCRIPTS='$(if $(COMPILE_FAIL),tests/compile_fail/run.sh) $(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
 	  EXAMPLES_DIR='$(BUILD)/examples' EXAMPLES_HTTPS='$(if $(HAVE_OPENSSL),on,off)' \
-	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' COMPILE_FAIL_CXXFLAGS='$(ALL_CXXFLAGS)' \
+	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' COMPILE_FAIL_CXXFLAGS='$(PCH_FLAGS) $(ALL_CXXFLAGS)' \
 	  scripts/run-tests.sh $(TEST_BINS) -- $(TEST_ARGS) $(CATCH_ARGS)
 
 test-setup: $(TEST_SETUP)
@@ -381,9 +388,13 @@ $(BUILD)/tests/test_two_translation_units$(EXE): $(TWO_TU_OBJS) $(CATCH_MAIN) $(
 	@mkdir -p $(@D); rm -f $@
 	$(call quiet,LINK)$(CXX) $(ALL_TEST_CXXFLAGS) $(filter %.o,$^) -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/examples/%$(EXE): examples/%.cpp $$(wildcard examples/$$*.flags) $(CONFIG_STAMP)
+$(PCH): coro_loop.hpp $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) $(call program_flags,examples/$*) $(DEPFLAGS) $< -o $@ $(LDFLAGS) \
+	$(call quiet,PCH)$(CXX) $(ALL_CXXFLAGS) $(DEPFLAGS) -x c++-header $< -o $@
+
+$(BUILD)/examples/%$(EXE): examples/%.cpp $$(wildcard examples/$$*.flags) $(PCH) $(CONFIG_STAMP)
+	@mkdir -p $(@D); rm -f $@
+	$(call quiet,CXX)$(CXX) $(PCH_FLAGS) $(ALL_CXXFLAGS) $(call program_flags,examples/$*) $(DEPFLAGS) $< -o $@ $(LDFLAGS) \
 	  $(call program_libs,examples/$*) $(LDLIBS)
 
 $(BUILD)/soak: tests/soak/soak.cpp $(CONFIG_STAMP)
@@ -403,5 +414,5 @@ $(FUZZ): tests/fuzz/http_response_fuzz.cpp
 	  timeout 300 wineboot --init >$(@D).log 2>&1 && timeout 60 wineserver -w && touch $@ || \
 	  { cat $(@D).log; echo "wineboot failed to make $(@D)" >&2; exit 1; }
 
--include $(wildcard $(CATCH_MAIN).d $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS) $(FUZZ) $(BUILD)/soak))
+-include $(wildcard $(CATCH_MAIN).d $(PCH:%=%.d) $(addsuffix .d,$(TEST_BINS) $(TWO_TU_OBJS) $(EXAMPLE_BINS) $(FUZZ) $(BUILD)/soak))
 -include bench/bench.mk

@@ -5513,10 +5513,7 @@ class barrier {
     }
     if (state_ == state::broken) throw broken_barrier_error();
     const std::size_t index = count_++;
-    struct leave_on_exit {
-      barrier* self;
-      ~leave_on_exit() { self->leave(); }
-    } leave{this};
+    leave_on_exit leave{this};
     if (index + 1 == parties_) {
       state_ = state::draining;
       detail::grant_all(waiters_);
@@ -5566,6 +5563,12 @@ class barrier {
     }
     static constexpr detail::wait_kind waiting = parking("barrier::wait", &describe);
     barrier* barrier_;
+  };
+  // A waiting task leaves the round however its wait() ends. A member, not a class local to the
+  // coroutine: g++ 12 crashes mangling a coroutine's local class read from a precompiled header.
+  struct leave_on_exit {
+    barrier* self;
+    ~leave_on_exit() { self->leave(); }
   };
   // The last task out of a drained or reset round opens the next one.
   void leave() noexcept {
@@ -7917,6 +7920,20 @@ class stream_state {
   bool closing_ = false;
   bool closed_ = false;
 
+  // The stream's one reader, from construction to the end of its scope. Not a class local to the
+  // coroutines that read: g++ 12 crashes mangling a coroutine's local class read from a precompiled
+  // header.
+  class read_claim {
+   public:
+    explicit read_claim(stream_state& state) noexcept : state_(&state) { state.reading_ = true; }
+    read_claim(const read_claim&) = delete;
+    read_claim& operator=(const read_claim&) = delete;
+    ~read_claim() { state_->reading_ = false; }
+
+   private:
+    stream_state* state_;
+  };
+
  private:
   static loop_core& event_loop_of() { return running_core(); }
   void encrypt(std::string_view data) {
@@ -8132,11 +8149,7 @@ inline task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, st
     state.consume(state.buffered().size());
   }
   state.tls_ = std::move(layer);
-  state.reading_ = true;
-  struct reading_guard {
-    stream_state* state;
-    ~reading_guard() { state->reading_ = false; }
-  } guard{&state};
+  const stream_state::read_claim reading(state);
   try {
     auto handshaking = run_tls_handshake(state);
     co_await timeout(tls.handshake_timeout, std::move(handshaking));
@@ -8418,11 +8431,7 @@ class stream {
     detail::stream_state& state = get(operation);
     if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
     if (state.eof_ || state.closed_) co_return 0;
-    state.reading_ = true;
-    struct reading_guard {
-      detail::stream_state* state;
-      ~reading_guard() { state->reading_ = false; }
-    } guard{&state};
+    const detail::stream_state::read_claim reading(state);
     if (state.tls_ != nullptr) {
       if (!state.tls_->handshake_done) throw invalid_state_error("stream: read before the TLS handshake finished");
       const std::size_t decrypted = co_await detail::receive_decrypted(state, needed, direct);

@@ -1,12 +1,12 @@
 // examples/sequential_vs_concurrent.cpp - the examples of "Event Loop Mechanics" and "Async/Await Syntax"
 // in the tutorial "Python Asyncio: Async/Await Complete Guide (2026)", in C++:
 // main() sleeping 1 s; fetch_data awaited one after the other (~1.0 s) vs with gather (~0.5 s).
+#include "coro_loop.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <string>
-
-#include "coro_loop.hpp"
 
 using namespace std::chrono_literals;
 using data = std::map<std::string, std::string>;

@@ -1,18 +1,19 @@
-// tests/allocation_counter.hpp - every allocation of a test binary counted, so that a
-// test can check that a hand-off between a waker and a waiter allocates nothing:
+// tests/allocation_counter.hpp - every allocation counted, per thread, so that a test can
+// check that a hand-off between a waker and a waiter, both on the loop's thread, allocates
+// nothing (a thread pool's or another test's threads in the same program do not count):
 //
-//   const long before = allocations.load();
+//   const long before = allocations;
 //   ...                                          // the step that must not allocate
-//   if (COUNT_ALLOCATIONS) CHECK(allocations.load() - before == 0);
+//   if (COUNT_ALLOCATIONS) CHECK(allocations - before == 0);
 //
 // It replaces the global operator new and delete, which a program may define only
-// once: include it in exactly one translation unit of a test binary (the test's own
-// .cpp; catch_main.o defines none), after catch.hpp and coro_loop.hpp. The counter
-// is in an anonymous namespace. Sanitizer runtimes own operator new themselves:
-// there the operators are not replaced, COUNT_ALLOCATIONS is 0 and nothing is counted.
+// once: include it from test files compiled as one translation unit (tests/programs.txt;
+// #pragma once), never from two translation units of a program (catch_main.o defines
+// none), after catch.hpp and coro_loop.hpp. Sanitizer runtimes own operator new
+// themselves: there the operators are not replaced, COUNT_ALLOCATIONS is 0 and nothing
+// is counted.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <new>
@@ -29,7 +30,7 @@
 #endif
 
 namespace {
-std::atomic<long> allocations{0};
+thread_local long allocations = 0;
 }  // namespace
 
 #if COUNT_ALLOCATIONS
@@ -41,7 +42,7 @@ std::atomic<long> allocations{0};
 #define ALLOCATION_FUNCTION
 #endif
 ALLOCATION_FUNCTION void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
+  ++allocations;
   if (void* block = std::malloc(size == 0 ? 1 : size)) return block;
   throw std::bad_alloc();
 }

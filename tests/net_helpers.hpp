@@ -1,7 +1,9 @@
 // tests/net_helpers.hpp - small helpers shared by the tests that use sockets and streams.
-// Included after catch.hpp and coro_loop.hpp; everything is inline (one test binary each).
+// Included after catch.hpp and coro_loop.hpp; everything is inline.
 // POSIX and Windows: the few OS calls the tests make themselves are wrapped here.
 #pragma once
+
+#include "test_support.hpp"
 
 #if defined(CORO_LOOP_POSIX)
 #include <fcntl.h>
@@ -34,16 +36,7 @@ struct io_counts {
   }
 };
 
-// Polls `condition` once per millisecond until it holds or `limit` passes.
-template <class Condition>
-cl::task<bool> eventually(Condition condition, cl::duration limit = 10s) {
-  const cl::time_point deadline = cl::clock::now() + limit;
-  while (!condition()) {
-    if (cl::clock::now() >= deadline) co_return false;
-    co_await cl::sleep(1ms);
-  }
-  co_return true;
-}
+using test_support::eventually;
 
 // The loop's parked operations once those just cancelled or released have finished.
 // epoll and kqueue unpark an operation at once; IOCP cannot: a cancelled overlapped

@@ -56,6 +56,7 @@ using Catch::Matchers::ContainsSubstring;
 namespace {
 
 using test_support::count_of;
+using test_support::eventually;
 using test_support::stderr_capture;
 
 // The seconds in "Executing <what> took S seconds", or -1.
@@ -86,14 +87,6 @@ cl::task<int> compute() {
   co_return 5;
 }
 
-[[maybe_unused]] cl::task<bool> eventually(std::function<bool()> condition, cl::duration limit = 20s) {
-  const auto deadline = cl::clock::now() + limit;
-  while (!condition()) {
-    if (cl::clock::now() > deadline) co_return false;
-    co_await cl::sleep(1ms);
-  }
-  co_return true;
-}
 
 #if defined(CORO_LOOP_POSIX)
 using test_support::current_handler;

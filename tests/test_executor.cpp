@@ -35,6 +35,7 @@
 
 namespace cl = coro_loop;
 using namespace std::chrono_literals;
+using test_support::eventually;
 
 namespace {
 
@@ -69,16 +70,6 @@ class gate {
   std::atomic<bool> started_{false};
 };
 
-// Polls `condition` every millisecond on the loop (other tasks run meanwhile);
-// false if it is still unmet after `limit`.
-cl::task<bool> eventually(std::function<bool()> condition, cl::duration limit = 20s) {
-  const auto deadline = cl::clock::now() + limit;
-  while (!condition()) {
-    if (cl::clock::now() > deadline) co_return false;
-    co_await cl::sleep(1ms);
-  }
-  co_return true;
-}
 
 // The condition "the job at `door` has started", as a std::function built
 // outside the co_await expression (see the GCC 12 note at the top).

@@ -243,10 +243,10 @@ TEST_CASE("queue: handing an item to a waiting getter allocates nothing", "[queu
     auto getter = [&]() -> cl::task<void> { got = co_await queue.get(); };
     auto handle = cl::create_task(getter);
     co_await cl::sleep(0ms);  // the getter is parked (its frame already exists)
-    const long before = allocations.load();
+    const long before = allocations;
     queue.put_nowait(1);      // the hand-off...
     co_await cl::sleep(0ms);  // ...and the getter's resumption
-    const long during = allocations.load() - before;
+    const long during = allocations - before;
     CHECK(got == 1);
     if (COUNT_ALLOCATIONS) CHECK(during == 0);
     co_await handle;

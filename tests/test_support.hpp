@@ -305,6 +305,18 @@ class disposition_guard {
 };
 #endif  // CORO_LOOP_POSIX
 
+// Polls `condition` once per millisecond on the loop (other tasks run meanwhile) until it holds:
+// false if it still does not after `limit`.
+template <class Condition>
+cl::task<bool> eventually(Condition condition, cl::duration limit = 20s) {
+  const cl::time_point deadline = cl::clock::now() + limit;
+  while (!condition()) {
+    if (cl::clock::now() >= deadline) co_return false;
+    co_await cl::sleep(1ms);
+  }
+  co_return true;
+}
+
 // Whether `awaitable` is still unfinished after `delay`: timeout() threw timeout_error.
 // (Bind a task to a local and move it in: no temporary inside a co_await with GCC 12.)
 template <class Awaitable>

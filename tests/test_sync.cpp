@@ -471,7 +471,7 @@ TEST_CASE("sync: handing over an event, the lock, a permit or a notify allocates
     waiters.push_back(cl::create_task(semaphore_waiter));
     waiters.push_back(cl::create_task(condition_waiter));
     co_await cl::sleep(0ms);  // all four are parked
-    const long before = allocations.load();
+    const long before = allocations;
     event.set();
     lock.release();
     semaphore.release();
@@ -481,7 +481,7 @@ TEST_CASE("sync: handing over an event, the lock, a permit or a notify allocates
     }
     co_await cl::sleep(0ms);
     co_await cl::sleep(0ms);
-    const long during = allocations.load() - before;
+    const long during = allocations - before;
     CHECK(resumed == 4);
     if (COUNT_ALLOCATIONS) CHECK(during == 0);
     for (auto& handle : waiters) co_await handle;

@@ -2,6 +2,10 @@
 # tests/consumer/run.sh - builds tests/consumer/main.cpp each way a user's project takes coro_loop,
 # runs each build and checks the line it prints:
 #   copied header      coro_loop.hpp beside main.cpp, one compiler command
+#   precompiled header the copied header precompiled (g++: coro_loop.hpp.gch, clang++: .pch), then
+#                      main.cpp built with it (-include coro_loop.hpp, as CMake's
+#                      target_precompile_headers does), as a debug build (-g; at -O0 g++ compiles
+#                      every coroutine of the header)
 #   meson subproject   subprojects/coro_loop -> this repository, dependency('coro_loop')
 #   make install       into a temporary PREFIX (and into a DESTDIR), then:
 #     pkg-config       --cflags --libs coro_loop from PREFIX, one compiler command
@@ -94,6 +98,19 @@ copied_header() {
     compile_both "$tmp/copy" -pthread -- -DCORO_LOOP_OPENSSL -pthread -lssl -lcrypto
 }
 
+precompiled_header() {
+  local dir=$tmp/pch extension=gch flags=(-std=c++20 -g -Wall -Wextra -Werror $extra_flags -pthread) trace
+  [[ $cxx == *clang* ]] && extension=pch
+  mkdir -p "$dir" && cp "$repo/coro_loop.hpp" "$consumer/main.cpp" "$dir/" &&
+    (cd "$dir" && $cxx "${flags[@]}" -x c++-header coro_loop.hpp -o "coro_loop.hpp.$extension" &&
+      $cxx "${flags[@]}" -Winvalid-pch -H -include coro_loop.hpp main.cpp -o consumer 2>trace.txt) ||
+    { cat "$dir/trace.txt" 2>/dev/null | grep -v '^\.' | head -n 40; return 1; }
+  # g++ -H marks the precompiled header it used with `!`; clang++ refuses a .pch it cannot use.
+  trace=$(grep -c "^! .*coro_loop.hpp.gch" "$dir/trace.txt")
+  [[ $extension == pch || $trace -gt 0 ]] || { echo "$cxx did not use coro_loop.hpp.gch"; return 1; }
+  check_run "$dir/consumer"
+}
+
 meson_subproject() {
   mkdir -p "$tmp/meson-src/subprojects" &&
     cp "$consumer/meson.build" "$consumer/main.cpp" "$consumer/main_tls.cpp" "$tmp/meson-src/" &&
@@ -159,6 +176,7 @@ make_uninstall() {
 
 echo "consumer: $cxx${extra_flags:+ $extra_flags}, coro_loop $version, TLS ${tls:-no (no OpenSSL 3 headers)}, in $tmp"
 way "copied header" copied_header
+way "precompiled header" precompiled_header
 way "meson subproject" meson_subproject
 way "make install" make_install
 if [[ -f $prefix/include/coro_loop.hpp ]]; then
