@@ -35,9 +35,13 @@ run_one() {   # run_one NAME HEADING COMMAND...: its output, then its verdict; e
   return 1
 }
 
+# Each item: its name, its heading and its program; the scripts come first and run alone, a binary
+# runs under TEST_RUNNER with the Catch2 arguments.
 names=()
+headings=()
 commands=()
-for script in ${TEST_SCRIPTS:-}; do names+=("$script"); commands+=("$script"); done
+for script in ${TEST_SCRIPTS:-}; do names+=("$script"); headings+=("$script"); commands+=("$script"); done
+script_count=${#names[@]}
 for binary in "${binaries[@]}"; do
   if [[ ! -x $binary ]]; then
     echo "FAIL ${binary##*/} (did not build)"
@@ -45,47 +49,36 @@ for binary in "${binaries[@]}"; do
     continue
   fi
   names+=("${binary##*/}")
+  headings+=("${binary##*/}${catch_args[*]:+ (${catch_args[*]})}")
   commands+=("$binary")
 done
 
-report() {   # report INDEX: prints a finished item's output and counts its verdict
-  cat "$tmp/$1.out"
-  if [[ $(cat "$tmp/$1.status") == 0 ]]; then
-    passed=$((passed + 1))
-  else
-    failures+=("${names[$1]}")
-  fi
-  rm -f "$tmp/$1.status"
+start() {   # start INDEX: runs the item in the background; its output and status land in $tmp
+  local command=("${commands[$1]}")
+  (($1 >= script_count)) && command=("${runner[@]}" "${commands[$1]}" "${catch_args[@]}")
+  { run_one "${names[$1]}" "${headings[$1]}" "${command[@]}" >"$tmp/$1.out"
+    echo $? >"$tmp/$1.status.part" && mv "$tmp/$1.status.part" "$tmp/$1.status"; } &
 }
 running=0
-reported=()
-report_finished() {
+wait_below() {   # wait_below N: reports finished items (output whole, verdict counted) until fewer than N run
   local index
-  for index in "${!names[@]}"; do
-    [[ -f $tmp/$index.status && -z ${reported[index]:-} ]] || continue
-    reported[index]=1
-    running=$((running - 1))
-    report "$index"
+  while ((running >= $1)); do
+    wait -n
+    for index in "${!names[@]}"; do
+      [[ -f $tmp/$index.status ]] || continue
+      cat "$tmp/$index.out"
+      if [[ $(cat "$tmp/$index.status") == 0 ]]; then passed=$((passed + 1)); else failures+=("${names[index]}"); fi
+      rm -f "$tmp/$index.status"
+      running=$((running - 1))
+    done
   done
 }
 for index in "${!names[@]}"; do
-  while ((running >= jobs)); do
-    wait -n
-    report_finished
-  done
-  if [[ ${commands[index]} == *.sh ]]; then
-    { run_one "${names[index]}" "${names[index]}" "${commands[index]}" >"$tmp/$index.out"; echo $? >"$tmp/$index.status.part"; mv "$tmp/$index.status.part" "$tmp/$index.status"; } &
-  else
-    { run_one "${names[index]}" "${names[index]}${catch_args[*]:+ (${catch_args[*]})}" "${runner[@]}" \
-        "${commands[index]}" "${catch_args[@]}" >"$tmp/$index.out"
-      echo $? >"$tmp/$index.status.part"; mv "$tmp/$index.status.part" "$tmp/$index.status"; } &
-  fi
+  wait_below "$jobs"
+  start "$index"
   running=$((running + 1))
 done
-while ((running > 0)); do
-  wait -n
-  report_finished
-done
+wait_below 1
 
 echo "==== ${TEST_LABEL:-tests}: ${SECONDS}s${failures[*]:+; failed: ${failures[*]}}"
 echo "tests: $passed passed, ${#failures[@]} failed"
