@@ -176,6 +176,21 @@
 #endif
 #endif
 
+// The header's coroutines that are not templates are written as templates of an unused parameter
+// (CORO_LOOP_COROUTINE; CORO_LOOP_COROUTINE_DEFINITION on a member's definition outside its class),
+// compiled only where a program calls them: g++ at -O0 emits every coroutine that is not a
+// template, used or not, in every translation unit, and with it all that coroutine calls (a
+// program that only sleeps compiled the HTTP client). A function that is not a coroutine and calls
+// one is such a template too, or it would instantiate it. g++ 11 crashes on a coroutine template
+// whose co_return has an operand other than a local variable's name: there they stay inline.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 12
+#define CORO_LOOP_COROUTINE inline
+#define CORO_LOOP_COROUTINE_DEFINITION inline
+#else
+#define CORO_LOOP_COROUTINE template <class = void>
+#define CORO_LOOP_COROUTINE_DEFINITION template <class>
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define CORO_LOOP_NOINLINE __attribute__((noinline))
 #define CORO_LOOP_ALWAYS_INLINE __attribute__((always_inline)) inline
@@ -4786,6 +4801,7 @@ class task_group {
   /// Waits for every child (asyncio's __aexit__). `body_error` is what the
   /// body threw, if anything: an error aborts the group and joins the errors,
   /// a cancellation is rethrown after the children finish (unless cancel() caused it).
+  CORO_LOOP_COROUTINE
   task<void> join(std::exception_ptr body_error = nullptr);
 
  private:
@@ -4924,7 +4940,8 @@ inline void task_group::on_child_done(detail::ready_node* node) noexcept {
   if (group.children_.empty() && group.joiner_ != nullptr) group.joiner_->wake();
 }
 
-inline task<void> task_group::join(std::exception_ptr body_error) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<void> task_group::join(std::exception_ptr body_error) {
   if (state_ != state::open) throw invalid_state_error("task_group: joined twice");
   if (loop_->current_task() != parent_) throw invalid_state_error("task_group: join from another task than the body's");
   state_ = state::joining;
@@ -5420,6 +5437,7 @@ class condition {
   lock::scoped_awaiter scoped() noexcept { return lock_->scoped(); }
 
   /// Waits for a notify; the lock must be held (invalid_state_error otherwise).
+  CORO_LOOP_COROUTINE
   task<void> wait() {
     if (!lock_->locked()) throw invalid_state_error("condition::wait: the lock is not held");
     lock_->release();
@@ -5505,6 +5523,7 @@ class barrier {
 
   /// Waits until `parties` tasks wait; returns this task's arrival index. Throws
   /// broken_barrier_error when broken, or reset meanwhile; a cancelled waiter stops counting.
+  CORO_LOOP_COROUTINE
   task<std::size_t> wait() {
     // Tasks arriving while the previous round drains or resets wait for it.
     while (state_ == state::draining || state_ == state::resetting) {
@@ -7098,8 +7117,9 @@ inline std::vector<address> resolve_blocking(const std::string& host, std::uint1
 /// The addresses of host:port (getaddrinfo on the thread pool, as asyncio;
 /// numeric hosts skip the pool). Cancellable. Throws std::system_error
 /// ("resolve nosuch.invalid:80: Name or service not known").
-inline task<std::vector<address>> resolve(std::string host, std::uint16_t port, int family = AF_UNSPEC,
-                                          int type = SOCK_STREAM) {
+CORO_LOOP_COROUTINE
+task<std::vector<address>> resolve(std::string host, std::uint16_t port, int family = AF_UNSPEC,
+                                   int type = SOCK_STREAM) {
   if (std::optional<address> numeric = address::parse(host, port)) {
     if (family == AF_UNSPEC || family == numeric->family()) co_return std::vector<address>{*numeric};
   }
@@ -8086,7 +8106,8 @@ class stream_waiter : private parked_waiter {
 // or this stream's own close(). The socket's end without close_notify is a
 // truncation and throws: a close-delimited body cut there must not pass for
 // a whole one.
-inline task<std::size_t> receive_decrypted(stream_state& state, std::size_t needed, std::span<char> direct) {
+CORO_LOOP_COROUTINE
+task<std::size_t> receive_decrypted(stream_state& state, std::size_t needed, std::span<char> direct) {
   tls_layer& tls = *state.tls_;
   const bool into_buffer = direct.empty();
   for (;;) {
@@ -8111,7 +8132,8 @@ inline task<std::size_t> receive_decrypted(stream_state& state, std::size_t need
 }
 
 // The handshake, to its end, through the stream's own recv and send.
-inline task<void> run_tls_handshake(stream_state& state) {
+CORO_LOOP_COROUTINE
+task<void> run_tls_handshake(stream_state& state) {
   tls_layer& tls = *state.tls_;
   for (;;) {
     const tls_step step = tls.engine.handshake();
@@ -8135,7 +8157,8 @@ inline task<void> run_tls_handshake(stream_state& state) {
 // stream::start_tls: the engine over the stream, then the handshake within
 // tls.handshake_timeout. A handshake that fails, times out or is cancelled
 // aborts the stream: nothing half-secured stays usable.
-inline task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, std::string server_name) {
+CORO_LOOP_COROUTINE
+task<void> upgrade_to_tls(stream_state& state, const tls_options& tls, std::string server_name) {
   std::string label = state.label_;
   const bool server = tls.context.valid() && tls.context.is_server();
   if (!server && !server_name.empty() && server_name != state.peer_.host()) {
@@ -8218,6 +8241,7 @@ class stream {
   /// Up to n bytes (at least 1 unless at the end); empty at the end of the
   /// stream. With no argument, everything until the end (asyncio's read(-1)),
   /// but limit_overrun_error once more than max_read bytes came (they stay buffered).
+  CORO_LOOP_COROUTINE
   task<std::string> read(std::size_t n = npos) {
     detail::stream_state& state = get("read");
     if (n == 0) co_return std::string();
@@ -8243,6 +8267,7 @@ class stream {
   /// decrypted straight into it): no copy through the stream's buffer, so a large
   /// transfer into a reused buffer runs at the kernel's copy speed. A smaller buffer is
   /// served through the stream's buffer.
+  CORO_LOOP_COROUTINE
   task<std::size_t> read_into(std::span<char> into) {
     detail::stream_state& state = get("read_into");
     if (into.empty()) co_return 0;
@@ -8259,6 +8284,7 @@ class stream {
   }
   /// Exactly n bytes; incomplete_read_error (with the partial data) if the stream ends first.
   /// An n over max_read is refused at once with limit_overrun_error, nothing read.
+  CORO_LOOP_COROUTINE
   task<std::string> read_exactly(std::size_t n) {
     detail::stream_state& state = get("read_exactly");
     if (n > state.options_.max_read) {
@@ -8276,6 +8302,7 @@ class stream {
   /// Data up to and including `delimiter`. limit_overrun_error when it is not
   /// found within the stream's limit (the data stays buffered);
   /// incomplete_read_error (with the partial data) when the stream ends first.
+  CORO_LOOP_COROUTINE
   task<std::string> read_until(std::string delimiter = "\n") {
     detail::stream_state& state = get("read_until");
     if (delimiter.empty()) throw std::invalid_argument("read_until: empty delimiter");
@@ -8295,6 +8322,7 @@ class stream {
   /// One line including "\n"; at the end of the stream, what is left (maybe
   /// empty). A line longer than the limit is discarded (up to its "\n", or
   /// all that is buffered) and limit_overrun_error thrown, as asyncio's readline.
+  CORO_LOOP_COROUTINE
   task<std::string> read_line() {
     detail::stream_state& state = get("read_line");
     std::exception_ptr overrun;
@@ -8341,6 +8369,7 @@ class stream {
   }
   /// Reads more into the buffer; returns the bytes added, 0 at the end of the
   /// stream. One reader at a time (invalid_state_error otherwise).
+  CORO_LOOP_COROUTINE
   task<std::size_t> fill() { return read_more(npos, "fill"); }
 
   // --- writing ---
@@ -8349,6 +8378,7 @@ class stream {
   void write(std::string_view data) { get("write").write(data); }
   /// Waits while more than high_water bytes are unsent, until no more than
   /// low_water are (asyncio's drain). Throws the send error, if any.
+  CORO_LOOP_COROUTINE
   task<void> drain() {
     detail::stream_state& state = get("drain");
     if (state.write_error_ != 0) state.throw_write_error();
@@ -8372,6 +8402,7 @@ class stream {
   /// server handshake with a server context. Bytes already buffered are taken as TLS. Throws
   /// tls_error, tls_certificate_error, std::system_error, timeout_error (past
   /// tls.handshake_timeout) or cancelled_error, and then the stream is aborted.
+  CORO_LOOP_COROUTINE
   task<void> start_tls(tls_options tls) {
     detail::stream_state& state = get("start_tls");
     if (state.tls_ != nullptr) throw invalid_state_error("stream::start_tls: TLS runs on this stream already");
@@ -8405,6 +8436,7 @@ class stream {
   /// True once close() or abort() was called (asyncio's is_closing).
   bool is_closing() const noexcept { return state_ != nullptr && state_->closing_; }
   /// Waits until close() has finished (the buffer sent, the socket closed).
+  CORO_LOOP_COROUTINE
   task<void> wait_closed() {
     detail::stream_state& state = get("wait_closed");
     while (!state.closed_) {
@@ -8427,6 +8459,7 @@ class stream {
   // fill(), growing the buffer no further than room for `needed` more bytes
   // (free_space); or, given `direct` (nothing buffered), the socket read (or
   // decrypted) straight into it. `operation` names the caller in errors.
+  CORO_LOOP_COROUTINE
   task<std::size_t> read_more(std::size_t needed, const char* operation, std::span<char> direct = {}) {
     detail::stream_state& state = get(operation);
     if (state.reading_) throw invalid_state_error("stream: read while another task is already reading");
@@ -8455,7 +8488,8 @@ class stream {
 /// stream (asyncio.open_connection). Throws std::system_error naming the
 /// address ("connect 127.0.0.1:1: Connection refused"); put it under timeout()
 /// to bound the wait.
-inline task<stream> open_connection(std::string host, std::uint16_t port, stream_options options = {}) {
+CORO_LOOP_COROUTINE
+task<stream> open_connection(std::string host, std::uint16_t port, stream_options options = {}) {
   const std::vector<address> addresses = co_await resolve(host, port);
   std::vector<std::string> failures;
   std::exception_ptr last_error;
@@ -8480,8 +8514,9 @@ inline task<stream> open_connection(std::string host, std::uint16_t port, stream
 /// or else for `host`. Throws std::system_error, tls_error, tls_certificate_error ("tls
 /// handshake with 127.0.0.1:8443: certificate verify failed: self-signed certificate"), or
 /// timeout_error past tls.handshake_timeout; timeout() bounds the whole, cancelling cleanly.
-inline task<stream> open_connection(std::string host, std::uint16_t port, tls_options tls,
-                                    stream_options options = {}) {
+CORO_LOOP_COROUTINE
+task<stream> open_connection(std::string host, std::uint16_t port, tls_options tls,
+                             stream_options options = {}) {
   if (!tls.context.valid() || tls.context.is_server()) {
     throw invalid_state_error("open_connection " + host + ":" + std::to_string(port) +
                               ": TLS needs a client context (tls_context::client())");
@@ -8494,7 +8529,8 @@ inline task<stream> open_connection(std::string host, std::uint16_t port, tls_op
 
 #if defined(CORO_LOOP_POSIX)
 /// Connects to the Unix domain socket at `path` (POSIX only).
-inline task<stream> open_unix_connection(std::string path, stream_options options = {}) {
+CORO_LOOP_COROUTINE
+task<stream> open_unix_connection(std::string path, stream_options options = {}) {
   const address peer = address::unix_path(path);
   socket connection = socket::open(AF_UNIX, SOCK_STREAM);
   co_await connection.connect(peer);  // labels the socket with the path
@@ -8677,6 +8713,7 @@ class server {
   /// Number of connection handlers running.
   std::size_t connection_count() const noexcept { return state_ != nullptr ? state_->connections.size() : 0; }
   /// Waits until the server is closed and every connection handler finished.
+  CORO_LOOP_COROUTINE
   task<void> wait_closed() {
     get("wait_closed");
     std::shared_ptr<detail::server_state> state = state_;
@@ -8687,6 +8724,7 @@ class server {
   }
   /// Serves until cancelled (then closes the server and rethrows), or until
   /// close() was called and every connection handler finished (then returns).
+  CORO_LOOP_COROUTINE
   task<void> serve_forever() {
     get("serve_forever");
     std::shared_ptr<detail::server_state> state = state_;
@@ -8736,7 +8774,8 @@ server start_serving(std::vector<socket> listeners, Handler handler, server_opti
 
 namespace detail {
 // start_server's sockets: bound and listening on each address of host:port.
-inline task<std::vector<socket>> listen_on(std::string host, std::uint16_t port, server_options options) {
+CORO_LOOP_COROUTINE
+task<std::vector<socket>> listen_on(std::string host, std::uint16_t port, server_options options) {
   std::vector<address> addresses;
   if (host.empty()) {
     addresses.push_back(*address::parse("0.0.0.0", port));
@@ -8864,12 +8903,14 @@ class datagram_endpoint {
   }
 
   /// Sends one datagram to `peer`.
+  CORO_LOOP_COROUTINE
   task<void> send_to(std::string_view data, address peer) {
     auto sending = socket_.send_to(std::span<const char>(data.data(), data.size()), peer);
     co_await sending;
   }
   /// Receives one datagram and its sender; one longer than max_size is truncated to
   /// max_size bytes (the rest is lost, as with recvfrom). The string holds the datagram only.
+  CORO_LOOP_COROUTINE
   task<std::pair<std::string, address>> recv_from(std::size_t max_size = 65536) {
     // The OS writes into a buffer the endpoint keeps for its next receive and
     // only the datagram is copied out: a kept 20-byte datagram must not hold
@@ -8926,7 +8967,8 @@ class datagram_endpoint {
 };
 
 /// Opens a UDP endpoint bound to host:port (port 0: any free port).
-inline task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uint16_t port) {
+CORO_LOOP_COROUTINE
+task<datagram_endpoint> open_datagram_endpoint(std::string host, std::uint16_t port) {
   const std::vector<address> addresses = co_await resolve(host, port, AF_UNSPEC, SOCK_DGRAM);
   if (addresses.empty()) throw std::system_error(std::make_error_code(std::errc::address_not_available), "bind " + host);
   socket bound = socket::open(addresses.front().family(), SOCK_DGRAM);
@@ -9834,6 +9876,7 @@ class process {
   /// running), invalid_state_error for input without a stdin_ pipe. Cancelled, it stops
   /// reading and loses nothing: what was read stays buffered in the streams. The end of
   /// stdout_ comes when every process holding it closed it (a grandchild may hold it open).
+  CORO_LOOP_COROUTINE
   task<communicate_result> communicate(std::string input = {});
   /// Sends `signal_number` (POSIX); a no-op once the returncode is known, since the pid may
   /// be reused. Windows: SIGTERM only, as terminate(); std::invalid_argument otherwise.
@@ -9911,11 +9954,13 @@ namespace detail {
 
 // The task create_subprocess_exec returns: spawns when awaited, as asyncio's
 // coroutine does; the request is the frame's own copy.
-inline task<process> spawn_process(spawn_request request) { co_return start_process(request); }
+CORO_LOOP_COROUTINE
+task<process> spawn_process(spawn_request request) { co_return start_process(request); }
 
 // communicate's writer: the input, then the end of it. A child that exits (or
 // closes its stdin) without reading it all is not an error (asyncio).
-inline task<void> feed_input(stream& input, std::string data) {
+CORO_LOOP_COROUTINE
+task<void> feed_input(stream& input, std::string data) {
   if (!input) co_return;
   bool broken = false;
   try {
@@ -9936,7 +9981,8 @@ inline task<void> feed_input(stream& input, std::string data) {
 }
 
 // communicate's readers: one stream to its end, within streams.max_read.
-inline task<std::string> read_to_end(stream& output, std::string what) {
+CORO_LOOP_COROUTINE
+task<std::string> read_to_end(stream& output, std::string what) {
   if (!output) co_return std::string();
   std::exception_ptr overrun;
   std::size_t consumed = 0;
@@ -9953,7 +9999,8 @@ inline task<std::string> read_to_end(stream& output, std::string what) {
 
 }  // namespace detail
 
-inline task<communicate_result> process::communicate(std::string input) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<communicate_result> process::communicate(std::string input) {
   detail::child_process& child = get("communicate");
   if (!input.empty() && !stdin_) {
     throw invalid_state_error("process::communicate: input given but the stdin_ of " + child.label() +
@@ -9993,12 +10040,6 @@ task<process> create_subprocess_exec(std::string_view program, const Arguments&.
   return detail::spawn_process(std::move(request));
 }
 
-/// Starts `program` without arguments, with `options` written in the call:
-/// create_subprocess_exec("ls", {.stdout_ = stdio::pipe}).
-inline task<process> create_subprocess_exec(std::string_view program, process_options options) {
-  return create_subprocess_exec<process_options>(program, options);
-}
-
 /// The same with the arguments in a range (a std::vector<std::string>, a span of views).
 template <class Range>
   requires std::ranges::input_range<Range> &&
@@ -10013,9 +10054,17 @@ task<process> create_subprocess_exec(std::string_view program, const Range& argu
   return detail::spawn_process(std::move(request));
 }
 
+/// Starts `program` without arguments, with `options` written in the call:
+/// create_subprocess_exec("ls", {.stdout_ = stdio::pipe}).
+CORO_LOOP_COROUTINE
+task<process> create_subprocess_exec(std::string_view program, process_options options) {
+  return create_subprocess_exec(program, std::span<const std::string_view>(), options);
+}
+
 /// Runs `command` through the shell (/bin/sh -c; Windows: %COMSPEC% /c, cmd.exe), as
 /// asyncio.create_subprocess_shell; the same errors. Quoting is the caller's business.
-inline task<process> create_subprocess_shell(std::string_view command, process_options options = {}) {
+CORO_LOOP_COROUTINE
+task<process> create_subprocess_shell(std::string_view command, process_options options = {}) {
   detail::spawn_request request;
 #if defined(CORO_LOOP_WINDOWS)
   const char* comspec = std::getenv("COMSPEC");
@@ -10897,12 +10946,14 @@ class response {
   /// body is malformed or cut short by the server closing; std::system_error
   /// when the connection is reset; timeout_error per the request's timeouts.
   /// Holds at most limits.max_body and about 1 MiB while reading, whatever the framing.
+  CORO_LOOP_COROUTINE
   task<std::string> text() {
     std::string body_text;
     co_await read_rest(body_text);
     co_return body_text;
   }
   /// The rest of the body, as bytes (read into the vector itself: no copy).
+  CORO_LOOP_COROUTINE
   task<std::vector<std::byte>> body() {
     std::vector<std::byte> body_bytes;
     co_await read_rest(body_bytes);
@@ -10917,11 +10968,13 @@ class response {
     co_return Json::parse(std::move(body_text));
   }
   /// The next piece of the body, at most max_bytes; empty at its end. No size limit.
+  CORO_LOOP_COROUTINE
   task<std::string> read_chunk(std::size_t max_bytes = 64 * 1024);
   /// The next piece of the body into the caller's buffer (Python's readinto): the bytes
   /// written, 0 at its end. No size limit. A buffer of at least 64 KiB (the stream's
   /// read_chunk) reused from call to call takes a large body at the kernel's copy speed:
   /// with nothing buffered, the socket is read straight into it.
+  CORO_LOOP_COROUTINE
   task<std::size_t> read_into(std::span<char> into);
   /// Drops the connection now, unless the body was read to the end (then it
   /// is pooled). Idempotent.
@@ -10943,11 +10996,14 @@ class response {
   template <class Buffer>
   task<void> read_rest(Buffer& out);
   // Reads and drops the body of a redirect when it is small; closes otherwise.
+  CORO_LOOP_COROUTINE
   task<void> discard_body(std::size_t at_most);
   // Waits for more bytes; false at the end of the stream (handled).
+  CORO_LOOP_COROUTINE
   task<bool> fill();
   // Reads into `direct` (nothing buffered; at most the parser's direct_payload_room()),
   // or into the connection's buffer when it is empty; 0 at the end of the stream (handled).
+  CORO_LOOP_COROUTINE
   task<std::size_t> receive(std::span<char> direct);
   // Returns the connection once the parser is done.
   void release_when_done() noexcept {
@@ -10990,17 +11046,21 @@ class client {
   /// redirect_error, timeout_error; invalid_state_error after close().
   // Not a coroutine: it copies what `options` views into the task it returns, so the
   // views may end with the call's full expression.
+  CORO_LOOP_COROUTINE
   task<response> request(std::string method, std::string url, request_options_view options = {}) {
     return perform(pool_for("request"), std::move(method), std::move(url), owned(options));
   }
   /// GET, HEAD and DELETE (del: delete is a keyword), with options written in the call:
   /// client.get(url, {.timeout = {.total = 10s}}), or a request_options by name.
+  CORO_LOOP_COROUTINE
   task<response> get(std::string url, request_options_view options = {}) {
     return request("GET", std::move(url), options);
   }
+  CORO_LOOP_COROUTINE
   task<response> head(std::string url, request_options_view options = {}) {
     return request("HEAD", std::move(url), options);
   }
+  CORO_LOOP_COROUTINE
   task<response> del(std::string url, request_options_view options = {}) {
     return request("DELETE", std::move(url), options);
   }
@@ -11008,6 +11068,7 @@ class client {
   /// to one), or options.body, with its Content-Length.
   // The body forms are templates so that a braced list never reaches std::string's
   // constructors: libc++ 14 fails to compile one with three designators there.
+  CORO_LOOP_COROUTINE
   task<response> post(std::string url, request_options_view options = {}) {
     return request("POST", std::move(url), options);
   }
@@ -11015,6 +11076,7 @@ class client {
   task<response> post(std::string url, Body&& body) {
     return send_body("POST", std::move(url), std::forward<Body>(body));
   }
+  CORO_LOOP_COROUTINE
   task<response> put(std::string url, request_options_view options = {}) {
     return request("PUT", std::move(url), options);
   }
@@ -11022,6 +11084,7 @@ class client {
   task<response> put(std::string url, Body&& body) {
     return send_body("PUT", std::move(url), std::forward<Body>(body));
   }
+  CORO_LOOP_COROUTINE
   task<response> patch(std::string url, request_options_view options = {}) {
     return request("PATCH", std::move(url), options);
   }
@@ -11060,6 +11123,7 @@ class client {
     options.max_redirects = view.max_redirects;
     return options;
   }
+  CORO_LOOP_COROUTINE
   task<response> send_body(std::string method, std::string url, std::string body) {
     request_options options;
     options.body = std::move(body);
@@ -11071,9 +11135,11 @@ class client {
   }
   // The request does not refer to the client: it may be moved or destroyed
   // while the request runs (its pool lives on in the request).
+  CORO_LOOP_COROUTINE
   static task<response> perform(std::shared_ptr<detail::pool_state> pool, std::string method, std::string url,
                                 request_options options);
   // One exchange on one connection, up to the final head: one per redirect.
+  CORO_LOOP_COROUTINE
   static task<response> send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
                                      const header_list& headers, const std::string& body,
                                      const detail::request_context& request);
@@ -11727,8 +11793,9 @@ inline bool still_open(const stream& connection, bool retry_covers_stale) noexce
   return !connection.input_pending(retry_covers_stale);
 }
 
-inline task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
-                                                 const request_context& request, bool fresh, bool retry_covers_stale) {
+CORO_LOOP_COROUTINE
+task<connection_lease> acquire_connection(std::shared_ptr<pool_state> pool, const url& target,
+                                          const request_context& request, bool fresh, bool retry_covers_stale) {
   if (pool->closed) throw invalid_state_error("http::client: request after close()");
   pool->sweep_idle(clock::now());
   const request_deadlines::step connect = request.deadlines.connect();
@@ -11883,9 +11950,10 @@ inline bool is_redirect(int status) noexcept {
 // One exchange on one connection: send, then read up to the final head. A
 // reused connection the server had closed is retried once, on a new one,
 // for idempotent methods when no byte of the response had arrived.
-inline task<response> client::send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
-                                           const header_list& headers, const std::string& body,
-                                           const detail::request_context& request) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<response> client::send_request(std::shared_ptr<detail::pool_state> pool, std::string method, url target,
+                                    const header_list& headers, const std::string& body,
+                                    const detail::request_context& request) {
   const std::string request_text = detail::format_request(method, target, headers, body, pool->options);
   const bool wants_close = !pool->options.keep_alive || detail::list_has_token(headers, "Connection", "close");
   const bool idempotent = detail::is_idempotent(method);
@@ -11957,8 +12025,9 @@ inline task<response> client::send_request(std::shared_ptr<detail::pool_state> p
   }
 }
 
-inline task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
-                                      std::string url_text, request_options options) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<response> client::perform(std::shared_ptr<detail::pool_state> pool, std::string method,
+                               std::string url_text, request_options options) {
   url target = url::parse(url_text);
   // The method and fields are checked where the head is written
   // (detail::format_request), before a connection is taken.
@@ -12032,12 +12101,14 @@ inline void response::finish_from_buffer() noexcept {
   }
 }
 
-inline task<bool> response::fill() {
+CORO_LOOP_COROUTINE_DEFINITION
+task<bool> response::fill() {
   const std::size_t received = co_await receive({});
   co_return received > 0;
 }
 
-inline task<std::size_t> response::receive(std::span<char> direct) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<std::size_t> response::receive(std::span<char> direct) {
   std::size_t received = 0;
   try {
     if (direct.empty()) {
@@ -12060,7 +12131,8 @@ inline task<std::size_t> response::receive(std::span<char> direct) {
   co_return received;
 }
 
-inline task<std::string> response::read_chunk(std::size_t max_bytes) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<std::string> response::read_chunk(std::size_t max_bytes) {
   if (max_bytes == 0) throw std::invalid_argument("http::response::read_chunk: max_bytes is 0");
   try {
     while (!parser_.done()) {
@@ -12083,7 +12155,8 @@ inline task<std::string> response::read_chunk(std::size_t max_bytes) {
   co_return std::string();
 }
 
-inline task<std::size_t> response::read_into(std::span<char> into) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<std::size_t> response::read_into(std::span<char> into) {
   if (into.empty()) throw std::invalid_argument("http::response::read_into: an empty buffer");
   try {
     while (!parser_.done()) {
@@ -12201,7 +12274,8 @@ task<void> response::read_rest(Buffer& out) {
   if (out.capacity() / 2 > out.size()) out.shrink_to_fit();
 }
 
-inline task<void> response::discard_body(std::size_t at_most) {
+CORO_LOOP_COROUTINE_DEFINITION
+task<void> response::discard_body(std::size_t at_most) {
   const std::optional<std::uint64_t> length = parser_.content_length();
   if (parser_.body_framing() == response_parser::framing::until_close || (length && *length > at_most)) {
     lease_.give_back(false);
