@@ -34,9 +34,9 @@
 #   TARGET               kqueue, aarch64, armhf or windows: what make test-TARGET builds for
 #   CXXFLAGS             [-std=c++20 -O1 -g -Wall -Wextra -Wpedantic -Werror -pthread], -std=c++20 and
 #                        -pthread added if missing; EXTRA_CXXFLAGS appended; LDFLAGS, LDLIBS
-#   TEST_CXXFLAGS        added for the test programs, before EXTRA_CXXFLAGS [-O0: a third of -O1 -g's
-#                        compile time for the suite; TEST_CXXFLAGS= tests the CXXFLAGS build, and CI's
-#                        TEST_CXXFLAGS=-g0 that build without debug information]
+#   TEST_CXXFLAGS        added for the test programs and the examples, before EXTRA_CXXFLAGS [-O0: a
+#                        third of -O1 -g's compile time; TEST_CXXFLAGS= tests the CXXFLAGS build, and
+#                        CI's TEST_CXXFLAGS=-g0 that build without debug information]
 #   BUILD                output directory [build/[SANITIZE-]CXX[-STDLIB], build/kqueue-the same,
 #                        build/[asan-]aarch64, build/[asan-]armhf, build/windows]
 #   CATCH_ARGS           Catch2 arguments for each test binary: CATCH_ARGS='"[queue]" --durations yes'
@@ -263,7 +263,7 @@ test: deps
 	@set -f; TEST_LABEL='$(BUILD)' TEST_TIMEOUT='$(TEST_TIMEOUT)' TEST_RUNNER='$(TEST_RUNNER)' TEST_JOBS='$(TEST_JOBS)' \
 	  TEST_SCRIPTS='$(if $(COMPILE_FAIL),tests/compile_fail/run.sh) $(if $(TEST_EXAMPLES),tests/run_examples.sh tests/consumer/run.sh)' \
 	  EXAMPLES_DIR='$(BUILD)/examples' EXAMPLES_HTTPS='$(if $(HAVE_OPENSSL),on,off)' \
-	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' COMPILE_FAIL_CXXFLAGS='$(PCH_FLAGS) $(ALL_CXXFLAGS)' \
+	  CXX='$(CXX)' CONSUMER_CXXFLAGS='$(STDLIB_FLAGS)' COMPILE_FAIL_CXXFLAGS='$(PCH_FLAGS) $(ALL_TEST_CXXFLAGS)' \
 	  scripts/run-tests.sh $(TEST_BINS) -- $(TEST_ARGS) $(CATCH_ARGS)
 
 test-setup: $(TEST_SETUP)
@@ -390,11 +390,11 @@ $(BUILD)/tests/test_two_translation_units$(EXE): $(TWO_TU_OBJS) $(CATCH_MAIN) $(
 
 $(PCH): coro_loop.hpp $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,PCH)$(CXX) $(ALL_CXXFLAGS) $(DEPFLAGS) -x c++-header $< -o $@
+	$(call quiet,PCH)$(CXX) $(ALL_TEST_CXXFLAGS) $(DEPFLAGS) -x c++-header $< -o $@
 
 $(BUILD)/examples/%$(EXE): examples/%.cpp $$(wildcard examples/$$*.flags) $(PCH) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(PCH_FLAGS) $(ALL_CXXFLAGS) $(call program_flags,examples/$*) $(DEPFLAGS) $< -o $@ $(LDFLAGS) \
+	$(call quiet,CXX)$(CXX) $(PCH_FLAGS) $(ALL_TEST_CXXFLAGS) $(call program_flags,examples/$*) $(DEPFLAGS) $< -o $@ $(LDFLAGS) \
 	  $(call program_libs,examples/$*) $(LDLIBS)
 
 $(BUILD)/soak: tests/soak/soak.cpp $(CONFIG_STAMP)

@@ -2,12 +2,11 @@
 # tests/consumer/run.sh - builds tests/consumer/main.cpp each way a user's project takes coro_loop,
 # runs each build and checks the line it prints:
 #   copied header      coro_loop.hpp beside main.cpp, one compiler command
+#   unused code        the copied header's program (-O0) holds none of the header's streams,
+#                      processes or HTTP client (nm)
 #   precompiled header the copied header precompiled (g++: coro_loop.hpp.gch, clang++: .pch), then
 #                      main.cpp built with it (-include coro_loop.hpp, as CMake's
-#                      target_precompile_headers does), as a debug build (-g; at -O0 g++ compiles
-#                      every coroutine of the header)
-#   unused code        main.cpp compiled at -O0 holds none of the header's streams, processes or
-#                      HTTP client (nm)
+#                      target_precompile_headers does), as a debug build (-g)
 #   meson subproject   subprojects/coro_loop -> this repository, dependency('coro_loop')
 #   make install       into a temporary PREFIX (and into a DESTDIR), then:
 #     pkg-config       --cflags --libs coro_loop from PREFIX, one compiler command
@@ -113,21 +112,19 @@ precompiled_header() {
   check_run "$dir/consumer"
 }
 
-# A program that only sleeps, compiled at -O0, holds none of the header's streams, processes or
-# HTTP client: g++ would emit every coroutine that is not a template (CORO_LOOP_COROUTINE).
+# The copied header's program, built at -O0, holds none of the header's streams, processes or HTTP
+# client: g++ would emit every coroutine that is not a template (CORO_LOOP_COROUTINE).
 unused_code_left_out() {
-  local dir=$tmp/unused compiler found
+  local compiler found
   compiler=$(printf '__clang__ __GNUC__\n' | $cxx -E -x c++ - | tail -n 1)
   if [[ $compiler == "__clang__ 1"[01] ]]; then
     echo "g++ ${compiler#* } keeps the header's coroutines inline (see CORO_LOOP_COROUTINE): nothing to check"
     return 0
   fi
-  mkdir -p "$dir" && cp "$consumer/main.cpp" "$dir/" &&
-    $cxx -std=c++20 -O0 -Wall -Wextra -Werror $extra_flags -pthread -I"$repo" -c "$dir/main.cpp" -o "$dir/main.o" ||
-    return 1
-  found=$(nm -C "$dir/main.o" | grep -E 'coro_loop::(http::|stream::|process::|server::|open_connection|resolve)')
-  [[ -z $found ]] || { echo "main.o holds code main.cpp does not use:"; echo "$found" | head -n 20 | cut -c1-200; return 1; }
-  echo "main.o: $(nm "$dir/main.o" | grep -c ' [TtWw] ') functions, none of streams, processes or the HTTP client"
+  [[ -x $tmp/copy/consumer ]] || { echo "no $tmp/copy/consumer: the copied header's build failed"; return 1; }
+  found=$(nm -C "$tmp/copy/consumer" | grep -E 'coro_loop::(http::|stream::|process::|server::|open_connection|resolve)')
+  [[ -z $found ]] || { echo "main.cpp's program holds code it does not use:"; echo "$found" | head -n 20 | cut -c1-200; return 1; }
+  echo "main.cpp's program: $(nm "$tmp/copy/consumer" | grep -c ' [TtWw] ') functions, none of streams, processes or the HTTP client"
 }
 
 meson_subproject() {
@@ -195,8 +192,8 @@ make_uninstall() {
 
 echo "consumer: $cxx${extra_flags:+ $extra_flags}, coro_loop $version, TLS ${tls:-no (no OpenSSL 3 headers)}, in $tmp"
 way "copied header" copied_header
-way "precompiled header" precompiled_header
 way "unused code left out" unused_code_left_out
+way "precompiled header" precompiled_header
 way "meson subproject" meson_subproject
 way "make install" make_install
 if [[ -f $prefix/include/coro_loop.hpp ]]; then
