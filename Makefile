@@ -34,9 +34,11 @@
 #   TARGET               kqueue, aarch64, armhf or windows: what make test-TARGET builds for
 #   CXXFLAGS             [-std=c++20 -O1 -g -Wall -Wextra -Wpedantic -Werror -pthread], -std=c++20 and
 #                        -pthread added if missing; EXTRA_CXXFLAGS appended; LDFLAGS, LDLIBS
-#   TEST_CXXFLAGS        added for the test programs and the examples, before EXTRA_CXXFLAGS [-O0: a
-#                        third of -O1 -g's compile time; TEST_CXXFLAGS= tests the CXXFLAGS build, and
-#                        CI's TEST_CXXFLAGS=-g0 that build without debug information]
+#   TEST_CXXFLAGS        added for the test programs and the examples, before EXTRA_CXXFLAGS [-O0 -g1:
+#                        a third of -O1 -g's compile time, line tables for backtraces but no
+#                        variables (TEST_CXXFLAGS=-O0 keeps CXXFLAGS' -g for a debugger);
+#                        TEST_CXXFLAGS= tests the CXXFLAGS build, CI's TEST_CXXFLAGS=-g0 that build
+#                        without debug information]
 #   BUILD                output directory [build/[SANITIZE-]CXX[-STDLIB], build/kqueue-the same,
 #                        build/[asan-]aarch64, build/[asan-]armhf, build/windows]
 #   CATCH_ARGS           Catch2 arguments for each test binary: CATCH_ARGS='"[queue]" --durations yes'
@@ -180,7 +182,7 @@ given = $(filter $1,$(CXXFLAGS) $(EXTRA_CXXFLAGS))
 COMMON_CXXFLAGS = $(if $(call given,-std=%),,-std=c++20) $(CXXFLAGS) $(if $(call given,-pthread),,-pthread) \
                   $(SANITIZE_FLAGS) $(STDLIB_FLAGS) $(TARGET_FLAGS)
 ALL_CXXFLAGS = $(COMMON_CXXFLAGS) $(EXTRA_CXXFLAGS) -I.
-TEST_CXXFLAGS ?= -O0
+TEST_CXXFLAGS ?= -O0 -g1
 ALL_TEST_CXXFLAGS = $(COMMON_CXXFLAGS) $(TEST_CXXFLAGS) $(EXTRA_CXXFLAGS) -I.
 DEPFLAGS = -MMD -MP -MT $@ -MF $@.d
 # A .flags file's -l, -L and -Wl, words are for the link: they follow the objects (the linker takes

@@ -4,9 +4,10 @@
 // loop keeps its timers on time and the debug-mode slow-step warning never fires.
 // Open fds and live tasks come back afterwards.
 //
-// Sizes (the full sizes are the plain-build defaults; sanitizers and
-// valgrind use less unless told):
-//   CORO_LOOP_LOAD_CONNECTIONS  concurrent connections [10,000; 1,000 sanitized; 200 valgrind]
+// Sizes (the full sizes are the optimized build's defaults; unoptimized and sanitized builds
+// and valgrind use less unless told):
+//   CORO_LOOP_LOAD_CONNECTIONS  concurrent connections [10,000; 1,000 unoptimized or sanitized;
+//                               200 valgrind]
 //                               (RLIMIT_NOFILE is raised to fit; when the hard limit
 //                               cannot be raised, as many as it allows run, with a
 //                               warning, or the case is skipped when that is < 1,000;

@@ -228,12 +228,18 @@ inline std::uint64_t env_number(const char* name, std::uint64_t fallback) {
   return std::strtoull(text, nullptr, 10);
 }
 
-// A test's size: the environment variable `name`, else the default for this build
-// (`plain`, `with_sanitizer`, or `with_valgrind` under valgrind).
+// A test's size: the environment variable `name`, else the default for this build: `plain`
+// when optimized, `with_sanitizer` under a sanitizer or unoptimized (make test's -O0, where the
+// full size would take most of the run; CI's -O1 stage runs it), `with_valgrind` under valgrind.
 inline std::uint64_t sized(const char* name, std::uint64_t plain, std::uint64_t with_sanitizer,
                            std::uint64_t with_valgrind) {
   if (under_valgrind()) return env_number(name, with_valgrind);
-  if (sanitized()) return env_number(name, with_sanitizer);
+#if defined(__OPTIMIZE__)
+  const bool optimized = true;
+#else
+  const bool optimized = false;
+#endif
+  if (sanitized() || !optimized) return env_number(name, with_sanitizer);
   return env_number(name, plain);
 }
 
