@@ -362,19 +362,24 @@ $(CONFIG_STAMP):
 # compile under ASan).
 $(CATCH_MAIN): tests/catch_main.cpp $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(ALL_CXXFLAGS) -w -O0 $(DEPFLAGS) -c $< -o $@
+	$(call quiet,CXX)$(CXX) $(ALL_TEST_CXXFLAGS) -w -O0 $(DEPFLAGS) -c $< -o $@
 
 # A program of several test files: its files' flags (each word once), and -Wno-subobject-linkage for
 # GCC, which otherwise warns that a TEST_CASE's lambda, in a file that is not the main file, has a
 # type from the anonymous namespace (no other translation unit sees these files).
 unique = $(if $1,$(firstword $1) $(call unique,$(filter-out $(firstword $1),$1)))
 members_words = $(call unique,$(foreach file,$(call program_members,$2),$(call $1,$(file:.cpp=))))
+# With g++ the program includes the header first, read precompiled, unless one of its files defines
+# a CORO_LOOP_ macro before including the header (CORO_LOOP_OPENSSL for TLS).
+defines_first = $(shell awk '/^$(hash)include "coro_loop.hpp"/ { nextfile } /^$(hash)define CORO_LOOP_/ { print FILENAME; nextfile }' $1)
+header_first = $(if $(PCH),$(if $(call defines_first,$(call program_members,$1)),,coro_loop.hpp))
 $(PROGRAMS:%=$(BUILD)/tests/%.cpp): $(PROGRAMS_FILE) $(CONFIG_STAMP)
-	@mkdir -p $(@D); printf '#include "%s"\n' $(call program_members,$(basename $(@F))) >$@
-$(PROGRAM_BINS): $(BUILD)/tests/%$(EXE): $(BUILD)/tests/%.cpp $(CATCH_MAIN) \
+	@mkdir -p $(@D); printf '#include "%s"\n' $(call header_first,$(basename $(@F))) \
+	  $(call program_members,$(basename $(@F))) >$@
+$(PROGRAM_BINS): $(BUILD)/tests/%$(EXE): $(BUILD)/tests/%.cpp $(CATCH_MAIN) $(PCH) \
                  $$(wildcard $$(addsuffix .flags,$$(basename $$(call program_members,$$*)))) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
-	$(call quiet,CXX)$(CXX) $(ALL_TEST_CXXFLAGS) -Itests $(if $(IS_CLANG),,-Wno-subobject-linkage) $(call members_words,program_flags,$*) \
+	$(call quiet,CXX)$(CXX) $(PCH_FLAGS) $(ALL_TEST_CXXFLAGS) -Itests $(if $(IS_CLANG),,-Wno-subobject-linkage) $(call members_words,program_flags,$*) \
 	  $(DEPFLAGS) $< $(CATCH_MAIN) -o $@ $(LDFLAGS) $(call members_words,program_libs,$*) $(LDLIBS)
 
 $(BUILD)/tests/%$(EXE): tests/%.cpp $(CATCH_MAIN) $$(wildcard tests/$$*.flags) $(CONFIG_STAMP)
@@ -390,9 +395,11 @@ $(BUILD)/tests/test_two_translation_units$(EXE): $(TWO_TU_OBJS) $(CATCH_MAIN) $(
 	@mkdir -p $(@D); rm -f $@
 	$(call quiet,LINK)$(CXX) $(ALL_TEST_CXXFLAGS) $(filter %.o,$^) -o $@ $(LDFLAGS) $(LDLIBS)
 
+# The header beside it: a file that includes it again (a test after the program's first include)
+# finds the header there, its include guard already defined.
 $(PCH): coro_loop.hpp $(CONFIG_STAMP)
-	@mkdir -p $(@D); rm -f $@
-	$(call quiet,PCH)$(CXX) $(ALL_TEST_CXXFLAGS) $(DEPFLAGS) -x c++-header $< -o $@
+	@mkdir -p $(@D); rm -f $@; cp $< $(@D)/coro_loop.hpp
+	$(call quiet,PCH)$(CXX) $(ALL_TEST_CXXFLAGS) $(DEPFLAGS) -x c++-header $(@D)/coro_loop.hpp -o $@
 
 $(BUILD)/examples/%$(EXE): examples/%.cpp $$(wildcard examples/$$*.flags) $(PCH) $(CONFIG_STAMP)
 	@mkdir -p $(@D); rm -f $@
