@@ -185,7 +185,7 @@ ALL_CXXFLAGS = $(COMMON_CXXFLAGS) $(EXTRA_CXXFLAGS) -I.
 TEST_CXXFLAGS ?= -O0 -g1
 # g++ collects its garbage less often while compiling the tests and examples: a test program takes
 # 13% less time and 14% more memory (800 MB for the largest).
-GCC_GC_FLAGS := $(if $(IS_CLANG),,--param ggc-min-expand=400 --param ggc-min-heapsize=262144)
+GCC_GC_FLAGS := $(if $(IS_CLANG),,--param ggc-min-expand=200 --param ggc-min-heapsize=262144)
 ALL_TEST_CXXFLAGS = $(COMMON_CXXFLAGS) $(TEST_CXXFLAGS) $(GCC_GC_FLAGS) $(EXTRA_CXXFLAGS) -I.
 DEPFLAGS = -MMD -MP -MT $@ -MF $@.d
 # A .flags file's -l, -L and -Wl, words are for the link: they follow the objects (the linker takes

@@ -9,7 +9,7 @@
 // Size: CORO_LOOP_STRESS_OPS operations (the full size is 1,000,000). The
 // default is 1,000,000 in optimized builds, 100,000 unoptimized or under a sanitizer
 // and 20,000 under valgrind. Full size anywhere:
-//   CORO_LOOP_STRESS_OPS=1000000 build/asan-g++/tests/sync_tests "[stress]"
+//   CORO_LOOP_STRESS_OPS=1000000 build/asan-g++/tests/core_tests "[stress]"
 // CORO_LOOP_STRESS_SEED changes the seed (default 20261124). The seed fixes the
 // sequence of operation kinds and of cancel decisions; which operations had
 // completed when their cancel came still depends on timing.
