@@ -181,8 +181,9 @@
 // compiled only where a program calls them: g++ at -O0 emits every coroutine that is not a
 // template, used or not, in every translation unit, and with it all that coroutine calls (a
 // program that only sleeps compiled the HTTP client). A function that is not a coroutine and calls
-// one is such a template too, or it would instantiate it. g++ 11 crashes on a coroutine template
-// whose co_return has an operand other than a local variable's name: there they stay inline.
+// one is such a template too, or it would instantiate it. g++ 11 crashes on such a template (its
+// signature not depending on the parameter) whose co_return has an operand other than a local
+// variable's name: there they stay inline.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 12
 #define CORO_LOOP_COROUTINE inline
 #define CORO_LOOP_COROUTINE_DEFINITION inline
@@ -5219,7 +5220,11 @@ class acquire_wait : private parked_waiter {
  private:
   static void describe(const cancellable_wait& wait, wait_report& report) {
     const auto& self = static_cast<const acquire_wait&>(wait);
-    report.text = std::string(Owner::acquire_name) + " on " + self.owner_->describe_for_waiter();
+    // Appended piece by piece: g++ 12 at -O1 warned of an out-of-bounds memcpy (-Warray-bounds, a
+    // false positive) in the temporary strings of `std::string(a) + " on " + b`.
+    report.text = Owner::acquire_name;
+    report.text += " on ";
+    report.text += self.owner_->describe_for_waiter();
     if (!self.interruptible()) report.text += ", not cancellable (condition::wait taking its lock back)";
   }
   static constexpr wait_kind waiting = parking(Owner::acquire_name, &describe);
