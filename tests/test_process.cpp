@@ -15,6 +15,7 @@
 #include "test_support.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -937,9 +938,10 @@ TEST_CASE("process: [sigchld] waits, kills, 100 children at once and orphans thr
 }
 
 // A handler put in place after ours, which does not call it: the wake-ups are lost,
-// and the 100 ms retries still see the exit.
-int replaced_handler_calls = 0;
-void counting_handler(int) { ++replaced_handler_calls; }
+// and the 100 ms retries still see the exit. The signal may come on any thread (a pool
+// thread of an earlier test included): a lock-free atomic counts it.
+std::atomic<int> replaced_handler_calls{0};
+void counting_handler(int) { replaced_handler_calls.fetch_add(1, std::memory_order_relaxed); }
 
 TEST_CASE("process: [sigchld] a SIGCHLD handler that replaces the fallback's delays the wait, never loses it",
           "[process][sigchld]") {
@@ -959,7 +961,7 @@ TEST_CASE("process: [sigchld] a SIGCHLD handler that replaces the fallback's del
       cl::process second = co_await cl::create_subprocess_exec("/bin/true");
       const auto second_code = co_await cl::timeout(20s, second.wait());
       CHECK(second_code == 0);
-      CHECK(replaced_handler_calls >= 1);
+      CHECK(replaced_handler_calls.load(std::memory_order_relaxed) >= 1);
       ::sigaction(SIGCHLD, &previous, nullptr);
     }
     co_await expect_resources_back(before);
