@@ -211,6 +211,15 @@ inline bool under_wine() {
 #endif
 }
 
+// Built with optimization (-O1 and up).
+constexpr bool optimized() {
+#if defined(__OPTIMIZE__)
+  return true;
+#else
+  return false;
+#endif
+}
+
 // Sanitizer or valgrind: slower, and memory is not returned at once (quarantine).
 inline bool instrumented() { return sanitized() || under_valgrind(); }
 
@@ -234,12 +243,7 @@ inline std::uint64_t env_number(const char* name, std::uint64_t fallback) {
 inline std::uint64_t sized(const char* name, std::uint64_t plain, std::uint64_t with_sanitizer,
                            std::uint64_t with_valgrind) {
   if (under_valgrind()) return env_number(name, with_valgrind);
-#if defined(__OPTIMIZE__)
-  const bool optimized = true;
-#else
-  const bool optimized = false;
-#endif
-  if (sanitized() || !optimized) return env_number(name, with_sanitizer);
+  if (sanitized() || !optimized()) return env_number(name, with_sanitizer);
   return env_number(name, plain);
 }
 
