@@ -10,6 +10,7 @@
 #   make demo            build and run DEMO_PROGRAMS, each under a "== name ==" heading
 #   make sanitize        make test with SANITIZE=asan (ASan+UBSan), then with SANITIZE=tsan
 #   make valgrind        the tests (no examples) under valgrind memcheck
+#   make test-io_uring   the tests on the io_uring backend (CORO_LOOP_IO_URING=0: on its epoll fallback)
 #   make test-kqueue     the tests on the kqueue backend, against tests/kqueue/sys/event.h: the
 #                        kevent(2) subset the backend uses, emulated over epoll
 #   make test-aarch64, make test-armhf   the tests cross-compiled, run under qemu-user
@@ -80,7 +81,13 @@ MAKEFLAGS += --no-builtin-rules
 SHELL := /bin/bash
 
 # --- targets: each sets its toolchain, then the defaults below (?=) fill in the rest ---------
-ifeq ($(TARGET),kqueue)
+ifeq ($(TARGET),io_uring)
+# Linux's io_uring backend (opt-in); CORO_LOOP_IO_URING=0 in the environment runs the same binaries on
+# its epoll fallback. A kernel that refuses io_uring runs the fallback anyway: the first test says so.
+TARGET_FLAGS := -DCORO_LOOP_BACKEND_IO_URING
+BUILD ?= build/io_uring-$(CONFIG)
+TEST_EXAMPLES ?=
+else ifeq ($(TARGET),kqueue)
 # No macOS or BSD machine is at hand: the backend compiled is exactly the one they get.
 TARGET_FLAGS := -DCORO_LOOP_BACKEND_KQUEUE -Itests/kqueue
 EXTRA_TESTS := tests/kqueue/test_kqueue_emulation.cpp
@@ -248,7 +255,7 @@ CONFIG_LINE = $(strip $(CXX) | $(ALL_CXXFLAGS) | tests $(TEST_CXXFLAGS) | $(LDFL
 
 # --- targets -----------------------------------------------------------------------------------
 .PHONY: all tests examples test test-setup sanitize valgrind demo deps cross-deps fuzz soak install uninstall \
-        clean help FORCE test-kqueue test-aarch64 test-armhf test-windows
+        clean help FORCE test-io_uring test-kqueue test-aarch64 test-armhf test-windows
 all: tests examples
 	@:
 tests: $(TEST_BINS)
@@ -273,7 +280,7 @@ test: deps
 
 test-setup: $(TEST_SETUP)
 	@:
-test-kqueue test-aarch64 test-armhf test-windows: test-%:
+test-io_uring test-kqueue test-aarch64 test-armhf test-windows: test-%:
 	+@$(if $(ASAN_OPTIONS_GIVEN),,env -u ASAN_OPTIONS) $(SUBMAKE) test TARGET=$*
 
 sanitize:

@@ -12,6 +12,9 @@
 //                                            force a backend [picked from the OS: epoll
 //                                            on Linux, kqueue on macOS and the BSDs,
 //                                            IOCP on Windows (link ws2_32)]
+//   CORO_LOOP_BACKEND_IO_URING               Linux's io_uring (section 4.5), falling
+//                                            back to epoll at run time where the kernel
+//                                            refuses it [off]
 //   CORO_LOOP_MAX_TRANSFER_DEPTH             symmetric transfers in a row before a
 //                                            bounce through the ready queue [64]
 //   CORO_LOOP_NO_FRAME_RECYCLING             allocate every coroutine frame with
@@ -23,10 +26,11 @@
 //                                            saying how to turn it on]
 // Run time: CORO_LOOP_DEBUG=1 turns on debug mode (see run()); there, on POSIX,
 // SIGQUIT (Ctrl+\) prints the task tree and the program goes on.
+// CORO_LOOP_IO_URING=0 makes the io_uring backend run its epoll fallback.
 //
 // Contents (search ">>name" to jump):
 //   1 config & platform  >>config      2 utilities        >>util
-//   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue >>iocp
+//   3 event loop core    >>loop        4 backends         >>backend >>epoll >>kqueue >>iocp >>io_uring
 //   5 tasks              >>tasks       6 combinators      >>combine
 //   7 synchronisation    >>sync        8 executors        >>exec
 //   9 networking         >>net >>tls >>process   10 HTTP/1.1 client >>http
@@ -74,7 +78,8 @@
 //   http::error, protocol_error, disconnected_error, status_error, redirect_error,
 //     invalid_request_error, url_error          >>http    what a request throws
 //   event_loop, get_running_loop()              >>run     the loop (call_soon/later/at/threadsafe, run_*,
-//                                                         stop, close, release, signal handlers); this thread's
+//                                                         stop, close, release, signal handlers,
+//                                                         backend_name); this thread's
 //   run(aw, options), keyboard_interrupt        >>run     asyncio.run; what Ctrl+C ends it with
 //   print_task_tree(), capture_task_tree(), task_tree_node   >>run  what every task waits on, and who awaits it
 //
@@ -129,7 +134,8 @@
 #define CORO_LOOP_VERSION_PATCH 0
 #define CORO_LOOP_VERSION "0.1.0"
 
-#if !defined(CORO_LOOP_BACKEND_EPOLL) && !defined(CORO_LOOP_BACKEND_KQUEUE) && !defined(CORO_LOOP_BACKEND_IOCP)
+#if !defined(CORO_LOOP_BACKEND_EPOLL) && !defined(CORO_LOOP_BACKEND_KQUEUE) && !defined(CORO_LOOP_BACKEND_IOCP) && \
+    !defined(CORO_LOOP_BACKEND_IO_URING)
 #if defined(__linux__)
 #define CORO_LOOP_BACKEND_EPOLL 1
 #elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
@@ -141,8 +147,17 @@
 #error "coro_loop: no backend for this OS; Linux (epoll), macOS/BSD (kqueue) and Windows (IOCP) are supported"
 #endif
 #endif
-#if defined(CORO_LOOP_BACKEND_EPOLL) + defined(CORO_LOOP_BACKEND_KQUEUE) + defined(CORO_LOOP_BACKEND_IOCP) != 1
-#error "coro_loop: define at most one of CORO_LOOP_BACKEND_EPOLL, CORO_LOOP_BACKEND_KQUEUE, CORO_LOOP_BACKEND_IOCP"
+#if defined(CORO_LOOP_BACKEND_EPOLL) + defined(CORO_LOOP_BACKEND_KQUEUE) + defined(CORO_LOOP_BACKEND_IOCP) + \
+        defined(CORO_LOOP_BACKEND_IO_URING) != \
+    1
+#error "coro_loop: define at most one of CORO_LOOP_BACKEND_EPOLL, _KQUEUE, _IOCP, _IO_URING"
+#endif
+#if defined(CORO_LOOP_BACKEND_IO_URING) && !defined(__linux__)
+#error "coro_loop: the io_uring backend needs Linux"
+#endif
+// io_uring falls back to epoll where the kernel refuses it: both are compiled.
+#if defined(CORO_LOOP_BACKEND_EPOLL) || defined(CORO_LOOP_BACKEND_IO_URING)
+#define CORO_LOOP_EPOLL 1
 #endif
 #if defined(CORO_LOOP_BACKEND_IOCP)
 #if !defined(_WIN32)
@@ -258,9 +273,13 @@
 #include <crt_externs.h>  // _NSGetEnviron: `environ` is not there for a library
 #endif
 #endif
-#if defined(CORO_LOOP_BACKEND_EPOLL)
+#if defined(CORO_LOOP_EPOLL)
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#endif
+#if defined(CORO_LOOP_BACKEND_IO_URING)
+#include <linux/io_uring.h>  // the kernel's structures only: no liburing
+#include <sys/mman.h>
 #endif
 #if defined(CORO_LOOP_BACKEND_KQUEUE)
 #include <sys/types.h>
@@ -1269,8 +1288,8 @@ void detail::loop_core::run_while(KeepRunning keep_running) {
 // ============================================================================
 //
 // The backend is built around operations (read, recv, send, accept, connect,
-// ...), not around "wait until readable", so that IOCP can submit them
-// natively. Its contract, the same in every backend:
+// ...), not around "wait until readable", so that IOCP and io_uring can submit
+// them natively. Its contract, the same in every backend:
 //
 //   bool start(io_operation& op)
 //       Performs op at once if it can: returns true with op.result / op.error
@@ -1278,8 +1297,9 @@ void detail::loop_core::run_while(KeepRunning keep_running) {
 //       false; op.complete runs later, on the loop thread, exactly once.
 //   void cancel(io_operation& op) noexcept
 //       For a parked op: op.complete runs with op.error == ECANCELED (at once
-//       on epoll; after the OS confirms on IOCP, which may also report that
-//       the operation finished first). No-op for an op not parked.
+//       on epoll and kqueue; after the OS confirms on IOCP and io_uring, which
+//       may also report that the operation finished first). No-op for an op
+//       not parked.
 //   void abandon(io_operation& op) noexcept
 //       The op's owner is being destroyed: forget op, no callback.
 //   void release(native_handle handle) noexcept
@@ -1290,6 +1310,8 @@ void detail::loop_core::run_while(KeepRunning keep_running) {
 //   void poll(int timeout_ms)
 //       Waits up to timeout_ms (-1: no limit) for readiness or completions and
 //       runs the completions of the operations that finished.
+//   const char* name()
+//       "epoll", "kqueue", "iocp" or "io_uring": event_loop::backend_name().
 //   std::size_t registered_count() / parked_count()
 //       Handles known to the OS queue / operations parked: for leak checks.
 //   bool read_would_block(native_handle handle) const noexcept
@@ -1361,6 +1383,13 @@ struct io_operation {
   HANDLE wait_registration = nullptr;              // wait_process: RegisterWaitForSingleObject's
   HANDLE completion_port = nullptr;                // wait_process: where the wait thread posts
   LONG wait_state = 0;                             // wait_process: 0 waiting, 1 exited, 2 cancelled
+#endif
+#if defined(CORO_LOOP_BACKEND_IO_URING)
+  msghdr message{};          // recv_from / send_to: what IORING_OP_RECVMSG / SENDMSG read
+  iovec vector{};            // its one buffer
+  bool polling = false;      // a readiness wait is submitted; the syscall is tried after it
+  bool cancelling = false;   // cancel() asked: the op completes as cancelled rather than wait again
+  bool listed = false;       // on its handle's list (release() cancels the list)
 #endif
 
   bool reads() const noexcept {
@@ -1450,6 +1479,88 @@ inline int accept_non_blocking(int listener, sockaddr* address, socklen_t* lengt
 #else
   return ::accept4(listener, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #endif
+}
+
+// Pipes and stream sockets only: a datagram socket returns one datagram
+// per read, and a terminal one line, whatever else is queued.
+inline bool is_byte_stream(native_handle handle) noexcept {
+  struct stat status {};
+  if (::fstat(handle, &status) < 0) return false;
+  if (S_ISFIFO(status.st_mode)) return true;
+  if (!S_ISSOCK(status.st_mode)) return false;
+  int type = 0;
+  socklen_t length = sizeof type;
+  return ::getsockopt(handle, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_STREAM;
+}
+
+// Runs op's syscall once, without blocking. True when op is finished (result
+// or error set); false when it would block (a connect: once it is under way).
+// `after_readiness`: the OS reported the handle ready (a wait is then done).
+// The readiness backends and io_uring's first try share it.
+inline bool perform(io_operation& op, bool after_readiness) noexcept {
+  for (;;) {
+    ssize_t done = -1;
+    switch (op.kind) {
+      case io_kind::read: done = ::read(op.handle, op.buffer, op.length); break;
+      case io_kind::write: done = ::write(op.handle, op.buffer, op.length); break;
+      case io_kind::recv: done = ::recv(op.handle, op.buffer, op.length, op.flags); break;
+      case io_kind::send: done = ::send(op.handle, op.buffer, op.length, op.flags | send_no_signal); break;
+      case io_kind::accept: {
+        socklen_t length = op.address_length;
+        done = accept_non_blocking(op.handle, static_cast<sockaddr*>(op.address),
+                                   op.address != nullptr ? &length : nullptr);
+        if (done >= 0) op.address_length = length;
+        break;
+      }
+      case io_kind::recv_from: {
+        socklen_t length = op.address_length;
+        done = ::recvfrom(op.handle, op.buffer, op.length, op.flags, static_cast<sockaddr*>(op.address), &length);
+        if (done >= 0) op.address_length = length;
+        break;
+      }
+      case io_kind::send_to:
+        done = ::sendto(op.handle, op.buffer, op.length, op.flags | send_no_signal,
+                        static_cast<const sockaddr*>(op.address), op.address_length);
+        break;
+      case io_kind::connect: {
+        if (!op.connect_started) {
+          if (::connect(op.handle, static_cast<const sockaddr*>(op.address), op.address_length) == 0) {
+            op.result = 0;
+            return true;
+          }
+          if (errno == EINPROGRESS) {
+            op.connect_started = true;
+            return false;
+          }
+          if (errno == EINTR) continue;
+          op.error = errno;
+          return true;
+        }
+        int socket_error = 0;
+        socklen_t length = sizeof socket_error;
+        if (::getsockopt(op.handle, SOL_SOCKET, SO_ERROR, &socket_error, &length) < 0) socket_error = errno;
+        if (socket_error == EINPROGRESS || socket_error == EALREADY) return false;
+        op.error = socket_error;
+        return true;
+      }
+      case io_kind::wait_readable:
+      case io_kind::wait_writable:
+      case io_kind::wait_process: {  // a pidfd (epoll; kqueue waits for processes itself)
+        if (after_readiness) return true;
+        // Reports are spent once seen: readiness that already exists must
+        // satisfy the wait now, not after the next report.
+        return ready_now(op.handle, op.kind != io_kind::wait_writable);
+      }
+    }
+    if (done >= 0) {
+      op.result = done;
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    op.error = errno;
+    return true;
+  }
 }
 
 template <class Derived>
@@ -1573,84 +1684,6 @@ class readiness_backend {
       handles_[static_cast<std::size_t>(op.handle)].read_drained = true;
     }
   }
-  // Pipes and stream sockets only: a datagram socket returns one datagram
-  // per read, and a terminal one line, whatever else is queued.
-  static bool is_byte_stream(native_handle handle) noexcept {
-    struct stat status {};
-    if (::fstat(handle, &status) < 0) return false;
-    if (S_ISFIFO(status.st_mode)) return true;
-    if (!S_ISSOCK(status.st_mode)) return false;
-    int type = 0;
-    socklen_t length = sizeof type;
-    return ::getsockopt(handle, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_STREAM;
-  }
-
-  // Runs op's syscall once. True when op is finished (result or error set).
-  static bool perform(io_operation& op, bool after_readiness) noexcept {
-    for (;;) {
-      ssize_t done = -1;
-      switch (op.kind) {
-        case io_kind::read: done = ::read(op.handle, op.buffer, op.length); break;
-        case io_kind::write: done = ::write(op.handle, op.buffer, op.length); break;
-        case io_kind::recv: done = ::recv(op.handle, op.buffer, op.length, op.flags); break;
-        case io_kind::send: done = ::send(op.handle, op.buffer, op.length, op.flags | send_no_signal); break;
-        case io_kind::accept: {
-          socklen_t length = op.address_length;
-          done = accept_non_blocking(op.handle, static_cast<sockaddr*>(op.address),
-                                     op.address != nullptr ? &length : nullptr);
-          if (done >= 0) op.address_length = length;
-          break;
-        }
-        case io_kind::recv_from: {
-          socklen_t length = op.address_length;
-          done = ::recvfrom(op.handle, op.buffer, op.length, op.flags, static_cast<sockaddr*>(op.address), &length);
-          if (done >= 0) op.address_length = length;
-          break;
-        }
-        case io_kind::send_to:
-          done = ::sendto(op.handle, op.buffer, op.length, op.flags | send_no_signal,
-                          static_cast<const sockaddr*>(op.address), op.address_length);
-          break;
-        case io_kind::connect: {
-          if (!op.connect_started) {
-            if (::connect(op.handle, static_cast<const sockaddr*>(op.address), op.address_length) == 0) {
-              op.result = 0;
-              return true;
-            }
-            if (errno == EINPROGRESS) {
-              op.connect_started = true;
-              return false;
-            }
-            if (errno == EINTR) continue;
-            op.error = errno;
-            return true;
-          }
-          int socket_error = 0;
-          socklen_t length = sizeof socket_error;
-          if (::getsockopt(op.handle, SOL_SOCKET, SO_ERROR, &socket_error, &length) < 0) socket_error = errno;
-          if (socket_error == EINPROGRESS || socket_error == EALREADY) return false;
-          op.error = socket_error;
-          return true;
-        }
-        case io_kind::wait_readable:
-        case io_kind::wait_writable:
-        case io_kind::wait_process: {  // a pidfd (epoll; kqueue waits for processes itself)
-          if (after_readiness) return true;
-          // Reports are spent once seen: readiness that already exists must
-          // satisfy the wait now, not after the next report.
-          return ready_now(op.handle, op.kind != io_kind::wait_writable);
-        }
-      }
-      if (done >= 0) {
-        op.result = done;
-        return true;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
-      op.error = errno;
-      return true;
-    }
-  }
 
   void park(io_operation& op) {
     auto index = static_cast<std::size_t>(op.handle);
@@ -1695,15 +1728,15 @@ class readiness_backend {
 }  // namespace detail
 #endif  // CORO_LOOP_POSIX
 
-#if defined(CORO_LOOP_BACKEND_EPOLL)
+#if defined(CORO_LOOP_EPOLL)
 // --- 4.2 epoll (Linux)  >>epoll ---
 // One edge-triggered registration per handle for both directions; an eventfd
 // wakes epoll_wait from other threads.
 namespace detail {
 
-class backend : public readiness_backend<backend> {
+class epoll_backend : public readiness_backend<epoll_backend> {
  public:
-  backend() {
+  epoll_backend() {
     epoll_handle_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_handle_ < 0) throw_system_error(errno, "epoll_create1");
     wake_handle_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1722,12 +1755,14 @@ class backend : public readiness_backend<backend> {
       throw_system_error(error, "epoll_ctl add eventfd");
     }
   }
-  ~backend() {
+  ~epoll_backend() {
     ::close(wake_handle_);
     ::close(epoll_handle_);
   }
-  backend(const backend&) = delete;
-  backend& operator=(const backend&) = delete;
+  epoll_backend(const epoll_backend&) = delete;
+  epoll_backend& operator=(const epoll_backend&) = delete;
+
+  const char* name() const noexcept { return "epoll"; }
 
   void wake() noexcept {
     std::uint64_t one = 1;
@@ -1758,7 +1793,7 @@ class backend : public readiness_backend<backend> {
   }
 
  private:
-  friend class readiness_backend<backend>;
+  friend class readiness_backend<epoll_backend>;
 
   void watch(native_handle handle) {
     epoll_event event{};
@@ -1774,8 +1809,12 @@ class backend : public readiness_backend<backend> {
   int wake_handle_ = -1;
 };
 
+#if defined(CORO_LOOP_BACKEND_EPOLL)
+class backend final : public epoll_backend {};
+#endif
+
 }  // namespace detail
-#endif  // CORO_LOOP_BACKEND_EPOLL
+#endif  // CORO_LOOP_EPOLL
 
 #if defined(CORO_LOOP_BACKEND_KQUEUE)
 // --- 4.3 kqueue (macOS, FreeBSD, OpenBSD, NetBSD)  >>kqueue ---
@@ -1806,6 +1845,8 @@ class backend : public readiness_backend<backend> {
   ~backend() { ::close(queue_handle_); }
   backend(const backend&) = delete;
   backend& operator=(const backend&) = delete;
+
+  const char* name() const noexcept { return "kqueue"; }
 
   // Process waits are this backend's own; everything else is the shared part's.
   bool start(io_operation& op) {
@@ -2003,6 +2044,8 @@ class backend {
   ~backend() { ::CloseHandle(port_); }
   backend(const backend&) = delete;
   backend& operator=(const backend&) = delete;
+
+  const char* name() const noexcept { return "iocp"; }
 
   bool start(io_operation& op) {
     op.error = 0;
@@ -2335,6 +2378,507 @@ class backend {
 
 }  // namespace detail
 #endif  // CORO_LOOP_BACKEND_IOCP
+
+#if defined(CORO_LOOP_BACKEND_IO_URING)
+// --- 4.5 io_uring (Linux, opt-in)  >>io_uring ---
+// Completion-based, as IOCP is, through the raw system calls (no liburing).
+// start() tries the syscall at once, as epoll does, unless the handle's last
+// read came back short (then it would only say EAGAIN): a send, or a read with
+// data waiting, needs nothing more. What would block is submitted as the
+// operation itself (IORING_OP_READ, WRITE, RECV, SEND, RECVMSG, SENDMSG) and
+// completes with its completion entry. An accept, a connect under way and the
+// readiness waits are an IORING_OP_POLL_ADD followed by the syscall; so is an
+// operation the kernel answered -EAGAIN (older kernels do so for non-blocking
+// descriptors). Submissions stay in the ring until the next
+// poll(): one io_uring_enter submits them all and waits. cancel() submits
+// IORING_OP_ASYNC_CANCEL and the completion decides (ECANCELED, or the result
+// when the transfer finished first); abandon() waits for it, since the kernel
+// may write into the buffer until then; release() submits the cancels of what
+// is in flight on the handle at once, before the handle is closed.
+// Where the kernel refuses io_uring (seccomp in containers, kernels before
+// 5.11, qemu-user) or lacks an operation used here, or the environment has
+// CORO_LOOP_IO_URING=0, the loop runs the epoll backend (4.2) instead, with
+// the same behaviour; event_loop::backend_name() says which one runs.
+namespace detail {
+
+#if !defined(IORING_SETUP_COOP_TASKRUN)  // kernel headers older than 5.19
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
+
+class backend {
+ public:
+  backend() {
+    ignore_sigpipe_once();
+    if (!open_ring()) {
+      close_ring();
+      fallback_ = std::make_unique<epoll_backend>();
+    }
+  }
+  ~backend() { close_ring(); }
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+
+  const char* name() const noexcept { return fallback_ ? "epoll" : "io_uring"; }
+
+  bool start(io_operation& op) {
+    if (fallback_) return fallback_->start(op);
+    op.error = 0;
+    op.result = 0;
+    op.connect_started = false;
+    op.polling = false;
+    op.cancelling = false;
+    if (!known_drained(op) && perform(op, false)) {
+      note_read(op);
+      return true;
+    }
+    park(op);
+    submit_operation(op);
+    return false;
+  }
+
+  void cancel(io_operation& op) noexcept {
+    if (fallback_) return fallback_->cancel(op);
+    if (!op.parked || op.cancelling) return;
+    op.cancelling = true;
+    submit_cancel(op);
+  }
+
+  void abandon(io_operation& op) noexcept {
+    if (fallback_) return fallback_->abandon(op);
+    if (!op.parked) return;
+    unlist(op);
+    if (!drop_completion(op)) {
+      // The owner and its buffer are going: wait here for the completion
+      // (a cancelled operation completes promptly), keeping the others.
+      if (!op.cancelling) submit_cancel(op);
+      op.cancelling = true;
+      while (!drop_completion(op)) enter(1, -1);
+    }
+    op.parked = false;
+    --parked_count_;
+  }
+
+  void release(native_handle handle) noexcept {
+    if (fallback_) return fallback_->release(handle);
+    if (handle < 0 || static_cast<std::size_t>(handle) >= handles_.size()) return;
+    handle_state& state = handles_[static_cast<std::size_t>(handle)];
+    if (!state.registered) return;
+    // What is in flight on a handle about to be closed completes as cancelled;
+    // the cancels must reach the kernel before the close.
+    const bool any = state.head != nullptr;
+    while (state.head != nullptr) {
+      io_operation& op = *state.head;
+      unlist(op);
+      if (!op.cancelling) submit_cancel(op);
+      op.cancelling = true;
+    }
+    if (any) enter(0, 0);
+    state = handle_state{};  // the number may come back as another file
+    --registered_count_;
+  }
+
+  void wake() noexcept {
+    if (fallback_) return fallback_->wake();
+    std::uint64_t one = 1;
+    // EAGAIN means the counter is already non-zero: the loop will wake anyway.
+    [[maybe_unused]] ssize_t written = ::write(wake_handle_, &one, sizeof one);
+  }
+
+  void poll(int timeout_ms) {
+    if (fallback_) return fallback_->poll(timeout_ms);
+    if (next_completion_ == completions_.size()) {
+      completions_.clear();
+      next_completion_ = 0;
+      const bool waiting = timeout_ms != 0 && cq_ready() == 0;
+      const bool task_work = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0;
+      if (waiting || task_work || to_submit() != 0) enter(waiting ? 1 : 0, timeout_ms);
+      reap();
+    }
+    // A completion may abandon an operation whose entry is further on in
+    // completions_ (abandon() then drops it) or take more entries (appended).
+    while (next_completion_ < completions_.size()) {
+      const completion entry = completions_[next_completion_++];
+      if (entry.user_data == wake_tag) {
+        std::uint64_t value;
+        [[maybe_unused]] ssize_t got = ::read(wake_handle_, &value, sizeof value);
+        arm_wake();
+      } else if (entry.user_data != 0) {
+        finish(*reinterpret_cast<io_operation*>(entry.user_data), entry.result);
+      }
+    }
+  }
+
+  std::size_t registered_count() const noexcept {
+    return fallback_ ? fallback_->registered_count() : registered_count_;
+  }
+  std::size_t parked_count() const noexcept { return fallback_ ? fallback_->parked_count() : parked_count_; }
+  bool read_would_block(native_handle handle) const noexcept {
+    // Not known without readiness reports: a read is always tried.
+    return fallback_ ? fallback_->read_would_block(handle) : false;
+  }
+
+ private:
+  // Entries of the submission ring, and of the completion ring: the kernel
+  // holds up completions beyond it (IORING_FEAT_NODROP) until they are reaped.
+  static constexpr unsigned submission_entries = 256;
+  static constexpr unsigned completion_entries = 4096;
+  // user_data of the wake-up poll; 0 marks an entry to ignore (a cancel's own
+  // completion, or one dropped by abandon()). An operation's is its address.
+  static constexpr std::uint64_t wake_tag = 1;
+
+  struct completion {
+    std::uint64_t user_data;
+    int result;
+  };
+  struct handle_state {
+    io_operation* head = nullptr;  // in flight on this handle (prev/next_parked)
+    bool registered = false;
+    bool byte_stream = false;      // a pipe or stream socket: a short read empties it
+    bool read_drained = false;     // the last read came back short
+  };
+  struct submission_ring {
+    unsigned* head = nullptr;
+    unsigned* tail = nullptr;
+    unsigned* flags = nullptr;
+    unsigned mask = 0;
+    unsigned entries = 0;
+  };
+  struct completion_ring {
+    unsigned* head = nullptr;
+    unsigned* tail = nullptr;
+    io_uring_cqe* entries = nullptr;
+    unsigned mask = 0;
+  };
+
+  static int setup(unsigned entries, io_uring_params& params) noexcept {
+    return static_cast<int>(::syscall(__NR_io_uring_setup, entries, &params));
+  }
+
+  // Everything or nothing: false leaves what was opened for close_ring().
+  bool open_ring() noexcept {
+    if (const char* setting = std::getenv("CORO_LOOP_IO_URING");
+        setting != nullptr && (std::strcmp(setting, "0") == 0 || std::strcmp(setting, "off") == 0)) {
+      return false;
+    }
+    io_uring_params params{};
+    // Completions are handled when the loop enters the kernel anyway, not by
+    // interrupting it (5.19); without those flags where the kernel is older.
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    params.cq_entries = completion_entries;
+    ring_handle_ = setup(submission_entries, params);
+    if (ring_handle_ < 0 && errno == EINVAL) {
+      params = io_uring_params{};
+      params.flags = IORING_SETUP_CQSIZE;
+      params.cq_entries = completion_entries;
+      ring_handle_ = setup(submission_entries, params);
+    }
+    if (ring_handle_ < 0) return false;
+    constexpr unsigned needed = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP | IORING_FEAT_RW_CUR_POS |
+                                IORING_FEAT_EXT_ARG;
+    if ((params.features & needed) != needed) return false;
+
+    ring_size_ = std::max(params.sq_off.array + params.sq_entries * sizeof(unsigned),
+                          params.cq_off.cqes + params.cq_entries * sizeof(io_uring_cqe));
+    ring_ = ::mmap(nullptr, ring_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring_handle_,
+                   IORING_OFF_SQ_RING);
+    if (ring_ == MAP_FAILED) {
+      ring_ = nullptr;
+      return false;
+    }
+    sqes_size_ = params.sq_entries * sizeof(io_uring_sqe);
+    void* sqes = ::mmap(nullptr, sqes_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring_handle_,
+                        IORING_OFF_SQES);
+    if (sqes == MAP_FAILED) return false;
+    sqes_ = static_cast<io_uring_sqe*>(sqes);
+
+    char* base = static_cast<char*>(ring_);
+    sq_.head = reinterpret_cast<unsigned*>(base + params.sq_off.head);
+    sq_.tail = reinterpret_cast<unsigned*>(base + params.sq_off.tail);
+    sq_.flags = reinterpret_cast<unsigned*>(base + params.sq_off.flags);
+    sq_.mask = *reinterpret_cast<unsigned*>(base + params.sq_off.ring_mask);
+    sq_.entries = *reinterpret_cast<unsigned*>(base + params.sq_off.ring_entries);
+    unsigned* array = reinterpret_cast<unsigned*>(base + params.sq_off.array);
+    for (unsigned i = 0; i < sq_.entries; ++i) array[i] = i;  // slot i holds entry i, always
+    sq_tail_ = *sq_.tail;
+    cq_.head = reinterpret_cast<unsigned*>(base + params.cq_off.head);
+    cq_.tail = reinterpret_cast<unsigned*>(base + params.cq_off.tail);
+    cq_.mask = *reinterpret_cast<unsigned*>(base + params.cq_off.ring_mask);
+    cq_.entries = reinterpret_cast<io_uring_cqe*>(base + params.cq_off.cqes);
+
+    if (!supports_operations()) return false;
+    wake_handle_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_handle_ < 0) return false;
+    try {
+      completions_.reserve(completion_entries);
+    } catch (...) {
+      return false;
+    }
+    arm_wake();
+    return true;
+  }
+
+  // Every operation this backend submits, per IORING_REGISTER_PROBE (5.6).
+  bool supports_operations() const noexcept {
+    constexpr unsigned slots = 256;
+    alignas(io_uring_probe) unsigned char storage[sizeof(io_uring_probe) + slots * sizeof(io_uring_probe_op)] = {};
+    auto* probe = reinterpret_cast<io_uring_probe*>(storage);
+    if (::syscall(__NR_io_uring_register, ring_handle_, IORING_REGISTER_PROBE, probe, slots) < 0) return false;
+    for (unsigned operation : {IORING_OP_READ, IORING_OP_WRITE, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_RECVMSG,
+                               IORING_OP_SENDMSG, IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL}) {
+      if (operation > probe->last_op || (probe->ops[operation].flags & IO_URING_OP_SUPPORTED) == 0) return false;
+    }
+    return true;
+  }
+
+  void close_ring() noexcept {
+    if (sqes_ != nullptr) ::munmap(sqes_, sqes_size_);
+    if (ring_ != nullptr) ::munmap(ring_, ring_size_);
+    if (ring_handle_ >= 0) ::close(ring_handle_);  // cancels whatever is still in flight
+    if (wake_handle_ >= 0) ::close(wake_handle_);
+    sqes_ = nullptr;
+    ring_ = nullptr;
+    ring_handle_ = wake_handle_ = -1;
+  }
+
+  // --- the submission side
+  unsigned to_submit() const noexcept { return sq_tail_ - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE); }
+
+  // A zeroed entry, published by commit(); submits first when the ring is full.
+  io_uring_sqe& next_entry() noexcept {
+    while (to_submit() == sq_.entries) enter(0, 0);
+    io_uring_sqe& entry = sqes_[sq_tail_ & sq_.mask];
+    entry = io_uring_sqe{};
+    return entry;
+  }
+  void commit() noexcept { __atomic_store_n(sq_.tail, ++sq_tail_, __ATOMIC_RELEASE); }
+
+  static std::uint32_t poll_mask(unsigned events) noexcept {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (events << 16) | (events >> 16);  // the kernel reads the field word-swapped
+#else
+    return events;
+#endif
+  }
+
+  void arm_wake() noexcept {
+    io_uring_sqe& entry = next_entry();
+    entry.opcode = IORING_OP_POLL_ADD;
+    entry.fd = wake_handle_;
+    entry.poll32_events = poll_mask(POLLIN);
+    entry.user_data = wake_tag;
+    commit();
+  }
+
+  void submit_cancel(io_operation& op) noexcept {
+    io_uring_sqe& entry = next_entry();
+    entry.opcode = IORING_OP_ASYNC_CANCEL;
+    entry.fd = -1;
+    entry.addr = reinterpret_cast<std::uintptr_t>(&op);
+    entry.user_data = 0;
+    commit();
+  }
+
+  // Submits op as itself, or as a readiness wait when the syscall comes after one.
+  void submit_operation(io_operation& op) noexcept {
+    io_uring_sqe& entry = next_entry();
+    entry.fd = op.handle;
+    entry.user_data = reinterpret_cast<std::uintptr_t>(&op);
+    // An accept too: IORING_OP_ACCEPT would keep the descriptor limit of its
+    // submission (a limit lowered meanwhile would not stop it), accept4 reads it.
+    const bool polls_first = op.kind == io_kind::wait_readable || op.kind == io_kind::wait_writable ||
+                             op.kind == io_kind::wait_process || op.kind == io_kind::connect ||
+                             op.kind == io_kind::accept;
+    if (polls_first || op.polling) {
+      op.polling = true;
+      entry.opcode = IORING_OP_POLL_ADD;
+      entry.poll32_events = poll_mask(op.reads() ? POLLIN : POLLOUT);
+      commit();
+      return;
+    }
+    entry.addr = reinterpret_cast<std::uintptr_t>(op.buffer);
+    entry.len = static_cast<std::uint32_t>(std::min<std::size_t>(op.length, 0x7ffff000));  // read(2)'s own cap
+    switch (op.kind) {
+      case io_kind::read:
+      case io_kind::write:
+        entry.opcode = op.kind == io_kind::read ? IORING_OP_READ : IORING_OP_WRITE;
+        entry.off = ~std::uint64_t{0};  // the file position, as read(2) and write(2)
+        break;
+      case io_kind::recv:
+        entry.opcode = IORING_OP_RECV;
+        entry.msg_flags = static_cast<std::uint32_t>(op.flags);
+        break;
+      case io_kind::send:
+        entry.opcode = IORING_OP_SEND;
+        entry.msg_flags = static_cast<std::uint32_t>(op.flags | MSG_NOSIGNAL);
+        break;
+      case io_kind::recv_from:
+      case io_kind::send_to: {
+        const bool receives = op.kind == io_kind::recv_from;
+        op.vector = iovec{op.buffer, op.length};
+        op.message = msghdr{};
+        op.message.msg_name = op.address;
+        op.message.msg_namelen = op.address_length;
+        op.message.msg_iov = &op.vector;
+        op.message.msg_iovlen = 1;
+        entry.opcode = receives ? IORING_OP_RECVMSG : IORING_OP_SENDMSG;
+        entry.addr = reinterpret_cast<std::uintptr_t>(&op.message);
+        entry.len = 1;
+        entry.msg_flags = static_cast<std::uint32_t>(receives ? op.flags : op.flags | MSG_NOSIGNAL);
+        break;
+      }
+      default:  // the waits went above
+        break;
+    }
+    commit();
+  }
+
+  // io_uring_enter: submits what is queued and waits for `wait` completions,
+  // at most timeout_ms (-1: no limit). An interrupted or timed-out wait, and a
+  // full completion ring (-EBUSY: reap, then again), return normally.
+  void enter(unsigned wait, int timeout_ms) noexcept {
+    __kernel_timespec timeout{};
+    io_uring_getevents_arg argument{};
+    if (wait != 0 && timeout_ms >= 0) {
+      timeout.tv_sec = timeout_ms / 1000;
+      timeout.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1'000'000;
+      argument.ts = reinterpret_cast<std::uintptr_t>(&timeout);
+    }
+    const unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    const long entered =
+        ::syscall(__NR_io_uring_enter, ring_handle_, to_submit(), wait, flags, &argument, sizeof argument);
+    if (entered < 0 && (errno == EBUSY || errno == EAGAIN)) reap();
+  }
+
+  // --- the completion side
+  unsigned cq_ready() const noexcept {
+    return __atomic_load_n(cq_.tail, __ATOMIC_ACQUIRE) - *cq_.head;
+  }
+
+  // Moves the completion ring's entries to completions_, freeing the ring.
+  void reap() noexcept {
+    unsigned head = *cq_.head;
+    const unsigned tail = __atomic_load_n(cq_.tail, __ATOMIC_ACQUIRE);
+    for (; head != tail; ++head) {
+      const io_uring_cqe& entry = cq_.entries[head & cq_.mask];
+      completions_.push_back(completion{entry.user_data, entry.res});
+    }
+    __atomic_store_n(cq_.head, head, __ATOMIC_RELEASE);
+  }
+
+  // abandon(): drops op's completion if it has come; true then.
+  bool drop_completion(io_operation& op) noexcept {
+    reap();
+    const auto tag = reinterpret_cast<std::uintptr_t>(&op);
+    for (std::size_t i = next_completion_; i < completions_.size(); ++i) {
+      if (completions_[i].user_data == tag) {
+        completions_[i].user_data = 0;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void finish(io_operation& op, int result) noexcept {
+    if (op.polling) {
+      op.polling = false;
+      if (result < 0) return complete(op, -result);
+      if (op.kind == io_kind::wait_readable || op.kind == io_kind::wait_writable ||
+          op.kind == io_kind::wait_process) {
+        return complete(op, 0);
+      }
+      // A connect under way, or an operation the kernel answered EAGAIN.
+      if (perform(op, true)) {
+        note_read(op);
+        return complete(op, op.error);
+      }
+      if (op.cancelling) return complete(op, ECANCELED);
+      return submit_operation(op);
+    }
+    if (result == -EAGAIN || result == -EINTR) {
+      if (op.cancelling) return complete(op, ECANCELED);
+      op.polling = result == -EAGAIN;
+      return submit_operation(op);
+    }
+    if (result < 0) return complete(op, -result);
+    op.result = result;
+    if (op.kind == io_kind::recv_from) op.address_length = op.message.msg_namelen;
+    note_read(op);
+    complete(op, 0);
+  }
+
+  void complete(io_operation& op, int error) noexcept {
+    op.error = error;
+    unlist(op);
+    op.parked = false;
+    --parked_count_;
+    op.complete(&op);
+  }
+
+  // --- handles and what is in flight on them
+  void park(io_operation& op) {
+    auto index = static_cast<std::size_t>(op.handle);
+    if (index >= handles_.size()) handles_.resize(std::max(index + 1, handles_.size() * 2));
+    handle_state& state = handles_[index];
+    if (!state.registered) {
+      state.registered = true;
+      state.byte_stream = is_byte_stream(op.handle);
+      ++registered_count_;
+    }
+    op.prev_parked = nullptr;
+    op.next_parked = state.head;
+    if (state.head != nullptr) state.head->prev_parked = &op;
+    state.head = &op;
+    op.listed = true;
+    op.parked = true;
+    ++parked_count_;
+  }
+
+  void unlist(io_operation& op) noexcept {
+    if (!op.listed) return;
+    handle_state& state = handles_[static_cast<std::size_t>(op.handle)];
+    (op.prev_parked != nullptr ? op.prev_parked->next_parked : state.head) = op.next_parked;
+    if (op.next_parked != nullptr) op.next_parked->prev_parked = op.prev_parked;
+    op.prev_parked = op.next_parked = nullptr;
+    op.listed = false;
+  }
+
+  bool is_byte_read(const io_operation& op) const noexcept {
+    if (op.kind != io_kind::read && op.kind != io_kind::recv) return false;
+    if (op.handle < 0 || static_cast<std::size_t>(op.handle) >= handles_.size()) return false;
+    const handle_state& state = handles_[static_cast<std::size_t>(op.handle)];
+    return state.registered && state.byte_stream;
+  }
+  bool known_drained(const io_operation& op) const noexcept {
+    return is_byte_read(op) && handles_[static_cast<std::size_t>(op.handle)].read_drained;
+  }
+  // A short read of a byte stream took everything there was; a full one may not have.
+  void note_read(const io_operation& op) noexcept {
+    if (op.error != 0 || !is_byte_read(op)) return;
+    handles_[static_cast<std::size_t>(op.handle)].read_drained =
+        op.result > 0 && static_cast<std::size_t>(op.result) < op.length;
+  }
+
+  std::unique_ptr<epoll_backend> fallback_;  // set when the kernel refused io_uring
+  int ring_handle_ = -1;
+  int wake_handle_ = -1;
+  void* ring_ = nullptr;
+  std::size_t ring_size_ = 0;
+  io_uring_sqe* sqes_ = nullptr;
+  std::size_t sqes_size_ = 0;
+  submission_ring sq_;
+  completion_ring cq_;
+  unsigned sq_tail_ = 0;  // ours; the kernel's copy is published by commit()
+  std::vector<completion> completions_;
+  std::size_t next_completion_ = 0;
+  std::vector<handle_state> handles_;
+  std::size_t registered_count_ = 0;
+  std::size_t parked_count_ = 0;
+};
+
+}  // namespace detail
+#endif  // CORO_LOOP_BACKEND_IO_URING
 
 // --- 4.9 loop_core: the members that drive the backend ---
 
@@ -9480,7 +10024,7 @@ inline void child_process::release_wait_handle() noexcept {
   if (registry_ != nullptr && watch_.parked) registry_->loop().backend().abandon(watch_);
 #if defined(CORO_LOOP_WINDOWS)
   ::CloseHandle(process_handle());
-#elif defined(CORO_LOOP_BACKEND_EPOLL)
+#elif defined(CORO_LOOP_EPOLL)
   if (registry_ != nullptr) registry_->loop().backend().release(wait_handle_);
   ::close(wait_handle_);  // the pidfd
 #endif
@@ -12552,6 +13096,9 @@ class event_loop : private detail::loop_core {
   std::size_t parked_operation_count() const noexcept {
     return backend_ == nullptr ? 0 : backend_->parked_count() - own_io_count();
   }
+  /// The backend this loop runs on: "epoll", "kqueue", "iocp", or "io_uring"
+  /// (CORO_LOOP_BACKEND_IO_URING; "epoll" there when the kernel refused io_uring).
+  const char* backend_name() const noexcept { return backend_ == nullptr ? "closed" : backend_->name(); }
 
  private:
   friend detail::loop_core& detail::core_of(event_loop& loop) noexcept;
