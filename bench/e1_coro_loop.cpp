@@ -1,6 +1,7 @@
 // bench/e1_coro_loop.cpp - E1 echo with coro_loop's start_server and open_connection
 // (see e1_common.hpp): the server echoes whatever arrives; each client connection
 // writes 64 bytes, reads exactly 64 back and compares them, 10,000 times.
+// bench/e1_coro_loop_uring.cpp is this program on the io_uring backend.
 #include "../coro_loop.hpp"
 #include "e1_common.hpp"
 
@@ -30,6 +31,14 @@ int serve(const bench_echo::port_announcer& announcer) {
 
 std::size_t run_clients(std::uint16_t port) {
   return cl::run([port]() -> cl::task<std::size_t> {
+#if defined(CORO_LOOP_BACKEND_IO_URING)
+    // A figure for io_uring must not come from its epoll fallback.
+    if (std::string_view(cl::get_running_loop().backend_name()) != "io_uring") {
+      std::fprintf(stderr, "e1: the kernel refused io_uring; the loop runs on %s\n",
+                   cl::get_running_loop().backend_name());
+      co_return 0;
+    }
+#endif
     const std::string message = bench_echo::message();
     auto client = [&]() -> cl::task<std::size_t> {
       cl::stream connection = co_await cl::open_connection("127.0.0.1", port);

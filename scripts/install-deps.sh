@@ -10,8 +10,9 @@
 #   ci      .ci/run: both compilers, clang's sanitizer runtimes and libc++, valgrind and the above
 #   cross   the cross targets and cross/*.ini: aarch64 and armhf g++ (with ASan+UBSan runtimes),
 #           qemu-user, mingw-w64's -posix g++ (the -win32 one has no std::thread), 64-bit wine
-#   bench   make bench: Asio, libuv, libcurl, Beast, CPython with uvloop and aiohttp, wrk, nginx, OpenSSL
-#           (headers and the openssl command: H1S and H2S, bench/nginx.sh's CA)
+#   bench   make bench: Asio, liburing (E1's Asio-on-io_uring peer), libuv, libcurl, Beast, CPython with
+#           uvloop and aiohttp, wrk, nginx, OpenSSL (headers and the openssl command: H1S and H2S,
+#           bench/nginx.sh's CA)
 # Quick and quiet when all is there. As root with apt-get (Debian 12) installs what is missing,
 # waiting for another apt or dpkg to finish; otherwise names it and fails.
 set -euo pipefail
@@ -58,7 +59,7 @@ for set in "$@"; do
           meson ninja-build cmake pkg-config valgrind nginx libssl-dev openssl python3 util-linux coreutils ;;
     cross) want g++-aarch64-linux-gnu g++-arm-linux-gnueabihf libasan8-arm64-cross libubsan1-arm64-cross qemu-user \
              g++-mingw-w64-x86-64-posix wine wine64 catch2 make ;;
-    bench) want g++ gcc make libasio-dev libuv1-dev libcurl4-openssl-dev libboost-dev wrk python3 python3-uvloop \
+    bench) want g++ gcc make libasio-dev liburing-dev libuv1-dev libcurl4-openssl-dev libboost-dev wrk python3 python3-uvloop \
              python3-aiohttp nginx util-linux coreutils procps curl libssl-dev openssl ;;
     *) echo "install-deps: unknown set '$set' (test, fuzz, ci, cross, bench)" >&2; exit 2 ;;
   esac
