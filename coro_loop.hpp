@@ -2402,6 +2402,7 @@ class backend {
 namespace detail {
 
 #if !defined(IORING_SETUP_COOP_TASKRUN)  // kernel headers older than 5.19
+#define IORING_SETUP_SUBMIT_ALL (1U << 7)
 #define IORING_SETUP_COOP_TASKRUN (1U << 8)
 #define IORING_SETUP_TASKRUN_FLAG (1U << 9)
 #define IORING_SQ_TASKRUN (1U << 2)
@@ -2454,7 +2455,9 @@ class backend {
       // (a cancelled operation completes promptly), keeping the others.
       if (!op.cancelling) submit_cancel(op);
       op.cancelling = true;
-      while (!drop_completion(op)) enter(1, -1);
+      while (!drop_completion(op)) {
+        if (const int error = enter(1, -1); error != 0) fail("io_uring_enter", error);
+      }
     }
     op.parked = false;
     --parked_count_;
@@ -2474,7 +2477,7 @@ class backend {
       if (!op.cancelling) submit_cancel(op);
       op.cancelling = true;
     }
-    if (any) enter(0, 0);
+    if (any && !submit_all()) fail("io_uring_enter");
     state = handle_state{};  // the number may come back as another file
     --registered_count_;
   }
@@ -2492,8 +2495,13 @@ class backend {
       completions_.clear();
       next_completion_ = 0;
       const bool waiting = timeout_ms != 0 && cq_ready() == 0;
-      const bool task_work = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0;
-      if (waiting || task_work || to_submit() != 0) enter(waiting ? 1 : 0, timeout_ms);
+      // Completions may wait in the kernel: as task work (COOP_TASKRUN), or
+      // held back when the completion ring was full (NODROP).
+      const bool held = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+      if (waiting || held || to_submit() != 0) {
+        const int error = enter(waiting ? 1 : 0, timeout_ms);
+        if (error != 0) throw_system_error(error, "io_uring_enter");
+      }
       reap();
     }
     // A completion may abandon an operation whose entry is further on in
@@ -2564,8 +2572,12 @@ class backend {
     }
     io_uring_params params{};
     // Completions are handled when the loop enters the kernel anyway, not by
-    // interrupting it (5.19); without those flags where the kernel is older.
-    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    // interrupting it (5.19; the work goes to the thread that submitted, so a
+    // loop run by another thread later is woken a little later), and an entry
+    // the kernel refuses does not hold back the ones after it (5.18); without
+    // those flags where the kernel is older.
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+                   IORING_SETUP_TASKRUN_FLAG;
     params.cq_entries = completion_entries;
     ring_handle_ = setup(submission_entries, params);
     if (ring_handle_ < 0 && errno == EINVAL) {
@@ -2616,7 +2628,7 @@ class backend {
       return false;
     }
     arm_wake();
-    return true;
+    return submit_all();  // a kernel (or seccomp) that sets rings up but refuses to enter them
   }
 
   // Every operation this backend submits, per IORING_REGISTER_PROBE (5.6).
@@ -2642,12 +2654,20 @@ class backend {
     ring_handle_ = wake_handle_ = -1;
   }
 
+  // A ring that stops working where a wait cannot be given up (the kernel
+  // may still write into an owner's buffer) or a close must not come first:
+  // no safe way on; the process stops, saying why.
+  [[noreturn]] static void fail(const char* what, int error = errno) noexcept {
+    std::fprintf(stderr, "coro_loop: %s failed on the io_uring backend: %s\n", what, std::strerror(error));
+    std::abort();
+  }
+
   // --- the submission side
   unsigned to_submit() const noexcept { return sq_tail_ - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE); }
 
   // A zeroed entry, published by commit(); submits first when the ring is full.
   io_uring_sqe& next_entry() noexcept {
-    while (to_submit() == sq_.entries) enter(0, 0);
+    if (to_submit() == sq_.entries && !submit_all()) fail("io_uring_enter");
     io_uring_sqe& entry = sqes_[sq_tail_ & sq_.mask];
     entry = io_uring_sqe{};
     return entry;
@@ -2735,9 +2755,10 @@ class backend {
   }
 
   // io_uring_enter: submits what is queued and waits for `wait` completions,
-  // at most timeout_ms (-1: no limit). An interrupted or timed-out wait, and a
-  // full completion ring (-EBUSY: reap, then again), return normally.
-  void enter(unsigned wait, int timeout_ms) noexcept {
+  // at most timeout_ms (-1: no limit). 0 also for an interrupted or timed-out
+  // wait and a full completion ring (-EBUSY: reaped, to be tried again); any
+  // other errno is returned (a ring that no longer works).
+  int enter(unsigned wait, int timeout_ms) noexcept {
     __kernel_timespec timeout{};
     io_uring_getevents_arg argument{};
     if (wait != 0 && timeout_ms >= 0) {
@@ -2748,7 +2769,21 @@ class backend {
     const unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
     const long entered =
         ::syscall(__NR_io_uring_enter, ring_handle_, to_submit(), wait, flags, &argument, sizeof argument);
-    if (entered < 0 && (errno == EBUSY || errno == EAGAIN)) reap();
+    if (entered >= 0 || errno == EINTR || errno == ETIME) return 0;
+    if (errno == EBUSY || errno == EAGAIN) {
+      reap();
+      return 0;
+    }
+    return errno;
+  }
+
+  // Submits everything queued before it returns (release(): before a close).
+  // False when the ring refuses: its operations never reach the kernel then.
+  bool submit_all() noexcept {
+    while (to_submit() != 0) {
+      if (enter(0, 0) != 0) return false;
+    }
+    return true;
   }
 
   // --- the completion side
@@ -2781,14 +2816,17 @@ class backend {
   }
 
   void finish(io_operation& op, int result) noexcept {
+    // Released: its handle may be closed, its number another file's by now.
+    const bool released = !op.listed;
     if (op.polling) {
-      op.polling = false;
       if (result < 0) return complete(op, -result);
+      if (released) return complete(op, ECANCELED);
       if (op.kind == io_kind::wait_readable || op.kind == io_kind::wait_writable ||
           op.kind == io_kind::wait_process) {
         return complete(op, 0);
       }
-      // A connect under way, or an operation the kernel answered EAGAIN.
+      // A connect under way, an accept, or an operation the kernel answered
+      // EAGAIN: the syscall now, or another poll.
       if (perform(op, true)) {
         note_read(op);
         return complete(op, op.error);
@@ -2797,19 +2835,20 @@ class backend {
       return submit_operation(op);
     }
     if (result == -EAGAIN || result == -EINTR) {
-      if (op.cancelling) return complete(op, ECANCELED);
+      if (op.cancelling || released) return complete(op, ECANCELED);
       op.polling = result == -EAGAIN;
       return submit_operation(op);
     }
     if (result < 0) return complete(op, -result);
     op.result = result;
     if (op.kind == io_kind::recv_from) op.address_length = op.message.msg_namelen;
-    note_read(op);
+    if (!released) note_read(op);
     complete(op, 0);
   }
 
   void complete(io_operation& op, int error) noexcept {
     op.error = error;
+    op.polling = false;
     unlist(op);
     op.parked = false;
     --parked_count_;

@@ -13,7 +13,9 @@
 #include "task_helpers.hpp"
 
 #if defined(CORO_LOOP_POSIX)
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #endif
@@ -205,6 +207,107 @@ TEST_CASE("backend: the loop names its backend; io_uring falls back to epoll whe
   fallback.close();
 #endif
 }
+
+#if defined(__linux__)  // accept4, SOCK_CLOEXEC
+namespace {
+
+// A blocking loopback connect to `port`: the listener's backlog completes it
+// without the loop running. The client's descriptor.
+int connect_blocking(std::uint16_t port) {
+  const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in where{};
+  where.sin_family = AF_INET;
+  where.sin_port = htons(port);
+  where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(client, reinterpret_cast<const sockaddr*>(&where), sizeof where) == 0);
+  return client;
+}
+
+}  // namespace
+
+// The listener's readiness is reported (io_uring: its poll completes) but not yet
+// handled when the listener is released and closed, and its number is taken by a
+// new listener with a client waiting: the parked accept must end, and the new
+// listener's client must stay for it.
+TEST_CASE("backend: an accept released with its listener never accepts from the next file of that number",
+          "[backend]") {
+  auto body = []() -> cl::task<void> {
+    cl::socket first = cl::socket::open(AF_INET, SOCK_STREAM);
+    first.bind(*cl::address::parse("127.0.0.1", 0));
+    first.listen(8);
+    const cl::native_handle number = first.handle();
+    std::string outcome = "not ended";
+    auto acceptor = cl::create_task([&]() -> cl::task<void> {
+      try {
+        auto accepted = co_await first.accept();
+        outcome = "accepted from port " + std::to_string(accepted.first.local_address().port());
+      } catch (...) {
+        outcome = "ended without a connection";
+      }
+    });
+    co_await cl::sleep(0ms);
+    co_await cl::sleep(0ms);  // parked, and handed to the OS
+    const int early_client = connect_blocking(first.local_address().port());
+    first.close();  // releases, then closes: all before the loop runs again
+    int second = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (second != number) {
+      REQUIRE(::dup2(second, number) == number);
+      ::close(second);
+      second = number;
+    }
+    sockaddr_in any_port{};
+    any_port.sin_family = AF_INET;
+    any_port.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(second, reinterpret_cast<const sockaddr*>(&any_port), sizeof any_port) == 0);
+    REQUIRE(::listen(second, 8) == 0);
+    socklen_t length = sizeof any_port;
+    REQUIRE(::getsockname(second, reinterpret_cast<sockaddr*>(&any_port), &length) == 0);
+    const int late_client = connect_blocking(ntohs(any_port.sin_port));
+    co_await acceptor;
+    CHECK(outcome == "ended without a connection");
+    const int taken = ::accept4(second, nullptr, nullptr, SOCK_CLOEXEC);
+    CHECK(taken >= 0);  // the new listener's client is still there for it
+    for (int handle : {taken, late_client, early_client, second}) {
+      if (handle >= 0) ::close(handle);
+    }
+  };
+  cl::run(body());
+}
+#endif
+
+#if defined(CORO_LOOP_POSIX)  // Windows: 5,000 overlapped probes of one loopback socket under wine
+// More completions at once than io_uring's completion ring holds (4,096): the
+// kernel holds the rest back, and a loop kept busy (a task yielding with sleep(0),
+// so the loop never waits) must still collect them.
+TEST_CASE("backend: five thousand waits ready at once all complete while the loop stays busy", "[backend]") {
+  auto body = []() -> cl::task<void> {
+    fd_pair pipe = fd_pair::pipe();
+    constexpr int waiters = 5000;
+    int woken = 0;
+    std::vector<cl::task_handle<void>> handles;
+    for (int i = 0; i < waiters; ++i) {
+      handles.push_back(cl::create_task([&]() -> cl::task<void> {
+        co_await cl::wait_readable(pipe.first);
+        ++woken;
+      }));
+    }
+    co_await cl::sleep(10ms);  // all parked, and handed to the OS
+    REQUIRE(write_raw(pipe.second, "x") == 1);
+    long iterations = 0;
+    const cl::time_point deadline = cl::clock::now() + 5s;
+    while (woken < waiters && cl::clock::now() < deadline) {
+      co_await cl::sleep(0ms);
+      ++iterations;
+    }
+    INFO("after " << iterations << " busy iterations");
+    CHECK(woken == waiters);
+    const std::size_t finished = co_await settle(handles, 5s);
+    CHECK(finished == waiters);
+    release(pipe.first);
+  };
+  cl::run(body());
+}
+#endif
 
 TEST_CASE("backend: a read parks until the other end writes, and the data arrives intact", "[backend]") {
   auto body = []() -> cl::task<void> {
