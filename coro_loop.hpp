@@ -2389,24 +2389,26 @@ class backend {
 // completes with its completion entry. An accept, a connect under way and the
 // readiness waits are an IORING_OP_POLL_ADD followed by the syscall; so is an
 // operation the kernel answered -EAGAIN (older kernels do so for non-blocking
-// descriptors). Submissions stay in the ring until the next
-// poll(): one io_uring_enter submits them all and waits. cancel() submits
+// descriptors). Submissions stay in the ring until the next poll(): one
+// io_uring_enter submits them all and waits. cancel() submits
 // IORING_OP_ASYNC_CANCEL and the completion decides (ECANCELED, or the result
 // when the transfer finished first); abandon() waits for it, since the kernel
 // may write into the buffer until then; release() submits the cancels of what
-// is in flight on the handle at once, before the handle is closed.
+// is in flight on the handle at once, before the handle is closed, and an
+// operation released so completes as cancelled, never touching the handle's
+// number again (another file may have it by then).
 // Where the kernel refuses io_uring (seccomp in containers, kernels before
 // 5.11, qemu-user) or lacks an operation used here, or the environment has
 // CORO_LOOP_IO_URING=0, the loop runs the epoll backend (4.2) instead, with
 // the same behaviour; event_loop::backend_name() says which one runs.
-namespace detail {
-
 #if !defined(IORING_SETUP_COOP_TASKRUN)  // kernel headers older than 5.19
 #define IORING_SETUP_SUBMIT_ALL (1U << 7)
 #define IORING_SETUP_COOP_TASKRUN (1U << 8)
 #define IORING_SETUP_TASKRUN_FLAG (1U << 9)
 #define IORING_SQ_TASKRUN (1U << 2)
 #endif
+
+namespace detail {
 
 class backend {
  public:
