@@ -2395,17 +2395,17 @@ class backend {
 // when the transfer finished first); abandon() waits for it, since the kernel
 // may write into the buffer until then; release() submits the cancels of what
 // is in flight on the handle at once, before the handle is closed, and an
-// operation released so completes as cancelled, never touching the handle's
-// number again (another file may have it by then).
+// operation released so completes as cancelled (or with what the kernel had
+// already moved), never touching the handle's number again (another file may
+// have it by then). The kernel ties each request to the thread that submitted
+// it: completions reach a loop that another thread runs now only while the
+// submitting thread lives (one that ends has its requests cancelled).
 // Where the kernel refuses io_uring (seccomp in containers, kernels before
 // 5.11, qemu-user) or lacks an operation used here, or the environment has
 // CORO_LOOP_IO_URING=0, the loop runs the epoll backend (4.2) instead, with
 // the same behaviour; event_loop::backend_name() says which one runs.
-#if !defined(IORING_SETUP_COOP_TASKRUN)  // kernel headers older than 5.19
+#if !defined(IORING_SETUP_SUBMIT_ALL)  // kernel headers older than 5.18
 #define IORING_SETUP_SUBMIT_ALL (1U << 7)
-#define IORING_SETUP_COOP_TASKRUN (1U << 8)
-#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
-#define IORING_SQ_TASKRUN (1U << 2)
 #endif
 
 namespace detail {
@@ -2458,7 +2458,8 @@ class backend {
       if (!op.cancelling) submit_cancel(op);
       op.cancelling = true;
       while (!drop_completion(op)) {
-        if (const int error = enter(1, -1); error != 0) fail("io_uring_enter", error);
+        // EBADR: the kernel dropped some completion (out of memory), said once.
+        if (const int error = enter(1, -1); error != 0 && error != EBADR) fail("io_uring_enter", error);
       }
     }
     op.parked = false;
@@ -2479,7 +2480,9 @@ class backend {
       if (!op.cancelling) submit_cancel(op);
       op.cancelling = true;
     }
-    if (any && !submit_all()) fail("io_uring_enter");
+    if (any) {
+      if (const int error = submit_all(); error != 0) fail("io_uring_enter", error);
+    }
     state = handle_state{};  // the number may come back as another file
     --registered_count_;
   }
@@ -2497,9 +2500,8 @@ class backend {
       completions_.clear();
       next_completion_ = 0;
       const bool waiting = timeout_ms != 0 && cq_ready() == 0;
-      // Completions may wait in the kernel: as task work (COOP_TASKRUN), or
-      // held back when the completion ring was full (NODROP).
-      const bool held = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+      // Completions held back in the kernel when the completion ring was full (NODROP).
+      const bool held = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & IORING_SQ_CQ_OVERFLOW) != 0;
       if (waiting || held || to_submit() != 0) {
         const int error = enter(waiting ? 1 : 0, timeout_ms);
         if (error != 0) throw_system_error(error, "io_uring_enter");
@@ -2573,13 +2575,11 @@ class backend {
       return false;
     }
     io_uring_params params{};
-    // Completions are handled when the loop enters the kernel anyway, not by
-    // interrupting it (5.19; the work goes to the thread that submitted, so a
-    // loop run by another thread later is woken a little later), and an entry
-    // the kernel refuses does not hold back the ones after it (5.18); without
-    // those flags where the kernel is older.
-    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
-                   IORING_SETUP_TASKRUN_FLAG;
+    // An entry the kernel refuses does not hold back the ones after it (5.18;
+    // without where the kernel is older). Not COOP_TASKRUN: it leaves a
+    // completion's last step to the submitting thread's next entry into the
+    // kernel, late when another thread runs the loop by then.
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
     params.cq_entries = completion_entries;
     ring_handle_ = setup(submission_entries, params);
     if (ring_handle_ < 0 && errno == EINVAL) {
@@ -2629,8 +2629,11 @@ class backend {
     } catch (...) {
       return false;
     }
+    // A kernel (or seccomp) that sets rings up but refuses to enter them. The
+    // wake-up poll goes in with the first poll(), from the thread running the loop.
+    if (enter(0, 0) != 0) return false;
     arm_wake();
-    return submit_all();  // a kernel (or seccomp) that sets rings up but refuses to enter them
+    return true;
   }
 
   // Every operation this backend submits, per IORING_REGISTER_PROBE (5.6).
@@ -2659,7 +2662,7 @@ class backend {
   // A ring that stops working where a wait cannot be given up (the kernel
   // may still write into an owner's buffer) or a close must not come first:
   // no safe way on; the process stops, saying why.
-  [[noreturn]] static void fail(const char* what, int error = errno) noexcept {
+  [[noreturn]] static void fail(const char* what, int error) noexcept {
     std::fprintf(stderr, "coro_loop: %s failed on the io_uring backend: %s\n", what, std::strerror(error));
     std::abort();
   }
@@ -2669,7 +2672,9 @@ class backend {
 
   // A zeroed entry, published by commit(); submits first when the ring is full.
   io_uring_sqe& next_entry() noexcept {
-    if (to_submit() == sq_.entries && !submit_all()) fail("io_uring_enter");
+    if (to_submit() == sq_.entries) {
+      if (const int error = submit_all(); error != 0) fail("io_uring_enter", error);
+    }
     io_uring_sqe& entry = sqes_[sq_tail_ & sq_.mask];
     entry = io_uring_sqe{};
     return entry;
@@ -2780,12 +2785,12 @@ class backend {
   }
 
   // Submits everything queued before it returns (release(): before a close).
-  // False when the ring refuses: its operations never reach the kernel then.
-  bool submit_all() noexcept {
+  // The errno when the ring refuses: its operations never reach the kernel then.
+  int submit_all() noexcept {
     while (to_submit() != 0) {
-      if (enter(0, 0) != 0) return false;
+      if (const int error = enter(0, 0); error != 0) return error;
     }
-    return true;
+    return 0;
   }
 
   // --- the completion side
