@@ -2407,6 +2407,11 @@ class backend {
 #if !defined(IORING_SETUP_SUBMIT_ALL)  // kernel headers older than 5.18
 #define IORING_SETUP_SUBMIT_ALL (1U << 7)
 #endif
+#if !defined(IORING_SETUP_COOP_TASKRUN)  // kernel headers older than 5.19
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
 
 namespace detail {
 
@@ -2500,8 +2505,9 @@ class backend {
       completions_.clear();
       next_completion_ = 0;
       const bool waiting = timeout_ms != 0 && cq_ready() == 0;
-      // Completions held back in the kernel when the completion ring was full (NODROP).
-      const bool held = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & IORING_SQ_CQ_OVERFLOW) != 0;
+      // Completions may wait in the kernel: as work for this thread to run
+      // (COOP_TASKRUN), or held back when the completion ring was full (NODROP).
+      const bool held = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
       if (waiting || held || to_submit() != 0) {
         const int error = enter(waiting ? 1 : 0, timeout_ms);
         if (error != 0) throw_system_error(error, "io_uring_enter");
@@ -2575,11 +2581,17 @@ class backend {
       return false;
     }
     io_uring_params params{};
-    // An entry the kernel refuses does not hold back the ones after it (5.18;
-    // without where the kernel is older). Not COOP_TASKRUN: it leaves a
-    // completion's last step to the submitting thread's next entry into the
-    // kernel, late when another thread runs the loop by then.
-    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    // Completions are finished when the loop enters the kernel anyway, not by
+    // interrupting it (COOP_TASKRUN, 5.19: without it E1's echo took three
+    // times the CPU per round trip, the loop interrupted for each completion);
+    // the kernel says in the ring when such work waits (TASKRUN_FLAG). The
+    // work goes to the thread that submitted: once another thread runs the
+    // loop, it waits for that thread's next entry into the kernel (a system
+    // call, a wake-up, at worst a scheduler tick). An entry the kernel refuses
+    // does not hold back the ones after it (SUBMIT_ALL, 5.18). Without those
+    // flags where the kernel is older.
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+                   IORING_SETUP_TASKRUN_FLAG;
     params.cq_entries = completion_entries;
     ring_handle_ = setup(submission_entries, params);
     if (ring_handle_ < 0 && errno == EINVAL) {
