@@ -2507,7 +2507,8 @@ class backend {
       const bool waiting = timeout_ms != 0 && cq_ready() == 0;
       // Completions may wait in the kernel: as work for this thread to run
       // (COOP_TASKRUN), or held back when the completion ring was full (NODROP).
-      const bool held = (__atomic_load_n(sq_.flags, __ATOMIC_RELAXED) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+      const unsigned kernel_flags = __atomic_load_n(sq_.flags, __ATOMIC_RELAXED);
+      const bool held = (kernel_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
       if (waiting || held || to_submit() != 0) {
         const int error = enter(waiting ? 1 : 0, timeout_ms);
         if (error != 0) throw_system_error(error, "io_uring_enter");
