@@ -28,7 +28,6 @@
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -146,28 +145,6 @@ bool io_uring_turned_off() {
   return setting != nullptr && (std::string_view(setting) == "0" || std::string_view(setting) == "off");
 }
 
-// Sets an environment variable for the scope, then puts the old value back.
-class environment_setting {
- public:
-  environment_setting(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value, 1);
-  }
-  environment_setting(const environment_setting&) = delete;
-  environment_setting& operator=(const environment_setting&) = delete;
-  ~environment_setting() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
 }  // namespace
 #endif
 
@@ -191,7 +168,7 @@ TEST_CASE("backend: the loop names its backend; io_uring falls back to epoll whe
   }
 #if defined(CORO_LOOP_BACKEND_IO_URING)
   // CORO_LOOP_IO_URING=0: the epoll backend, which works as ever.
-  const environment_setting off("CORO_LOOP_IO_URING", "0");
+  const test_support::scoped_env off("CORO_LOOP_IO_URING", "0");
   cl::event_loop fallback;
   CHECK(std::string_view(fallback.backend_name()) == "epoll");
   const std::string echoed = fallback.run_until_complete([]() -> cl::task<std::string> {

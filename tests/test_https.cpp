@@ -279,29 +279,6 @@ std::string url_of(const char* scheme, const cl::server& server, const std::stri
   return std::string(scheme) + "://" + host + ":" + std::to_string(server.port()) + path;
 }
 
-// An environment variable set for one scope (and restored): SSL_CERT_FILE is how a
-// program points OpenSSL's default trust store at another file.
-class scoped_env {
- public:
-  scoped_env(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  scoped_env(const scoped_env&) = delete;
-  scoped_env& operator=(const scoped_env&) = delete;
-  ~scoped_env() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
 }  // namespace
 
 TEST_CASE("https: url::parse takes https:// with port 443 by default; resolve_url keeps the scheme", "[https]") {
@@ -484,7 +461,8 @@ TEST_CASE("https: the default context trusts the system's store and offers ALPN 
           "[https]") {
   if (!tls_test::tools_present("https")) return;
   // OpenSSL's default trust store is SSL_CERT_FILE when set: the test CA stands in for the system's.
-  const scoped_env trust_store("SSL_CERT_FILE", file("ca.pem"));
+  // SSL_CERT_FILE is how a program points OpenSSL's default trust store at another file.
+  const test_support::scoped_env trust_store("SSL_CERT_FILE", file("ca.pem"));
   auto body = []() -> cl::task<void> {
     const resource_counts before = resource_counts::now();
     served seen;
